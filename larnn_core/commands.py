@@ -88,7 +88,7 @@ def read_config(text: str | None) -> dict:
     if text is None:
         return {}
     source = "--config"
-    if not text.lstrip().startswith("{"):
+    if text.lstrip()[:1] not in ("{", "["):
         path = Path(text)
         if not path.is_file():
             raise FileNotFoundError(f"config file {text} does not exist")

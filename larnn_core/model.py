@@ -93,12 +93,14 @@ class LARNNCell(nn.Module):
         self.key = nn.Linear(H, H)
         self.value = nn.Linear(H, H)
         self.attn_out = nn.Linear(H, H)  # W_o
+        # one bias b, and none in front of a batch norm, which would cancel it (a dead parameter)
+        bias = norm != "batch"
         if larnn_mode == "residual":
-            self.gates_x = nn.Linear(input_size, 4 * H)
-            self.gates_h = nn.Linear(H, 4 * H)
-            self.gates_a = nn.Linear(H, 4 * H)
+            self.gates_x = nn.Linear(input_size, 4 * H, bias=bias)
+            self.gates_h = nn.Linear(H, 4 * H, bias=False)
+            self.gates_a = nn.Linear(H, 4 * H, bias=False)
         else:
-            self.gates = nn.Linear(input_size + 2 * H, 4 * H)  # W [x ; h ; a]
+            self.gates = nn.Linear(input_size + 2 * H, 4 * H, bias=bias)  # W [x ; h ; a]
         if use_positional_encoding:
             pe = positional_features(window_size)
             self.register_buffer("pe", pe, persistent=False)  # [k, 2P]

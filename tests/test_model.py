@@ -1,0 +1,161 @@
+"""Model tests; each of the 2018 reference defects (DESIGN.md section 1) has one that catches it."""
+import itertools
+
+import pytest
+import torch
+
+from larnn_core.classifier import build_model
+from larnn_core.hparams import HParams
+from larnn_core.model import LARNN, LARNNCell
+
+SMALL = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=2, dropout_drop_proba=0.0)
+COMBOS = [
+    dict(larnn_mode=m, use_positional_encoding=p, activation_on_keys_and_values=a, is_stacked_residual=r, norm=n)
+    for m, p, a, r, n in itertools.product(("residual", "layer"), (False, True), (False, True), (False, True),
+                                           ("batch", "layer", "none"))
+]
+
+
+def small_model(**overrides):
+    torch.manual_seed(0)
+    return build_model(HParams.from_dict({**SMALL, **overrides}))
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=lambda c: "-".join(str(v) for v in c.values()))
+def test_shapes_and_every_parameter_gets_a_gradient(combo):
+    """Defect 1 (unregistered cells never trained) and any dead parameter show up as a zero gradient."""
+    model = small_model(**combo)
+    x = torch.randn(5, 7, 9)
+    logits = model(x)
+    assert logits.shape == (5, 6)
+    assert model.body(torch.randn(5, 7, 8)).shape == (5, 7, 8)
+    torch.nn.functional.cross_entropy(logits, torch.arange(5) % 6).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} received no gradient"
+
+
+def test_lstm_baseline_every_parameter_gets_a_gradient():
+    model = small_model(model="lstm", num_layers=3, is_stacked_residual=True)
+    logits = model(torch.randn(4, 6, 9))
+    assert logits.shape == (4, 6)
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_optimizer_reaches_every_layer():
+    model = small_model(num_layers=3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(4, 5, 9)).sum().backward()
+    opt.step()
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(before[n], p)]
+    assert not unchanged
+    assert sum(isinstance(m, LARNNCell) for m in model.modules()) == 3
+
+
+@pytest.mark.parametrize("model_name", ["larnn", "lstm"])
+def test_eval_reaches_every_submodule_and_is_deterministic(model_name):
+    model = small_model(model=model_name, dropout_drop_proba=0.5, num_layers=3)
+    x = torch.randn(4, 6, 9)
+    model.train()
+    assert not torch.equal(model(x), model(x)), "dropout should make training passes differ"
+    model.eval()
+    assert all(not m.training for m in model.modules())
+    assert torch.equal(model(x), model(x))
+
+
+def test_second_layer_reads_the_first_layers_output():
+    """Defect 2: every 'layer' re-ran the first cell on the raw input."""
+    torch.manual_seed(0)
+    stack = LARNN(8, 2, attention_heads=2, window_size=3)
+    seen = []
+    original = LARNNCell.project_inputs
+
+    def spy(cell, x):
+        seen.append((cell, x.detach().clone()))
+        return original(cell, x)
+
+    x = torch.randn(3, 5, 8)
+    LARNNCell.project_inputs = spy
+    try:
+        stack(x)
+        with torch.no_grad():
+            stack.cells[0].query.weight.mul_(2.0)
+        stack(x)
+    finally:
+        LARNNCell.project_inputs = original
+    (c0, in0), (c1, in1), (_, in0_again), (_, in1_again) = seen
+    assert c0 is stack.cells[0] and c1 is stack.cells[1] and c0 is not c1
+    assert torch.equal(in0, x) and torch.equal(in0_again, x)
+    assert not torch.allclose(in1, x)
+    assert not torch.allclose(in1, in1_again), "layer 2's input must depend on layer 1's weights"
+
+
+def test_layers_have_separate_states_and_norms():
+    """Defect 6: one state object across layers, keys and values sharing one norm."""
+    cell = LARNNCell(8, 8, attention_heads=2, window_size=3, activation_on_keys_and_values=True)
+    assert cell.norm_key is not cell.norm_value
+    stack = LARNN(8, 2, attention_heads=2, window_size=3)
+    states = []
+    original = LARNNCell.initial_state
+    LARNNCell.initial_state = lambda self, *a: states.append(original(self, *a)) or states[-1]
+    try:
+        stack(torch.randn(2, 4, 8))
+    finally:
+        LARNNCell.initial_state = original
+    assert len(states) == 2 and states[0] is not states[1]
+
+
+@pytest.mark.parametrize("pe", [False, True])
+def test_window_holds_exactly_k_cells(pe):
+    """A cell pushed k+1 steps ago has no influence on the attention; the last k all do."""
+    k = 4
+    torch.manual_seed(0)
+    cell = LARNNCell(6, 6, attention_heads=2, window_size=k, use_positional_encoding=pe, norm="layer")
+    cells = [torch.randn(3, 6, requires_grad=True) for _ in range(k + 1)]
+    state = cell.initial_state(3)
+    for c in cells:
+        state = cell.remember(state, c)
+    assert state.keys.shape == (3, k, 6)
+    q = torch.randn(3, 6)
+    cell.attend(q, state.keys, state.values).sum().backward()
+    assert cells[0].grad is None or cells[0].grad.abs().sum() == 0
+    for c in cells[1:]:
+        assert c.grad.abs().sum() > 0
+
+
+def test_project_once_per_cell():
+    """Defect 4: the window was re-projected at every step; each cell must go through W_k once."""
+    calls = []
+    stack = LARNN(8, 1, attention_heads=2, window_size=5)
+    stack.cells[0].key.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    stack(torch.randn(2, 7, 8))
+    assert calls == [(2, 8)] * 7
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_returned_preactivation_is_normalised_and_drives_the_gates(norm):
+    """Defect 3: the normalised pre-activation was computed and then discarded."""
+    torch.manual_seed(0)
+    cell = LARNNCell(5, 8, attention_heads=2, window_size=3, norm=norm)
+    x = torch.randn(64, 1, 5)
+    state = cell.initial_state(64)
+    state = state._replace(h=torch.randn(64, 8), c=torch.randn(64, 8))
+    xq, xz = cell.project_inputs(x)
+    new, z = cell(xq[:, 0], xz[:, 0], state)
+    axis = 0 if norm == "batch" else 1
+    assert torch.allclose(z.mean(axis), torch.zeros(1), atol=1e-5)
+    assert torch.allclose(z.var(axis, unbiased=False), torch.ones(1), atol=1e-3)
+    H = 8
+    g, f, i = torch.tanh(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 2 * H:3 * H])
+    assert torch.allclose(new.c, cell.norm_c(g * i + state.c * f), atol=1e-5)
+
+
+def test_heads_must_divide_hidden_size():
+    with pytest.raises(ValueError, match=r"hidden_size \(10\).*attention_heads \(4\)"):
+        build_model(HParams.from_dict({**SMALL, "hidden_size": 10, "attention_heads": 4}))
+
+
+def test_window_must_be_positive():
+    with pytest.raises(ValueError, match="larnn_window_size"):
+        LARNNCell(4, 8, attention_heads=2, window_size=0)

@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from larnn_core import cli, train as training
+from larnn_core.data import dataset
+from larnn_core.hparams import HParams
+
+TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
+            training_epochs=3, learning_rate=0.01, decay_each_N_epoch=2)
+
+
+@pytest.mark.parametrize("model", ["larnn", "lstm"])
+def test_training_learns_and_records_everything(small_har, model):
+    result = training.train(HParams.from_dict({**TINY, "model": model}), small_har, device="cpu", seed=1, progress=False)
+    assert result["status"] == "ok"
+    history = result["history"]
+    assert all(len(v) == 3 for v in history.values())
+    assert result["best_validation_accuracy"] > 0.5  # chance is 1/6
+    assert result["loss"] == -result["best_validation_accuracy"]
+    assert result["test_accuracy"] == history["test_accuracies"][result["best_epoch"] - 1]
+    for key in ("device", "data_source", "data_checksum", "code_version", "seed", "wall_time_s", "hyperparameters"):
+        assert key in result
+    assert result["data_source"] == "synthetic" and result["data_checksum"] == small_har.checksum
+    json.dumps(result)  # a plain JSON document, storable as is
+
+
+def test_same_seed_same_result(small_har):
+    hp = HParams.from_dict({**TINY, "training_epochs": 1})
+    a = training.train(hp, small_har, device="cpu", seed=5, progress=False)
+    b = training.train(hp, small_har, device="cpu", seed=5, progress=False)
+    assert a["history"]["train_losses"] == b["history"]["train_losses"]
+
+
+def test_epoch_is_chosen_on_validation_and_test_read_there(small_har, monkeypatch):
+    """Defect 5: the 2018 code reported the best test epoch."""
+    scripted = iter([(0.5, 0.95), (0.9, 0.60), (0.7, 0.99)])
+
+    def fake_evaluate(model, X, y, n_classes):
+        if len(y) == len(small_har.y[small_har.split == "test"]):
+            accuracy = current[1]
+        else:
+            current[:] = next(scripted)
+            accuracy = current[0]
+        return {"loss": 1.0 - accuracy, "accuracy": accuracy, "f1": accuracy}
+
+    current = [0.0, 0.0]
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
+    assert result["best_epoch"] == 2
+    assert result["best_validation_accuracy"] == 0.9
+    assert result["test_accuracy"] == 0.60
+
+
+def test_lr_decays_by_three_quarters_every_n_epochs(small_har, monkeypatch):
+    rates = []
+    monkeypatch.setattr(training, "evaluate", lambda *a: {"loss": 0.0, "accuracy": 0.5, "f1": 0.5})
+    original_step = torch.optim.Adam.step
+
+    def record(self, *a, **k):
+        rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", record)
+    training.train(HParams.from_dict({**TINY, "training_epochs": 5}), small_har, device="cpu", progress=False)
+    per_epoch = sorted(set(rates), reverse=True)
+    assert np.allclose(per_epoch, [0.01, 0.0075, 0.005625])
+
+
+def test_nan_loss_ends_in_a_failed_result(small_har):
+    small_har.X[:] = np.nan
+    result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
+    assert result["status"] == "fail" and "loss became nan" in result["error"]
+
+
+def test_cuda_out_of_memory_ends_in_a_failed_result(small_har, monkeypatch):
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(torch.nn.Module, "__call__", oom)
+    result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
+    assert result["status"] == "fail" and "CUDA out of memory" in result["error"]
+
+
+def test_missing_gpu_is_an_error_not_a_fallback(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        training.resolve_device("cuda:0")
+
+
+def test_larnn_train_command(small_har, tmp_path, capsys, isolated_data_dir):
+    dataset.save(small_har, dataset.cache_path("hapt"))
+    out = tmp_path / "result.json"
+    config = tmp_path / "best.json"
+    config.write_text(json.dumps({**TINY, "training_epochs": 9}))
+    code = cli.main(["train", "--model", "lstm", "--config", str(config), "--epochs", "2", "--device", "cpu",
+                     "--out", str(out), "--no-progress"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0 and printed == json.loads(out.read_text())
+    assert printed["model"] == "lstm" and len(printed["history"]["train_losses"]) == 2
+    assert printed["hyperparameters"]["hidden_size"] == 8
+
+
+def test_larnn_train_refuses_unknown_config_keys(tmp_path, capsys):
+    code = cli.main(["train", "--config", '{"hidden_sise": 8}'])
+    assert code == 2 and "hidden_sise" in capsys.readouterr().err
+
+
+def test_larnn_data_info(small_har, capsys):
+    dataset.save(small_har, dataset.cache_path("hapt"))
+    assert cli.main(["data", "info", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["checksum"] == small_har.checksum
+    assert summary["splits"]["test"]["subjects"] == list(dataset.TEST_SUBJECTS)
+    assert cli.main(["data", "info"]) == 0
+    assert "walking" in capsys.readouterr().out
+
+
+def test_sha256_option_is_refused_for_the_offline_source(capsys):
+    assert cli.main(["data", "prepare", "--source", "hapt", "--sha256", "00"]) == 2
+    assert "--source uci only" in capsys.readouterr().err
