@@ -46,8 +46,9 @@ def _prepare(args) -> None:
 
 def _info(args) -> None:
     summary = har.load(args.source, args.data_dir).summary()
-    print(json.dumps(summary, indent=2) if args.json else "", end="\n" if args.json else "")
-    if not args.json:
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
         _print_summary(summary)
 
 

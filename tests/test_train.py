@@ -121,3 +121,17 @@ def test_larnn_data_info(small_har, capsys):
 def test_sha256_option_is_refused_for_the_offline_source(capsys):
     assert cli.main(["data", "prepare", "--source", "hapt", "--sha256", "00"]) == 2
     assert "--source uci only" in capsys.readouterr().err
+
+
+def test_larnn_data_prepare_uci(tmp_path, capsys, isolated_data_dir):
+    from tests.test_data import write_uci_zip
+
+    archive = tmp_path / "uci.zip"
+    write_uci_zip(archive)
+    digest = dataset.sha256_file(archive)
+    assert cli.main(["data", "prepare", "--source", "uci", "--url", archive.as_uri(), "--sha256", "f" * 64]) == 2
+    assert f"its SHA-256 is {digest}" in capsys.readouterr().err
+    assert not dataset.cache_path("uci").exists()
+    assert cli.main(["data", "prepare", "--source", "uci", "--url", archive.as_uri(), "--sha256", digest]) == 0
+    assert "source:   uci" in capsys.readouterr().out
+    assert dataset.cache_path("uci").exists()
