@@ -1,0 +1,72 @@
+"""A validated search space: what `larnn spaces check` and every submit load, and what an
+experiment stores (as JSON, never as pickled Python)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hyperopt.pyll import stochastic
+
+from search_spaces.format import Node, SpaceError, parse, read_document
+from search_spaces.sampling import finalize, flatten, to_hyperopt
+from search_spaces.validate import validate
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    description: str
+    document: dict  # the file's contents, plain JSON types
+    nodes: dict[str, Node]
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "document": self.document})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Space":
+        stored = json.loads(text)
+        return from_document(stored["document"], stored["name"], source=f"stored space {stored['name']!r}")
+
+    def hyperopt(self) -> dict[str, Any]:
+        """The expression hyperopt's tpe/rand/anneal suggest from."""
+        return to_hyperopt(self.nodes)
+
+    def point(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Complete, rounded hyperparameters from one hyperopt sample of this space."""
+        return finalize(flatten(sample))
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return self.point(stochastic.sample(self.hyperopt(), rng=rng))
+
+
+def from_document(document: Any, name: str, source: str) -> Space:
+    """Parse and validate; raises SpaceError naming every problem."""
+    description, nodes, problems = parse(document, source)
+    problems += validate(nodes)
+    if problems:
+        raise SpaceError(source, problems)
+    return Space(name, description, json.loads(json.dumps(document)), nodes)
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def builtin_path(name: str) -> Path:
+    path = BUILTIN_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SpaceError(name, [("", f"no built-in space of that name; built in: {', '.join(builtin_names())}")])
+    return path
+
+
+def load_space(name_or_path: str | Path) -> Space:
+    """A built-in space by name, or a space file by path."""
+    path = Path(name_or_path)
+    if not path.is_file() and path.suffix == "" and path.name == str(name_or_path):
+        path = builtin_path(str(name_or_path))
+    return from_document(read_document(path), path.stem, source=str(path))

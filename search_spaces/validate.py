@@ -1,0 +1,156 @@
+"""Checks a parsed space against larnn_core's hyperparameters: names, types, and that every
+point it can produce (after the rounding rule of sampling.py) builds a valid model."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import json
+import math
+
+from larnn_core.hparams import MODELS, HParams
+from larnn_core.model import MODES, NORMS
+from search_spaces.format import Branches, Choice, Distribution, Fixed, Invalid, Node, Scaled, is_number
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(HParams)}
+DEFAULTS = HParams().to_dict()
+TEXT_VALUES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
+POSITIVE = ("hidden_size", "attention_heads", "larnn_window_size", "num_layers", "decay_each_N_epoch",
+            "batch_size", "training_epochs", "learning_rate")
+NON_NEGATIVE = ("l2_weight_reg", "clip_grad_norm")
+
+
+def round_half_up(x: float) -> int:
+    """The one rounding rule for integer hyperparameters: to the nearest integer, halves up."""
+    return int(math.floor(x + 0.5))
+
+
+def bounds(node: Node) -> tuple[float, float] | None:
+    """Smallest and largest value a numeric node can produce (None if not numeric)."""
+    if isinstance(node, Fixed):
+        return (node.value, node.value) if is_number(node.value) else None
+    if isinstance(node, Scaled):
+        return node.base * math.exp(node.low), node.base * math.exp(node.high)
+    if isinstance(node, Choice):
+        numbers = [o for o in node.options if is_number(o)]
+        return (min(numbers), max(numbers)) if numbers else None
+    if isinstance(node, Distribution):
+        low, high, *q = node.args
+        if node.kind in ("normal", "qnormal"):
+            return -math.inf, math.inf
+        if node.kind == "randint":
+            return low, high - 1
+        if q:
+            return round(low / q[0]) * q[0], round(high / q[0]) * q[0]
+        return low, high
+    return None
+
+
+def _check_type(name: str, path: str, node: Node, problems: list) -> bool:
+    kind = FIELD_TYPES[name]
+    if isinstance(node, Branches):
+        problems.append((path, f"{name!r} is a hyperparameter; a conditional choice of mappings needs a "
+                               "label that is not one (e.g. 'architecture')"))
+        return False
+    values = node.options if isinstance(node, Choice) else [node.value] if isinstance(node, Fixed) else None
+    if kind in ("bool", "str") and values is None:
+        allowed = "true or false" if kind == "bool" else " | ".join(TEXT_VALUES[name])
+        problems.append((path, f"{name} takes {allowed}: use a fixed value or {{choice: [...]}}"))
+        return False
+    for value in values or []:
+        if kind == "bool" and not isinstance(value, bool):
+            problems.append((path, f"{name} must be true or false, got {json.dumps(value)}"))
+            return False
+        if kind == "str" and value not in TEXT_VALUES[name]:
+            problems.append((path, f"{name} must be one of {', '.join(TEXT_VALUES[name])}, got {json.dumps(value)}"))
+            return False
+        if kind in ("int", "float") and not is_number(value):
+            problems.append((path, f"{name} must be a number, got {json.dumps(value)}"))
+            return False
+    return True
+
+
+def _check_range(name: str, path: str, node: Node, problems: list) -> None:
+    low, high = bounds(node)
+    if FIELD_TYPES[name] == "int" and math.isfinite(low):
+        low, high = round_half_up(low), round_half_up(high)
+    if not math.isfinite(low):
+        can = "is unbounded (a normal distribution)"
+    elif FIELD_TYPES[name] == "int":
+        can = f"can be {low} after rounding"
+    else:
+        can = f"can be {low:g}" if low == high else f"ranges over [{low:g}, {high:g}]"
+    if name in POSITIVE and not low > 0:
+        limit = "the window must hold at least 1 cell" if name == "larnn_window_size" else "it must be positive"
+        problems.append((path, f"{name} {can}; {limit}"))
+    if name in NON_NEGATIVE and not low >= 0:
+        problems.append((path, f"{name} {can}; it must be >= 0"))
+    if name == "dropout_drop_proba" and not (low >= 0 and high < 1):
+        problems.append((path, f"dropout_drop_proba {can}; it must lie in [0, 1)"))
+
+
+def _combinations(nodes: dict[str, Node], path: str, problems: list):
+    """Each flat {name: (path, node)} a sample can take, one per combination of branch options."""
+    flat = {n: (f"{path}.{n}", node) for n, node in nodes.items() if not isinstance(node, Branches)}
+    choices = []
+    for label, node in nodes.items():
+        if isinstance(node, Branches) and label not in FIELD_TYPES:
+            choices.append([list(_combinations(option, f"{path}.{label}.choice[{i}]", problems))
+                            for i, option in enumerate(node.options)])
+    for picks in itertools.product(*[[c for option in branch for c in option] for branch in choices]):
+        combined = dict(flat)
+        for pick in picks:
+            for name, (where, node) in pick.items():
+                if name in combined and combined[name][0] != where:
+                    problems.append((where, f"{name} is also set at {combined[name][0]}"))
+                combined[name] = (where, node)
+        yield combined
+
+
+def validate(nodes: dict[str, Node], path: str = "space") -> list[tuple[str, str]]:
+    """Every problem of the space, as (field path, message); an empty list means valid."""
+    problems: list[tuple[str, str]] = []
+    typed_ok = {}
+    for combo in _combinations(nodes, path, problems):
+        for name, (where, node) in combo.items():
+            if where in typed_ok or isinstance(node, Invalid):
+                continue
+            if name not in FIELD_TYPES:
+                close = difflib.get_close_matches(name, FIELD_TYPES, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append((where, f"unknown hyperparameter {name!r}{hint}"))
+                typed_ok[where] = False
+                continue
+            typed_ok[where] = _check_type(name, where, node, problems)
+            if typed_ok[where] and FIELD_TYPES[name] in ("int", "float"):
+                _check_range(name, where, node, problems)
+        _check_heads_divide_hidden(combo, problems)
+    for label, node in nodes.items():  # a branch label that is a hyperparameter name
+        if isinstance(node, Branches) and label in FIELD_TYPES:
+            _check_type(label, f"{path}.{label}", node, problems)
+    return list(dict.fromkeys(problems))  # each problem once, in order
+
+
+def _check_heads_divide_hidden(combo: dict, problems: list) -> None:
+    """hidden_size is rounded to the nearest multiple of attention_heads; that must not be 0."""
+    def extreme(name: str, which: int):
+        if name not in combo:
+            return DEFAULTS[name], f"the default {name} ({DEFAULTS[name]})"
+        where, node = combo[name]
+        b = bounds(node)
+        return (None, None) if b is None else (b[which], where)
+
+    model = combo.get("model", ("", Fixed(DEFAULTS["model"])))[1]
+    models = model.options if isinstance(model, Choice) else [getattr(model, "value", None)]
+    if "larnn" not in models:
+        return
+    hidden, hidden_at = extreme("hidden_size", 0)
+    heads, heads_at = extreme("attention_heads", 1)
+    if hidden is None or heads is None or not (math.isfinite(hidden) and math.isfinite(heads)) or heads <= 0:
+        return
+    heads = round_half_up(heads)
+    if round_half_up(hidden / heads) < 1:
+        where = hidden_at if "hidden_size" in combo else heads_at
+        problems.append((where, f"attention_heads can reach {heads} while hidden_size can be as low as "
+                                f"{hidden:g}: rounded to a multiple of attention_heads, hidden_size would be 0 "
+                                "(keep hidden_size >= attention_heads / 2)"))
