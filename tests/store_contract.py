@@ -1,0 +1,135 @@
+"""The contract every trial store backend must satisfy. Each backend's test module subclasses
+StoreContract and provides a `store` fixture (and `make_store`, another connection to the same store)."""
+import threading
+import time
+
+import pytest
+
+from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, UnknownExperiment, new_trial
+
+
+def experiment(name="exp", max_evals=10, created=None):
+    return {"name": name, "space": {"space": {"batch_size": 256}}, "algorithm": "tpe", "max_evals": max_evals,
+            "objective": {"source": "hapt"}, "seed": 0, "created": created or time.time()}
+
+
+def queued(store, name="exp", n=3):
+    for tid in range(n):
+        store.insert_trial(new_trial(name, tid, {"x": [tid]}, {"x": [0.5 * tid]}))
+
+
+class StoreContract:
+    def test_experiments(self, store):
+        store.create_experiment(experiment("a", created=1.0))
+        store.create_experiment(experiment("b", created=2.0))
+        assert store.get_experiment("a")["max_evals"] == 10
+        assert [e["name"] for e in store.experiments()] == ["a", "b"]
+        with pytest.raises(ExperimentExists, match="'a' already exists"):
+            store.create_experiment(experiment("a"))
+        with pytest.raises(UnknownExperiment, match="'zzz'"):
+            store.get_experiment("zzz")
+        store.set_max_evals("a", 25)
+        assert store.get_experiment("a")["max_evals"] == 25
+        assert store.get_experiment("a") == {**experiment("a", created=1.0), "max_evals": 25}
+
+    def test_lease_is_exclusive_until_released_or_expired(self, store):
+        store.create_experiment(experiment())
+        assert store.acquire_lease("exp", "w1", 30)
+        assert not store.acquire_lease("exp", "w2", 30)
+        assert store.acquire_lease("exp", "w1", 30)  # renewal by the holder
+        store.release_lease("exp", "w2")  # not the holder: no effect
+        assert not store.acquire_lease("exp", "w2", 30)
+        store.release_lease("exp", "w1")
+        assert store.acquire_lease("exp", "w2", 0.05)
+        time.sleep(0.1)
+        assert store.acquire_lease("exp", "w1", 30)
+
+    def test_trials_round_trip_as_json(self, store):
+        trial = new_trial("exp", 0, {"lr": [0]}, {"lr": [0.01]})
+        store.insert_trial(trial)
+        (stored,) = store.trials("exp")
+        assert stored["misc"]["vals"] == {"lr": [0.01]} and stored["state"] == NEW and stored["attempts"] == 0
+        for key in ("tid", "spec", "result", "misc", "state", "owner", "book_time", "refresh_time", "exp_key"):
+            assert key in stored
+        with pytest.raises(Exception):
+            store.insert_trial(new_trial("exp", 0, {}, {}))
+
+    def test_reserve_takes_the_oldest_queued_trial_once(self, store):
+        queued(store, "exp", 2)
+        queued(store, "other", 1)
+        first = store.reserve("w1", "exp")
+        assert (first["tid"], first["state"], first["owner"], first["attempts"]) == (0, RUNNING, "w1", 1)
+        assert first["book_time"] is not None and first["refresh_time"] is not None
+        assert store.reserve("w2", "exp")["tid"] == 1
+        assert store.reserve("w3", "exp") is None
+        assert store.reserve("w3")["exp_key"] == "other"
+        assert store.reserve("w3") is None
+
+    def test_concurrent_reservations_never_share_a_trial(self, store, make_store):
+        queued(store, "exp", 30)
+        taken, errors = [], []
+
+        def worker(i):
+            own = make_store()
+            try:
+                while (trial := own.reserve(f"w{i}")) is not None:
+                    taken.append(trial["tid"])
+            except Exception as error:  # surfaced below
+                errors.append(error)
+            finally:
+                own.close()
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert sorted(taken) == list(range(30))
+
+    def test_heartbeat_and_finish_belong_to_the_owner(self, store):
+        queued(store, "exp", 1)
+        store.reserve("w1")
+        assert store.heartbeat("exp", 0, "w1")
+        assert not store.heartbeat("exp", 0, "w2")
+        assert not store.finish("exp", 0, "w2", DONE, {"status": "ok", "loss": -1.0})
+        result = {"status": "ok", "loss": -0.9, "history": {"validation_accuracies": [0.5, 0.9]}}
+        assert store.finish("exp", 0, "w1", DONE, result)
+        (trial,) = store.trials("exp")
+        assert trial["state"] == DONE and trial["result"] == result
+        assert not store.heartbeat("exp", 0, "w1")  # finished: nothing to refresh
+        assert store.counts("exp") == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+
+    def test_release_gives_the_trial_back_without_counting_an_attempt(self, store):
+        queued(store, "exp", 1)
+        store.reserve("w1")
+        assert not store.release("exp", 0, "w2")
+        assert store.release("exp", 0, "w1")
+        (trial,) = store.trials("exp")
+        assert trial["state"] == NEW and trial["attempts"] == 0
+        assert store.reserve("w2")["attempts"] == 1
+
+    def test_stale_trials_are_requeued_then_failed(self, store):
+        queued(store, "exp", 2)
+        store.reserve("w1")
+        store.reserve("w2")
+        time.sleep(0.2)
+        assert store.heartbeat("exp", 1, "w2")  # alive
+        assert store.requeue_stale(older_than=0.1, max_attempts=2) == 1
+        trials = store.trials("exp")
+        assert trials[0]["state"] == NEW and trials[0]["owner"] is None and trials[0]["attempts"] == 1
+        assert trials[1]["state"] == RUNNING
+        assert not store.finish("exp", 0, "w1", DONE, {"status": "ok", "loss": 0.0})  # the old owner lost it
+        assert store.reserve("w3", "exp")["tid"] == 0
+        time.sleep(0.2)
+        store.heartbeat("exp", 1, "w2")
+        assert store.requeue_stale(older_than=0.1, max_attempts=2) == 1
+        trial = store.trials("exp")[0]
+        assert trial["state"] == ERROR and trial["result"]["status"] == "fail"
+        assert "no heartbeat" in trial["result"]["error"] and "2 times" in trial["result"]["error"]
+
+    def test_inserted_running_trial_belongs_to_its_suggester(self, store):
+        store.insert_trial(new_trial("exp", 0, {}, {}, owner="w1"))
+        assert store.reserve("w2") is None
+        assert store.heartbeat("exp", 0, "w1")
+        assert store.trials("exp")[0]["attempts"] == 1

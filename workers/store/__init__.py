@@ -1,0 +1,31 @@
+"""Trial stores, chosen by URL: sqlite:///PATH (embedded default) or mongodb://... (many machines)."""
+from __future__ import annotations
+
+import os
+
+from workers.store.base import (DONE, ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseStore,
+                                ExperimentExists, UnknownExperiment, new_trial)
+
+DEFAULT_URL = "sqlite:///larnn.db"
+
+
+def store_url(url: str | None = None) -> str:
+    """--store, else $LARNN_STORE, else the embedded default (larnn.db in the working directory)."""
+    return url or os.environ.get("LARNN_STORE") or DEFAULT_URL
+
+
+def open_store(url: str | None = None) -> BaseStore:
+    url = store_url(url)
+    if url.startswith("sqlite:///"):
+        from workers.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url[len("sqlite:///"):])
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from workers.store.mongo import MongoStore
+
+        return MongoStore(url)
+    raise ValueError(f"unknown store URL {url!r}: use sqlite:///PATH or mongodb://HOST/DB")
+
+
+__all__ = ["DONE", "ERROR", "FINAL", "NEW", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
+           "UnknownExperiment", "new_trial", "open_store", "store_url"]

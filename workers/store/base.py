@@ -1,0 +1,111 @@
+"""The trial store interface. Two backends implement it (sqlite.py, mongo.py); one contract test
+suite (tests/test_store_contract.py) runs against each.
+
+Trials are hyperopt-compatible documents (tid, spec, result, misc.idxs/vals, state, owner,
+book_time, refresh_time, exp_key), so hyperopt's suggestion algorithms read them unchanged. Plus
+`attempts` (reservations so far). Times are seconds since the epoch. Everything is JSON: nothing
+is pickled into or out of a store.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any
+
+# hyperopt's job states
+NEW, RUNNING, DONE, ERROR = 0, 1, 2, 3
+STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed"}
+FINAL = (DONE, ERROR)
+
+
+class ExperimentExists(ValueError):
+    pass
+
+
+class UnknownExperiment(ValueError):
+    pass
+
+
+def new_trial(exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None = None) -> dict:
+    """A trial document; reserved by owner at once when given (the suggesting worker runs it)."""
+    now = time.time()
+    return {
+        "exp_key": exp_key, "tid": tid, "spec": None, "version": 0,
+        "result": {"status": "new"},
+        "misc": {"tid": tid, "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
+                 "idxs": idxs, "vals": vals},
+        "state": RUNNING if owner else NEW, "owner": owner,
+        "book_time": now if owner else None, "refresh_time": now if owner else None,
+        "attempts": 1 if owner else 0,
+    }
+
+
+class BaseStore(abc.ABC):
+    """Experiments and their trials. Every method is atomic on its own."""
+
+    # -- experiments
+    @abc.abstractmethod
+    def create_experiment(self, experiment: dict) -> None:
+        """Register {name, space, algorithm, max_evals, objective, seed, created}; ExperimentExists if taken."""
+
+    @abc.abstractmethod
+    def get_experiment(self, name: str) -> dict:
+        """UnknownExperiment if absent."""
+
+    @abc.abstractmethod
+    def experiments(self) -> list[dict]:
+        """All experiments, oldest first."""
+
+    @abc.abstractmethod
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        """Raise (or lower) an experiment's budget."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take the experiment's suggestion lease unless another owner holds an unexpired one."""
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease back (only if owner holds it)."""
+
+    # -- trials
+    @abc.abstractmethod
+    def insert_trial(self, trial: dict) -> None:
+        """Add a trial; its (exp_key, tid) must be new."""
+
+    @abc.abstractmethod
+    def trials(self, name: str) -> list[dict]:
+        """All trials of an experiment, by tid."""
+
+    @abc.abstractmethod
+    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+        """Atomically take the oldest queued trial (of one experiment, or of any): state RUNNING,
+        owner set, attempts + 1. None when nothing is queued."""
+
+    @abc.abstractmethod
+    def heartbeat(self, name: str, tid: int, owner: str) -> bool:
+        """Refresh a running trial; False if it is no longer this owner's (it was requeued)."""
+
+    @abc.abstractmethod
+    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+        """Record a final state and result; False (and nothing written) if the trial is no longer
+        this owner's."""
+
+    @abc.abstractmethod
+    def release(self, name: str, tid: int, owner: str) -> bool:
+        """Give a running trial back to the queue (a graceful stop does not count as an attempt)."""
+
+    @abc.abstractmethod
+    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+        """Running trials whose heartbeat is older than `older_than` seconds go back to the queue,
+        or, after max_attempts reservations, are marked failed with the reason. Returns how many."""
+
+    # -- derived, the same for every backend
+    def counts(self, name: str) -> dict[str, int]:
+        counts = dict.fromkeys(STATE_NAMES.values(), 0)
+        for trial in self.trials(name):
+            counts[STATE_NAMES[trial["state"]]] += 1
+        return counts
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,120 @@
+"""MongoDB trial store, for workers on many machines (pymongo 4.x).
+
+Reservation and the suggestion lease are single `find_one_and_update` calls, atomic on the
+server; writes use majority write concern with journaling. Not hyperopt's MongoTrials, which
+calls pymongo 3 APIs and unpickles code from the database.
+"""
+from __future__ import annotations
+
+import time
+
+import pymongo
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+from pymongo.write_concern import WriteConcern
+
+from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists,
+                                UnknownExperiment)
+
+HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
+
+
+class MongoStore(BaseStore):
+    def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
+        self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        db = self.client.get_database(database) if database else self.client.get_default_database("larnn")
+        concern = WriteConcern(w="majority", j=True)
+        self.experiments_ = db.get_collection("experiments", write_concern=concern)
+        self.trials_ = db.get_collection("trials", write_concern=concern)
+        self.experiments_.create_index("name", unique=True)
+        self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
+        self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
+
+    # -- experiments
+    def create_experiment(self, experiment: dict) -> None:
+        try:
+            self.experiments_.insert_one({**experiment, "lease_owner": None, "lease_until": 0.0})
+        except DuplicateKeyError:
+            raise ExperimentExists(f"experiment {experiment['name']!r} already exists") from None
+
+    def get_experiment(self, name: str) -> dict:
+        doc = self.experiments_.find_one({"name": name}, HIDDEN)
+        if doc is None:
+            raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
+        return doc
+
+    def experiments(self) -> list[dict]:
+        return list(self.experiments_.find({}, HIDDEN, sort=[("created", 1), ("name", 1)]))
+
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        if self.experiments_.update_one({"name": name}, {"$set": {"max_evals": max_evals}}).matched_count != 1:
+            raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
+
+    def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        taken = self.experiments_.find_one_and_update(
+            {"name": name, "$or": [{"lease_until": {"$lt": now}}, {"lease_owner": owner}]},
+            {"$set": {"lease_owner": owner, "lease_until": now + seconds}})
+        return taken is not None
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self.experiments_.update_one({"name": name, "lease_owner": owner},
+                                     {"$set": {"lease_owner": None, "lease_until": 0.0}})
+
+    # -- trials
+    def insert_trial(self, trial: dict) -> None:
+        self.trials_.insert_one(dict(trial))
+
+    def trials(self, name: str) -> list[dict]:
+        return list(self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)]))
+
+    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+        query = {"state": NEW, **({"exp_key": experiment} if experiment else {})}
+        now = time.time()
+        trial = self.trials_.find_one_and_update(  # no projection: mongomock then returns another document
+            query,
+            {"$set": {"state": RUNNING, "owner": owner, "book_time": now, "refresh_time": now},
+             "$inc": {"attempts": 1}},
+            sort=[("tid", 1), ("exp_key", 1)], return_document=ReturnDocument.AFTER)
+        if trial is not None:
+            trial.pop("_id")
+        return trial
+
+    def _update_own(self, name: str, tid: int, owner: str, update: dict) -> bool:
+        query = {"exp_key": name, "tid": tid, "owner": owner, "state": RUNNING}
+        return self.trials_.update_one(query, update).modified_count == 1
+
+    def heartbeat(self, name: str, tid: int, owner: str) -> bool:
+        return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
+
+    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+        assert state in (DONE, ERROR)
+        return self._update_own(name, tid, owner,
+                                {"$set": {"state": state, "result": result, "refresh_time": time.time()}})
+
+    def release(self, name: str, tid: int, owner: str) -> bool:
+        return self._update_own(name, tid, owner, {"$set": {"state": NEW, "owner": None}, "$inc": {"attempts": -1}})
+
+    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+        cutoff = time.time() - older_than
+        count = 0
+        while True:  # one atomic update per stale trial, so a racing heartbeat or requeue is never lost
+            trial = self.trials_.find_one_and_update(
+                {"state": RUNNING, "refresh_time": {"$lt": cutoff}, "attempts": {"$lt": max_attempts}},
+                {"$set": {"state": NEW, "owner": None}})
+            if trial is None:
+                break
+            count += 1
+        while True:
+            trial = self.trials_.find_one({"state": RUNNING, "refresh_time": {"$lt": cutoff}})
+            if trial is None:
+                return count
+            result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
+                                                 f"{trial['attempts']} times (last owner {trial['owner']}); giving up"}
+            if self.trials_.update_one({"exp_key": trial["exp_key"], "tid": trial["tid"], "state": RUNNING,
+                                        "refresh_time": trial["refresh_time"]},
+                                       {"$set": {"state": ERROR, "result": result}}).modified_count:
+                count += 1
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,171 @@
+"""SQLite trial store: the embedded default, for one machine and several processes.
+
+WAL journal (readers never block the writer), a long busy timeout, short `BEGIN IMMEDIATE`
+transactions (the write lock is taken up front, so two reservations cannot interleave) and a
+retry with backoff for the rare lock error that outlasts the timeout.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists,
+                                UnknownExperiment)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL,
+    lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS trials (
+    exp_key TEXT NOT NULL, tid INTEGER NOT NULL, state INTEGER NOT NULL, owner TEXT,
+    book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
+    PRIMARY KEY (exp_key, tid));
+CREATE INDEX IF NOT EXISTS trials_state ON trials (state, exp_key, tid);
+"""
+COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result"
+
+
+class SQLiteStore(BaseStore):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, retries: int = 20):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.retries = retries
+        self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
+
+    def _transaction(self, work, begin: bool = True):
+        """Run work(db) in one short write transaction, retrying on lock errors."""
+        for attempt in range(self.retries):
+            try:
+                if begin:
+                    self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    value = work(self.db)
+                except BaseException:
+                    if begin:
+                        self.db.execute("ROLLBACK")
+                    raise
+                if begin:
+                    self.db.execute("COMMIT")
+                return value
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error) or attempt == self.retries - 1:
+                    raise
+                time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._transaction(lambda db: db.execute(sql, args).fetchall(), begin=False)
+
+    # -- experiments
+    def create_experiment(self, experiment: dict) -> None:
+        def work(db):
+            try:
+                db.execute("INSERT INTO experiments (name, doc, created) VALUES (?, ?, ?)",
+                           (experiment["name"], json.dumps(experiment), experiment["created"]))
+            except sqlite3.IntegrityError:
+                raise ExperimentExists(f"experiment {experiment['name']!r} already exists") from None
+        self._transaction(work)
+
+    def get_experiment(self, name: str) -> dict:
+        rows = self._read("SELECT doc FROM experiments WHERE name = ?", (name,))
+        if not rows:
+            raise UnknownExperiment(f"no experiment named {name!r} in {self.path}")
+        return json.loads(rows[0][0])
+
+    def experiments(self) -> list[dict]:
+        return [json.loads(doc) for doc, in self._read("SELECT doc FROM experiments ORDER BY created, name")]
+
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        def work(db):
+            rows = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchall()
+            if not rows:
+                raise UnknownExperiment(f"no experiment named {name!r} in {self.path}")
+            doc = json.loads(rows[0][0])
+            doc["max_evals"] = max_evals
+            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps(doc), name))
+        self._transaction(work)
+
+    def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        return self._transaction(lambda db: db.execute(
+            "UPDATE experiments SET lease_owner = ?, lease_until = ? "
+            "WHERE name = ? AND (lease_until < ? OR lease_owner = ?)",
+            (owner, now + seconds, name, now, owner)).rowcount == 1)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        self._transaction(lambda db: db.execute(
+            "UPDATE experiments SET lease_owner = NULL, lease_until = 0 WHERE name = ? AND lease_owner = ?",
+            (name, owner)))
+
+    # -- trials
+    def insert_trial(self, trial: dict) -> None:
+        self._transaction(lambda db: db.execute(
+            f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
+             trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]), json.dumps(trial["result"]))))
+
+    @staticmethod
+    def _doc(row: tuple) -> dict:
+        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result = row
+        return {"exp_key": exp_key, "tid": tid, "spec": None, "version": 0, "state": state, "owner": owner,
+                "book_time": book_time, "refresh_time": refresh_time, "attempts": attempts,
+                "misc": json.loads(misc), "result": json.loads(result)}
+
+    def trials(self, name: str) -> list[dict]:
+        return [self._doc(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))]
+
+    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+        def work(db):
+            where, args = ("state = ? AND exp_key = ?", (NEW, experiment)) if experiment else ("state = ?", (NEW,))
+            row = db.execute(f"SELECT exp_key, tid FROM trials WHERE {where} ORDER BY tid, exp_key LIMIT 1",
+                             args).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            db.execute("UPDATE trials SET state = ?, owner = ?, book_time = ?, refresh_time = ?, "
+                       "attempts = attempts + 1 WHERE exp_key = ? AND tid = ?", (RUNNING, owner, now, now, *row))
+            return self._doc(db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone())
+        return self._transaction(work)
+
+    def heartbeat(self, name: str, tid: int, owner: str) -> bool:
+        return self._transaction(lambda db: db.execute(
+            "UPDATE trials SET refresh_time = ? WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+            (time.time(), name, tid, owner, RUNNING)).rowcount == 1)
+
+    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+        assert state in (DONE, ERROR)
+        return self._transaction(lambda db: db.execute(
+            "UPDATE trials SET state = ?, result = ?, refresh_time = ? "
+            "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+            (state, json.dumps(result), time.time(), name, tid, owner, RUNNING)).rowcount == 1)
+
+    def release(self, name: str, tid: int, owner: str) -> bool:
+        return self._transaction(lambda db: db.execute(
+            "UPDATE trials SET state = ?, owner = NULL, attempts = attempts - 1 "
+            "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+            (NEW, name, tid, owner, RUNNING)).rowcount == 1)
+
+    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+        def work(db):
+            cutoff = time.time() - older_than
+            stale = db.execute("SELECT exp_key, tid, attempts, owner FROM trials WHERE state = ? AND refresh_time < ?",
+                               (RUNNING, cutoff)).fetchall()
+            for exp_key, tid, attempts, owner in stale:
+                if attempts >= max_attempts:
+                    result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
+                                                         f"{attempts} times (last owner {owner}); giving up"}
+                    db.execute("UPDATE trials SET state = ?, result = ? WHERE exp_key = ? AND tid = ?",
+                               (ERROR, json.dumps(result), exp_key, tid))
+                else:
+                    db.execute("UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?",
+                               (NEW, exp_key, tid))
+            return len(stale)
+        return self._transaction(work)
+
+    def close(self) -> None:
+        self.db.close()
