@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -33,13 +34,19 @@ class SQLiteStore(BaseStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.retries = retries
-        self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        # one connection per store, shared with the worker's heartbeat thread under a lock
+        self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
 
     def _transaction(self, work, begin: bool = True):
         """Run work(db) in one short write transaction, retrying on lock errors."""
+        with self.lock:
+            return self._retrying(work, begin)
+
+    def _retrying(self, work, begin: bool):
         for attempt in range(self.retries):
             try:
                 if begin:

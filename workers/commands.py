@@ -1,0 +1,185 @@
+"""workers' sub-commands: `larnn submit | worker | status | best | search`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from workers import report
+from workers.experiment import ALGORITHMS, submit
+from workers.store import open_store, store_url
+
+STORE_HELP = "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _experiment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("space", help="a built-in space (larnn spaces list) or a space file")
+    parser.add_argument("--name", required=True, help="experiment name (letters, digits, - _ .)")
+    parser.add_argument("--max-evals", type=int, default=100, help="trials to run (default 100)")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="tpe", help="hyperopt algorithm (default tpe)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the suggestions and each trial's training")
+    parser.add_argument("--epochs", type=int, default=None, help="override every trial's training_epochs")
+    parser.add_argument("--source", choices=("hapt", "uci"), default="hapt", help="data source (default hapt)")
+    parser.add_argument("--validation-subjects", type=int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+
+
+def _submit_options(args) -> dict:
+    return dict(max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed, epochs=args.epochs,
+                source=args.source, validation_subjects=args.validation_subjects)
+
+
+def register_submit(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "submit", help="register an experiment; workers anywhere then run it",
+        description="Validate a search space and register an experiment in the trial store. Returns at once; "
+                    "start `larnn worker` processes (one per GPU) on any machine that reaches the store.")
+    _experiment_options(parser)
+    parser.add_argument("--extend-to", type=int, default=None, help="raise an existing experiment's budget to N")
+    parser.set_defaults(run=_submit)
+
+
+def _submit(args) -> None:
+    url = store_url(args.store)
+    experiment = submit(open_store(url), args.name, args.space, extend_to=args.extend_to, **_submit_options(args))
+    store = "" if args.store is None else f" --store '{redact(url)}'"
+    verb = "extended" if args.extend_to is not None else "submitted"
+    print(f"{verb} {experiment['name']!r}: {experiment['max_evals']} trials, {experiment['algorithm']}, "
+          f"store {redact(url)}")
+    print(f"  start workers:  larnn worker{store} --experiment {experiment['name']} --device cuda:0")
+    print(f"  watch:          larnn status {experiment['name']}{store}")
+    print(f"  best trials:    larnn best {experiment['name']}{store}")
+
+
+def register_worker(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "worker", help="run trials from the store until stopped (one per GPU)",
+        description="A long-lived worker: takes the next queued trial of any experiment with budget left "
+                    "(or only --experiment), suggesting one when none is queued, trains it and reports. "
+                    "SIGTERM or Ctrl-C stops at the next epoch boundary and gives the trial back.")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.add_argument("--experiment", default=None, help="work only on this experiment")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--max-trials", type=int, default=None, help="exit after this many trials")
+    parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+                        help="exit after this long with nothing to do (for batch schedulers)")
+    parser.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)")
+    parser.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
+                        help="requeue running trials without a heartbeat for this long (default 120)")
+    parser.add_argument("--max-attempts", type=int, default=3, help="reservations before a trial is failed (default 3)")
+    parser.set_defaults(run=_worker)
+
+
+def _worker(args) -> int:
+    from larnn_core.provenance import resolve_device
+    from workers.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    resolve_device(args.device)  # a missing GPU is an error now, not at the first trial
+    store = open_store(args.store)
+    Worker(store, experiment=args.experiment, device=args.device, heartbeat_s=args.heartbeat,
+           stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
+           max_trials=args.max_trials).run()
+    return 0
+
+
+def register_status(subparsers) -> None:
+    parser = subparsers.add_parser("status", help="progress of experiments: trials by state, best so far, workers, ETA")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.set_defaults(run=_status)
+
+
+def _status(args) -> None:
+    store = open_store(args.store)
+    for name in args.names:
+        store.get_experiment(name)  # unknown names are an error, not an empty table
+    rows = report.status_rows(store, args.names or None)
+    print(report.table(rows) if rows else f"no experiments in {redact(store_url(args.store))}")
+
+
+def register_best(subparsers) -> None:
+    parser = subparsers.add_parser("best", help="the best trials of an experiment")
+    parser.add_argument("name", help="experiment")
+    parser.add_argument("--top", type=int, default=10, help="how many (default 10)")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.set_defaults(run=_best)
+
+
+def _best(args) -> None:
+    store = open_store(args.store)
+    store.get_experiment(args.name)
+    print(report.format_best(report.best_trials(store, args.name, args.top), args.format))
+
+
+def register_search(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search", help="submit and run an experiment here with local worker processes",
+        description="The embedded mode: submit the experiment to the store (default: SQLite in the working "
+                    "directory), run --workers local worker processes with a live progress bar, and print the "
+                    "best trials at the end. Ctrl-C stops every worker at its next epoch boundary; "
+                    "`larnn worker --experiment NAME` continues later.")
+    _experiment_options(parser)
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument("--device", default="auto", help="device for every worker (default auto)")
+    parser.add_argument("--logs", default="larnn-logs", help="directory for the workers' logs (default larnn-logs)")
+    parser.set_defaults(run=_search)
+
+
+def _search(args) -> int:
+    if args.workers < 1:
+        raise ValueError(f"--workers must be positive, got {args.workers}")
+    url = store_url(args.store)
+    store = open_store(url)
+    experiment = submit(store, args.name, args.space, **_submit_options(args))
+    logs = Path(args.logs) / args.name
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--store", url, "--experiment", args.name,
+               "--device", args.device]
+    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(logs / f"worker-{i}.log", "w"),
+                                start_new_session=True) for i in range(args.workers)]
+    print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
+    total = experiment["max_evals"]
+    try:
+        with tqdm(total=total, desc=args.name, unit="trial") as bar:
+            while True:
+                counts = store.counts(args.name)
+                final = counts["done"] + counts["failed"]
+                best = report.best_trials(store, args.name, 1)
+                bar.update(final - bar.n)
+                bar.set_postfix(running=counts["running"], failed=counts["failed"],
+                                best_val=f"{best[0]['validation_accuracy']:.4f}" if best else "-")
+                if final >= total:
+                    break
+                if all(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"every worker exited before the search finished; see {logs}/")
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        print(f"\nstopping {len(workers)} worker(s) at their next epoch boundary...", file=sys.stderr)
+        _stop(workers)
+        print(f"stopped; continue with: larnn worker --store '{redact(url)}' --experiment {args.name}", file=sys.stderr)
+        return 130
+    _stop(workers)
+    print(report.format_best(report.best_trials(store, args.name, 5), "table"))
+    return 0
+
+
+def _stop(workers: list[subprocess.Popen]) -> None:
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        w.wait()

@@ -1,0 +1,31 @@
+"""The objective a worker runs for each trial: train one model with larnn_core's protocol.
+
+An objective is any callable (hyperparameters, settings, seed, device, on_epoch) -> result dict;
+tests inject a fast one. on_epoch(epoch, history) must be called after each epoch: it sends
+heartbeats' stop requests back to the worker by raising.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from larnn_core import data as har
+from larnn_core.hparams import HParams
+from larnn_core.train import train
+
+Objective = Callable[[dict, dict, int, str, Callable[[int, dict], None]], dict]
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(source: str) -> har.HARData:
+    """Loaded once per worker process, prepared on first use."""
+    return har.load(source, progress=False)
+
+
+def train_objective(hyperparameters: dict, settings: dict, seed: int, device: str,
+                    on_epoch: Callable[[int, dict], None]) -> dict:
+    values = dict(hyperparameters)
+    if settings.get("epochs"):
+        values["training_epochs"] = settings["epochs"]
+    return train(HParams.from_dict(values), _dataset(settings.get("source", "hapt")), device=device, seed=seed,
+                 validation_subjects=settings.get("validation_subjects", 5), progress=False, on_epoch=on_epoch)

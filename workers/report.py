@@ -1,0 +1,89 @@
+"""What `larnn status` and `larnn best` print: experiment progress and the best trials."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+from workers.store import DONE, RUNNING, BaseStore
+
+
+def best_trials(store: BaseStore, name: str, top: int = 10) -> list[dict]:
+    """Finished trials by validation accuracy, best first (ties: earlier trial first)."""
+    done = [t for t in store.trials(name) if t["state"] == DONE]
+    done.sort(key=lambda t: (-t["result"]["best_validation_accuracy"], t["tid"]))
+    rows = []
+    for t in done[:top]:
+        r = t["result"]
+        rows.append({
+            "tid": t["tid"],
+            "validation_accuracy": r["best_validation_accuracy"],
+            "test_accuracy": r.get("test_accuracy"),
+            "best_epoch": r.get("best_epoch"),
+            "epochs": len(r.get("history", {}).get("validation_accuracies", [])) or None,
+            "wall_time_s": r.get("wall_time_s", r.get("trial_wall_time_s")),
+            "hyperparameters": r.get("space") or {},
+        })
+    return rows
+
+
+def format_best(rows: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    names = sorted({k for row in rows for k in row["hyperparameters"]})
+    flat = [{**{k: v for k, v in row.items() if k != "hyperparameters"},
+             **{k: row["hyperparameters"].get(k, "") for k in names}} for row in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["tid"])
+        writer.writeheader()
+        writer.writerows(flat)
+        return out.getvalue()
+    return table(flat)
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return "" if value is None else str(value)
+
+
+def table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no finished trials yet)"
+    columns = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s: float = 120.0) -> list[dict]:
+    """Per experiment: trials by state, best so far, live workers and an ETA."""
+    rows = []
+    now = time.time()
+    for experiment in store.experiments():
+        if names and experiment["name"] not in names:
+            continue
+        trials = store.trials(experiment["name"])
+        counts = store.counts(experiment["name"])
+        live = {t["owner"] for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s}
+        durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
+        remaining = experiment["max_evals"] - counts["done"] - counts["failed"]
+        eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
+        best = best_trials(store, experiment["name"], 1)
+        rows.append({
+            "experiment": experiment["name"], "algorithm": experiment["algorithm"], "budget": experiment["max_evals"],
+            **counts, "best_val": best[0]["validation_accuracy"] if best else None,
+            "its_test": best[0]["test_accuracy"] if best else None, "workers": len(live),
+            "eta": _duration(eta) if eta is not None else ("done" if remaining <= 0 else "?"),
+        })
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s"

@@ -1,0 +1,33 @@
+"""hyperopt's algorithms on stored trial documents, and the hyperparameters of a trial."""
+from __future__ import annotations
+
+import hyperopt
+from hyperopt import Domain, Trials, anneal, rand, tpe
+
+from workers.experiment import stored_space
+
+ALGORITHMS = {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest}
+
+
+def trial_seed(experiment: dict, tid: int) -> int:
+    """One seed per (experiment, trial): suggestions and trainings are reproducible."""
+    return (experiment["seed"] * 1_000_003 + tid) % (2**31 - 1)
+
+
+def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]:
+    """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
+    domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
+    history = Trials(exp_key=experiment["name"])
+    history.insert_trial_docs([{**t, "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}} for t in trials])
+    history.refresh()
+    (doc,) = ALGORITHMS[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
+    plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
+                   for label, values in doc["misc"][key].items()} for key in ("idxs", "vals")}
+    return plain["idxs"], plain["vals"]
+
+
+def hyperparameters(experiment: dict, trial: dict) -> dict:
+    """The trial's complete point, rounded by the space's rule."""
+    space = stored_space(experiment)
+    chosen = {label: values[0] for label, values in trial["misc"]["vals"].items() if values}
+    return space.point(hyperopt.space_eval(space.hyperopt(), chosen))

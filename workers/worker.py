@@ -1,0 +1,213 @@
+"""A long-lived worker: takes the next trial of any experiment with budget left, trains, reports.
+
+No driver process: when nothing is queued, the worker takes the experiment's short suggestion
+lease, runs the experiment's hyperopt algorithm on the stored trials and inserts the new trial
+already reserved to itself. While a trial runs, a thread sends heartbeats; a trial whose
+heartbeats stop goes back to the queue (requeue_stale, run by every worker), and after
+max_attempts it is marked failed. SIGTERM (or Ctrl-C) stops at the next epoch boundary and gives
+the trial back. A finished result is written to a local spool file first and removed only once
+the store has accepted it, so an unreachable store never loses a result.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from workers.objective import Objective, train_objective
+from workers.store import DONE, ERROR, BaseStore, new_trial
+from workers.suggest import hyperparameters, suggest, trial_seed
+
+log = logging.getLogger("larnn.worker")
+
+
+class StopRequested(Exception):
+    """SIGTERM / Ctrl-C: leave at the epoch boundary and give the trial back."""
+
+
+class TrialLost(Exception):
+    """The trial was requeued to another worker (our heartbeats did not arrive in time)."""
+
+
+def default_spool() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "larnn" / "spool"
+
+
+class Worker:
+    def __init__(self, store: BaseStore, objective: Objective = train_objective, *, experiment: str | None = None,
+                 device: str = "auto", owner: str | None = None, heartbeat_s: float = 10.0,
+                 stale_after_s: float = 120.0, max_attempts: int = 3, lease_s: float = 60.0, poll_s: float = 2.0,
+                 idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None):
+        self.store, self.objective, self.experiment, self.device = store, objective, experiment, device
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.heartbeat_s, self.stale_after_s, self.max_attempts = heartbeat_s, stale_after_s, max_attempts
+        self.lease_s, self.poll_s, self.idle_exit_s, self.max_trials = lease_s, poll_s, idle_exit_s, max_trials
+        self.spool = Path(spool or default_spool())
+        self.stopping = threading.Event()
+        self.finished = 0
+
+    # -- the loop
+    def run(self) -> int:
+        """Work until stopped, idle for idle_exit_s, or max_trials finished. Returns trials finished."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        log.info("worker %s started (device %s)", self.owner, self.device)
+        idle_since = time.monotonic()
+        backoff = 1.0
+        while not self.stopping.is_set() and (self.max_trials is None or self.finished < self.max_trials):
+            try:
+                self.flush_spool()
+                trial = self.next_trial()
+                backoff = 1.0
+            except TRANSIENT as error:
+                log.warning("waiting for the trial store (%s); retrying in %.0f s", error, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(60.0, backoff * 2)
+                continue
+            if trial is None:
+                if self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
+                    log.info("idle for %.0f s: exiting", self.idle_exit_s)
+                    break
+                self.stopping.wait(self.poll_s)
+                continue
+            self.run_trial(trial)
+            idle_since = time.monotonic()
+        log.info("worker %s stopped after %d trial(s)", self.owner, self.finished)
+        return self.finished
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def next_trial(self) -> dict | None:
+        """A queued trial, else a new suggestion for an experiment with budget left, else None."""
+        self.store.requeue_stale(self.stale_after_s, self.max_attempts)
+        trial = self.store.reserve(self.owner, self.experiment)
+        if trial is not None:
+            return trial
+        names = [self.experiment] if self.experiment else [e["name"] for e in self.store.experiments()]
+        for name in names:
+            if not self.store.acquire_lease(name, self.owner, self.lease_s):
+                continue
+            try:
+                experiment, trials = self.store.get_experiment(name), self.store.trials(name)
+                if len(trials) >= experiment["max_evals"]:
+                    continue
+                tid = max((t["tid"] for t in trials), default=-1) + 1
+                idxs, vals = suggest(experiment, trials, tid)
+                trial = new_trial(name, tid, idxs, vals, owner=self.owner)
+                self.store.insert_trial(trial)
+                return trial
+            finally:
+                self.store.release_lease(name, self.owner)
+        return None
+
+    # -- one trial
+    def run_trial(self, trial: dict) -> None:
+        name, tid = trial["exp_key"], trial["tid"]
+        experiment = self.store.get_experiment(name)
+        lost = threading.Event()
+        beating = threading.Event()
+
+        def heartbeats():
+            while not beating.wait(self.heartbeat_s):
+                try:
+                    if not self.store.heartbeat(name, tid, self.owner):
+                        lost.set()
+                        return
+                except TRANSIENT as error:
+                    log.warning("heartbeat for %s/%d failed: %s", name, tid, error)
+
+        def on_epoch(epoch: int, history: dict) -> None:
+            if lost.is_set():
+                raise TrialLost()
+            if self.stopping.is_set():
+                raise StopRequested()
+
+        thread = threading.Thread(target=heartbeats, daemon=True)
+        thread.start()
+        started, point = time.time(), None
+        try:
+            point = hyperparameters(experiment, trial)
+            log.info("trial %s/%d: %s", name, tid, json.dumps(point))
+            result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device, on_epoch)
+            state, result = judge(result)
+        except StopRequested:
+            self.store.release(name, tid, self.owner)
+            log.info("trial %s/%d given back to the queue", name, tid)
+            return
+        except TrialLost:
+            log.warning("trial %s/%d was requeued to another worker; dropping this run", name, tid)
+            return
+        except Exception as error:  # the objective's failure is the trial's result, not the worker's end
+            state, result = ERROR, {"status": "fail", "error": f"{type(error).__name__}: {error}",
+                                    "traceback": traceback.format_exc()}
+        finally:
+            beating.set()
+            thread.join()
+        # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
+        result.update(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
+        self.report(name, tid, state, result)
+
+    def report(self, name: str, tid: int, state: int, result: dict) -> None:
+        """Spool to disk, then hand to the store (retrying until it accepts), then unspool."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        path = self.spool / f"{name}.{tid}.{self.owner.replace(':', '_')}.json"
+        path.write_text(json.dumps({"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}))
+        self._deliver(path)
+        self.finished += 1
+
+    def flush_spool(self) -> None:
+        """Deliver results that a worker on this machine spooled but could not hand over (it was
+        killed in between); the store accepts one only while its trial is still that worker's."""
+        for path in sorted(self.spool.glob("*.json")) if self.spool.exists() else []:
+            self._deliver(path)
+
+    def _deliver(self, path: Path) -> None:
+        try:
+            spooled = json.loads(path.read_text())
+        except FileNotFoundError:  # another worker sharing the spool delivered it
+            return
+        backoff = 1.0
+        while True:
+            try:
+                accepted = self.store.finish(spooled["name"], spooled["tid"], spooled["owner"], spooled["state"],
+                                             spooled["result"])
+                break
+            except TRANSIENT as error:
+                log.warning("store unreachable (%s); result kept in %s, retrying in %.0f s", error, path, backoff)
+                time.sleep(backoff)
+                backoff = min(60.0, backoff * 2)
+        if not accepted:
+            log.warning("trial %s/%d was requeued or finished before this result arrived; result dropped",
+                        spooled["name"], spooled["tid"])
+        path.unlink(missing_ok=True)
+
+
+def judge(result: dict) -> tuple[int, dict]:
+    """DONE for an ok result with a finite loss; ERROR (with the reason) otherwise."""
+    loss = result.get("loss")
+    if result.get("status") != "ok":
+        return ERROR, {**result, "status": "fail", "error": result.get("error", "objective reported failure")}
+    if not isinstance(loss, (int, float)) or math.isnan(loss):
+        return ERROR, {**result, "status": "fail", "error": f"objective returned loss {loss!r}"}
+    return DONE, result
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import pymongo.errors
+
+    return OSError, sqlite3.OperationalError, pymongo.errors.PyMongoError
+
+
+TRANSIENT = _transient_errors()
