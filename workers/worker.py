@@ -46,28 +46,31 @@ class Worker:
     def __init__(self, store: BaseStore, objective: Objective = train_objective, *, experiment: str | None = None,
                  device: str = "auto", owner: str | None = None, heartbeat_s: float = 10.0,
                  stale_after_s: float = 120.0, max_attempts: int = 3, lease_s: float = 60.0, poll_s: float = 2.0,
-                 idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None):
+                 idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None,
+                 retry_s: float = 1.0):
         self.store, self.objective, self.experiment, self.device = store, objective, experiment, device
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.heartbeat_s, self.stale_after_s, self.max_attempts = heartbeat_s, stale_after_s, max_attempts
         self.lease_s, self.poll_s, self.idle_exit_s, self.max_trials = lease_s, poll_s, idle_exit_s, max_trials
         self.spool = Path(spool or default_spool())
+        self.retry_s = retry_s  # first wait after a store error; doubles up to a minute
         self.stopping = threading.Event()
         self.finished = 0
 
     # -- the loop
     def run(self) -> int:
         """Work until stopped, idle for idle_exit_s, or max_trials finished. Returns trials finished."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop())
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
         log.info("worker %s started (device %s)", self.owner, self.device)
         idle_since = time.monotonic()
-        backoff = 1.0
+        backoff = self.retry_s
         while not self.stopping.is_set() and (self.max_trials is None or self.finished < self.max_trials):
             try:
                 self.flush_spool()
                 trial = self.next_trial()
-                backoff = 1.0
+                backoff = self.retry_s
             except TRANSIENT as error:
                 log.warning("waiting for the trial store (%s); retrying in %.0f s", error, backoff)
                 self.stopping.wait(backoff)
@@ -176,7 +179,7 @@ class Worker:
             spooled = json.loads(path.read_text())
         except FileNotFoundError:  # another worker sharing the spool delivered it
             return
-        backoff = 1.0
+        backoff = self.retry_s
         while True:
             try:
                 accepted = self.store.finish(spooled["name"], spooled["tid"], spooled["owner"], spooled["state"],

@@ -1,0 +1,33 @@
+"""A worker process with a fast fake objective, for the multi-process tests (test_workers.py).
+
+usage: python tests/fake_worker.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER]
+Each trial appends "exp tid pid" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
+(calling on_epoch between epochs) and reports accuracy = 1 - |learning_rate - 0.01|.
+"""
+import logging
+import os
+import sys
+import time
+
+from workers.store import open_store
+from workers.worker import Worker
+
+
+def sleepy_objective(log_path: str, epoch_s: float, epochs: int):
+    def objective(hyperparameters, settings, seed, device, on_epoch):
+        with open(log_path, "a") as f:
+            f.write(f"{os.getpid()} {hyperparameters['learning_rate']!r}\n")
+        for epoch in range(1, epochs + 1):
+            time.sleep(epoch_s)
+            on_epoch(epoch, {})
+        accuracy = 1 - abs(hyperparameters["learning_rate"] - 0.01)
+        return {"status": "ok", "loss": -accuracy, "best_validation_accuracy": accuracy, "test_accuracy": accuracy}
+    return objective
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    url, runs, epoch_s, epochs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    heartbeat, stale = (float(sys.argv[5]), float(sys.argv[6])) if len(sys.argv) > 6 else (10.0, 120.0)
+    Worker(open_store(url), sleepy_objective(runs, epoch_s, epochs), heartbeat_s=heartbeat, stale_after_s=stale,
+           poll_s=0.05, idle_exit_s=2.0, spool=os.path.join(os.path.dirname(runs), f"spool-{os.getpid()}")).run()

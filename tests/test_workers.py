@@ -1,0 +1,253 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from larnn_core import cli
+from search_spaces import SpaceError
+from tests.fake_worker import sleepy_objective
+from tests.test_store_mongomock import AtomicClient
+from workers.experiment import submit
+from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, new_trial, open_store
+from workers.store.mongo import MongoStore
+from workers.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def spawn(url, runs, epoch_s, epochs, *timing):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    log = open(f"{runs}.{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_worker.py"), url, str(runs), str(epoch_s),
+                             str(epochs), *map(str, timing)], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def logs_of(tmp_path) -> str:
+    return "".join(p.read_text() for p in tmp_path.glob("*.log"))
+
+
+def test_four_processes_run_forty_trials_exactly_once(tmp_path, url):
+    store = open_store(url)
+    submit(store, "race", "smoke", max_evals=40, algorithm="rand")
+    runs = tmp_path / "runs"
+    workers = [spawn(url, runs, 0.0, 1) for _ in range(4)]
+    for w in workers:
+        assert w.wait(timeout=120) == 0
+    trials = store.trials("race")
+    assert len(trials) == 40 and all(t["state"] == DONE for t in trials)
+    assert [t["tid"] for t in trials] == list(range(40))
+    started = runs.read_text().splitlines()
+    assert len(started) == 40  # every trial ran exactly once
+    assert len({t["result"]["worker"] for t in trials}) > 1, "the work should be shared"
+    assert "locked" not in logs_of(tmp_path) and "Traceback" not in logs_of(tmp_path)
+
+
+def test_sigkilled_workers_trial_is_rerun_and_the_budget_is_exact(tmp_path, url):
+    store = open_store(url)
+    submit(store, "kill", "smoke", max_evals=5, algorithm="rand")
+    runs = tmp_path / "runs"
+    victim = spawn(url, runs, 0.1, 20, 0.2, 1.0)  # 2 s trials, heartbeat 0.2 s, stale after 1 s
+    wait_for(lambda: any(t["state"] == RUNNING for t in store.trials("kill")))
+    time.sleep(0.5)
+    (running,) = [t for t in store.trials("kill") if t["state"] == RUNNING]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = spawn(url, runs, 0.02, 5, 0.2, 1.0)
+    assert survivor.wait(timeout=120) == 0
+    trials = store.trials("kill")
+    assert len(trials) == 5 and all(t["state"] == DONE for t in trials)
+    rerun = trials[running["tid"]]
+    assert rerun["attempts"] == 2 and rerun["result"]["worker"] != running["owner"]
+
+
+def test_sigterm_gives_the_trial_back_and_exits_cleanly(tmp_path, url):
+    store = open_store(url)
+    submit(store, "term", "smoke", max_evals=3)
+    worker = spawn(url, tmp_path / "runs", 0.1, 100)
+    wait_for(lambda: any(t["state"] == RUNNING for t in store.trials("term")))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    (trial,) = store.trials("term")
+    assert trial["state"] == NEW and trial["attempts"] == 0 and trial["owner"] is None
+    assert "given back to the queue" in logs_of(tmp_path)
+
+
+def in_process_worker(store, objective, tmp_path, **options):
+    return Worker(store, objective, poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool", retry_s=0.01, **options)
+
+
+def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, url):
+    store = open_store(url)
+    submit(store, "raise", "smoke", max_evals=3)
+    calls = []
+
+    def objective(hp, settings, seed, device, on_epoch):
+        calls.append(seed)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return {"status": "ok", "loss": -0.5, "best_validation_accuracy": 0.5}
+
+    assert in_process_worker(store, objective, tmp_path).run() == 3
+    states = [t["state"] for t in store.trials("raise")]
+    assert states == [DONE, ERROR, DONE]
+    failed = store.trials("raise")[1]["result"]
+    assert failed["status"] == "fail" and "device-side assert" in failed["error"]
+    assert "Traceback" in failed["traceback"] and "RuntimeError" in failed["traceback"]
+
+
+@pytest.mark.parametrize("result, reason", [
+    ({"status": "ok", "loss": math.nan}, "loss nan"),
+    ({"status": "fail", "error": "CUDA out of memory"}, "CUDA out of memory"),
+])
+def test_nan_or_failed_results_are_marked_failed(tmp_path, url, result, reason):
+    store = open_store(url)
+    submit(store, "nan", "smoke", max_evals=1)
+    in_process_worker(store, lambda *a: dict(result), tmp_path).run()
+    (trial,) = store.trials("nan")
+    assert trial["state"] == ERROR and reason in trial["result"]["error"]
+
+
+class Flaky:
+    """A store whose named methods raise ConnectionError for their first `failures` calls;
+    before(name) runs ahead of every call."""
+
+    def __init__(self, store, failures, methods, before=lambda name: None):
+        self.store, self.failures, self.before = store, dict.fromkeys(methods, failures), before
+
+    def __getattr__(self, name):
+        method = getattr(self.store, name)
+
+        def call(*args, **kwargs):
+            self.before(name)
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                raise ConnectionError(f"store unreachable ({name})")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_unreachable_store_at_start_is_waited_for(tmp_path, url, caplog):
+    store = open_store(url)
+    submit(store, "flaky", "smoke", max_evals=2)
+    flaky = Flaky(store, 3, ["requeue_stale"])
+    objective = sleepy_objective(str(tmp_path / "runs"), 0.0, 1)
+    assert in_process_worker(flaky, objective, tmp_path).run() == 2
+    assert caplog.text.count("waiting for the trial store") == 3
+
+
+def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
+    store = open_store(url)
+    submit(store, "spool", "smoke", max_evals=1)
+    spooled = []
+
+    def look_at_the_spool(name):
+        if name == "finish":
+            spooled.extend(p.read_text() for p in (tmp_path / "spool").glob("*.json"))
+
+    flaky = Flaky(store, 2, ["finish"], before=look_at_the_spool)
+    in_process_worker(flaky, sleepy_objective(str(tmp_path / "runs"), 0.0, 1), tmp_path).run()
+    assert len(spooled) == 3 and json.loads(spooled[0])["state"] == DONE  # on disk while the store was away
+    assert store.trials("spool")[0]["state"] == DONE
+    assert not list((tmp_path / "spool").glob("*.json"))
+    assert caplog.text.count("result kept in") == 2
+
+
+def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url):
+    store = open_store(url)
+    submit(store, "respool", "smoke", max_evals=1)
+    store.insert_trial(new_trial("respool", 0, {}, {}, owner="dead-worker"))  # suggested and reserved, then killed
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "respool.0.dead-worker.json").write_text(json.dumps(
+        {"name": "respool", "tid": 0, "owner": "dead-worker", "state": DONE,
+         "result": {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7}}))
+    in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
+    (trial,) = store.trials("respool")
+    assert trial["state"] == DONE and trial["result"]["loss"] == -0.7
+
+
+def test_threads_on_mongodb_run_each_trial_once(tmp_path):
+    store = MongoStore("mongodb://mock", client=AtomicClient(), database="larnn")
+    submit(store, "mongo", "smoke", max_evals=12, algorithm="rand")
+    runs = tmp_path / "runs"
+    workers = [in_process_worker(store, sleepy_objective(str(runs), 0.0, 1), tmp_path, owner=f"t{i}")
+               for i in range(3)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trials = store.trials("mongo")
+    assert len(trials) == 12 and all(t["state"] == DONE for t in trials)
+    assert len(runs.read_text().splitlines()) == 12
+
+
+def test_submit_validates_first_and_writes_nothing_on_error(tmp_path, url, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("space:\n  hiden_size: 8\n")
+    assert cli.main(["submit", str(bad), "--name", "x", "--store", url]) == 2
+    assert "space.hiden_size: unknown hyperparameter" in capsys.readouterr().err
+    assert open_store(url).experiments() == []
+    assert cli.main(["submit", "smoke", "--name", "x", "--max-evals", "0", "--store", url]) == 2
+    assert "--max-evals must be positive" in capsys.readouterr().err
+    assert open_store(url).experiments() == []
+
+
+def test_submit_refuses_an_existing_name_unless_extended(url, capsys):
+    assert cli.main(["submit", "smoke", "--name", "r3", "--max-evals", "5", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "submitted 'r3'" in out and "larnn worker" in out and "larnn status r3" in out
+    assert cli.main(["submit", "smoke", "--name", "r3", "--store", url]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["submit", "smoke", "--name", "r3", "--extend-to", "9", "--store", url]) == 0
+    assert open_store(url).get_experiment("r3")["max_evals"] == 9
+    with pytest.raises(ExperimentExists):
+        submit(open_store(url), "r3", "smoke")
+    with pytest.raises(SpaceError):
+        submit(open_store(url), "r4", "no-such-space")
+
+
+def test_status_and_best(tmp_path, url, capsys):
+    store = open_store(url)
+    submit(store, "shown", "smoke", max_evals=4)
+    in_process_worker(store, sleepy_objective(str(tmp_path / "runs"), 0.0, 1), tmp_path).run()
+    assert cli.main(["status", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "shown" in out and "done" in out
+    assert cli.main(["best", "shown", "--top", "2", "--format", "json", "--store", url]) == 0
+    best = json.loads(capsys.readouterr().out)
+    assert len(best) == 2 and best[0]["validation_accuracy"] >= best[1]["validation_accuracy"]
+    assert "learning_rate" in best[0]["hyperparameters"]
+    assert cli.main(["best", "shown", "--format", "csv", "--store", url]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("tid,validation_accuracy,test_accuracy") and len(lines) == 5
+    assert cli.main(["best", "nope", "--store", url]) == 2
+    assert "no experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_store_url_from_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LARNN_STORE", f"sqlite:///{tmp_path / 'env.db'}")
+    assert cli.main(["submit", "smoke", "--name", "via-env"]) == 0
+    assert (tmp_path / "env.db").exists()
+    assert cli.main(["status", "--store", "redis://x"]) == 2
+    assert "unknown store URL" in capsys.readouterr().err
