@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from larnn_core import data as har
 from workers import report
 from workers.experiment import ALGORITHMS, submit
 from workers.store import open_store, store_url
@@ -145,12 +147,15 @@ def _search(args) -> int:
     url = store_url(args.store)
     store = open_store(url)
     experiment = submit(store, args.name, args.space, **_submit_options(args))
+    har.load(args.source)  # prepared once here, with a progress bar, rather than in every worker
     logs = Path(args.logs) / args.name
     logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "larnn_core.cli", "worker", "--store", url, "--experiment", args.name,
                "--device", args.device]
+    # local CPU workers share the cores instead of each spinning one thread per core
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers)), **os.environ}
     workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(logs / f"worker-{i}.log", "w"),
-                                start_new_session=True) for i in range(args.workers)]
+                                env=env, start_new_session=True) for i in range(args.workers)]
     print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
     total = experiment["max_evals"]
     try:

@@ -78,7 +78,7 @@ def cache_path(source: str, directory: str | os.PathLike | None = None) -> Path:
 def save(data: HARData, path: Path) -> None:
     """Write atomically: a crash never leaves a half-written cache under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # workers may prepare at the same time
     meta = {"source": data.source, "origin": data.origin, "checksum": data.checksum}
     np.savez(tmp, meta=json.dumps(meta), **{name: getattr(data, name) for name in ARRAYS})
     os.replace(tmp, path)
