@@ -162,13 +162,13 @@ def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
 
     def look_at_the_spool(name):
         if name == "finish":
-            spooled.extend(p.read_text() for p in (tmp_path / "spool").glob("*.json"))
+            spooled.extend(p.read_text() for p in (tmp_path / "spool").glob("*.json*"))
 
     flaky = Flaky(store, 2, ["finish"], before=look_at_the_spool)
     in_process_worker(flaky, sleepy_objective(str(tmp_path / "runs"), 0.0, 1), tmp_path).run()
     assert len(spooled) == 3 and json.loads(spooled[0])["state"] == DONE  # on disk while the store was away
     assert store.trials("spool")[0]["state"] == DONE
-    assert not list((tmp_path / "spool").glob("*.json"))
+    assert not list((tmp_path / "spool").iterdir())
     assert caplog.text.count("result kept in") == 2
 
 
@@ -184,6 +184,24 @@ def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url)
     in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
     (trial,) = store.trials("respool")
     assert trial["state"] == DONE and trial["result"]["loss"] == -0.7
+    assert not list(spool.iterdir())
+
+
+def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path, url):
+    store = open_store(url)
+    submit(store, "claimed", "smoke", max_evals=1)
+    store.insert_trial(new_trial("claimed", 0, {}, {}, owner="dead-worker"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"claimed.0.dead-worker.json.claimed-{dead.pid}").write_text(json.dumps(
+        {"name": "claimed", "tid": 0, "owner": "dead-worker", "state": DONE,
+         "result": {"status": "ok", "loss": -0.6, "best_validation_accuracy": 0.6}}))
+    (spool / f"other.0.live.json.claimed-{os.getpid()}").write_text("{}")  # a live worker's claim: left alone
+    in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
+    assert store.trials("claimed")[0]["state"] == DONE
+    assert [p.name for p in spool.iterdir()] == [f"other.0.live.json.claimed-{os.getpid()}"]
 
 
 def test_threads_on_mongodb_run_each_trial_once(tmp_path):

@@ -164,21 +164,29 @@ class Worker:
         """Spool to disk, then hand to the store (retrying until it accepts), then unspool."""
         self.spool.mkdir(parents=True, exist_ok=True)
         path = self.spool / f"{name}.{tid}.{self.owner.replace(':', '_')}.json"
-        path.write_text(json.dumps({"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}))
+        part = path.with_suffix(".part")
+        part.write_text(json.dumps({"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}))
+        os.replace(part, path)  # other workers only ever see whole files
         self._deliver(path)
         self.finished += 1
 
     def flush_spool(self) -> None:
         """Deliver results that a worker on this machine spooled but could not hand over (it was
         killed in between); the store accepts one only while its trial is still that worker's."""
-        for path in sorted(self.spool.glob("*.json")) if self.spool.exists() else []:
+        if not self.spool.exists():
+            return
+        orphans = [p for p in self.spool.glob("*.json.claimed-*") if not _alive(int(p.name.rsplit("-", 1)[1]))]
+        for path in sorted(self.spool.glob("*.json")) + orphans:
             self._deliver(path)
 
     def _deliver(self, path: Path) -> None:
+        """Claim the spool file by renaming it (one worker wins), then hand it to the store."""
+        claimed = path.with_name(path.name.split(".json")[0] + f".json.claimed-{os.getpid()}")
         try:
-            spooled = json.loads(path.read_text())
-        except FileNotFoundError:  # another worker sharing the spool delivered it
+            os.replace(path, claimed)
+        except FileNotFoundError:  # another worker claimed it first and delivers it
             return
+        spooled = json.loads(claimed.read_text())
         backoff = self.retry_s
         while True:
             try:
@@ -186,13 +194,23 @@ class Worker:
                                              spooled["result"])
                 break
             except TRANSIENT as error:
-                log.warning("store unreachable (%s); result kept in %s, retrying in %.0f s", error, path, backoff)
+                log.warning("store unreachable (%s); result kept in %s, retrying in %.0f s", error, claimed, backoff)
                 time.sleep(backoff)
                 backoff = min(60.0, backoff * 2)
         if not accepted:
             log.warning("trial %s/%d was requeued or finished before this result arrived; result dropped",
                         spooled["name"], spooled["tid"])
-        path.unlink(missing_ok=True)
+        claimed.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def judge(result: dict) -> tuple[int, dict]:
