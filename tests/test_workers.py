@@ -269,3 +269,14 @@ def test_store_url_from_the_environment(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "env.db").exists()
     assert cli.main(["status", "--store", "redis://x"]) == 2
     assert "unknown store URL" in capsys.readouterr().err
+
+
+def test_max_trials_and_experiment_filter(tmp_path, url):
+    store = open_store(url)
+    submit(store, "first", "smoke", max_evals=3)
+    submit(store, "second", "smoke", max_evals=3)
+    objective = sleepy_objective(str(tmp_path / "runs"), 0.0, 1)
+    assert in_process_worker(store, objective, tmp_path, max_trials=2, experiment="second").run() == 2
+    assert store.counts("first")["done"] == 0 and store.counts("second")["done"] == 2
+    assert in_process_worker(store, objective, tmp_path).run() == 4
+    assert store.counts("first")["done"] == 3 and store.counts("second")["done"] == 3
