@@ -42,7 +42,8 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
     if extend_to is not None:
         if extend_to < 1:
             raise ValueError(f"--extend-to must be positive, got {extend_to}")
-        experiment = store.get_experiment(name)
+        if store.get_experiment(name)["algorithm"] == "imported":
+            raise ValueError(f"{name!r} holds imported results: it has no space to search further")
         if extend_to < len(store.trials(name)):
             raise ValueError(f"{name!r} already has {len(store.trials(name))} trials; --extend-to must not be lower")
         store.set_max_evals(name, extend_to)

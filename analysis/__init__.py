@@ -1,0 +1,1 @@
+"""Analysis of searches: trials as a DataFrame, hyperparameter-influence figures, an HTML report."""

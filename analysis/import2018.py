@@ -1,0 +1,72 @@
+"""Import 2018 LARNN result files (one JSON per trial) as a named experiment, so old searches are
+analysed with the same tools. Every file is checked first; invalid ones are reported by name and
+skipped, and nothing is written unless the experiment can be created whole."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from workers.store import DONE, ERROR, BaseStore, new_trial
+
+REQUIRED = {"space": dict, "loss": (int, float), "status": str, "best_validation_accuracy": (int, float),
+            "history": dict}
+CURVES = ("train_accuracies", "train_losses", "validation_accuracies", "validation_losses")
+
+
+def read_result(path: Path) -> dict:
+    """A 2018 result as our trial result; ValueError saying what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"not readable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    for key, kind in REQUIRED.items():
+        if key not in data:
+            raise ValueError(f"missing key {key!r}")
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise ValueError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
+    history = data["history"]
+    for curve in CURVES:
+        values = history.get(curve)
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            raise ValueError(f"history.{curve} must be a list of numbers")
+    validation = history["validation_accuracies"]
+    return {
+        "status": "ok" if data["status"] == "ok" else "fail",
+        "loss": float(data["loss"]),
+        "best_validation_accuracy": float(data["best_validation_accuracy"]),
+        "best_validation_f1_score": data.get("best_validation_f1_score"),
+        "best_epoch": int(np.argmax(validation)) + 1 if validation else None,
+        "history": history,
+        "space": {"model": "lstm" if "lstm" in str(data.get("model_name", "")).lower() else "larnn", **data["space"]},
+        "model_name": data.get("model_name"),
+        "data_source": data.get("dataset_name"),
+        "imported_from": path.name,
+    }
+
+
+def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int, list[str]]:
+    """(trials imported, problems as 'file: reason'). Refuses an existing name before reading."""
+    existing = {e["name"] for e in store.experiments()}
+    if name in existing:
+        raise ValueError(f"experiment {name!r} already exists; import under another --name")
+    results, problems = [], []
+    for path in paths:
+        try:
+            results.append(read_result(Path(path)))
+        except ValueError as error:
+            problems.append(f"{path}: {error}")
+    if not results:
+        return 0, problems
+    store.create_experiment({"name": name, "space": None, "algorithm": "imported", "max_evals": len(results),
+                             "objective": {"source": "2018 result files"}, "seed": None, "created": time.time(),
+                             "imported_from": [r["imported_from"] for r in results]})
+    for tid, result in enumerate(results):
+        trial = new_trial(name, tid, {}, {})
+        trial.update(state=DONE if result["status"] == "ok" else ERROR, result=result)
+        store.insert_trial(trial)
+    return len(results), problems

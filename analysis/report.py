@@ -1,0 +1,63 @@
+"""`larnn plot`: every figure of one or several experiments, and an offline index.html."""
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+
+from analysis import plots
+from analysis.frame import finished, trials_frame
+from analysis.importance import METHOD
+from workers.store import BaseStore
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1,h2{font-weight:600}figure{display:inline-block;margin:0.6em;vertical-align:top}
+figure img{max-width:520px;border:1px solid #ddd}figcaption{font-size:0.85em;color:#555}
+table{border-collapse:collapse;font-size:0.8em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+pre{background:#f6f6f6;padding:0.8em;font-size:0.8em;overflow-x:auto}"""
+
+
+def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Figure]:
+    """Write the figures and index.html under out; returns the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame, hyperparameters = trials_frame(store, names)
+    done = finished(frame)
+    if done.empty:
+        raise ValueError(f"no finished trials in {', '.join(names)} yet: nothing to plot")
+    experiments = [store.get_experiment(n) for n in names]
+    log_names = plots.log_distributed(experiments)
+    importance_figures, table = plots.importance_figure(done, hyperparameters, out)
+    figures = (plots.history_figure(frame, out) + importance_figures + plots.pair_figures(done, table, out, log_names)
+               + plots.hyperparameter_figures(done, hyperparameters, out, log_names)
+               + plots.learning_curves_figure(done, out) + plots.model_figure(done, out)
+               + plots.selection_figure(done, out))
+    (out / "index.html").write_text(_html(experiments, frame, done, hyperparameters, table, figures))
+    return figures
+
+
+def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
+    e = html.escape
+    title = ", ".join(x["name"] for x in experiments)
+    counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
+    columns = ["experiment", "tid", "model", "validation_accuracy", "test_accuracy", "best_epoch", "epochs",
+               "wall_time_s", *[h for h in hyperparameters if h in done and h != "model"]]
+    best = done.head(10)[columns]
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
+             f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
+             f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+             "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
+             best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
+    if not table.empty:
+        parts += [f"<h2>Importance</h2><p>{e(METHOD)}.</p>", table.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
+    parts.append("<h2>Figures</h2>")
+    for stem, caption, _ in figures:
+        parts.append(f"<figure><a href='{stem}.svg'><img src='{stem}.png' alt='{e(caption)}'></a>"
+                     f"<figcaption>{e(caption)}</figcaption></figure>")
+    parts.append("<h2>Experiments</h2>")
+    for x in experiments:
+        settings = {k: v for k, v in x.items() if k not in ("space",)}
+        parts += [f"<h3>{e(x['name'])}</h3><pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
+                  f"<p>Space:</p><pre>{e(json.dumps(x.get('space'), indent=2))}</pre>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,31 @@
+"""Synthetic finished searches in a real store, for the analysis tests and notebook runs."""
+import numpy as np
+
+from search_spaces import load_space
+from workers.experiment import make_experiment
+from workers.store import DONE, ERROR, new_trial
+
+
+def planted_accuracy(point: dict, rng) -> float:
+    """learning_rate alone drives accuracy (best at 0.006); everything else is noise."""
+    return float(0.93 - 0.6 * abs(np.log(point["learning_rate"] / 0.006)) ** 2 + rng.normal(0, 0.002))
+
+
+def add_synthetic_experiment(store, name: str, space: str = "larnn-vs-lstm", n: int = 60, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    space_obj = load_space(space)
+    store.create_experiment(make_experiment(name, space_obj, max_evals=n + 1, seed=seed))
+    for tid in range(n):
+        point = space_obj.sample(rng)
+        accuracy = planted_accuracy(point, rng)
+        epochs = 12
+        curve = list(np.minimum(accuracy, accuracy - 0.3 * np.exp(-np.arange(1, epochs + 1) / 3) + rng.normal(0, 0.003, epochs)))
+        best_epoch = int(np.argmax(curve)) + 1
+        result = {"status": "ok", "loss": -max(curve), "best_validation_accuracy": max(curve), "best_epoch": best_epoch,
+                  "test_accuracy": max(curve) - 0.01 + rng.normal(0, 0.005), "wall_time_s": float(rng.uniform(50, 90)),
+                  "history": {"validation_accuracies": curve}, "space": point, "worker": "synthetic"}
+        trial = new_trial(name, tid, {}, {}, owner="synthetic")
+        store.insert_trial(trial)
+        store.finish(name, tid, "synthetic", DONE, result)
+    store.insert_trial(new_trial(name, n, {}, {}, owner="synthetic"))
+    store.finish(name, n, "synthetic", ERROR, {"status": "fail", "error": "CUDA out of memory"})

@@ -1,0 +1,139 @@
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from analysis.frame import trials_frame
+from analysis.import2018 import import_results
+from analysis.importance import importance
+from larnn_core import cli
+from tests.analysis_fixtures import add_synthetic_experiment
+from workers.store import open_store
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def store(url):
+    store = open_store(url)
+    add_synthetic_experiment(store, "round2", n=50, seed=0)
+    add_synthetic_experiment(store, "round3", n=30, seed=1)
+    return store
+
+
+def test_frame_has_one_row_per_trial_and_nan_for_absent_branches(store):
+    frame, hyperparameters = trials_frame(store, ["round2", "round3"])
+    assert len(frame) == 82 and set(frame["experiment"]) == {"round2", "round3"}
+    assert {"learning_rate", "attention_heads", "model"} <= set(hyperparameters)
+    done = frame[frame["state"] == "done"]
+    lstm = done[done["model"] == "lstm"]
+    assert len(lstm) and lstm["attention_heads"].isna().all()
+    assert done.loc[done["model"] == "larnn", "attention_heads"].notna().all()
+    assert (frame["state"] == "failed").sum() == 2
+
+
+def test_importance_ranks_the_planted_hyperparameter_first(store):
+    frame, hyperparameters = trials_frame(store, ["round2", "round3"])
+    table = importance(frame[frame["state"] == "done"], hyperparameters)
+    assert table["hyperparameter"].iloc[0] == "learning_rate"
+    assert table["mean"].iloc[0] > 10 * max(table["mean"].iloc[1], 1e-3)
+
+
+def axes_in_svg(path: Path) -> int:
+    return len(re.findall(r'<g id="axes_\d+"', path.read_text()))
+
+
+def test_plot_writes_every_figure_and_an_offline_report(store, url, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "round2", "round3", "--out", str(out), "--store", url]) == 0
+    stems = {p.stem for p in out.glob("*.png")}
+    expected = {"history", "importance", "learning_curves", "larnn_vs_lstm", "validation_vs_test",
+                "hp_learning_rate", "hp_larnn_mode", "hp_attention_heads"}
+    assert expected <= stems and len([s for s in stems if s.startswith("pair_")]) == 2
+    for stem in stems:
+        image = matplotlib.image.imread(out / f"{stem}.png")
+        assert image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0  # a real, non-blank picture
+        assert (out / f"{stem}.svg").stat().st_size > 1000
+    assert axes_in_svg(out / "history.svg") == 1
+    pairs = sorted(out.glob("pair_learning_rate__*.svg"))  # the strongest pairs include the planted one
+    assert len(pairs) == 2 and all(axes_in_svg(p) == 2 for p in pairs)  # the plot and its colour bar
+    html = (out / "index.html").read_text()
+    references = re.findall(r"(?:src|href)='([^']+)'", html)
+    assert references and all((out / r).is_file() for r in references)
+    assert "http" not in html  # no external assets
+    assert "Best trials" in html and "round3" in html and "learning_rate" in html
+
+
+def test_plot_refuses_unknown_or_empty_experiments(store, url, tmp_path, capsys):
+    assert cli.main(["plot", "nope", "--out", str(tmp_path / "x"), "--store", url]) == 2
+    assert "no experiment named 'nope'" in capsys.readouterr().err
+    assert cli.main(["submit", "smoke", "--name", "empty", "--store", url]) == 0
+    assert cli.main(["plot", "empty", "--out", str(tmp_path / "x"), "--store", url]) == 2
+    assert "no finished trials" in capsys.readouterr().err
+
+
+def test_trials_export(store, url, tmp_path, capsys):
+    target = tmp_path / "trials.csv"
+    assert cli.main(["trials", "round3", "--export", str(target), "--store", url]) == 0
+    lines = target.read_text().splitlines()
+    assert len(lines) == 32 and "learning_rate" in lines[0] and "validation_accuracy" in lines[0]
+
+
+def test_notebook_runs_as_a_script(store, url, tmp_path):
+    out = tmp_path / "nb"
+    run = subprocess.run([sys.executable, str(ROOT / "analysis/notebooks/hyperparameter_influence.py"),
+                          "--store", url, "--experiment", "round2", "--experiment", "round3", "--out", str(out)],
+                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "learning_rate" in run.stdout and (out / "importance.png").exists()
+    assert run.stdout.count("# %%") == 0 and "figures in" in run.stdout
+
+
+def result_2018(lr: float, accuracy: float) -> dict:
+    return {"space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
+            "loss": -accuracy, "status": "ok", "best_validation_accuracy": accuracy,
+            "best_validation_f1_score": accuracy - 0.01,
+            "history": {"train_accuracies": [0.5, 0.8], "train_losses": [1.0, 0.5],
+                        "validation_accuracies": [0.6, accuracy], "validation_losses": [0.9, 0.4]},
+            "model_name": "LARNN", "dataset_name": "UCIHAR"}
+
+
+def test_import_of_2018_results_round_trips_and_skips_malformed_files(tmp_path, url, capsys):
+    files = []
+    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
+        files.append(tmp_path / f"{acc}.json")
+        files[-1].write_text(json.dumps(result_2018(lr, acc)))
+    bad_curve = result_2018(0.1, 0.5)
+    bad_curve["history"]["validation_accuracies"] = "high"
+    bad = {"missing.json": {"loss": -0.5}, "broken.json": None, "curve.json": bad_curve}
+    for name, content in bad.items():
+        (tmp_path / name).write_text("{not json" if content is None else json.dumps(content))
+    paths = [str(p) for p in files] + [str(tmp_path / n) for n in bad]
+    assert cli.main(["import-results", *paths, "--name", "paper-2018", "--store", url]) == 0
+    captured = capsys.readouterr()
+    assert "imported 3 trial(s)" in captured.out and "3 file(s) skipped" in captured.out
+    assert "missing.json: missing key 'space'" in captured.err and "broken.json: not readable JSON" in captured.err
+    assert "curve.json: history.validation_accuracies must be a list of numbers" in captured.err
+    frame, _ = trials_frame(open_store(url), ["paper-2018"])
+    assert sorted(frame["validation_accuracy"]) == [0.88, 0.91, 0.9192]
+    assert set(frame["learning_rate"]) == {0.005, 0.006, 0.004} and set(frame["model"]) == {"larnn"}
+    assert frame["best_epoch"].tolist() == [2, 2, 2]
+    assert cli.main(["import-results", *paths[:1], "--name", "paper-2018", "--store", url]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_import_of_only_bad_files_writes_nothing(tmp_path, url):
+    (tmp_path / "bad.json").write_text("[]")
+    store = open_store(url)
+    assert import_results(store, "nothing", [tmp_path / "bad.json"]) == (0, [f"{tmp_path / 'bad.json'}: not a JSON object"])
+    assert store.experiments() == []
