@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -29,6 +30,13 @@ def _save(fig, out: Path, stem: str, title: str) -> Figure:
     axes = len(fig.axes)
     plt.close(fig)
     return stem, title, axes
+
+
+def _log_axis(axis) -> None:
+    """Log scale labelled 1-2-5 in plain numbers (matplotlib's default crowds narrow ranges)."""
+    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _slug(name: str) -> str:
@@ -120,6 +128,7 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
                     ax.plot(np.exp(cx) if log else cx, cy, color=_color(experiments, experiment), lw=2)
             if log:
                 ax.set_xscale("log")
+                _log_axis(ax.xaxis)
             if pd.notna(best[name]):
                 ax.scatter([float(best[name])], [best[ACC]], marker="*", s=180, color="gold", edgecolor="black",
                            zorder=5, label="best trial")
@@ -157,13 +166,14 @@ def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
         coded = encode(data, [a, b])
         fig, ax = plt.subplots(figsize=(5.2, 4.0))
         points = ax.scatter(coded[a], coded[b], c=data[ACC], cmap="viridis", s=26, edgecolor="none")
-        for axis, name, setter, ticks in ((coded[a], a, ax.set_xscale, ax.set_xticks),
-                                          (coded[b], b, ax.set_yscale, ax.set_yticks)):
+        for name, setter, ticks, axis in ((a, ax.set_xscale, ax.set_xticks, ax.xaxis),
+                                          (b, ax.set_yscale, ax.set_yticks, ax.yaxis)):
             if is_categorical(data[name]):
                 values = data[name].astype("string").astype("category")
                 ticks(range(len(values.cat.categories)), list(values.cat.categories))
             elif is_log_scale(data[name], log_names):
                 setter("log")
+                _log_axis(axis)
         best = data.iloc[0]
         ax.scatter([coded[a].iloc[0]], [coded[b].iloc[0]], marker="*", s=200, color="gold", edgecolor="black")
         ax.set_xlabel(a)
