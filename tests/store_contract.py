@@ -133,3 +133,12 @@ class StoreContract:
         assert store.reserve("w2") is None
         assert store.heartbeat("exp", 0, "w1")
         assert store.trials("exp")[0]["attempts"] == 1
+
+    def test_state_counts(self, store):
+        queued(store, "exp", 3)
+        store.reserve("w1")
+        store.reserve("w2")
+        store.finish("exp", 0, "w1", DONE, {"status": "ok", "loss": 0.0})
+        assert {k: v for k, v in store.state_counts("exp").items() if v} == {NEW: 1, RUNNING: 1, DONE: 1}
+        assert store.counts("exp") == {"queued": 1, "running": 1, "done": 1, "failed": 0}
+        assert not any(store.state_counts("nothing").values())

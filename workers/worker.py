@@ -96,8 +96,11 @@ class Worker:
         trial = self.store.reserve(self.owner, self.experiment)
         if trial is not None:
             return trial
-        names = [self.experiment] if self.experiment else [e["name"] for e in self.store.experiments()]
-        for name in names:
+        experiments = [self.store.get_experiment(self.experiment)] if self.experiment else self.store.experiments()
+        for experiment in experiments:
+            name = experiment["name"]
+            if sum(self.store.state_counts(name).values()) >= experiment["max_evals"]:
+                continue  # budget spent: checked cheaply, before taking the lease and reading trials
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
                 continue
             try:

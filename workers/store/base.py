@@ -100,12 +100,15 @@ class BaseStore(abc.ABC):
         """Running trials whose heartbeat is older than `older_than` seconds go back to the queue,
         or, after max_attempts reservations, are marked failed with the reason. Returns how many."""
 
+    @abc.abstractmethod
+    def state_counts(self, name: str) -> dict[int, int]:
+        """{state: number of trials} without reading the trials (status polls and budget checks)."""
+
     # -- derived, the same for every backend
     def counts(self, name: str) -> dict[str, int]:
-        counts = dict.fromkeys(STATE_NAMES.values(), 0)
-        for trial in self.trials(name):
-            counts[STATE_NAMES[trial["state"]]] += 1
-        return counts
+        """Trials by state name, every state present."""
+        by_state = self.state_counts(name)
+        return {label: by_state.get(state, 0) for state, label in STATE_NAMES.items()}
 
     def close(self) -> None:
         """Release connections."""

@@ -68,6 +68,10 @@ class MongoStore(BaseStore):
     def trials(self, name: str) -> list[dict]:
         return list(self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)]))
 
+    def state_counts(self, name: str) -> dict[int, int]:
+        return {state: self.trials_.count_documents({"exp_key": name, "state": state})
+                for state in (NEW, RUNNING, DONE, ERROR)}
+
     def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
         query = {"state": NEW, **({"exp_key": experiment} if experiment else {})}
         now = time.time()

@@ -126,6 +126,9 @@ class SQLiteStore(BaseStore):
     def trials(self, name: str) -> list[dict]:
         return [self._doc(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))]
 
+    def state_counts(self, name: str) -> dict[int, int]:
+        return dict(self._read("SELECT state, COUNT(*) FROM trials WHERE exp_key = ? GROUP BY state", (name,)))
+
     def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
         def work(db):
             where, args = ("state = ? AND exp_key = ?", (NEW, experiment)) if experiment else ("state = ?", (NEW,))
