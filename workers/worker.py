@@ -82,7 +82,10 @@ class Worker:
                     break
                 self.stopping.wait(self.poll_s)
                 continue
-            self.run_trial(trial)
+            try:
+                self.run_trial(trial)
+            except TRANSIENT as error:  # the trial goes back to the queue when its heartbeats stop
+                log.warning("trial %s/%d abandoned: the store went away (%s)", trial["exp_key"], trial["tid"], error)
             idle_since = time.monotonic()
         log.info("worker %s stopped after %d trial(s)", self.owner, self.finished)
         return self.finished
