@@ -35,10 +35,14 @@ NORMS = ("batch", "layer", "none")
 MODES = ("residual", "layer")
 
 
-def make_norm(kind: str, features: int) -> nn.Module:
-    """Normalisation over the feature axis of a [B, features] tensor; batch is the 2018 default."""
+def make_norm(kind: str, features: int, shift: bool = True) -> nn.Module:
+    """Normalisation over the feature axis of a [B, features] tensor; batch is the 2018 default.
+    shift=False drops a batch norm's bias where a later batch norm would cancel it (dead weight)."""
     if kind == "batch":
-        return nn.BatchNorm1d(features)
+        norm = nn.BatchNorm1d(features)
+        if not shift:
+            norm.register_parameter("bias", None)
+        return norm
     if kind == "layer":
         return nn.LayerNorm(features)
     if kind == "none":
@@ -108,7 +112,7 @@ class LARNNCell(nn.Module):
             self.pos_value = nn.Linear(pe.shape[1], H, bias=False)  # P_v
         self.norm_key = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
         self.norm_value = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
-        self.norm_attn = make_norm(norm, H)
+        self.norm_attn = make_norm(norm, H, shift=False)  # a reaches z only linearly, and z is normalised
         self.norm_z = make_norm(norm, 4 * H)
         self.norm_c = make_norm(norm, H)
         self.norm_h = make_norm(norm, H)

@@ -1,0 +1,73 @@
+"""The fast LARNN (model.py) computes the same function as the straightforward reference
+(reference.py): outputs and every parameter gradient, in float64 and float32, CPU and CUDA."""
+import itertools
+import random
+
+import pytest
+import torch
+
+from larnn_core.model import LARNN
+from larnn_core.reference import reference_forward
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def configurations(n: int = 12, seed: int = 0):
+    """Random configurations that together cover both modes, positional encoding and activation
+    on/off, 1-3 layers, stacked residual on/off and every norm."""
+    rng = random.Random(seed)
+    corners = list(itertools.product(("residual", "layer"), (False, True), (False, True)))
+    for i in range(n):
+        mode, pe, act = corners[i % len(corners)]
+        heads = rng.choice([1, 2, 4])
+        yield dict(hidden_size=heads * rng.choice([2, 3]), num_layers=1 + i % 3, is_stacked_residual=i % 2 == 0,
+                   attention_heads=heads, window_size=rng.choice([1, 3, 6]), larnn_mode=mode,
+                   use_positional_encoding=pe, activation_on_keys_and_values=act,
+                   norm=("batch", "layer", "none")[i % 3])
+
+
+def compare(config: dict, dtype: torch.dtype, device: str, train: bool) -> tuple[float, float, float]:
+    """(output error, per-parameter gradient error, whole-gradient error) of fast against reference.
+
+    Output error: max |fast - ref| / max |ref|. Per-parameter gradient error: the worst
+    parameter's max |fast - ref| / max |ref|, the denominator floored at 1e-6 of the model's
+    largest gradient, so that a gradient which cancels to almost nothing by structure (a bias
+    in front of a batch norm, the query when the window holds one cell) is judged against the
+    model's scale rather than its own rounding noise. Whole-gradient error: the same with all
+    parameters' gradients taken as one vector."""
+    torch.manual_seed(0)
+    H = config["hidden_size"]
+    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"],
+                  **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+    stack = stack.to(device=device, dtype=dtype).train(train)
+    x = torch.randn(6, 9, H, dtype=dtype, device=device)
+    target = torch.randn(6, 9, H, dtype=dtype, device=device)
+    runs = []
+    for forward in (stack.forward, lambda x: reference_forward(stack, x)):
+        stack.zero_grad()
+        out = forward(x)
+        (out * target).sum().backward()
+        runs.append((out.detach(), {n: p.grad.detach().clone() for n, p in stack.named_parameters()}))
+    (fast, fast_grads), (ref, ref_grads) = runs
+    output_error = ((fast - ref).abs().max() / ref.abs().max()).item()
+    floor = 1e-6 * max(g.abs().max() for g in ref_grads.values())
+    per_parameter = max(((fast_grads[n] - g).abs().max() / g.abs().max().clamp_min(floor)).item()
+                        for n, g in ref_grads.items())
+    whole = (max((fast_grads[n] - g).abs().max() for n, g in ref_grads.items()) / (floor * 1e6)).item()
+    return output_error, per_parameter, whole
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
+def test_fast_matches_reference(config, device):
+    assert max(compare(config, torch.float64, device, train=True)) < 1e-6
+    assert max(compare(config, torch.float64, device, train=False)) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
+def test_fast_matches_reference_in_float32(config, device):
+    """float32: outputs and the whole gradient within 1e-4 (a single parameter's gradient that
+    cancels over the batch, such as a bias in front of a batch norm, loses more digits)."""
+    output_error, _, whole_gradient_error = compare(config, torch.float32, device, train=True)
+    assert output_error < 1e-4 and whole_gradient_error < 1e-4
