@@ -280,3 +280,20 @@ def test_max_trials_and_experiment_filter(tmp_path, url):
     assert store.counts("first")["done"] == 0 and store.counts("second")["done"] == 2
     assert in_process_worker(store, objective, tmp_path).run() == 4
     assert store.counts("first")["done"] == 3 and store.counts("second")["done"] == 3
+
+
+@pytest.mark.slow
+def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir):
+    """The README's main job in miniature: real data, real training, two local worker processes."""
+    env = {**os.environ, "LARNN_DATA": str(isolated_data_dir), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "larnn_core.cli", "search", "smoke", "--name", "e2e", "--workers", "2",
+                          "--max-evals", "3", "--epochs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "validation_accuracy" in run.stdout
+    trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("e2e")
+    assert len(trials) == 3 and all(t["state"] == DONE for t in trials), [t["result"].get("error") for t in trials]
+    for trial in trials:
+        result = trial["result"]
+        assert result["data_source"] == "hapt" and result["device"].startswith("cpu") and result["code_version"]
+        assert 0.0 < result["test_accuracy"] <= 1.0 and len(result["history"]["validation_accuracies"]) == 1
