@@ -41,6 +41,8 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
             })
     frame = pd.DataFrame(rows, columns=INFO + [f"hp.{k}" for k in hyperparameters if k != "model"])
     frame.columns = [c[3:] if c.startswith("hp.") else c for c in frame.columns]
+    for column in ("book_time", "finish_time"):  # the store keeps seconds since the epoch
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     return frame, hyperparameters
 
 
