@@ -208,9 +208,11 @@ def learning_curves_figure(done: pd.DataFrame, out: Path, top: int = 10) -> list
     for rank, row in enumerate(best):
         curve = row["history"]["validation_accuracies"]
         ax.plot(range(1, len(curve) + 1), curve, color=cmap(rank / max(1, len(best) - 1)), lw=1.4,
+                marker="o" if len(curve) < 5 else None, ms=4,  # a one-epoch trial is a point, not a line
                 label=f"#{rank + 1} {row['experiment']}/{row['tid']} ({row[ACC]:.4f})")
         if pd.notna(row["best_epoch"]):
             ax.scatter([row["best_epoch"]], [curve[int(row["best_epoch"]) - 1]], color="black", s=10, zorder=4)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"Learning curves of the top {len(best)} trials (dots: selected epoch)", fontsize=10)
