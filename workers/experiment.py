@@ -52,6 +52,7 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
     try:
         store.create_experiment(experiment)
     except ExperimentExists:
-        raise ExperimentExists(f"experiment {name!r} already exists; choose another --name, "
-                               f"or raise its budget with --extend-to N") from None
+        raise ExperimentExists(f"experiment {name!r} already exists; choose another --name, or continue it: "
+                               f"`larnn submit {space_name_or_path} --name {name} --extend-to N`, "
+                               f"then `larnn worker --experiment {name}`") from None
     return experiment
