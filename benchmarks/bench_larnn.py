@@ -97,8 +97,9 @@ def peak_bytes(kind: str, config: dict, device: torch.device) -> float:
         F.cross_entropy(model(x), y).backward()
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base
-    queue = multiprocessing.get_context("fork").Queue()
-    process = multiprocessing.get_context("fork").Process(target=_peak_child, args=(kind, config, queue))
+    context = multiprocessing.get_context("spawn")  # a fresh process: forking after OpenMP threads can hang
+    queue = context.Queue()
+    process = context.Process(target=_peak_child, args=(kind, config, queue))
     process.start()
     value = queue.get()
     process.join()
