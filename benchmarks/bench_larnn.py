@@ -136,7 +136,7 @@ def main() -> None:
             row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
             fast_peak, reference_peak = peak_bytes("fast", config, device), peak_bytes("reference", config, device)
             row["fast_peak_mb"], row["reference_peak_mb"] = fast_peak / 2**20, reference_peak / 2**20
-            row["peak_mem_ratio"] = fast_peak / reference_peak
+            row["peak_mem_ratio"] = fast_peak / reference_peak if reference_peak > 0 else None  # None: not measurable
             out["device"][name][config_name] = row
             print(json.dumps({name: {config_name: row}}), flush=True)
     text = json.dumps(out, indent=2)
