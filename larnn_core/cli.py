@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (ValueError, FileNotFoundError) as error:  # bad input: one clear line, no traceback
+    except (ValueError, OSError) as error:  # bad input, a missing file, no network: one clear line
         print(f"larnn {args.command}: error: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like

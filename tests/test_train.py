@@ -132,6 +132,8 @@ def test_larnn_data_prepare_uci(tmp_path, capsys, isolated_data_dir):
     assert cli.main(["data", "prepare", "--source", "uci", "--url", archive.as_uri(), "--sha256", "f" * 64]) == 2
     assert f"its SHA-256 is {digest}" in capsys.readouterr().err
     assert not dataset.cache_path("uci").exists()
+    assert cli.main(["data", "prepare", "--source", "uci", "--url", (tmp_path / "gone.zip").as_uri()]) == 2
+    assert "cannot download the UCI HAR zip" in capsys.readouterr().err
     assert cli.main(["data", "prepare", "--source", "uci", "--url", archive.as_uri(), "--sha256", digest]) == 0
     assert "source:   uci" in capsys.readouterr().out
     assert dataset.cache_path("uci").exists()

@@ -30,7 +30,11 @@ def download(url: str, dest: Path, progress: bool = True) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".part")
     digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except OSError as error:
+        raise ConnectionError(f"cannot download the UCI HAR zip from {url}: {error}") from None
+    with response, open(tmp, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc="downloading UCI HAR", disable=not progress) as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
