@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args) or 0
+    except BrokenPipeError:  # output piped into `head` and the like (an OSError: caught first)
+        sys.stderr.close()
+        return 0
     except (ValueError, OSError) as error:  # bad input, a missing file, no network: one clear line
         print(f"larnn {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # output piped into `head` and the like
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         print(f"larnn {args.command}: interrupted", file=sys.stderr)
         return 130

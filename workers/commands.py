@@ -157,13 +157,14 @@ def _search(args) -> int:
     workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(logs / f"worker-{i}.log", "w"),
                                 env=env, start_new_session=True) for i in range(args.workers)]
     print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
-    total = experiment["max_evals"]
+    total, best = experiment["max_evals"], []
     try:
         with tqdm(total=total, desc=args.name, unit="trial") as bar:
             while True:
                 counts = store.counts(args.name)
                 final = counts["done"] + counts["failed"]
-                best = report.best_trials(store, args.name, 1)
+                if final != bar.n:  # trials are read only when one has finished, not every poll
+                    best = report.best_trials(store, args.name, 1)
                 bar.update(final - bar.n)
                 bar.set_postfix(running=counts["running"], failed=counts["failed"],
                                 best_val=f"{best[0]['validation_accuracy']:.4f}" if best else "-")

@@ -6,12 +6,17 @@ import io
 import json
 import time
 
-from workers.store import DONE, RUNNING, BaseStore
+from workers.store import DONE, RUNNING, STATE_NAMES, BaseStore
 
 
 def best_trials(store: BaseStore, name: str, top: int = 10) -> list[dict]:
     """Finished trials by validation accuracy, best first (ties: earlier trial first)."""
-    done = [t for t in store.trials(name) if t["state"] == DONE]
+    return rank(store.trials(name), top)
+
+
+def rank(trials: list[dict], top: int) -> list[dict]:
+    """The best `top` of already-read trials, as best_trials rows."""
+    done = [t for t in trials if t["state"] == DONE]
     done.sort(key=lambda t: (-t["result"]["best_validation_accuracy"], t["tid"]))
     rows = []
     for t in done[:top]:
@@ -67,13 +72,13 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
     for experiment in store.experiments():
         if names and experiment["name"] not in names:
             continue
-        trials = store.trials(experiment["name"])
-        counts = store.counts(experiment["name"])
+        trials = store.trials(experiment["name"])  # read once: counts, workers, ETA and best all come from it
+        counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
         live = {t["owner"] for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s}
         durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
         remaining = experiment["max_evals"] - counts["done"] - counts["failed"]
         eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
-        best = best_trials(store, experiment["name"], 1)
+        best = rank(trials, 1)
         rows.append({
             "experiment": experiment["name"], "algorithm": experiment["algorithm"], "budget": experiment["max_evals"],
             **counts, "best_val": best[0]["validation_accuracy"] if best else None,
