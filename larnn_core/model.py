@@ -14,7 +14,8 @@ One layer, one time step t, input x_t, previous hidden h, previous cell c (DESIG
 
 f_k, f_v are Norm(ELU(.)) with separate norms when activation_on_keys_and_values, else identity.
 Each cell is projected into its key and value once, when it enters the window, and that
-projection is kept (2018 defect 4 re-projected the whole window at every step). Positional
+projection is kept in the layer's Window (window.py: one buffer per sequence, attention with a
+hand-written backward); 2018 defect 4 re-projected the whole window at every step. Positional
 encoding: sine/cosine features pe(d) of a slot's distance d back in time, concatenated to the
 cell features; being linear, W [c ; pe] splits into the cached cell part and a per-slot term
 P pe(d). Empty slots (before the sequence start) hold zero key/value features.
@@ -30,6 +31,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from larnn_core.window import Window
 
 NORMS = ("batch", "layer", "none")
 MODES = ("residual", "layer")
@@ -59,11 +62,20 @@ def positional_features(window_size: int) -> torch.Tensor:
     return torch.cat([angle.sin(), angle.cos()], dim=1).float()  # [k, 2P]
 
 
+class StepWeights(NamedTuple):
+    """The parts of a cell's weights every step uses, cut and joined once per sequence."""
+    w_qh: torch.Tensor  # [H, H] the h-part of W_q
+    w_ha: torch.Tensor  # [4H, 2H] the [h ; a] part of the gate weights (residual: [W_h  W_a])
+    w_kv: torch.Tensor  # [2H, H] W_k and W_v stacked: one product per new cell
+    b_kv: torch.Tensor  # [2H]
+    pos_k: torch.Tensor | None  # [k, H] per-slot positional terms P_k pe(d), or None
+    pos_v: torch.Tensor | None
+
+
 class CellState(NamedTuple):
     h: torch.Tensor  # [B, H]
     c: torch.Tensor  # [B, H]
-    keys: torch.Tensor  # [B, k, H] projected window cells, oldest first
-    values: torch.Tensor  # [B, k, H]
+    window: Window  # projected keys and values of the last k cells; advanced in place by remember()
 
 
 class LARNNCell(nn.Module):
@@ -122,10 +134,11 @@ class LARNNCell(nn.Module):
     def use_positional_encoding(self) -> bool:
         return hasattr(self, "pe")
 
-    def initial_state(self, batch: int, device=None, dtype=None) -> CellState:
+    def initial_state(self, batch: int, steps: int, device=None, dtype=None) -> CellState:
+        """Zero h and c, and an empty window with room for `steps` pushes."""
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        window = torch.zeros(batch, self.window_size, self.hidden_size, device=device, dtype=dtype)
-        return CellState(zeros, zeros, window, window)
+        window = Window(batch, self.hidden_size, self.heads, self.window_size, steps, device, dtype)
+        return CellState(zeros, zeros, window)
 
     def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input-side parts of the query and the gates for all steps at once: x [B, T, I]."""
@@ -137,53 +150,47 @@ class LARNNCell(nn.Module):
             xz = F.linear(x, self.gates.weight[:, :I], self.gates.bias)
         return xq, xz
 
-    def recurrent_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The h-part of W_q and, in layer mode, the [h ; a] part of W; sliced once per sequence."""
+    def step_weights(self) -> StepWeights:
         I = self.input_size
-        w_gates = self.gates.weight[:, I:] if self.larnn_mode == "layer" else None
-        return self.query.weight[:, I:], w_gates
+        if self.larnn_mode == "residual":
+            w_ha = torch.cat([self.gates_h.weight, self.gates_a.weight], dim=1)
+        else:
+            w_ha = self.gates.weight[:, I:]
+        pos_k = pos_v = None
+        if self.use_positional_encoding:
+            pos_k, pos_v = self.pos_key(self.pe), self.pos_value(self.pe)
+        return StepWeights(self.query.weight[:, I:], w_ha, torch.cat([self.key.weight, self.value.weight]),
+                           torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v)
 
-    def remember(self, state: CellState, c_new: torch.Tensor) -> CellState:
-        """Push c_new [B, H] into the window as a key and a value, projected once; drop the oldest."""
-        k_new, v_new = self.key(c_new), self.value(c_new)
+    def remember(self, state: CellState, c_new: torch.Tensor, weights: StepWeights) -> None:
+        """Push c_new [B, H] into the window as a key and a value, projected once; the oldest leaves."""
+        kv = F.linear(c_new, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v
+        k_new, v_new = kv.chunk(2, dim=1)
         if self.activation_on_keys_and_values:
             k_new, v_new = self.norm_key(F.elu(k_new)), self.norm_value(F.elu(v_new))
-        keys = torch.cat([state.keys[:, 1:], k_new[:, None]], dim=1)  # [B, k, H]
-        values = torch.cat([state.values[:, 1:], v_new[:, None]], dim=1)
-        return state._replace(keys=keys, values=values)
+        state.window.push(k_new, v_new)
 
-    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """a = Norm(ELU(W_o MultiHead(q, K, V))): q [B, H], keys/values [B, k, H] -> [B, H]."""
-        B, k, H = keys.shape
-        if self.use_positional_encoding:
-            keys = keys + self.pos_key(self.pe)  # [k, H] per-slot term
-            values = values + self.pos_value(self.pe)
-        nh, dh = self.heads, H // self.heads
-        # per-head dot products as multiply-and-sum: heads are narrow (2018 best: 27 heads of 3)
-        scores = (keys * q[:, None, :]).view(B, k, nh, dh).sum(-1) / math.sqrt(dh)  # [B, k, nh]
-        weights = torch.softmax(scores, dim=1)  # over the window
-        heads = (weights[..., None] * values.view(B, k, nh, dh)).sum(1).reshape(B, H)  # concat of heads
+    def attend(self, q: torch.Tensor, window: Window, weights: StepWeights) -> torch.Tensor:
+        """a = Norm(ELU(W_o MultiHead(q, K, V))): q [B, H] -> [B, H]."""
+        heads = window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]
         return self.norm_attn(F.elu(self.attn_out(heads)))
 
-    def forward(
-        self, xq: torch.Tensor, xz: torch.Tensor, state: CellState, weights=None
-    ) -> tuple[CellState, torch.Tensor]:
-        """One step from pre-projected inputs (project_inputs) and, optionally, recurrent_weights()
-        sliced by the caller once per sequence. Returns the new state and the normalised
-        pre-activation z [B, 4H]."""
+    def forward(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState,
+                weights: StepWeights | None = None) -> tuple[CellState, torch.Tensor]:
+        """One step from pre-projected inputs (project_inputs) and, optionally, step_weights()
+        made by the caller once per sequence. Returns the new state, whose window now holds the
+        new cell, and the normalised pre-activation z [B, 4H]."""
         H = self.hidden_size
-        w_qh, w_gates = weights or self.recurrent_weights()
-        q = F.elu(xq + F.linear(state.h, w_qh))  # [B, H]
-        a = self.attend(q, state.keys, state.values)  # [B, H]
-        if self.larnn_mode == "residual":
-            z = xz + self.gates_h(state.h) + self.gates_a(a)
-        else:
-            z = xz + F.linear(torch.cat([state.h, a], 1), w_gates)
-        z = self.norm_z(z)  # [B, 4H], used (2018 defect 3 computed it and dropped it)
+        weights = weights or self.step_weights()
+        q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
+        a = self.attend(q, state.window, weights)  # [B, H]
+        z = self.norm_z(torch.addmm(xz, torch.cat([state.h, a], dim=1), weights.w_ha.T))  # [B, 4H]
         g, f, i, o = torch.tanh(z[:, :H]), *torch.sigmoid(z[:, H:]).chunk(3, dim=1)
-        c = self.norm_c(g * i + state.c * f)
+        c = self.norm_c(torch.addcmul(g * i, state.c, f))
         h = self.dropout(self.norm_h(o * F.elu(c)))
-        return self.remember(CellState(h, c, state.keys, state.values), c), z
+        new = CellState(h, c, state.window)
+        self.remember(new, c, weights)
+        return new, z  # z is used (2018 defect 3 computed it and dropped it)
 
 
 class LARNN(nn.Module):
@@ -200,10 +207,11 @@ class LARNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, H] -> hidden sequence of the last layer [B, T, H]."""
+        B, T, _ = x.shape
         for cell in self.cells:
-            state = cell.initial_state(x.shape[0], x.device, x.dtype)  # a fresh state per layer
+            state = cell.initial_state(B, T, x.device, x.dtype)  # a fresh state per layer
             xq, xz = cell.project_inputs(x)
-            weights = cell.recurrent_weights()
+            weights = cell.step_weights()
             hs = []
             for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T
                 state, _ = cell(xq_t, xz_t, state, weights)

@@ -3,6 +3,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from larnn_core.classifier import build_model
 from larnn_core.hparams import HParams
@@ -114,24 +115,54 @@ def test_window_holds_exactly_k_cells(pe):
     torch.manual_seed(0)
     cell = LARNNCell(6, 6, attention_heads=2, window_size=k, use_positional_encoding=pe, norm="layer")
     cells = [torch.randn(3, 6, requires_grad=True) for _ in range(k + 1)]
-    state = cell.initial_state(3)
+    state = cell.initial_state(3, k + 2)
+    weights = cell.step_weights()
     for c in cells:
-        state = cell.remember(state, c)
-    assert state.keys.shape == (3, k, 6)
-    q = torch.randn(3, 6)
-    cell.attend(q, state.keys, state.values).sum().backward()
+        cell.remember(state, c, weights)
+    a = cell.attend(torch.randn(3, 6), state.window, weights)
+    (a * torch.randn(3, 6)).sum().backward()  # not a.sum(): a layer norm's output sums to a constant
     assert cells[0].grad is None or cells[0].grad.abs().sum() == 0
     for c in cells[1:]:
         assert c.grad.abs().sum() > 0
 
 
+def test_window_refuses_more_steps_than_it_was_sized_for():
+    cell = LARNNCell(6, 6, attention_heads=2, window_size=2)
+    state = cell.initial_state(3, 1)
+    cell.remember(state, torch.randn(3, 6), cell.step_weights())
+    with pytest.raises(IndexError, match="sized for 1 steps"):
+        cell.remember(state, torch.randn(3, 6), cell.step_weights())
+
+
+def test_a_second_backward_through_the_same_graph_is_refused():
+    """The window's gradient buffers are spent by one backward; a second would add to them again."""
+    stack = LARNN(8, 2, attention_heads=2, window_size=3)
+    loss = stack(torch.randn(4, 6, 8)).square().sum()
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward through a LARNN window twice"):
+        loss.backward()
+
+
 def test_project_once_per_cell():
-    """Defect 4: the window was re-projected at every step; each cell must go through W_k once."""
-    calls = []
+    """Defect 4: the window was re-projected at every step; each cell must go through W_k once.
+    Every product with the key weights (alone, or stacked with the value weights) is recorded."""
     stack = LARNN(8, 1, attention_heads=2, window_size=5)
-    stack.cells[0].key.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
-    stack(torch.randn(2, 7, 8))
-    assert calls == [(2, 8)] * 7
+    key = stack.cells[0].key.weight
+    rows = []
+
+    class Spy(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if func is torch.cat and any(t is key for t in args[0]):
+                out.is_key_weight = True
+            if func is F.linear and (args[1] is key or getattr(args[1], "is_key_weight", False)):
+                rows.append(tuple(args[0].shape))
+            return out
+
+    with Spy():
+        stack(torch.randn(2, 7, 8))
+    assert rows == [(2, 8)] * 7
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer"])
@@ -140,7 +171,7 @@ def test_returned_preactivation_is_normalised_and_drives_the_gates(norm):
     torch.manual_seed(0)
     cell = LARNNCell(5, 8, attention_heads=2, window_size=3, norm=norm)
     x = torch.randn(64, 1, 5)
-    state = cell.initial_state(64)
+    state = cell.initial_state(64, 1)
     state = state._replace(h=torch.randn(64, 8), c=torch.randn(64, 8))
     xq, xz = cell.project_inputs(x)
     new, z = cell(xq[:, 0], xz[:, 0], state)

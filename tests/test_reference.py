@@ -14,13 +14,14 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def configurations(n: int = 12, seed: int = 0):
     """Random configurations that together cover both modes, positional encoding and activation
-    on/off, 1-3 layers, stacked residual on/off and every norm."""
+    on/off, 1-3 layers, stacked residual on/off, every norm, narrow and wide heads."""
     rng = random.Random(seed)
     corners = list(itertools.product(("residual", "layer"), (False, True), (False, True)))
     for i in range(n):
         mode, pe, act = corners[i % len(corners)]
         heads = rng.choice([1, 2, 4])
-        yield dict(hidden_size=heads * rng.choice([2, 3]), num_layers=1 + i % 3, is_stacked_residual=i % 2 == 0,
+        width = (3, 6)[2 * i // n]  # the window's head-width sums take one path up to width 4, another above
+        yield dict(hidden_size=heads * width, num_layers=1 + i % 3, is_stacked_residual=i % 2 == 0,
                    attention_heads=heads, window_size=rng.choice([1, 3, 6]), larnn_mode=mode,
                    use_positional_encoding=pe, activation_on_keys_and_values=act,
                    norm=("batch", "layer", "none")[i % 3])

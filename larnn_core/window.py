@@ -1,0 +1,153 @@
+"""The attention window of one LARNN layer: projected keys and values of the last k cells.
+
+Every key and value pushed during a sequence lives in one buffer allocated when the sequence
+starts, [k + T, B, dh, nh] with the k oldest slots empty (zero features). The window at step t
+is the view [t : t + k], one contiguous block: pushing a cell writes one slot, and nothing is
+copied, concatenated or re-allocated per step. Features are stored width-major (feature
+n * dh + d of head n at [d, n]), so that the sums over a head's width and over the window run
+along contiguous rows of nh values even when heads are 3 wide (the 2018 best: 27 heads). Backward needs every step's window anyway, so the buffer is the
+memory autograd would otherwise spend on T saved copies of a k-slot window.
+
+Autograd cannot follow writes into a shared buffer, so the two operations on it are
+autograd Functions with hand-written backward passes:
+
+    push(k_new, v_new)      forward: write slot t + k.  backward: return that slot of the
+                            gradient buffers, the sum of what every attention step that read
+                            the slot added to it.
+    attend(q)               forward: multi-head softmax attention of q over the window view.
+                            backward: dq, and dK, dV added into the window's slots of the
+                            gradient buffers.
+
+Ordering: each push and each attend takes the link tensor returned by the push before it, so a
+push's backward runs after those of the next push and the next attend; and attend at step t
+runs after attend at t + 1 (its output reaches t + 1's query through h). So when a push's
+backward reads its slot, every attention step that read the slot has already added to it, and
+the chain of links reaches every push even when several are made without an attend between.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+class Window:
+    """Keys and values of every cell pushed into one layer during one sequence."""
+
+    def __init__(self, batch: int, hidden_size: int, heads: int, window_size: int, steps: int,
+                 device=None, dtype=None):
+        self.heads, self.size, self.pushed = heads, window_size, 0
+        shape = (window_size + steps, batch, hidden_size // heads, heads)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)  # [k + T, B, dh, nh]
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.scratch = torch.empty((window_size,) + shape[1:], device=device, dtype=dtype)  # [k, B, dh, nh]
+        self.grad_keys: torch.Tensor | None = None  # allocated by the first backward
+        self.grad_values: torch.Tensor | None = None
+        self.link: torch.Tensor | None = None  # the last push's output: orders backward passes
+
+    def view(self) -> tuple[slice, torch.Tensor, torch.Tensor]:
+        """The current window's slots and its keys and values, [k, B, dh, nh] views of the buffers."""
+        slots = slice(self.pushed, self.pushed + self.size)
+        return slots, self.keys[slots], self.values[slots]
+
+    def to_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., H] features in head order -> [..., dh, nh], the buffers' order (a view)."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(-1, -2)
+
+    @staticmethod
+    def from_heads(x: torch.Tensor) -> torch.Tensor:
+        """[..., dh, nh] -> [..., H] in head order."""
+        return x.transpose(-1, -2).flatten(-2)
+
+    def gradient_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.grad_keys is None:
+            self.grad_keys, self.grad_values = torch.zeros_like(self.keys), torch.zeros_like(self.values)
+        return self.grad_keys, self.grad_values
+
+    def push(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+        """The newest cell's key and value [B, H] enter the window; the oldest leaves its view."""
+        if self.pushed + self.size >= self.keys.shape[0]:
+            raise IndexError(f"window buffer full: it was sized for {self.keys.shape[0] - self.size} steps")
+        self.link = _Push.apply(k_new, v_new, self.link, self)
+        self.pushed += 1
+
+    def attend(self, q: torch.Tensor, pos_k: torch.Tensor | None = None,
+               pos_v: torch.Tensor | None = None) -> torch.Tensor:
+        """MultiHead(q, K, V) over the window, q [B, H] -> [B, H] (the heads concatenated).
+        pos_k, pos_v [k, H]: per-slot positional terms added to every key and value, or None."""
+        return _Attend.apply(q, pos_k, pos_v, self.link, self)
+
+
+class _Push(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, k_new, v_new, link, window: Window):
+        slot = window.pushed + window.size
+        window.keys[slot] = window.to_heads(k_new)
+        window.values[slot] = window.to_heads(v_new)
+        ctx.window, ctx.slot = window, slot
+        return k_new.new_zeros(())  # the link
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, _):
+        if ctx.slot is None:
+            raise RuntimeError("backward through a LARNN window twice is not supported (retain_graph): "
+                               "its gradient buffers were spent by the first backward")
+        grad_keys, grad_values = ctx.window.gradient_buffers()
+        slot, ctx.slot = ctx.slot, None
+        return Window.from_heads(grad_keys[slot]), Window.from_heads(grad_values[slot]), None, None
+
+
+def _dot_over_width(X: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """sum_d X[j, b, d, n] y[b, d, n]: X [k, B, dh, nh], y [B, dh, nh] -> [k, B, nh]. Narrow heads
+    (the 2018 best: 27 heads of width 3) go one width at a time, which measured about twice as
+    fast as a product into `scratch` and a sum; wider heads are the other way round."""
+    if X.shape[2] > 4:
+        return torch.mul(X, y, out=scratch).sum(2)
+    out = X[:, :, 0] * y[:, 0]
+    for d in range(1, X.shape[2]):
+        out.addcmul_(X[:, :, d], y[:, d])
+    return out
+
+
+class _Attend(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, pos_k, pos_v, link, window: Window):
+        slots, K, V = window.view()  # [k, B, dh, nh]
+        dh = K.shape[2]
+        if pos_k is not None:
+            K, V = K + window.to_heads(pos_k)[:, None], V + window.to_heads(pos_v)[:, None]
+        scaled_q = window.to_heads(q / math.sqrt(dh)).contiguous()  # [B, dh, nh]
+        scores = _dot_over_width(K, scaled_q, window.scratch)  # [k, B, nh]
+        weights = scores.sub_(scores.amax(0)).exp_()
+        weights /= weights.sum(0)  # softmax over the window, in place
+        out = torch.mul(V, weights[:, :, None], out=window.scratch).sum(0)  # [B, dh, nh]
+        ctx.save_for_backward(scaled_q, weights, pos_k, pos_v)
+        ctx.window, ctx.slots = window, slots
+        return Window.from_heads(out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        scaled_q, weights, pos_k, pos_v = ctx.saved_tensors
+        window = ctx.window
+        K, V = window.keys[ctx.slots], window.values[ctx.slots]  # [k, B, dh, nh]
+        dh = K.shape[2]
+        if pos_k is not None:
+            K, V = K + window.to_heads(pos_k)[:, None], V + window.to_heads(pos_v)[:, None]
+        g = window.to_heads(grad_out).contiguous()  # [B, dh, nh]
+        grad_weights = _dot_over_width(V, g, window.scratch)  # [k, B, nh]
+        grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
+        grad_q = torch.mul(K, grad_scores[:, :, None], out=window.scratch).sum(0) / math.sqrt(dh)
+        grad_keys, grad_values = window.gradient_buffers()
+        dK, dV = grad_keys[ctx.slots], grad_values[ctx.slots]
+        if pos_k is None:
+            dK.addcmul_(grad_scores[:, :, None], scaled_q)
+            dV.addcmul_(weights[:, :, None], g)
+            return Window.from_heads(grad_q), None, None, None, None
+        step_dK, step_dV = grad_scores[:, :, None] * scaled_q, weights[:, :, None] * g
+        dK += step_dK
+        dV += step_dV
+        return (Window.from_heads(grad_q), Window.from_heads(step_dK.sum(1)), Window.from_heads(step_dV.sum(1)),
+                None, None)
