@@ -1,12 +1,13 @@
 """LARNN speed and memory: the fast path against the straightforward reference and torch.nn.LSTM.
 
-    python benchmarks/bench_larnn.py [--quick] [--configs best small] [--out bench.json]
+    python benchmarks/bench_larnn.py [--quick] [--configs best small] [--threads N] [--out bench.json]
 
 For each configuration and device (CPU, and CUDA when present): the median time of a training
 step (forward, loss, backward, optimizer step) and of an inference forward, after warm-up, for
 `reference` (larnn_core/reference.py), `fast` (the default model) and `lstm` (torch.nn.LSTM of the
 same hidden size and layers, in the same classifier wrapper); the ratios measured in this run;
-and the peak memory of a fast training step over the reference's. Prints JSON.
+and the peak memory of a fast training step over the reference's. Each implementation runs in a
+fresh process of its own, one at a time. Prints JSON.
 """
 from __future__ import annotations
 
@@ -46,8 +47,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(kind: str, config: dict, device: torch.device, repeats: int, warmup: int) -> tuple[float, float]:
-    """(median training step ms, median inference forward ms)."""
+def _peak_memory(device: torch.device) -> float:
+    """Peak bytes so far: the CUDA allocator's, or on CPU the process's resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int) -> dict:
+    """Peak memory one training step adds, then the median training step and inference forward
+    (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own."""
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
     model = model_for(kind, config, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(BATCH, STEPS, INPUTS, device=device)
@@ -62,8 +73,12 @@ def time_ms(kind: str, config: dict, device: torch.device, repeats: int, warmup:
         with torch.no_grad():
             model(x)
 
-    results = []
-    for work, mode in ((train_step, True), (infer, False)):
+    _sync(device)
+    before = _peak_memory(device)
+    train_step()
+    _sync(device)
+    result = {"peak_bytes": _peak_memory(device) - before}
+    for name, work, mode in (("train_ms", train_step, True), ("infer_ms", infer, False)):
         model.train(mode)
         times = []
         for i in range(warmup + repeats):
@@ -73,37 +88,24 @@ def time_ms(kind: str, config: dict, device: torch.device, repeats: int, warmup:
             _sync(device)
             if i >= warmup:
                 times.append((time.perf_counter() - started) * 1000)
-        results.append(statistics.median(times))
-    return results[0], results[1]
+        result[name] = statistics.median(times)
+    return result
 
 
-def _peak_child(kind, config, queue):
-    model = model_for(kind, config, torch.device("cpu"))
-    x, y = torch.randn(BATCH, STEPS, INPUTS), torch.randint(0, 6, (BATCH,))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    F.cross_entropy(model(x), y).backward()
-    queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+def _child(queue, *args) -> None:
+    queue.put(measure(*args))
 
 
-def peak_bytes(kind: str, config: dict, device: torch.device) -> float:
-    """Peak memory one training step adds: CUDA allocator peak, or on CPU the growth of the
-    resident set of a fresh process running the step."""
-    if device.type == "cuda":
-        model = model_for(kind, config, device)
-        x, y = torch.randn(BATCH, STEPS, INPUTS, device=device), torch.randint(0, 6, (BATCH,), device=device)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        F.cross_entropy(model(x), y).backward()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - base
-    context = multiprocessing.get_context("spawn")  # a fresh process: forking after OpenMP threads can hang
+def measure_in_own_process(*args) -> dict:
+    """One implementation at a time, each in a fresh process: no memory left over from another
+    (the reference's step on the 2018 best configuration holds about 13 GB on CPU)."""
+    context = multiprocessing.get_context("spawn")  # forking after OpenMP threads can hang
     queue = context.Queue()
-    process = context.Process(target=_peak_child, args=(kind, config, queue))
+    process = context.Process(target=_child, args=(queue, *args))
     process.start()
-    value = queue.get()
+    result = queue.get()
     process.join()
-    return value
+    return result
 
 
 def main() -> None:
@@ -111,12 +113,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (well under two minutes on a small CPU)")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads for every measurement (default: torch's default here, %(default)s)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     repeats, warmup = (2, 1) if args.quick else (7, 2)
 
     out = {"device": {}, "torch": torch.__version__,
-           "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or platform.system()}",
+           "machine": f"{platform.machine()}, {args.threads} torch threads, {platform.processor() or platform.system()}",
            "batch": BATCH, "steps": STEPS, "repeats": repeats, "warmup": warmup}
     for name in args.devices:
         device = torch.device(name)
@@ -125,18 +129,20 @@ def main() -> None:
         out["device"][name] = {}
         for config_name in args.configs:
             config = CONFIGS[config_name]
-            row = {}
+            row, peaks = {}, {}
             for kind in ("reference", "fast", "lstm"):
                 # the reference re-projects the whole window: one repetition is the point there
                 r, w = (1, 0) if kind == "reference" and args.quick else (repeats, warmup)
-                row[f"{kind}_train_ms"], row[f"{kind}_infer_ms"] = time_ms(kind, config, device, r, w)
+                result = measure_in_own_process(kind, config, name, r, w, args.threads)
+                row[f"{kind}_train_ms"], row[f"{kind}_infer_ms"] = result["train_ms"], result["infer_ms"]
+                peaks[kind] = result["peak_bytes"]
             row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
             row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
             row["fast_vs_lstm_train"] = row["fast_train_ms"] / row["lstm_train_ms"]
             row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
-            fast_peak, reference_peak = peak_bytes("fast", config, device), peak_bytes("reference", config, device)
-            row["fast_peak_mb"], row["reference_peak_mb"] = fast_peak / 2**20, reference_peak / 2**20
-            row["peak_mem_ratio"] = fast_peak / reference_peak if reference_peak > 0 else None  # None: not measurable
+            for kind in ("reference", "fast", "lstm"):
+                row[f"{kind}_peak_mb"] = peaks[kind] / 2**20
+            row["peak_mem_ratio"] = peaks["fast"] / peaks["reference"]
             out["device"][name][config_name] = row
             print(json.dumps({name: {config_name: row}}), flush=True)
     text = json.dumps(out, indent=2)
