@@ -46,10 +46,14 @@ class Window:
         self.grad_values: torch.Tensor | None = None
         self.link: torch.Tensor | None = None  # the last push's output: orders backward passes
 
-    def view(self) -> tuple[slice, torch.Tensor, torch.Tensor]:
-        """The current window's slots and its keys and values, [k, B, dh, nh] views of the buffers."""
-        slots = slice(self.pushed, self.pushed + self.size)
-        return slots, self.keys[slots], self.values[slots]
+    def entries(self, slots: slice, pos_k: torch.Tensor | None, pos_v: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the given slots, [k, B, dh, nh], with the per-slot positional terms
+        [k, H] added when given (else views of the buffers)."""
+        K, V = self.keys[slots], self.values[slots]
+        if pos_k is not None:
+            K, V = K + self.to_heads(pos_k)[:, None], V + self.to_heads(pos_v)[:, None]
+        return K, V
 
     def to_heads(self, x: torch.Tensor) -> torch.Tensor:
         """[..., H] features in head order -> [..., dh, nh], the buffers' order (a view)."""
@@ -114,10 +118,9 @@ def _dot_over_width(X: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> 
 class _Attend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, pos_k, pos_v, link, window: Window):
-        slots, K, V = window.view()  # [k, B, dh, nh]
+        slots = slice(window.pushed, window.pushed + window.size)  # the current window
+        K, V = window.entries(slots, pos_k, pos_v)  # [k, B, dh, nh]
         dh = K.shape[2]
-        if pos_k is not None:
-            K, V = K + window.to_heads(pos_k)[:, None], V + window.to_heads(pos_v)[:, None]
         scaled_q = window.to_heads(q / math.sqrt(dh)).contiguous()  # [B, dh, nh]
         scores = _dot_over_width(K, scaled_q, window.scratch)  # [k, B, nh]
         weights = scores.sub_(scores.amax(0)).exp_()
@@ -132,10 +135,8 @@ class _Attend(torch.autograd.Function):
     def backward(ctx, grad_out):
         scaled_q, weights, pos_k, pos_v = ctx.saved_tensors
         window = ctx.window
-        K, V = window.keys[ctx.slots], window.values[ctx.slots]  # [k, B, dh, nh]
+        K, V = window.entries(ctx.slots, pos_k, pos_v)  # [k, B, dh, nh]
         dh = K.shape[2]
-        if pos_k is not None:
-            K, V = K + window.to_heads(pos_k)[:, None], V + window.to_heads(pos_v)[:, None]
         g = window.to_heads(grad_out).contiguous()  # [B, dh, nh]
         grad_weights = _dot_over_width(V, g, window.scratch)  # [k, B, nh]
         grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
