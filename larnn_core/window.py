@@ -33,6 +33,8 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from larnn_core import attention_cpu
+
 
 class Window:
     """Keys and values of every cell pushed into one layer during one sequence."""
@@ -115,6 +117,13 @@ class _Push(torch.autograd.Function):
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
+COMPILED_CPU = True  # attention_cpu's loops for float32/float64 CPU tensors; else (CUDA) the torch ops below
+
+
+def _compiled(t: torch.Tensor) -> bool:
+    return COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+
+
 def _dot_over_width(X: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     """sum_d X[j, d, n, b] y[d, n, b]: X [k, dh, nh, B], y [dh, nh, B] -> [k, nh, B]. One width at a
     time where each width's slice is large (the 2018 best: 27 heads 3 wide, about 1.5x faster than a
@@ -128,17 +137,34 @@ def _dot_over_width(X: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> 
     return out
 
 
+def _attend_torch(K, V, q, scratch):
+    """attention_cpu.attend in torch ops: (out [dh, nh, B], weights [k, nh, B])."""
+    weights = _dot_over_width(K, q, scratch)  # the scores [k, nh, B]
+    weights = weights.sub_(weights.amax(0)).exp_()
+    weights /= weights.sum(0)  # softmax over the window, in place
+    return torch.mul(V, weights[:, None], out=scratch).sum(0), weights
+
+
+def _attend_backward_torch(K, V, q, weights, g, dK, dV, scratch):
+    """attention_cpu.attend_backward in torch ops: (grad_q, grad_scores); adds into dK, dV."""
+    grad_weights = _dot_over_width(V, g, scratch)  # [k, nh, B]
+    grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
+    grad_q = torch.mul(K, grad_scores[:, None], out=scratch).sum(0)
+    dK.addcmul_(grad_scores[:, None], q)
+    dV.addcmul_(weights[:, None], g)
+    return grad_q, grad_scores
+
+
 class _Attend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, pos_k, pos_v, link, window: Window):
         slots = slice(window.pushed, window.pushed + window.size)  # the current window
         K, V = window.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
-        dh = K.shape[1]
-        scaled_q = window.batch_to_heads(q / math.sqrt(dh)).contiguous()  # [dh, nh, B]
-        scores = _dot_over_width(K, scaled_q, window.scratch)  # [k, nh, B]
-        weights = scores.sub_(scores.amax(0)).exp_()
-        weights /= weights.sum(0)  # softmax over the window, in place
-        out = torch.mul(V, weights[:, None], out=window.scratch).sum(0)  # [dh, nh, B]
+        scaled_q = window.batch_to_heads(q / math.sqrt(K.shape[1])).contiguous()  # [dh, nh, B]
+        if _compiled(K):
+            out, weights = attention_cpu.attend(K, V, scaled_q)
+        else:
+            out, weights = _attend_torch(K, V, scaled_q, window.scratch)
         ctx.save_for_backward(scaled_q, weights, pos_k, pos_v)
         ctx.window, ctx.slots = window, slots
         return Window.batch_from_heads(out)
@@ -149,19 +175,17 @@ class _Attend(torch.autograd.Function):
         scaled_q, weights, pos_k, pos_v = ctx.saved_tensors
         window = ctx.window
         K, V = window.entries(ctx.slots, pos_k, pos_v)  # [k, dh, nh, B]
-        dh = K.shape[1]
         g = window.batch_to_heads(grad_out).contiguous()  # [dh, nh, B]
-        grad_weights = _dot_over_width(V, g, window.scratch)  # [k, nh, B]
-        grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
-        grad_q = torch.mul(K, grad_scores[:, None], out=window.scratch).sum(0) / math.sqrt(dh)
         grad_keys, grad_values = window.gradient_buffers()
         dK, dV = grad_keys[ctx.slots], grad_values[ctx.slots]
+        if _compiled(K):
+            grad_q, grad_scores = attention_cpu.attend_backward(K, V, scaled_q, weights, g, dK, dV)
+        else:
+            grad_q, grad_scores = _attend_backward_torch(K, V, scaled_q, weights, g, dK, dV, window.scratch)
+        grad_q = Window.batch_from_heads(grad_q) / math.sqrt(K.shape[1])
         if pos_k is None:
-            dK.addcmul_(grad_scores[:, None], scaled_q)
-            dV.addcmul_(weights[:, None], g)
-            return Window.batch_from_heads(grad_q), None, None, None, None
-        step_dK, step_dV = grad_scores[:, None] * scaled_q, weights[:, None] * g
-        dK += step_dK
-        dV += step_dV
-        return (Window.batch_from_heads(grad_q), Window.from_heads(step_dK.sum(-1)), Window.from_heads(step_dV.sum(-1)),
-                None, None)
+            return grad_q, None, None, None, None
+        # the positional terms are added to every batch entry's keys and values
+        grad_pos_k = Window.from_heads(torch.einsum("jnb,dnb->jdn", grad_scores, scaled_q))
+        grad_pos_v = Window.from_heads(torch.einsum("jnb,dnb->jdn", weights, g))
+        return grad_q, grad_pos_k, grad_pos_v, None, None

@@ -6,10 +6,13 @@ import random
 import pytest
 import torch
 
+from larnn_core import window
 from larnn_core.model import LARNN
 from larnn_core.reference import reference_forward
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# (device, whether CPU attention runs attention_cpu's compiled loops or the torch ops CUDA runs)
+PATHS = [("cpu", True), ("cpu", False)] + ([("cuda", False)] if torch.cuda.is_available() else [])
+PATH_IDS = ["cpu-compiled", "cpu-torch-ops", "cuda"][:len(PATHS)]
 
 
 def configurations(n: int = 12, seed: int = 0):
@@ -20,7 +23,7 @@ def configurations(n: int = 12, seed: int = 0):
     for i in range(n):
         mode, pe, act = corners[i % len(corners)]
         heads = rng.choice([1, 2, 4])
-        width = (3, 6)[2 * i // n]  # the window's head-width sums take one path up to width 4, another above
+        width = (3, 6)[2 * i // n]
         yield dict(hidden_size=heads * width, num_layers=1 + i % 3, is_stacked_residual=i % 2 == 0,
                    attention_heads=heads, window_size=rng.choice([1, 3, 6]), larnn_mode=mode,
                    use_positional_encoding=pe, activation_on_keys_and_values=act,
@@ -58,14 +61,19 @@ def compare(config: dict, dtype: torch.dtype, device: str, train: bool) -> tuple
     return output_error, per_parameter, whole
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.fixture(params=PATHS, ids=PATH_IDS)
+def device(request, monkeypatch):
+    device, compiled = request.param
+    monkeypatch.setattr(window, "COMPILED_CPU", compiled)
+    return device
+
+
 @pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
 def test_fast_matches_reference(config, device):
     assert max(compare(config, torch.float64, device, train=True)) < 1e-6
     assert max(compare(config, torch.float64, device, train=False)) < 1e-6
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
 def test_fast_matches_reference_in_float32(config, device):
     """float32: outputs and the whole gradient within 1e-4 (a single parameter's gradient that

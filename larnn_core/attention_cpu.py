@@ -1,0 +1,93 @@
+"""The window attention's sums as compiled loops for CPU tensors (numba).
+
+Same contract as the torch-op versions in window.py, for float32/float64 CPU tensors in the
+window's layout, [k, dh, nh, B]. Each loop runs over the batch innermost, so the compiler
+vectorises it, and walks each key and value once: the torch ops need a product into a scratch
+window, then a sum, and for the backward four passes over the window. Measured on a 2-core
+CPU (2018 best: 27 heads 3 wide, k 38, batch 256): forward about 0.5 ms against 1.4 ms,
+backward about 0.7 ms against 2.1 ms per step and layer. The softmax stays in torch, whose exp is
+vectorised (a scalar exp per entry here is slower).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+@numba.njit(cache=True)
+def _scores(K, q, scores):
+    """scores[j, n, b] = sum_d K[j, d, n, b] q[d, n, b]"""
+    k, dh, nh, B = K.shape
+    for j in range(k):
+        for n in range(nh):
+            for b in range(B):
+                scores[j, n, b] = K[j, 0, n, b] * q[0, n, b]
+            for d in range(1, dh):
+                for b in range(B):
+                    scores[j, n, b] += K[j, d, n, b] * q[d, n, b]
+
+
+@numba.njit(cache=True)
+def _weighted_sum(V, weights, out):
+    """out[d, n, b] = sum_j weights[j, n, b] V[j, d, n, b]"""
+    k, dh, nh, B = V.shape
+    for d in range(dh):
+        for n in range(nh):
+            for b in range(B):
+                out[d, n, b] = weights[0, n, b] * V[0, d, n, b]
+            for j in range(1, k):
+                for b in range(B):
+                    out[d, n, b] += weights[j, n, b] * V[j, d, n, b]
+
+
+@numba.njit(cache=True)
+def _backward(K, V, q, weights, g, grad_q, grad_scores, dK, dV):
+    """Through out = sum_j softmax_j(K_j . q) V_j for one head at a time: grad_q and grad_scores
+    written, dK and dV added to."""
+    k, dh, nh, B = K.shape
+    total = np.empty(B, K.dtype)  # sum_j weights[j] grad_weights[j], per batch entry
+    for n in range(nh):
+        for j in range(k):  # grad_weights = V_j . g, kept in grad_scores
+            for b in range(B):
+                grad_scores[j, n, b] = V[j, 0, n, b] * g[0, n, b]
+            for d in range(1, dh):
+                for b in range(B):
+                    grad_scores[j, n, b] += V[j, d, n, b] * g[d, n, b]
+        for b in range(B):
+            total[b] = 0
+        for j in range(k):
+            for b in range(B):
+                total[b] += weights[j, n, b] * grad_scores[j, n, b]
+        for j in range(k):  # through the softmax
+            for b in range(B):
+                grad_scores[j, n, b] = weights[j, n, b] * (grad_scores[j, n, b] - total[b])
+        for d in range(dh):
+            for b in range(B):
+                grad_q[d, n, b] = 0
+            for j in range(k):
+                for b in range(B):
+                    grad_q[d, n, b] += grad_scores[j, n, b] * K[j, d, n, b]
+                    dK[j, d, n, b] += grad_scores[j, n, b] * q[d, n, b]
+                    dV[j, d, n, b] += weights[j, n, b] * g[d, n, b]
+
+
+def attend(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K, V [k, dh, nh, B], q [dh, nh, B] -> (out [dh, nh, B], softmax weights [k, nh, B])."""
+    weights = K.new_empty(K.shape[0], *K.shape[2:])
+    _scores(K.numpy(), q.numpy(), weights.numpy())
+    weights.sub_(weights.amax(0)).exp_()
+    weights /= weights.sum(0)
+    out = V.new_empty(V.shape[1:])
+    _weighted_sum(V.numpy(), weights.numpy(), out.numpy())
+    return out, weights
+
+
+def attend_backward(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor, weights: torch.Tensor, g: torch.Tensor,
+                    dK: torch.Tensor, dV: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of attend's output g [dh, nh, B] -> (grad_q, grad_scores [k, nh, B]); the keys' and
+    values' gradients are added into dK, dV [k, dh, nh, B] (views of the window's buffers)."""
+    grad_q, grad_scores = torch.empty_like(q), torch.empty_like(weights)
+    _backward(K.numpy(), V.numpy(), q.numpy(), weights.numpy(), g.numpy(), grad_q.numpy(), grad_scores.numpy(),
+              dK.numpy(), dV.numpy())
+    return grad_q, grad_scores

@@ -1,0 +1,61 @@
+"""The window attention's two implementations (attention_cpu's compiled loops, window.py's torch
+ops) against autograd through the plain softmax-attention formula, for each shape path."""
+import pytest
+import torch
+
+from larnn_core import attention_cpu
+from larnn_core.window import _attend_backward_torch, _attend_torch
+
+
+def plain(K, V, q):
+    """out[d, n, b] = sum_j softmax_j(sum_d K[j, d, n, b] q[d, n, b]) V[j, d, n, b]"""
+    weights = (K * q).sum(1).softmax(0)  # [k, nh, B]
+    return (V * weights[:, None]).sum(0), weights
+
+
+def torch_ops(K, V, q, *backward_args):
+    scratch = torch.empty_like(K)
+    if backward_args:
+        return _attend_backward_torch(K, V, q, *backward_args, scratch)
+    return _attend_torch(K, V, q, scratch)
+
+
+# (k, dh, nh, B): wide slices take the torch ops' one-width-at-a-time path, small ones the product path
+SHAPES = [(5, 3, 4, 2048), (5, 3, 2, 7), (3, 8, 1, 5), (1, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("implementation", [attention_cpu, torch_ops], ids=["compiled", "torch-ops"])
+def test_attention_forward_and_backward_match_autograd(shape, implementation):
+    torch.manual_seed(0)
+    k, dh, nh, B = shape
+    K, V = torch.randn(k, dh, nh, B, dtype=torch.float64), torch.randn(k, dh, nh, B, dtype=torch.float64)
+    q, g = torch.randn(dh, nh, B, dtype=torch.float64), torch.randn(dh, nh, B, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (K, V, q)]
+    expected_out, expected_weights = plain(*leaves)
+    expected_out.backward(g)
+
+    attend = implementation.attend if implementation is attention_cpu else torch_ops
+    out, weights = attend(K, V, q)
+    torch.testing.assert_close(out, expected_out.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weights, expected_weights.detach(), rtol=1e-12, atol=1e-12)
+
+    dK, dV = torch.ones_like(K), torch.ones_like(V)  # added to, not overwritten
+    backward = implementation.attend_backward if implementation is attention_cpu else torch_ops
+    grad_q, grad_scores = backward(K, V, q, weights, g, dK, dV)
+    torch.testing.assert_close(grad_q, leaves[2].grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dK - 1, leaves[0].grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dV - 1, leaves[1].grad, rtol=1e-12, atol=1e-12)
+    # grad_scores: the gradient reaching each score, which the positional terms' gradients use
+    scores = (K * q).sum(1).requires_grad_()
+    (V * scores.softmax(0)[:, None]).sum(0).backward(g)
+    torch.testing.assert_close(grad_scores, scores.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_loops_in_float32():
+    torch.manual_seed(0)
+    K, V, q = torch.randn(4, 3, 5, 64), torch.randn(4, 3, 5, 64), torch.randn(3, 5, 64)
+    out, weights = attention_cpu.attend(K, V, q)
+    expected_out, expected_weights = plain(K, V, q)
+    torch.testing.assert_close(out, expected_out)
+    torch.testing.assert_close(weights, expected_weights)
