@@ -1,6 +1,6 @@
 """LARNN speed and memory: the fast path against the straightforward reference and torch.nn.LSTM.
 
-    python benchmarks/bench_larnn.py [--quick] [--configs best small] [--threads N] [--out bench.json]
+    python benchmarks/bench_larnn.py [--quick] [--configs best small] [--threads N] [--epoch] [--out bench.json]
 
 For each configuration and device (CPU, and CUDA when present): the median time of a training
 step (forward, loss, backward, optimizer step) and of an inference forward, after warm-up, for
@@ -8,6 +8,14 @@ step (forward, loss, backward, optimizer step) and of an inference forward, afte
 same hidden size and layers, in the same classifier wrapper); the ratios measured in this run;
 and the peak memory of a fast training step over the reference's. Each implementation runs in a
 fresh process of its own, one at a time. Prints JSON.
+
+--epoch adds the wall time of one full training epoch of the offline HAR data (larnn_core.train:
+every batch, then the validation and test evaluations) for each implementation: about a quarter
+of an hour for the reference's best configuration on a small CPU. With glibc's default malloc
+that epoch's reference grows past 22 GB (its steps' large blocks fragment the heap); with
+MALLOC_MMAP_THRESHOLD_=131072 in the environment it stays near its 13 GB step peak, but pays page
+faults (its step took about twice as long). The setting reaches every implementation's process,
+so compare ratios within one run.
 """
 from __future__ import annotations
 
@@ -22,7 +30,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+import larnn_core.train
 from larnn_core.classifier import build_model
+from larnn_core.data.dataset import load
 from larnn_core.hparams import HParams
 from larnn_core.reference import reference_forward
 
@@ -34,12 +44,20 @@ CONFIGS = {
 BATCH, STEPS, INPUTS = 256, 128, 9
 
 
+def hparams_for(kind: str, config: dict) -> HParams:
+    return HParams.from_dict({**config, "model": "lstm" if kind == "lstm" else "larnn", "batch_size": BATCH})
+
+
+def as_reference(model: torch.nn.Module) -> torch.nn.Module:
+    """The same model and parameters computed by the straightforward reference."""
+    model.body.forward = lambda x, stack=model.body: reference_forward(stack, x)
+    return model
+
+
 def model_for(kind: str, config: dict, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(HParams.from_dict({**config, "model": "lstm" if kind == "lstm" else "larnn"})).to(device)
-    if kind == "reference":  # same parameters, the straightforward computation
-        model.body.forward = lambda x, stack=model.body: reference_forward(stack, x)
-    return model
+    model = build_model(hparams_for(kind, config)).to(device)
+    return as_reference(model) if kind == "reference" else model
 
 
 def _sync(device: torch.device) -> None:
@@ -92,16 +110,27 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
     return result
 
 
-def _child(queue, *args) -> None:
-    queue.put(measure(*args))
+def measure_epoch(kind: str, config: dict, device_name: str, threads: int) -> dict:
+    """Seconds of the first training epoch, as larnn_core.train runs it, on the offline HAR data."""
+    torch.set_num_threads(threads)
+    if kind == "reference":
+        build = larnn_core.train.build_model
+        larnn_core.train.build_model = lambda *args, **kwargs: as_reference(build(*args, **kwargs))
+    hp = hparams_for(kind, {**config, "training_epochs": 1})
+    result = larnn_core.train.train(hp, load("hapt", progress=False), device=device_name, progress=False)
+    return {"epoch_s": result["history"]["epoch_seconds"][0]}
 
 
-def measure_in_own_process(*args) -> dict:
+def _child(queue, work, *args) -> None:
+    queue.put(work(*args))
+
+
+def measure_in_own_process(work, *args) -> dict:
     """One implementation at a time, each in a fresh process: no memory left over from another
     (the reference's step on the 2018 best configuration holds about 13 GB on CPU)."""
     context = multiprocessing.get_context("spawn")  # forking after OpenMP threads can hang
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, *args))
+    process = context.Process(target=_child, args=(queue, work, *args))
     process.start()
     result = queue.get()
     process.join()
@@ -115,6 +144,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for every measurement (default: torch's default here, %(default)s)")
+    parser.add_argument("--epoch", action="store_true", help="also time one full training epoch of HAR per implementation")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     repeats, warmup = (2, 1) if args.quick else (7, 2)
@@ -133,13 +163,17 @@ def main() -> None:
             for kind in ("reference", "fast", "lstm"):
                 # the reference re-projects the whole window: one repetition is the point there
                 r, w = (1, 0) if kind == "reference" and args.quick else (repeats, warmup)
-                result = measure_in_own_process(kind, config, name, r, w, args.threads)
+                result = measure_in_own_process(measure, kind, config, name, r, w, args.threads)
                 row[f"{kind}_train_ms"], row[f"{kind}_infer_ms"] = result["train_ms"], result["infer_ms"]
                 peaks[kind] = result["peak_bytes"]
+                if args.epoch:
+                    row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, name, args.threads)["epoch_s"]
             row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
             row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
             row["fast_vs_lstm_train"] = row["fast_train_ms"] / row["lstm_train_ms"]
             row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
+            if args.epoch:
+                row["fast_vs_reference_epoch"] = row["reference_epoch_s"] / row["fast_epoch_s"]
             for kind in ("reference", "fast", "lstm"):
                 row[f"{kind}_peak_mb"] = peaks[kind] / 2**20
             row["peak_mem_ratio"] = peaks["fast"] / peaks["reference"]

@@ -19,6 +19,8 @@ autograd Functions with hand-written backward passes:
     attend(q)               forward: multi-head softmax attention of q over the window view.
                             backward: dq, and dK, dV added into the window's slots of the
                             gradient buffers.
+                            On CPU the sums are compiled loops (attention_cpu.py), elsewhere
+                            torch ops (_attend_torch, _attend_backward_torch).
 
 Ordering: each push and each attend takes the link tensor returned by the push before it, so a
 push's backward runs after those of the next push and the next attend; and attend at step t
@@ -46,7 +48,8 @@ class Window:
         self.keys = torch.empty(shape, device=device, dtype=dtype)  # [k + T, dh, nh, B]
         self.values = torch.empty(shape, device=device, dtype=dtype)
         self.keys[:window_size], self.values[:window_size] = 0, 0  # the empty slots; pushes fill the rest
-        self.scratch = torch.empty((window_size,) + shape[1:], device=device, dtype=dtype)  # [k, dh, nh, B]
+        # [k, dh, nh, B], for the torch ops' products (never written, so never paged in, on the compiled path)
+        self.scratch = torch.empty((window_size,) + shape[1:], device=device, dtype=dtype)
         self.grad_keys: torch.Tensor | None = None  # allocated by the first backward
         self.grad_values: torch.Tensor | None = None
         self.link: torch.Tensor | None = None  # the last push's output: orders backward passes
@@ -124,22 +127,9 @@ def _compiled(t: torch.Tensor) -> bool:
     return COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
 
 
-def _dot_over_width(X: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """sum_d X[j, d, n, b] y[d, n, b]: X [k, dh, nh, B], y [dh, nh, B] -> [k, nh, B]. One width at a
-    time where each width's slice is large (the 2018 best: 27 heads 3 wide, about 1.5x faster than a
-    product into `scratch` and a sum); small slices, where an op's fixed cost dominates, the other
-    way round (measured on a 2-core CPU: 4 heads 8 wide, 1 head 81 wide)."""
-    if X[:, 0].numel() < 32768:
-        return torch.mul(X, y, out=scratch).sum(1)
-    out = X[:, 0] * y[0]
-    for d in range(1, X.shape[1]):
-        out.addcmul_(X[:, d], y[d])
-    return out
-
-
 def _attend_torch(K, V, q, scratch):
     """attention_cpu.attend in torch ops: (out [dh, nh, B], weights [k, nh, B])."""
-    weights = _dot_over_width(K, q, scratch)  # the scores [k, nh, B]
+    weights = torch.mul(K, q, out=scratch).sum(1)  # the scores [k, nh, B]
     weights = weights.sub_(weights.amax(0)).exp_()
     weights /= weights.sum(0)  # softmax over the window, in place
     return torch.mul(V, weights[:, None], out=scratch).sum(0), weights
@@ -147,7 +137,7 @@ def _attend_torch(K, V, q, scratch):
 
 def _attend_backward_torch(K, V, q, weights, g, dK, dV, scratch):
     """attention_cpu.attend_backward in torch ops: (grad_q, grad_scores); adds into dK, dV."""
-    grad_weights = _dot_over_width(V, g, scratch)  # [k, nh, B]
+    grad_weights = torch.mul(V, g, out=scratch).sum(1)  # [k, nh, B]
     grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
     grad_q = torch.mul(K, grad_scores[:, None], out=scratch).sum(0)
     dK.addcmul_(grad_scores[:, None], q)
