@@ -165,10 +165,10 @@ class LARNNCell(nn.Module):
     def remember(self, state: CellState, c_new: torch.Tensor, weights: StepWeights) -> None:
         """Push c_new [B, H] into the window as a key and a value, projected once; the oldest leaves."""
         kv = F.linear(c_new, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v
-        k_new, v_new = kv.chunk(2, dim=1)
         if self.activation_on_keys_and_values:
-            k_new, v_new = self.norm_key(F.elu(k_new)), self.norm_value(F.elu(v_new))
-        state.window.push(k_new, v_new)
+            kv = F.elu(kv)
+        k_new, v_new = kv.chunk(2, dim=1)
+        state.window.push(self.norm_key(k_new), self.norm_value(v_new))  # identities without the activation
 
     def attend(self, q: torch.Tensor, window: Window, weights: StepWeights) -> torch.Tensor:
         """a = Norm(ELU(W_o MultiHead(q, K, V))): q [B, H] -> [B, H]."""
