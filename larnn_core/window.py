@@ -20,7 +20,7 @@ autograd Functions with hand-written backward passes:
                             backward: dq, and dK, dV added into the window's slots of the
                             gradient buffers.
                             On CPU the sums are compiled loops (attention_cpu.py), elsewhere
-                            torch ops (_attend_torch, _attend_backward_torch).
+                            torch ops (attention_torch.py).
 
 Ordering: each push and each attend takes the link tensor returned by the push before it, so a
 push's backward runs after those of the next push and the next attend; and attend at step t
@@ -35,7 +35,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
-from larnn_core import attention_cpu
+from larnn_core import attention_cpu, attention_torch
 
 
 class Window:
@@ -48,8 +48,6 @@ class Window:
         self.keys = torch.empty(shape, device=device, dtype=dtype)  # [k + T, dh, nh, B]
         self.values = torch.empty(shape, device=device, dtype=dtype)
         self.keys[:window_size], self.values[:window_size] = 0, 0  # the empty slots; pushes fill the rest
-        # [k, dh, nh, B], for the torch ops' products (never written, so never paged in, on the compiled path)
-        self.scratch = torch.empty((window_size,) + shape[1:], device=device, dtype=dtype)
         self.grad_keys: torch.Tensor | None = None  # allocated by the first backward
         self.grad_values: torch.Tensor | None = None
         self.link: torch.Tensor | None = None  # the last push's output: orders backward passes
@@ -120,29 +118,13 @@ class _Push(torch.autograd.Function):
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
-COMPILED_CPU = True  # attention_cpu's loops for float32/float64 CPU tensors; else (CUDA) the torch ops below
+COMPILED_CPU = True  # attention_cpu's loops for float32/float64 CPU tensors; else attention_torch's ops
 
 
-def _compiled(t: torch.Tensor) -> bool:
-    return COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-
-
-def _attend_torch(K, V, q, scratch):
-    """attention_cpu.attend in torch ops: (out [dh, nh, B], weights [k, nh, B])."""
-    weights = torch.mul(K, q, out=scratch).sum(1)  # the scores [k, nh, B]
-    weights = weights.sub_(weights.amax(0)).exp_()
-    weights /= weights.sum(0)  # softmax over the window, in place
-    return torch.mul(V, weights[:, None], out=scratch).sum(0), weights
-
-
-def _attend_backward_torch(K, V, q, weights, g, dK, dV, scratch):
-    """attention_cpu.attend_backward in torch ops: (grad_q, grad_scores); adds into dK, dV."""
-    grad_weights = torch.mul(V, g, out=scratch).sum(1)  # [k, nh, B]
-    grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
-    grad_q = torch.mul(K, grad_scores[:, None], out=scratch).sum(0)
-    dK.addcmul_(grad_scores[:, None], q)
-    dV.addcmul_(weights[:, None], g)
-    return grad_q, grad_scores
+def _kernels(t: torch.Tensor):
+    """The attention implementation for tensors like t: attention_cpu or attention_torch."""
+    compiled = COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+    return attention_cpu if compiled else attention_torch
 
 
 class _Attend(torch.autograd.Function):
@@ -151,10 +133,7 @@ class _Attend(torch.autograd.Function):
         slots = slice(window.pushed, window.pushed + window.size)  # the current window
         K, V = window.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
         scaled_q = window.batch_to_heads(q / math.sqrt(K.shape[1])).contiguous()  # [dh, nh, B]
-        if _compiled(K):
-            out, weights = attention_cpu.attend(K, V, scaled_q)
-        else:
-            out, weights = _attend_torch(K, V, scaled_q, window.scratch)
+        out, weights = _kernels(K).attend(K, V, scaled_q)
         ctx.save_for_backward(scaled_q, weights, pos_k, pos_v)
         ctx.window, ctx.slots = window, slots
         return Window.batch_from_heads(out)
@@ -168,10 +147,7 @@ class _Attend(torch.autograd.Function):
         g = window.batch_to_heads(grad_out).contiguous()  # [dh, nh, B]
         grad_keys, grad_values = window.gradient_buffers()
         dK, dV = grad_keys[ctx.slots], grad_values[ctx.slots]
-        if _compiled(K):
-            grad_q, grad_scores = attention_cpu.attend_backward(K, V, scaled_q, weights, g, dK, dV)
-        else:
-            grad_q, grad_scores = _attend_backward_torch(K, V, scaled_q, weights, g, dK, dV, window.scratch)
+        grad_q, grad_scores = _kernels(K).attend_backward(K, V, scaled_q, weights, g, dK, dV)
         grad_q = Window.batch_from_heads(grad_q) / math.sqrt(K.shape[1])
         if pos_k is None:
             return grad_q, None, None, None, None

@@ -1,10 +1,9 @@
-"""The window attention's two implementations (attention_cpu's compiled loops, window.py's torch
-ops) against autograd through the plain softmax-attention formula, for each shape path."""
+"""The window attention's two implementations (attention_cpu's compiled loops, attention_torch's
+ops) against autograd through the plain softmax-attention formula."""
 import pytest
 import torch
 
-from larnn_core import attention_cpu
-from larnn_core.window import _attend_backward_torch, _attend_torch
+from larnn_core import attention_cpu, attention_torch
 
 
 def plain(K, V, q):
@@ -13,18 +12,11 @@ def plain(K, V, q):
     return (V * weights[:, None]).sum(0), weights
 
 
-def torch_ops(K, V, q, *backward_args):
-    scratch = torch.empty_like(K)
-    if backward_args:
-        return _attend_backward_torch(K, V, q, *backward_args, scratch)
-    return _attend_torch(K, V, q, scratch)
-
-
 SHAPES = [(5, 3, 4, 64), (5, 3, 2, 7), (3, 8, 1, 5), (1, 2, 3, 4)]  # (k, dh, nh, B)
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("implementation", [attention_cpu, torch_ops], ids=["compiled", "torch-ops"])
+@pytest.mark.parametrize("implementation", [attention_cpu, attention_torch], ids=["compiled", "torch-ops"])
 def test_attention_forward_and_backward_match_autograd(shape, implementation):
     torch.manual_seed(0)
     k, dh, nh, B = shape
@@ -34,14 +26,12 @@ def test_attention_forward_and_backward_match_autograd(shape, implementation):
     expected_out, expected_weights = plain(*leaves)
     expected_out.backward(g)
 
-    attend = implementation.attend if implementation is attention_cpu else torch_ops
-    out, weights = attend(K, V, q)
+    out, weights = implementation.attend(K, V, q)
     torch.testing.assert_close(out, expected_out.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(weights, expected_weights.detach(), rtol=1e-12, atol=1e-12)
 
     dK, dV = torch.ones_like(K), torch.ones_like(V)  # added to, not overwritten
-    backward = implementation.attend_backward if implementation is attention_cpu else torch_ops
-    grad_q, grad_scores = backward(K, V, q, weights, g, dK, dV)
+    grad_q, grad_scores = implementation.attend_backward(K, V, q, weights, g, dK, dV)
     torch.testing.assert_close(grad_q, leaves[2].grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dK - 1, leaves[0].grad, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dV - 1, leaves[1].grad, rtol=1e-12, atol=1e-12)
