@@ -216,6 +216,7 @@ class LARNN(nn.Module):
             for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T
                 state, _ = cell(xq_t, xz_t, state, weights)
                 hs.append(state.h)
+            state.window.close()
             out = torch.stack(hs, dim=1)  # [B, T, H]
             x = x + out if self.is_stacked_residual else out
         return x

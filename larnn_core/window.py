@@ -91,6 +91,11 @@ class Window:
         self.link = _Push.apply(k_new, v_new, self.link, self)
         self.pushed += 1
 
+    def close(self) -> None:
+        """The sequence is over: drop the last push's output. Its autograd node refers back to this
+        window, and that cycle would keep the window and its graph alive until a garbage collection."""
+        self.link = None
+
     def attend(self, q: torch.Tensor, pos_k: torch.Tensor | None = None,
                pos_v: torch.Tensor | None = None) -> torch.Tensor:
         """MultiHead(q, K, V) over the window, q [B, H] -> [B, H] (the heads concatenated).

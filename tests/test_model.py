@@ -191,3 +191,28 @@ def test_heads_must_divide_hidden_size():
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="larnn_window_size"):
         LARNNCell(4, 8, attention_heads=2, window_size=0)
+
+
+def test_window_and_its_graph_are_freed_after_backward_without_the_garbage_collector(monkeypatch):
+    """Backward nodes that referenced their window formed a cycle (window.link -> node -> window):
+    the window and its autograd graph outlived the step until a garbage collection."""
+    import gc
+    import weakref
+
+    from larnn_core import window
+
+    windows = []
+    original_init = window.Window.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        windows.append(weakref.ref(self))
+
+    monkeypatch.setattr(window.Window, "__init__", tracked_init)
+    stack = LARNN(8, 2, attention_heads=2, window_size=3, use_positional_encoding=True)
+    gc.disable()
+    try:
+        stack(torch.randn(4, 6, 8)).square().sum().backward()
+        assert len(windows) == 2 and all(ref() is None for ref in windows)
+    finally:
+        gc.enable()
