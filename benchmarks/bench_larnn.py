@@ -9,6 +9,11 @@ same hidden size and layers, in the same classifier wrapper); the ratios measure
 and the peak memory of a fast training step over the reference's. Each implementation runs in a
 fresh process of its own, one at a time. Prints JSON.
 
+The training step is the one larnn_core.train runs (larnn_core/step.py): on CUDA it is replayed
+as a CUDA graph, so there `fast` and `lstm` are graphed steps, and `fast_eager` and `lstm_eager`
+the same steps launched op by op (`graphs_speedup_fast_train` is their ratio for the LARNN). The
+reference always runs eagerly.
+
 --epoch adds the wall time of one full training epoch of the offline HAR data (larnn_core.train:
 every batch, then the validation and test evaluations) for each implementation: about a quarter
 of an hour for the reference's best configuration on a small CPU. With glibc's default malloc
@@ -26,15 +31,16 @@ import platform
 import resource
 import statistics
 import time
+import traceback
 
 import torch
-import torch.nn.functional as F
 
 import larnn_core.train
 from larnn_core.classifier import build_model
 from larnn_core.data.dataset import load
 from larnn_core.hparams import HParams
 from larnn_core.reference import reference_forward
+from larnn_core.step import TrainStep, make_optimizer
 
 CONFIGS = {
     "best": dict(hidden_size=81, attention_heads=27, larnn_window_size=38, larnn_mode="residual", num_layers=3,
@@ -52,6 +58,15 @@ def as_reference(model: torch.nn.Module) -> torch.nn.Module:
     """The same model and parameters computed by the straightforward reference."""
     model.body.forward = lambda x, stack=model.body: reference_forward(stack, x)
     return model
+
+
+def runs_for(device: torch.device) -> list[tuple[str, str, bool]]:
+    """(label, implementation, CUDA graphs) to measure. On CUDA, fast and lstm run as training
+    does (graphed steps) and again eagerly, so the graphs' share is measured too."""
+    if device.type != "cuda":
+        return [("reference", "reference", False), ("fast", "fast", False), ("lstm", "lstm", False)]
+    return [("reference", "reference", False), ("fast", "fast", True), ("lstm", "lstm", True),
+            ("fast_eager", "fast", False), ("lstm_eager", "lstm", False)]
 
 
 def model_for(kind: str, config: dict, device: torch.device) -> torch.nn.Module:
@@ -72,20 +87,18 @@ def _peak_memory(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int) -> dict:
+def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int,
+            graphs: bool = False) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
-    (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own."""
+    (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
+    training step is larnn_core.train's (step.py), replayed as a CUDA graph when graphs is set:
+    its first step (the one whose memory is measured) runs eagerly, the second is captured."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     model = model_for(kind, config, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=graphs)
     x = torch.randn(BATCH, STEPS, INPUTS, device=device)
     y = torch.randint(0, 6, (BATCH,), device=device)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
 
     def infer():
         with torch.no_grad():
@@ -93,10 +106,10 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
 
     _sync(device)
     before = _peak_memory(device)
-    train_step()
+    train_step(x, y)
     _sync(device)
     result = {"peak_bytes": _peak_memory(device) - before}
-    for name, work, mode in (("train_ms", train_step, True), ("infer_ms", infer, False)):
+    for name, work, mode in (("train_ms", lambda: train_step(x, y), True), ("infer_ms", infer, False)):
         model.train(mode)
         times = []
         for i in range(warmup + repeats):
@@ -122,7 +135,11 @@ def measure_epoch(kind: str, config: dict, device_name: str, threads: int) -> di
 
 
 def _child(queue, work, *args) -> None:
-    queue.put(work(*args))
+    try:
+        queue.put(work(*args))
+    except BaseException:
+        queue.put({"error": traceback.format_exc()})
+        raise
 
 
 def measure_in_own_process(work, *args) -> dict:
@@ -134,6 +151,8 @@ def measure_in_own_process(work, *args) -> dict:
     process.start()
     result = queue.get()
     process.join()
+    if "error" in result:
+        raise RuntimeError(f"{work.__name__}{args} failed in its process:\n{result['error']}")
     return result
 
 
@@ -160,13 +179,13 @@ def main() -> None:
         for config_name in args.configs:
             config = CONFIGS[config_name]
             row, peaks = {}, {}
-            for kind in ("reference", "fast", "lstm"):
+            for label, kind, graphs in runs_for(device):
                 # the reference re-projects the whole window: one repetition is the point there
                 r, w = (1, 0) if kind == "reference" and args.quick else (repeats, warmup)
-                result = measure_in_own_process(measure, kind, config, name, r, w, args.threads)
-                row[f"{kind}_train_ms"], row[f"{kind}_infer_ms"] = result["train_ms"], result["infer_ms"]
-                peaks[kind] = result["peak_bytes"]
-                if args.epoch:
+                result = measure_in_own_process(measure, kind, config, name, r, w, args.threads, graphs)
+                row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
+                peaks[label] = result["peak_bytes"]
+                if args.epoch and label == kind:
                     row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, name, args.threads)["epoch_s"]
             row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
             row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
@@ -174,8 +193,11 @@ def main() -> None:
             row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
             if args.epoch:
                 row["fast_vs_reference_epoch"] = row["reference_epoch_s"] / row["fast_epoch_s"]
-            for kind in ("reference", "fast", "lstm"):
-                row[f"{kind}_peak_mb"] = peaks[kind] / 2**20
+            if "fast_eager" in peaks:
+                row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
+                row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
+            for label in peaks:
+                row[f"{label}_peak_mb"] = peaks[label] / 2**20
             row["peak_mem_ratio"] = peaks["fast"] / peaks["reference"]
             out["device"][name][config_name] = row
             print(json.dumps({name: {config_name: row}}), flush=True)

@@ -81,6 +81,9 @@ def register_train(subparsers) -> None:
     parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="on CUDA, launch every kernel from Python instead of replaying each step as a CUDA "
+                             "graph (slower; for debugging and profiling)")
     parser.set_defaults(run=_train)
 
 
@@ -114,7 +117,8 @@ def _train(args) -> int:
     hp = HParams.from_dict(config)
     data = har.load(args.source, args.data_dir, progress=not args.no_progress)
     result = train(hp, data, device=args.device, seed=args.seed,
-                   validation_subjects=args.validation_subjects, progress=not args.no_progress)
+                   validation_subjects=args.validation_subjects, progress=not args.no_progress,
+                   cuda_graphs=not args.no_cuda_graphs)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
+from larnn_core.step import Graphed, TrainStep, make_optimizer
 
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
 EVAL_BATCH = 1024
@@ -47,9 +48,13 @@ def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, n_classes: int,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+    """Metrics of the model in eval mode; forward (default: the model) may be a Graphed model."""
     model.eval()
-    logits = torch.cat([model(X[i : i + EVAL_BATCH]) for i in range(0, len(X), EVAL_BATCH)])
+    forward = forward or model
+    # clone: a graphed forward's output is overwritten by its next replay
+    logits = torch.cat([forward(X[i : i + EVAL_BATCH]).clone() for i in range(0, len(X), EVAL_BATCH)])
     predictions = logits.argmax(1)
     return {
         "loss": F.cross_entropy(logits, y).item(),
@@ -67,10 +72,14 @@ def train(
     validation_subjects: int = 5,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
+    cuda_graphs: bool = True,
 ) -> dict:
-    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch."""
+    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch.
+    On CUDA each training step and evaluation forward is replayed as a CUDA graph unless
+    cuda_graphs is False (step.py)."""
     started = time.time()
     dev = resolve_device(device)
+    graphs = cuda_graphs and dev.type == "cuda"
     splits = make_splits(data, validation_subjects, seed)
     history = {key: [] for key in (
         "train_losses", "train_accuracies", "validation_losses", "validation_accuracies",
@@ -80,6 +89,7 @@ def train(
         "hyperparameters": hp.to_dict(),
         "seed": seed,
         "device": describe_device(dev),
+        "cuda_graphs": graphs,
         "data_source": data.source,
         "data_origin": data.origin,
         "data_checksum": data.checksum,
@@ -88,7 +98,7 @@ def train(
         "history": history,
     }
     try:
-        _fit(hp, splits, dev, seed, history, progress, on_epoch)
+        _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch)
         if not history["validation_accuracies"]:
             raise TrainingFailed("no epoch was trained")
         best = int(np.argmax(history["validation_accuracies"]))  # first epoch reaching the maximum
@@ -109,11 +119,13 @@ def train(
     return result
 
 
-def _fit(hp, splits, dev, seed, history, progress, on_epoch) -> None:
+def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
     seed_everything(seed)
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
     model = build_model(hp, n_inputs=splits.train[0].shape[2], n_classes=n_classes).to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=hp.learning_rate, weight_decay=hp.l2_weight_reg)
+    optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
+    step = TrainStep(model, optimizer, hp.clip_grad_norm, graphs)
+    forward = Graphed(model) if graphs else model
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.decay_each_N_epoch, gamma=LR_DECAY)
     tensors = {name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
                for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
@@ -128,15 +140,9 @@ def _fit(hp, splits, dev, seed, history, progress, on_epoch) -> None:
                   disable=not progress) as bar:
             total_loss, correct = 0.0, 0
             for index in batches:
-                logits = model(X_train[index])
-                loss = F.cross_entropy(logits, y_train[index])
+                loss, logits = step(X_train[index], y_train[index])
                 if not math.isfinite(loss.item()):
                     raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if hp.clip_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), hp.clip_grad_norm)
-                optimizer.step()
                 total_loss += loss.item() * len(index)
                 correct += (logits.argmax(1) == y_train[index]).sum().item()
                 bar.update(1)
@@ -145,7 +151,7 @@ def _fit(hp, splits, dev, seed, history, progress, on_epoch) -> None:
             history["train_losses"].append(total_loss / len(X_train))
             history["train_accuracies"].append(correct / len(X_train))
             for name in ("validation", "test"):
-                metrics = evaluate(model, *tensors[name], n_classes)
+                metrics = evaluate(model, *tensors[name], n_classes, forward)
                 history[f"{name}_losses"].append(metrics["loss"])
                 history[f"{name}_accuracies"].append(metrics["accuracy"])
                 history[f"{name}_f1_scores"].append(metrics["f1"])

@@ -38,7 +38,7 @@ def test_epoch_is_chosen_on_validation_and_test_read_there(small_har, monkeypatc
     """Defect 5: the 2018 code reported the best test epoch."""
     scripted = iter([(0.5, 0.95), (0.9, 0.60), (0.7, 0.99)])
 
-    def fake_evaluate(model, X, y, n_classes):
+    def fake_evaluate(model, X, y, n_classes, forward=None):
         if len(y) == len(small_har.y[small_har.split == "test"]):
             accuracy = current[1]
         else:
@@ -137,3 +137,17 @@ def test_larnn_data_prepare_uci(tmp_path, capsys, isolated_data_dir):
     assert cli.main(["data", "prepare", "--source", "uci", "--url", archive.as_uri(), "--sha256", digest]) == 0
     assert "source:   uci" in capsys.readouterr().out
     assert dataset.cache_path("uci").exists()
+
+
+def test_larnn_train_passes_no_cuda_graphs(small_har, monkeypatch, capsys):
+    dataset.save(small_har, dataset.cache_path("hapt"))
+    calls = []
+
+    def fake_train(hp, data, **kwargs):
+        calls.append(kwargs["cuda_graphs"])
+        return {"status": "ok"}
+
+    monkeypatch.setattr(training, "train", fake_train)
+    assert cli.main(["train", "--no-progress"]) == 0
+    assert cli.main(["train", "--no-progress", "--no-cuda-graphs"]) == 0
+    assert calls == [True, False]

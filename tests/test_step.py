@@ -1,0 +1,73 @@
+"""The training step (larnn_core/step.py): replayed CUDA graphs update a model exactly as eager steps do."""
+import pytest
+import torch
+
+from larnn_core import train as training
+from larnn_core.classifier import build_model
+from larnn_core.hparams import HParams
+from larnn_core.step import Graphed, TrainStep, make_optimizer
+from tests.test_train import TINY
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
+
+
+def tiny_model(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    hp = HParams.from_dict({**TINY, "model": kind, "dropout_drop_proba": 0.0})
+    return build_model(hp).to(device="cuda", dtype=torch.float64)
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["larnn", "lstm"])
+def test_graphed_steps_match_eager_steps(kind):
+    """Two batch shapes (two graphs, each run eagerly once, then captured), gradient clipping, and
+    the LR scheduler's decay between steps: every loss, parameter and running statistic matches."""
+    models = [tiny_model(kind), tiny_model(kind)]
+    steps, schedules = [], []
+    for model, graphs in zip(models, (False, True)):
+        optimizer = make_optimizer(model, 0.01, 1e-4, capturable=True)  # the same Adam for both
+        steps.append(TrainStep(model, optimizer, clip_grad_norm=0.5, graphs=graphs))
+        schedules.append(torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5))
+    generator = torch.Generator().manual_seed(0)
+    for size in (16, 16, 7, 16, 7, 16, 7, 16):
+        x = torch.randn(size, 12, 9, generator=generator, dtype=torch.float64).cuda()
+        y = torch.randint(0, 6, (size,), generator=generator).cuda()
+        (eager_loss, eager_logits), (graph_loss, graph_logits) = steps[0](x, y), steps[1](x, y)
+        torch.testing.assert_close(graph_loss, eager_loss, rtol=1e-9, atol=0)
+        torch.testing.assert_close(graph_logits, eager_logits, rtol=1e-9, atol=1e-12)
+        for schedule in schedules:
+            schedule.step()
+        eager_state, graph_state = (model.state_dict() for model in models)
+        for name, value in eager_state.items():
+            torch.testing.assert_close(graph_state[name], value, rtol=1e-9, atol=1e-12, msg=name)
+    assert schedules[1].optimizer.param_groups[0]["lr"].item() == pytest.approx(0.01 * 0.5 ** 8)
+
+
+@cuda
+def test_graphed_forward_reads_the_current_parameters():
+    """Evaluation forwards, two shapes: after parameters and running statistics change in place
+    (as a training step changes them), each replay computes with the new values."""
+    model = tiny_model("larnn").eval()
+    graphed = Graphed(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for size in (16, 16, 7, 16, 7, 16, 7):
+            x = torch.randn(size, 12, 9, generator=generator, dtype=torch.float64).cuda()
+            torch.testing.assert_close(graphed(x).clone(), model(x), rtol=1e-12, atol=1e-12)
+            for tensor in (*model.parameters(), *model.buffers()):
+                if tensor.is_floating_point():
+                    tensor.mul_(1.01)
+
+
+@cuda
+def test_training_on_cuda_with_graphs_follows_eager_training(small_har):
+    """The whole training loop (a short last batch, LR decay, clipping, evaluation): graphed and
+    eager training on CUDA record the same history (without dropout, whose random masks differ).
+    Both use the capturable Adam, so the graphs are the only difference."""
+    hp = HParams.from_dict({**TINY, "dropout_drop_proba": 0.0})
+    graphed, eager = (training.train(hp, small_har, device="cuda", seed=1, progress=False, cuda_graphs=graphs)
+                      for graphs in (True, False))
+    assert graphed["status"] == eager["status"] == "ok"
+    assert graphed["cuda_graphs"] is True and eager["cuda_graphs"] is False
+    for key in ("train_losses", "validation_losses", "test_losses"):
+        torch.testing.assert_close(graphed["history"][key], eager["history"][key], rtol=1e-4, atol=0, msg=key)
