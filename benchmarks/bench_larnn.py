@@ -9,10 +9,10 @@ same hidden size and layers, in the same classifier wrapper); the ratios measure
 and the peak memory of a fast training step over the reference's. Each implementation runs in a
 fresh process of its own, one at a time. Prints JSON.
 
-The training step is the one larnn_core.train runs (larnn_core/step.py): on CUDA it is replayed
-as a CUDA graph, so there `fast` and `lstm` are graphed steps, and `fast_eager` and `lstm_eager`
-the same steps launched op by op (`graphs_speedup_fast_train` is their ratio for the LARNN). The
-reference always runs eagerly.
+The training step and the inference forward are the ones larnn_core.train runs
+(larnn_core/step.py): on CUDA they are replayed as CUDA graphs, so there `fast` and `lstm` are
+graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
+(`graphs_speedup_fast_train` is the LARNN's ratio). The reference always runs eagerly.
 
 --epoch adds the wall time of one full training epoch of the offline HAR data (larnn_core.train:
 every batch, then the validation and test evaluations) for each implementation: about a quarter
@@ -40,7 +40,7 @@ from larnn_core.classifier import build_model
 from larnn_core.data.dataset import load
 from larnn_core.hparams import HParams
 from larnn_core.reference import reference_forward
-from larnn_core.step import TrainStep, make_optimizer
+from larnn_core.step import Graphed, TrainStep, make_optimizer
 
 CONFIGS = {
     "best": dict(hidden_size=81, attention_heads=27, larnn_window_size=38, larnn_mode="residual", num_layers=3,
@@ -91,8 +91,9 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
             graphs: bool = False) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
-    training step is larnn_core.train's (step.py), replayed as a CUDA graph when graphs is set:
-    its first step (the one whose memory is measured) runs eagerly, the second is captured."""
+    training step and the forward are larnn_core.train's (step.py), replayed as CUDA graphs when
+    graphs is set: the first call of each (for the step, the one whose memory is measured) runs
+    eagerly, the second is captured."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     model = model_for(kind, config, device)
@@ -100,15 +101,20 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
     x = torch.randn(BATCH, STEPS, INPUTS, device=device)
     y = torch.randint(0, 6, (BATCH,), device=device)
 
+    forward = Graphed(model) if graphs else model
+
     def infer():
         with torch.no_grad():
-            model(x)
+            forward(x)
 
     _sync(device)
     before = _peak_memory(device)
     train_step(x, y)
     _sync(device)
     result = {"peak_bytes": _peak_memory(device) - before}
+    if graphs:
+        model.eval()
+        infer()  # the eager first call, so that warm-up captures and the timed calls replay
     for name, work, mode in (("train_ms", lambda: train_step(x, y), True), ("infer_ms", infer, False)):
         model.train(mode)
         times = []

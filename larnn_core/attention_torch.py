@@ -1,5 +1,7 @@
 """The window attention's sums as torch ops: the path for CUDA (and dtypes other than
-float32/float64), with attention_cpu's contract, [k, dh, nh, B] windows."""
+float32/float64), with attention_cpu's contract, [k, dh, nh, B] windows. Each line is one or two
+kernels on a GPU (the softmax and its backward one each), which matters there: a training step
+launches every one of them for every time step and layer."""
 from __future__ import annotations
 
 import torch
@@ -7,9 +9,7 @@ import torch
 
 def attend(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K, V [k, dh, nh, B], q [dh, nh, B] -> (out [dh, nh, B], softmax weights [k, nh, B])."""
-    weights = (K * q).sum(1)  # the scores [k, nh, B]
-    weights = weights.sub_(weights.amax(0)).exp_()
-    weights /= weights.sum(0)  # softmax over the window, in place
+    weights = torch.softmax((K * q).sum(1), dim=0)  # over the window
     return (V * weights[:, None]).sum(0), weights
 
 
@@ -18,7 +18,7 @@ def attend_backward(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor, weights: 
     """Gradients of attend's output g [dh, nh, B] -> (grad_q, grad_scores [k, nh, B]); the keys' and
     values' gradients are added into dK, dV [k, dh, nh, B] (views of the window's buffers)."""
     grad_weights = (V * g).sum(1)  # [k, nh, B]
-    grad_scores = grad_weights.sub_((weights * grad_weights).sum(0)).mul_(weights)
+    grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, weights, 0, weights.dtype)
     dK.addcmul_(grad_scores[:, None], q)
     dV.addcmul_(weights[:, None], g)
     return (K * grad_scores[:, None]).sum(0), grad_scores
