@@ -16,6 +16,7 @@ On CPU, and with graphs off, everything runs eagerly.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
@@ -68,24 +69,28 @@ class Graphed:
         return outputs
 
 
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad_norm: float,
+                x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)  # under capture: the graph's backward writes them anew
+    loss.backward()
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    return loss.detach(), logits.detach()  # holding the autograd graph would keep its nodes alive
+
+
 class TrainStep:
     """step(x, y) -> (loss, logits) after one update of the model's parameters; with graphs, the
     returned tensors are static outputs (Graphed)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad_norm: float = 0.0,
                  graphs: bool = False):
-        self.model, self.optimizer, self.clip_grad_norm = model, optimizer, clip_grad_norm
-        self._run = Graphed(self._eager) if graphs else self._eager
-
-    def _eager(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)  # under capture: the graph's backward writes them anew
-        loss.backward()
-        if self.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
-        self.optimizer.step()
-        return loss.detach(), logits.detach()  # holding the autograd graph would keep its nodes alive
+        # a partial, not a bound method: Graphed holding self would be a cycle, and the graphs'
+        # GPU memory would then outlive the training until a garbage collection
+        step = functools.partial(_train_step, model, optimizer, clip_grad_norm)
+        self._run = Graphed(step) if graphs else step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._run(x, y)

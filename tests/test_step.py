@@ -71,3 +71,20 @@ def test_training_on_cuda_with_graphs_follows_eager_training(small_har):
     assert graphed["cuda_graphs"] is True and eager["cuda_graphs"] is False
     for key in ("train_losses", "validation_losses", "test_losses"):
         torch.testing.assert_close(graphed["history"][key], eager["history"][key], rtol=1e-4, atol=0, msg=key)
+
+
+def test_a_graphed_step_is_freed_without_the_garbage_collector():
+    """Its graphs hold GPU memory (a pool per batch shape): a reference cycle would keep them past
+    the end of a training, until a garbage collection, while a worker starts the next trial."""
+    import gc
+    import weakref
+
+    model = build_model(HParams.from_dict(TINY))
+    step = TrainStep(model, make_optimizer(model, 0.01, 0.0, capturable=False), graphs=True)
+    gc.disable()
+    try:
+        freed = weakref.ref(step)
+        del step
+        assert freed() is None
+    finally:
+        gc.enable()
