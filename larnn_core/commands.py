@@ -83,7 +83,8 @@ def register_train(subparsers) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="on CUDA, launch every kernel from Python instead of replaying each step as a CUDA "
-                             "graph (slower; for debugging and profiling)")
+                             "graph (slower; for debugging and profiling; LARNN_CUDA_GRAPHS=0 does the same for "
+                             "every training, workers' too)")
     parser.set_defaults(run=_train)
 
 
@@ -118,7 +119,7 @@ def _train(args) -> int:
     data = har.load(args.source, args.data_dir, progress=not args.no_progress)
     result = train(hp, data, device=args.device, seed=args.seed,
                    validation_subjects=args.validation_subjects, progress=not args.no_progress,
-                   cuda_graphs=not args.no_cuda_graphs)
+                   cuda_graphs=False if args.no_cuda_graphs else None)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,19 @@ On CPU, and with graphs off, everything runs eagerly.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+
+
+def use_graphs(device: torch.device, requested: bool | None = None) -> bool:
+    """Graphs on CUDA unless turned off: by the caller, or for every training in this process
+    (workers included) by the environment variable LARNN_CUDA_GRAPHS=0."""
+    if requested is None:
+        requested = os.environ.get("LARNN_CUDA_GRAPHS", "1") != "0"
+    return requested and device.type == "cuda"
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, capturable: bool) -> torch.optim.Adam:

@@ -20,7 +20,7 @@ from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
-from larnn_core.step import Graphed, TrainStep, make_optimizer
+from larnn_core.step import Graphed, TrainStep, make_optimizer, use_graphs
 
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
 EVAL_BATCH = 1024
@@ -72,14 +72,14 @@ def train(
     validation_subjects: int = 5,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
-    cuda_graphs: bool = True,
+    cuda_graphs: bool | None = None,
 ) -> dict:
     """Train one model and return its result; on_epoch(epoch, history) runs after each epoch.
     On CUDA each training step and evaluation forward is replayed as a CUDA graph unless
-    cuda_graphs is False (step.py)."""
+    cuda_graphs is False, or None (the default) and LARNN_CUDA_GRAPHS=0 (step.py)."""
     started = time.time()
     dev = resolve_device(device)
-    graphs = cuda_graphs and dev.type == "cuda"
+    graphs = use_graphs(dev, cuda_graphs)
     splits = make_splits(data, validation_subjects, seed)
     history = {key: [] for key in (
         "train_losses", "train_accuracies", "validation_losses", "validation_accuracies",

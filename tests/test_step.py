@@ -5,7 +5,7 @@ import torch
 from larnn_core import train as training
 from larnn_core.classifier import build_model
 from larnn_core.hparams import HParams
-from larnn_core.step import Graphed, TrainStep, make_optimizer
+from larnn_core.step import Graphed, TrainStep, make_optimizer, use_graphs
 from tests.test_train import TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
@@ -88,3 +88,10 @@ def test_a_graphed_step_is_freed_without_the_garbage_collector():
         assert freed() is None
     finally:
         gc.enable()
+
+
+def test_graphs_are_for_cuda_and_can_be_turned_off(monkeypatch):
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert use_graphs(cuda) and not use_graphs(cpu) and not use_graphs(cuda, False)
+    monkeypatch.setenv("LARNN_CUDA_GRAPHS", "0")  # every training in the process, a worker's too
+    assert not use_graphs(cuda) and use_graphs(cuda, True)
