@@ -10,7 +10,7 @@ What a graph needs, and where this module provides it:
 - fixed addresses: each batch shape gets static input tensors and its own graph (a training epoch
   has two shapes, full batches and the last, shorter one; evaluation has a few more);
 - no work that leaves the GPU: Adam runs with `capturable=True` and a tensor learning rate, which
-  the LR scheduler changes in place (a float would be frozen into the graph);
+  set_learning_rate changes in place (a float would be frozen into the graph);
 - lazy initialisation done before capture: each shape's first call runs eagerly (Graphed).
 On CPU, and with graphs off, everything runs eagerly.
 """
@@ -40,6 +40,17 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, captu
     first = next(model.parameters())
     return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=first.device, dtype=first.dtype),
                             weight_decay=weight_decay, capturable=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """In place when the learning rate is a tensor: a captured step reads it from its address.
+    (Done here rather than by torch's LR schedulers, which write tensors in place only in recent
+    versions and otherwise replace them with a float that a graph never sees.)"""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 class Graphed:

@@ -20,7 +20,7 @@ from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
-from larnn_core.step import Graphed, TrainStep, make_optimizer, use_graphs
+from larnn_core.step import Graphed, TrainStep, make_optimizer, set_learning_rate, use_graphs
 
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
 EVAL_BATCH = 1024
@@ -126,13 +126,13 @@ def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
     step = TrainStep(model, optimizer, hp.clip_grad_norm, graphs)
     forward = Graphed(model) if graphs else model
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.decay_each_N_epoch, gamma=LR_DECAY)
     tensors = {name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
                for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
     X_train, y_train = tensors["train"]
     shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, hp.training_epochs + 1):
         epoch_start = time.time()
+        set_learning_rate(optimizer, hp.learning_rate * LR_DECAY ** ((epoch - 1) // hp.decay_each_N_epoch))
         model.train()
         order = torch.randperm(len(X_train), generator=shuffle).to(dev)
         batches = order.split(hp.batch_size)
@@ -147,7 +147,6 @@ def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
                 correct += (logits.argmax(1) == y_train[index]).sum().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            schedule.step()
             history["train_losses"].append(total_loss / len(X_train))
             history["train_accuracies"].append(correct / len(X_train))
             for name in ("validation", "test"):

@@ -5,7 +5,7 @@ import torch
 from larnn_core import train as training
 from larnn_core.classifier import build_model
 from larnn_core.hparams import HParams
-from larnn_core.step import Graphed, TrainStep, make_optimizer, use_graphs
+from larnn_core.step import Graphed, TrainStep, make_optimizer, set_learning_rate, use_graphs
 from tests.test_train import TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
@@ -21,26 +21,24 @@ def tiny_model(kind: str) -> torch.nn.Module:
 @pytest.mark.parametrize("kind", ["larnn", "lstm"])
 def test_graphed_steps_match_eager_steps(kind):
     """Two batch shapes (two graphs, each run eagerly once, then captured), gradient clipping, and
-    the LR scheduler's decay between steps: every loss, parameter and running statistic matches."""
+    the learning rate halved between steps: every loss, parameter and running statistic matches."""
     models = [tiny_model(kind), tiny_model(kind)]
-    steps, schedules = [], []
+    steps, optimizers = [], []
     for model, graphs in zip(models, (False, True)):
-        optimizer = make_optimizer(model, 0.01, 1e-4, capturable=True)  # the same Adam for both
-        steps.append(TrainStep(model, optimizer, clip_grad_norm=0.5, graphs=graphs))
-        schedules.append(torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5))
+        optimizers.append(make_optimizer(model, 0.01, 1e-4, capturable=True))  # the same Adam for both
+        steps.append(TrainStep(model, optimizers[-1], clip_grad_norm=0.5, graphs=graphs))
     generator = torch.Generator().manual_seed(0)
-    for size in (16, 16, 7, 16, 7, 16, 7, 16):
+    for n, size in enumerate((16, 16, 7, 16, 7, 16, 7, 16)):
         x = torch.randn(size, 12, 9, generator=generator, dtype=torch.float64).cuda()
         y = torch.randint(0, 6, (size,), generator=generator).cuda()
         (eager_loss, eager_logits), (graph_loss, graph_logits) = steps[0](x, y), steps[1](x, y)
         torch.testing.assert_close(graph_loss, eager_loss, rtol=1e-9, atol=0)
         torch.testing.assert_close(graph_logits, eager_logits, rtol=1e-9, atol=1e-12)
-        for schedule in schedules:
-            schedule.step()
+        for optimizer in optimizers:
+            set_learning_rate(optimizer, 0.01 * 0.5 ** (n + 1))
         eager_state, graph_state = (model.state_dict() for model in models)
         for name, value in eager_state.items():
             torch.testing.assert_close(graph_state[name], value, rtol=1e-9, atol=1e-12, msg=name)
-    assert schedules[1].optimizer.param_groups[0]["lr"].item() == pytest.approx(0.01 * 0.5 ** 8)
 
 
 @cuda
@@ -95,3 +93,15 @@ def test_graphs_are_for_cuda_and_can_be_turned_off(monkeypatch):
     assert use_graphs(cuda) and not use_graphs(cpu) and not use_graphs(cuda, False)
     monkeypatch.setenv("LARNN_CUDA_GRAPHS", "0")  # every training in the process, a worker's too
     assert not use_graphs(cuda) and use_graphs(cuda, True)
+
+
+def test_learning_rate_is_set_in_place_when_it_is_a_tensor():
+    """A captured step reads the tensor from its address: replacing it would freeze the rate."""
+    model = build_model(HParams.from_dict(TINY))
+    lr = torch.tensor(0.01)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    set_learning_rate(optimizer, 0.0075)
+    assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.0075)
+    plain = make_optimizer(model, 0.01, 0.0, capturable=False)
+    set_learning_rate(plain, 0.0075)
+    assert plain.param_groups[0]["lr"] == 0.0075
