@@ -30,6 +30,7 @@ import multiprocessing
 import platform
 import resource
 import statistics
+import sys
 import time
 import traceback
 
@@ -151,7 +152,10 @@ def _child(queue, work, *args) -> None:
 def measure_in_own_process(work, *args) -> dict:
     """One implementation at a time, each in a fresh process: no memory left over from another
     (the reference's step on the 2018 best configuration holds about 13 GB on CPU)."""
-    context = multiprocessing.get_context("spawn")  # forking after OpenMP threads can hang
+    # forked from a server that has imported this module and torch but run nothing (forking
+    # after OpenMP threads have started can hang): each measurement starts in half a second
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["__main__"])
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, work, *args))
     process.start()
@@ -160,6 +164,40 @@ def measure_in_own_process(work, *args) -> dict:
     if "error" in result:
         raise RuntimeError(f"{work.__name__}{args} failed in its process:\n{result['error']}")
     return result
+
+
+def measure_device(device: torch.device, config_names: list[str], quick: bool, epoch: bool, threads: int,
+                   repeats: int, warmup: int) -> dict:
+    """One row of times and ratios per configuration. The references run last: freeing the
+    reference's 13 GB keeps this VM's kernel busy returning memory for a while, which slowed the
+    next process's steps by a quarter."""
+    results, peaks = {c: {} for c in config_names}, {c: {} for c in config_names}
+    runs = [(c, *run) for c in config_names for run in runs_for(device)]
+    for config_name, label, kind, graphs in sorted(runs, key=lambda run: run[2] == "reference"):
+        config, row = CONFIGS[config_name], results[config_name]
+        # the reference re-projects the whole window: one repetition is the point there
+        r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
+        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs)
+        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms",
+              file=sys.stderr, flush=True)
+        row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
+        peaks[config_name][label] = result["peak_bytes"]
+        if epoch and label == kind:
+            row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads)["epoch_s"]
+    for config_name, row in results.items():
+        row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
+        row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
+        row["fast_vs_lstm_train"] = row["fast_train_ms"] / row["lstm_train_ms"]
+        row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
+        if epoch:
+            row["fast_vs_reference_epoch"] = row["reference_epoch_s"] / row["fast_epoch_s"]
+        if "fast_eager_train_ms" in row:
+            row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
+            row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
+        for label, peak in peaks[config_name].items():
+            row[f"{label}_peak_mb"] = peak / 2**20
+        row["peak_mem_ratio"] = peaks[config_name]["fast"] / peaks[config_name]["reference"]
+    return results
 
 
 def main() -> None:
@@ -172,7 +210,9 @@ def main() -> None:
     parser.add_argument("--epoch", action="store_true", help="also time one full training epoch of HAR per implementation")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    repeats, warmup = (2, 1) if args.quick else (7, 2)
+    # warm-up after the first step (whose memory is measured): quick relies on that first step
+    # alone, except where a graphed step must be captured before it is replayed
+    repeats, warmup = (2, 0) if args.quick else (7, 2)
 
     out = {"device": {}, "torch": torch.__version__,
            "machine": f"{platform.machine()}, {args.threads} torch threads, {platform.processor() or platform.system()}",
@@ -181,32 +221,7 @@ def main() -> None:
         device = torch.device(name)
         if device.type == "cuda":
             out.setdefault("gpu", torch.cuda.get_device_name(device))
-        out["device"][name] = {}
-        for config_name in args.configs:
-            config = CONFIGS[config_name]
-            row, peaks = {}, {}
-            for label, kind, graphs in runs_for(device):
-                # the reference re-projects the whole window: one repetition is the point there
-                r, w = (1, 0) if kind == "reference" and args.quick else (repeats, warmup)
-                result = measure_in_own_process(measure, kind, config, name, r, w, args.threads, graphs)
-                row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
-                peaks[label] = result["peak_bytes"]
-                if args.epoch and label == kind:
-                    row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, name, args.threads)["epoch_s"]
-            row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
-            row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
-            row["fast_vs_lstm_train"] = row["fast_train_ms"] / row["lstm_train_ms"]
-            row["fast_vs_lstm_infer"] = row["fast_infer_ms"] / row["lstm_infer_ms"]
-            if args.epoch:
-                row["fast_vs_reference_epoch"] = row["reference_epoch_s"] / row["fast_epoch_s"]
-            if "fast_eager" in peaks:
-                row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
-                row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
-            for label in peaks:
-                row[f"{label}_peak_mb"] = peaks[label] / 2**20
-            row["peak_mem_ratio"] = peaks["fast"] / peaks["reference"]
-            out["device"][name][config_name] = row
-            print(json.dumps({name: {config_name: row}}), flush=True)
+        out["device"][name] = measure_device(device, args.configs, args.quick, args.epoch, args.threads, repeats, warmup)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:
