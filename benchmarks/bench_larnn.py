@@ -48,11 +48,11 @@ CONFIGS = {
                  use_positional_encoding=False, activation_on_keys_and_values=True, is_stacked_residual=True),
     "small": dict(hidden_size=32, attention_heads=4, larnn_window_size=10, num_layers=2),
 }
-BATCH, STEPS, INPUTS = 256, 128, 9
+BATCH, STEPS, INPUTS = 256, 128, 9  # the issue's shapes; --batch and --steps shrink them for a smoke run
 
 
-def hparams_for(kind: str, config: dict) -> HParams:
-    return HParams.from_dict({**config, "model": "lstm" if kind == "lstm" else "larnn", "batch_size": BATCH})
+def hparams_for(kind: str, config: dict, batch: int = BATCH) -> HParams:
+    return HParams.from_dict({**config, "model": "lstm" if kind == "lstm" else "larnn", "batch_size": batch})
 
 
 def as_reference(model: torch.nn.Module) -> torch.nn.Module:
@@ -89,7 +89,7 @@ def _peak_memory(device: torch.device) -> float:
 
 
 def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int,
-            graphs: bool = False) -> dict:
+            graphs: bool = False, batch: int = BATCH, steps: int = STEPS) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
     training step and the forward are larnn_core.train's (step.py), replayed as CUDA graphs when
@@ -99,8 +99,8 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
     device = torch.device(device_name)
     model = model_for(kind, config, device)
     train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=graphs)
-    x = torch.randn(BATCH, STEPS, INPUTS, device=device)
-    y = torch.randint(0, 6, (BATCH,), device=device)
+    x = torch.randn(batch, steps, INPUTS, device=device)
+    y = torch.randint(0, 6, (batch,), device=device)
 
     forward = Graphed(model) if graphs else model
 
@@ -130,13 +130,13 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
     return result
 
 
-def measure_epoch(kind: str, config: dict, device_name: str, threads: int) -> dict:
+def measure_epoch(kind: str, config: dict, device_name: str, threads: int, batch: int = BATCH) -> dict:
     """Seconds of the first training epoch, as larnn_core.train runs it, on the offline HAR data."""
     torch.set_num_threads(threads)
     if kind == "reference":
         build = larnn_core.train.build_model
         larnn_core.train.build_model = lambda *args, **kwargs: as_reference(build(*args, **kwargs))
-    hp = hparams_for(kind, {**config, "training_epochs": 1})
+    hp = hparams_for(kind, {**config, "training_epochs": 1}, batch)
     result = larnn_core.train.train(hp, load("hapt", progress=False), device=device_name, progress=False)
     return {"epoch_s": result["history"]["epoch_seconds"][0]}
 
@@ -167,7 +167,7 @@ def measure_in_own_process(work, *args) -> dict:
 
 
 def measure_device(device: torch.device, config_names: list[str], quick: bool, epoch: bool, threads: int,
-                   repeats: int, warmup: int) -> dict:
+                   repeats: int, warmup: int, batch: int = BATCH, steps: int = STEPS) -> dict:
     """One row of times and ratios per configuration. The references run last: freeing the
     reference's 13 GB keeps this VM's kernel busy returning memory for a while, which slowed the
     next process's steps by a quarter."""
@@ -177,13 +177,13 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         config, row = CONFIGS[config_name], results[config_name]
         # the reference re-projects the whole window: one repetition is the point there
         r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
-        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs)
+        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs, batch, steps)
         print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms",
               file=sys.stderr, flush=True)
         row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
         peaks[config_name][label] = result["peak_bytes"]
         if epoch and label == kind:
-            row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads)["epoch_s"]
+            row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)["epoch_s"]
     for config_name, row in results.items():
         row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
         row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
@@ -208,6 +208,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for every measurement (default: torch's default here, %(default)s)")
     parser.add_argument("--epoch", action="store_true", help="also time one full training epoch of HAR per implementation")
+    parser.add_argument("--batch", type=int, default=BATCH, help="batch size (default %(default)s, the targets' shape)")
+    parser.add_argument("--steps", type=int, default=STEPS, help="time steps per sequence (default %(default)s)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     # warm-up after the first step (whose memory is measured): quick relies on that first step
@@ -216,12 +218,13 @@ def main() -> None:
 
     out = {"device": {}, "torch": torch.__version__,
            "machine": f"{platform.machine()}, {args.threads} torch threads, {platform.processor() or platform.system()}",
-           "batch": BATCH, "steps": STEPS, "repeats": repeats, "warmup": warmup}
+           "batch": args.batch, "steps": args.steps, "repeats": repeats, "warmup": warmup}
     for name in args.devices:
         device = torch.device(name)
         if device.type == "cuda":
             out.setdefault("gpu", torch.cuda.get_device_name(device))
-        out["device"][name] = measure_device(device, args.configs, args.quick, args.epoch, args.threads, repeats, warmup)
+        out["device"][name] = measure_device(device, args.configs, args.quick, args.epoch, args.threads, repeats, warmup,
+                                             args.batch, args.steps)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

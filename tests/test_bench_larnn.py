@@ -1,0 +1,29 @@
+"""benchmarks/bench_larnn.py end to end on shrunken shapes: the JSON that runs are compared by."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW_KEYS = ("reference_train_ms", "fast_train_ms", "lstm_train_ms", "reference_infer_ms", "fast_infer_ms",
+            "lstm_infer_ms", "fast_vs_reference_train", "fast_vs_lstm_train", "peak_mem_ratio")
+
+
+def test_quick_run_writes_the_documented_shape(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_larnn.py", "--quick", "--configs", "small", "--devices", "cpu",
+         "--threads", "1", "--batch", "8", "--steps", "5", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert json.loads(run.stdout) == result
+    assert {"device", "torch", "machine"} <= result.keys()
+    assert (result["batch"], result["steps"]) == (8, 5)
+    row = result["device"]["cpu"]["small"]
+    assert set(ROW_KEYS) <= row.keys()
+    assert all(row[key] > 0 for key in ROW_KEYS)
+    assert row["fast_vs_reference_train"] == row["reference_train_ms"] / row["fast_train_ms"]
+    assert row["fast_vs_lstm_train"] == row["fast_train_ms"] / row["lstm_train_ms"]
+    for label in ("reference", "fast", "lstm"):  # progress on stderr, one line per measurement
+        assert f"cpu small {label}: train" in run.stderr
