@@ -28,6 +28,7 @@ import argparse
 import json
 import multiprocessing
 import platform
+import queue as queue_module
 import resource
 import statistics
 import sys
@@ -159,7 +160,17 @@ def measure_in_own_process(work, *args) -> dict:
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, work, *args))
     process.start()
-    result = queue.get()
+    result = None
+    while result is None:
+        try:
+            result = queue.get(timeout=1.0)
+        except queue_module.Empty:
+            if not process.is_alive():  # killed before it could report, e.g. for memory
+                try:
+                    result = queue.get(timeout=1.0)  # unless it reported just before it ended
+                except queue_module.Empty:
+                    raise RuntimeError(f"{work.__name__}{args} ended without a result, exit code "
+                                       f"{process.exitcode} (-9: killed, often for lack of memory)") from None
     process.join()
     if "error" in result:
         raise RuntimeError(f"{work.__name__}{args} failed in its process:\n{result['error']}")

@@ -1,8 +1,12 @@
 """benchmarks/bench_larnn.py end to end on shrunken shapes: the JSON that runs are compared by."""
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROW_KEYS = ("reference_train_ms", "fast_train_ms", "lstm_train_ms", "reference_infer_ms", "fast_infer_ms",
@@ -27,3 +31,16 @@ def test_quick_run_writes_the_documented_shape(tmp_path):
     assert row["fast_vs_lstm_train"] == row["fast_train_ms"] / row["lstm_train_ms"]
     for label in ("reference", "fast", "lstm"):  # progress on stderr, one line per measurement
         assert f"cpu small {label}: train" in run.stderr
+
+
+def _killed() -> dict:
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's out-of-memory killer does
+    return {}
+
+
+def test_a_measurement_killed_without_a_result_is_reported_not_waited_for(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # also for the measurement's process
+    import bench_larnn
+
+    with pytest.raises(RuntimeError, match="exit code -9"):
+        bench_larnn.measure_in_own_process(_killed)
