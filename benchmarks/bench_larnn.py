@@ -181,7 +181,11 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
                    repeats: int, warmup: int, batch: int = BATCH, steps: int = STEPS) -> dict:
     """One row of times and ratios per configuration. The references run last: freeing the
     reference's 13 GB keeps this VM's kernel busy returning memory for a while, which slowed the
-    next process's steps by a quarter."""
+    next process's steps by a quarter. Each implementation's steps run back to back, as in
+    training: timing the implementations' steps in turn (all alive at once) made every step
+    slower here (LSTM 1.6 s instead of 0.7 s, the reference 22-26 s instead of 18-21 s), most
+    likely because this VM hands memory freed by a step back to its host, and a step that comes
+    seconds later takes it back page by page (a first touch costs about 3 s per GB here)."""
     results, peaks = {c: {} for c in config_names}, {c: {} for c in config_names}
     runs = [(c, *run) for c in config_names for run in runs_for(device)]
     for config_name, label, kind, graphs in sorted(runs, key=lambda run: run[2] == "reference"):

@@ -44,3 +44,15 @@ def test_a_measurement_killed_without_a_result_is_reported_not_waited_for(monkey
 
     with pytest.raises(RuntimeError, match="exit code -9"):
         bench_larnn.measure_in_own_process(_killed)
+
+
+def _fails() -> dict:
+    raise ValueError("no such configuration")
+
+
+def test_a_measurement_that_fails_reports_its_traceback(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_larnn
+
+    with pytest.raises(RuntimeError, match="ValueError: no such configuration"):
+        bench_larnn.measure_in_own_process(_fails)
