@@ -217,7 +217,7 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions: under two minutes on a 2-core VM")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions: 1.5 minutes on a 2-core VM (about 2 with --threads 1)")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
