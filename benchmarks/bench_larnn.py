@@ -28,7 +28,6 @@ import argparse
 import json
 import multiprocessing
 import platform
-import queue as queue_module
 import resource
 import statistics
 import sys
@@ -142,11 +141,11 @@ def measure_epoch(kind: str, config: dict, device_name: str, threads: int, batch
     return {"epoch_s": result["history"]["epoch_seconds"][0]}
 
 
-def _child(queue, work, *args) -> None:
+def _child(sender, work, *args) -> None:
     try:
-        queue.put(work(*args))
+        sender.send(work(*args))
     except BaseException:
-        queue.put({"error": traceback.format_exc()})
+        sender.send({"error": traceback.format_exc()})
         raise
 
 
@@ -157,20 +156,16 @@ def measure_in_own_process(work, *args) -> dict:
     # after OpenMP threads have started can hang): each measurement starts in half a second
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["__main__"])
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, work, *args))
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(sender, work, *args))
     process.start()
-    result = None
-    while result is None:
-        try:
-            result = queue.get(timeout=1.0)
-        except queue_module.Empty:
-            if not process.is_alive():  # killed before it could report, e.g. for memory
-                try:
-                    result = queue.get(timeout=1.0)  # unless it reported just before it ended
-                except queue_module.Empty:
-                    raise RuntimeError(f"{work.__name__}{args} ended without a result, exit code "
-                                       f"{process.exitcode} (-9: killed, often for lack of memory)") from None
+    sender.close()  # the process holds the sending end now: however it ends, that is an end of file here
+    try:
+        result = receiver.recv()
+    except EOFError:  # killed before it could report, e.g. for memory
+        process.join()
+        raise RuntimeError(f"{work.__name__}{args} ended without a result, exit code "
+                           f"{process.exitcode} (-9: killed, often for lack of memory)") from None
     process.join()
     if "error" in result:
         raise RuntimeError(f"{work.__name__}{args} failed in its process:\n{result['error']}")
@@ -186,7 +181,7 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
     slower here (LSTM 1.6 s instead of 0.7 s, the reference 22-26 s instead of 18-21 s), most
     likely because this VM hands memory freed by a step back to its host, and a step that comes
     seconds later takes it back page by page (a first touch costs about 3 s per GB here)."""
-    results, peaks = {c: {} for c in config_names}, {c: {} for c in config_names}
+    results = {c: {} for c in config_names}
     runs = [(c, *run) for c in config_names for run in runs_for(device)]
     for config_name, label, kind, graphs in sorted(runs, key=lambda run: run[2] == "reference"):
         config, row = CONFIGS[config_name], results[config_name]
@@ -196,7 +191,7 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms",
               file=sys.stderr, flush=True)
         row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
-        peaks[config_name][label] = result["peak_bytes"]
+        row[f"{label}_peak_mb"] = result["peak_bytes"] / 2**20
         if epoch and label == kind:
             row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)["epoch_s"]
     for config_name, row in results.items():
@@ -209,9 +204,7 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         if "fast_eager_train_ms" in row:
             row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
             row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
-        for label, peak in peaks[config_name].items():
-            row[f"{label}_peak_mb"] = peak / 2**20
-        row["peak_mem_ratio"] = peaks[config_name]["fast"] / peaks[config_name]["reference"]
+        row["peak_mem_ratio"] = row["fast_peak_mb"] / row["reference_peak_mb"]
     return results
 
 
