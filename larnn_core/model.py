@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from larnn_core.compiled import maybe_compiled
 from larnn_core.window import Window
 
 NORMS = ("batch", "layer", "none")
@@ -75,7 +76,7 @@ class StepWeights(NamedTuple):
 class CellState(NamedTuple):
     h: torch.Tensor  # [B, H]
     c: torch.Tensor  # [B, H]
-    window: Window  # projected keys and values of the last k cells; advanced in place by remember()
+    window: Window  # projected keys and values of the last k cells; advanced in place by its push()
 
 
 class LARNNCell(nn.Module):
@@ -162,35 +163,35 @@ class LARNNCell(nn.Module):
         return StepWeights(self.query.weight[:, I:], w_ha, torch.cat([self.key.weight, self.value.weight]),
                            torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v)
 
-    def remember(self, state: CellState, c_new: torch.Tensor, weights: StepWeights) -> None:
-        """Push c_new [B, H] into the window as a key and a value, projected once; the oldest leaves."""
-        kv = F.linear(c_new, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v
+    def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
+               weights: StepWeights) -> tuple[torch.Tensor, ...]:
+        """Everything between the attention and the window of one step, as one function (compiled
+        on CUDA, compiled.py): heads [B, H] -> new h (before dropout) and c [B, H], the normalised
+        pre-activation z [B, 4H], and the new cell's key and value [B, H] for the window."""
+        H = self.hidden_size
+        a = self.norm_attn(F.elu(self.attn_out(heads)))  # [B, H]
+        z = self.norm_z(torch.addmm(xz, torch.cat([h, a], dim=1), weights.w_ha.T))  # [B, 4H]
+        g, f, i, o = torch.tanh(z[:, :H]), *torch.sigmoid(z[:, H:]).chunk(3, dim=1)
+        c = self.norm_c(torch.addcmul(g * i, c, f))
+        h = self.norm_h(o * F.elu(c))
+        kv = F.linear(c, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
         if self.activation_on_keys_and_values:
             kv = F.elu(kv)
         k_new, v_new = kv.chunk(2, dim=1)
-        state.window.push(self.norm_key(k_new), self.norm_value(v_new))  # identities without the activation
-
-    def attend(self, q: torch.Tensor, window: Window, weights: StepWeights) -> torch.Tensor:
-        """a = Norm(ELU(W_o MultiHead(q, K, V))): q [B, H] -> [B, H]."""
-        heads = window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]
-        return self.norm_attn(F.elu(self.attn_out(heads)))
+        return h, c, z, self.norm_key(k_new), self.norm_value(v_new)  # identity norms without the activation
 
     def forward(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState,
                 weights: StepWeights | None = None) -> tuple[CellState, torch.Tensor]:
         """One step from pre-projected inputs (project_inputs) and, optionally, step_weights()
         made by the caller once per sequence. Returns the new state, whose window now holds the
         new cell, and the normalised pre-activation z [B, 4H]."""
-        H = self.hidden_size
         weights = weights or self.step_weights()
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
-        a = self.attend(q, state.window, weights)  # [B, H]
-        z = self.norm_z(torch.addmm(xz, torch.cat([state.h, a], dim=1), weights.w_ha.T))  # [B, 4H]
-        g, f, i, o = torch.tanh(z[:, :H]), *torch.sigmoid(z[:, H:]).chunk(3, dim=1)
-        c = self.norm_c(torch.addcmul(g * i, state.c, f))
-        h = self.dropout(self.norm_h(o * F.elu(c)))
-        new = CellState(h, c, state.window)
-        self.remember(new, c, weights)
-        return new, z  # z is used (2018 defect 3 computed it and dropped it)
+        heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
+        update = maybe_compiled(LARNNCell.update, q.device)
+        h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights)
+        state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
+        return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)
 
 
 class LARNN(nn.Module):

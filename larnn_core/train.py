@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from larnn_core import compiled
 from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.hparams import HParams
@@ -76,7 +77,8 @@ def train(
 ) -> dict:
     """Train one model and return its result; on_epoch(epoch, history) runs after each epoch.
     On CUDA each training step and evaluation forward is replayed as a CUDA graph unless
-    cuda_graphs is False, or None (the default) and LARNN_CUDA_GRAPHS=0 (step.py)."""
+    cuda_graphs is False, or None (the default) and LARNN_CUDA_GRAPHS=0 (step.py), and the
+    LARNN's per-step work is compiled unless LARNN_COMPILE=0 (compiled.py)."""
     started = time.time()
     dev = resolve_device(device)
     graphs = use_graphs(dev, cuda_graphs)
@@ -90,6 +92,7 @@ def train(
         "seed": seed,
         "device": describe_device(dev),
         "cuda_graphs": graphs,
+        "compiled": compiled.enabled(dev) and hp.model == "larnn",
         "data_source": data.source,
         "data_origin": data.origin,
         "data_checksum": data.checksum,
@@ -121,6 +124,8 @@ def train(
 
 def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
     seed_everything(seed)
+    if compiled.enabled(dev):
+        compiled.forget()
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
     model = build_model(hp, n_inputs=splits.train[0].shape[2], n_classes=n_classes).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")

@@ -20,7 +20,7 @@ autograd Functions with hand-written backward passes:
                             backward: dq, and dK, dV added into the window's slots of the
                             gradient buffers.
                             On CPU the sums are compiled loops (attention_cpu.py), elsewhere
-                            torch ops (attention_torch.py).
+                            torch ops (attention_torch.py), fused by torch.compile on CUDA.
 
 Ordering: each push and each attend takes the link tensor returned by the push before it, so a
 push's backward runs after those of the next push and the next attend; and attend at step t
@@ -36,6 +36,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from larnn_core import attention_cpu, attention_torch
+from larnn_core.compiled import maybe_compiled
 
 
 class Window:
@@ -126,10 +127,12 @@ class _Push(torch.autograd.Function):
 COMPILED_CPU = True  # attention_cpu's loops for float32/float64 CPU tensors; else attention_torch's ops
 
 
-def _kernels(t: torch.Tensor):
-    """The attention implementation for tensors like t: attention_cpu or attention_torch."""
-    compiled = COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-    return attention_cpu if compiled else attention_torch
+def _kernels(t: torch.Tensor, name: str):
+    """The attention function `name` for tensors like t: attention_cpu's loops, or attention_torch's
+    ops (compiled into fused kernels on CUDA: compiled.py)."""
+    if COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        return getattr(attention_cpu, name)
+    return maybe_compiled(getattr(attention_torch, name), t.device)
 
 
 class _Attend(torch.autograd.Function):
@@ -138,7 +141,7 @@ class _Attend(torch.autograd.Function):
         slots = slice(window.pushed, window.pushed + window.size)  # the current window
         K, V = window.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
         scaled_q = window.batch_to_heads(q / math.sqrt(K.shape[1])).contiguous()  # [dh, nh, B]
-        out, weights = _kernels(K).attend(K, V, scaled_q)
+        out, weights = _kernels(K, "attend")(K, V, scaled_q)
         ctx.save_for_backward(scaled_q, weights, pos_k, pos_v)
         ctx.window, ctx.slots = window, slots
         return Window.batch_from_heads(out)
@@ -152,7 +155,7 @@ class _Attend(torch.autograd.Function):
         g = window.batch_to_heads(grad_out).contiguous()  # [dh, nh, B]
         grad_keys, grad_values = window.gradient_buffers()
         dK, dV = grad_keys[ctx.slots], grad_values[ctx.slots]
-        grad_q, grad_scores = _kernels(K).attend_backward(K, V, scaled_q, weights, g, dK, dV)
+        grad_q, grad_scores = _kernels(K, "attend_backward")(K, V, scaled_q, weights, g, dK, dV)
         grad_q = Window.batch_from_heads(grad_q) / math.sqrt(K.shape[1])
         if pos_k is None:
             return grad_q, None, None, None, None

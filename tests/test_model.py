@@ -118,9 +118,9 @@ def test_window_holds_exactly_k_cells(pe):
     state = cell.initial_state(3, k + 2)
     weights = cell.step_weights()
     for c in cells:
-        cell.remember(state, c, weights)
-    a = cell.attend(torch.randn(3, 6), state.window, weights)
-    (a * torch.randn(3, 6)).sum().backward()  # not a.sum(): a layer norm's output sums to a constant
+        state.window.push(c, 2 * c)  # as key and value
+    heads = state.window.attend(torch.randn(3, 6), weights.pos_k, weights.pos_v)
+    (heads * torch.randn(3, 6)).sum().backward()
     assert cells[0].grad is None or cells[0].grad.abs().sum() == 0
     for c in cells[1:]:
         assert c.grad.abs().sum() > 0
@@ -129,9 +129,9 @@ def test_window_holds_exactly_k_cells(pe):
 def test_window_refuses_more_steps_than_it_was_sized_for():
     cell = LARNNCell(6, 6, attention_heads=2, window_size=2)
     state = cell.initial_state(3, 1)
-    cell.remember(state, torch.randn(3, 6), cell.step_weights())
+    state.window.push(torch.randn(3, 6), torch.randn(3, 6))
     with pytest.raises(IndexError, match="sized for 1 steps"):
-        cell.remember(state, torch.randn(3, 6), cell.step_weights())
+        state.window.push(torch.randn(3, 6), torch.randn(3, 6))
 
 
 def test_a_second_backward_through_the_same_graph_is_refused():

@@ -6,11 +6,14 @@ import random
 import pytest
 import torch
 
-from larnn_core import window
+from torch._dynamo.utils import counters
+
+from larnn_core import compiled, window
 from larnn_core.model import LARNN
 from larnn_core.reference import reference_forward
 
-# (device, whether CPU attention runs attention_cpu's compiled loops or the torch ops CUDA runs)
+# (device, whether CPU attention runs attention_cpu's compiled loops or the torch ops CUDA runs;
+# CUDA compiles those ops and the cell's update with torch.compile, compiled.py)
 PATHS = [("cpu", True), ("cpu", False)] + ([("cuda", False)] if torch.cuda.is_available() else [])
 PATH_IDS = ["cpu-compiled", "cpu-torch-ops", "cuda"][:len(PATHS)]
 
@@ -63,8 +66,9 @@ def compare(config: dict, dtype: torch.dtype, device: str, train: bool) -> tuple
 
 @pytest.fixture(params=PATHS, ids=PATH_IDS)
 def device(request, monkeypatch):
-    device, compiled = request.param
-    monkeypatch.setattr(window, "COMPILED_CPU", compiled)
+    device, compiled_loops = request.param
+    monkeypatch.setattr(window, "COMPILED_CPU", compiled_loops)
+    compiled.forget()  # on CUDA each configuration is compiled afresh, never past dynamo's recompile limit
     return device
 
 
@@ -80,3 +84,19 @@ def test_fast_matches_reference_in_float32(config, device):
     cancels over the batch, such as a bias in front of a batch norm, loses more digits)."""
     output_error, _, whole_gradient_error = compare(config, torch.float32, device, train=True)
     assert output_error < 1e-4 and whole_gradient_error < 1e-4
+
+
+@pytest.mark.parametrize("config", [c for i, c in enumerate(configurations()) if i in (3, 4)],
+                         ids=["residual-pe1-act1-batch", "layer-pe0-act0-L2-layernorm"])
+def test_compiled_path_matches_reference(config, monkeypatch):
+    """The torch.compile path that CUDA takes by default (compiled.py), run here on CPU through
+    inductor's C++ backend: the same function as the reference, training and evaluation modes."""
+    monkeypatch.setattr(window, "COMPILED_CPU", False)
+    monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))
+    compiled.forget()
+    graphs = counters["stats"]["unique_graphs"]
+    assert max(compare(config, torch.float64, "cpu", train=True)) < 1e-6
+    assert max(compare(config, torch.float64, "cpu", train=False)) < 1e-6
+    output, _, whole = compare(config, torch.float32, "cpu", train=True)
+    assert max(output, whole) < 1e-4
+    assert counters["stats"]["unique_graphs"] > graphs  # it did run compiled

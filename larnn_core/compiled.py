@@ -1,0 +1,44 @@
+"""torch.compile for the LARNN's per-step work on CUDA.
+
+On a GPU a LARNN step is dozens of tiny kernels per time step and layer (six batch norms, the
+gates, the window attention's products, sums and softmax), each too small to fill the card;
+CUDA graphs (step.py) remove their launch cost, not their number. Compiled, the cell's update
+(cell.update) and the attention's sums (attention_torch) each become a few fused kernels.
+On CPU the eager ops and attention_cpu's loops stay: compiling the update measured no gain there.
+
+LARNN_COMPILE=0 in the environment turns compilation off (for debugging, or where a compiler
+is missing); results record whether it was on (train.py).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable)
+
+DEVICE_TYPES = ("cuda",)  # where compiled functions run; tests add "cpu" to check them there
+
+
+def enabled(device: torch.device) -> bool:
+    return device.type in DEVICE_TYPES and os.environ.get("LARNN_COMPILE", "1") != "0"
+
+
+@functools.cache
+def compiled(fn: F) -> F:
+    """fn compiled once per process and shared by every caller: dynamo then keeps one graph per
+    mode (training, evaluation) and shape kind, whichever cell calls it."""
+    return torch.compile(fn)
+
+
+def maybe_compiled(fn: F, device: torch.device) -> F:
+    return compiled(fn) if enabled(device) else fn
+
+
+def forget() -> None:
+    """Drop every compiled graph before a training: a worker trains one configuration after
+    another in one process, and past dynamo's recompile limit (8 graphs per function) the later
+    ones would silently run uncompiled. Graphs seen before come back from inductor's disk cache."""
+    torch._dynamo.reset()
