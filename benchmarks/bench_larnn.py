@@ -12,7 +12,10 @@ fresh process of its own, one at a time. Prints JSON.
 The training step and the inference forward are the ones larnn_core.train runs
 (larnn_core/step.py): on CUDA they are replayed as CUDA graphs, so there `fast` and `lstm` are
 graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
-(`graphs_speedup_fast_train` is the LARNN's ratio). The reference always runs eagerly.
+(`graphs_speedup_fast_train` is the LARNN's ratio). There the LARNN's per-step work is also
+compiled (larnn_core/compiled.py); `fast_uncompiled` is the graphed step without it
+(`compile_speedup_fast_train`). `*_first_train_ms` is the first step, compilation included.
+The reference always runs eagerly.
 
 --epoch adds the wall time of one full training epoch of the offline HAR data (larnn_core.train:
 every batch, then the validation and test evaluations) for each implementation: about a quarter
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import resource
 import statistics
@@ -61,13 +65,15 @@ def as_reference(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def runs_for(device: torch.device) -> list[tuple[str, str, bool]]:
-    """(label, implementation, CUDA graphs) to measure. On CUDA, fast and lstm run as training
-    does (graphed steps) and again eagerly, so the graphs' share is measured too."""
+def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool]]:
+    """(label, implementation, CUDA graphs, torch.compile) to measure. On CUDA, fast and lstm run
+    as training does (graphed steps, the LARNN's step compiled: larnn_core/compiled.py), and
+    again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured too."""
     if device.type != "cuda":
-        return [("reference", "reference", False), ("fast", "fast", False), ("lstm", "lstm", False)]
-    return [("reference", "reference", False), ("fast", "fast", True), ("lstm", "lstm", True),
-            ("fast_eager", "fast", False), ("lstm_eager", "lstm", False)]
+        return [("reference", "reference", False, True), ("fast", "fast", False, True), ("lstm", "lstm", False, True)]
+    return [("reference", "reference", False, True), ("fast", "fast", True, True), ("lstm", "lstm", True, True),
+            ("fast_uncompiled", "fast", True, False), ("fast_eager", "fast", False, True),
+            ("lstm_eager", "lstm", False, True)]
 
 
 def model_for(kind: str, config: dict, device: torch.device) -> torch.nn.Module:
@@ -89,13 +95,16 @@ def _peak_memory(device: torch.device) -> float:
 
 
 def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int,
-            graphs: bool = False, batch: int = BATCH, steps: int = STEPS) -> dict:
+            graphs: bool = False, batch: int = BATCH, steps: int = STEPS, compile: bool = True) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
     training step and the forward are larnn_core.train's (step.py), replayed as CUDA graphs when
     graphs is set: the first call of each (for the step, the one whose memory is measured) runs
-    eagerly, the second is captured."""
+    eagerly, the second is captured. compile=False turns larnn_core's torch.compile off; the first
+    step's time, first_train_ms, includes the compilation."""
     torch.set_num_threads(threads)
+    if not compile:
+        os.environ["LARNN_COMPILE"] = "0"
     device = torch.device(device_name)
     model = model_for(kind, config, device)
     train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=graphs)
@@ -109,10 +118,10 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
             forward(x)
 
     _sync(device)
-    before = _peak_memory(device)
+    before, started = _peak_memory(device), time.perf_counter()
     train_step(x, y)
     _sync(device)
-    result = {"peak_bytes": _peak_memory(device) - before}
+    result = {"peak_bytes": _peak_memory(device) - before, "first_train_ms": (time.perf_counter() - started) * 1000}
     if graphs:
         model.eval()
         infer()  # the eager first call, so that warm-up captures and the timed calls replay
@@ -183,15 +192,17 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
     seconds later takes it back page by page (a first touch costs about 3 s per GB here)."""
     results = {c: {} for c in config_names}
     runs = [(c, *run) for c in config_names for run in runs_for(device)]
-    for config_name, label, kind, graphs in sorted(runs, key=lambda run: run[2] == "reference"):
+    for config_name, label, kind, graphs, compile in sorted(runs, key=lambda run: run[2] == "reference"):
         config, row = CONFIGS[config_name], results[config_name]
         # the reference re-projects the whole window: one repetition is the point there
         r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
-        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs, batch, steps)
-        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms",
-              file=sys.stderr, flush=True)
+        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs, batch, steps,
+                                        compile)
+        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms, "
+              f"first step {result['first_train_ms']:.0f} ms", file=sys.stderr, flush=True)
         row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
         row[f"{label}_peak_mb"] = result["peak_bytes"] / 2**20
+        row[f"{label}_first_train_ms"] = result["first_train_ms"]
         if epoch and label == kind:
             row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)["epoch_s"]
     for config_name, row in results.items():
@@ -204,6 +215,7 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         if "fast_eager_train_ms" in row:
             row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
             row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
+            row["compile_speedup_fast_train"] = row["fast_uncompiled_train_ms"] / row["fast_train_ms"]
         row["peak_mem_ratio"] = row["fast_peak_mb"] / row["reference_peak_mb"]
     return results
 
