@@ -16,6 +16,7 @@ import os
 from typing import Callable, TypeVar
 
 import torch
+import torch._dynamo
 
 F = TypeVar("F", bound=Callable)
 
@@ -26,11 +27,26 @@ def enabled(device: torch.device) -> bool:
     return device.type in DEVICE_TYPES and os.environ.get("LARNN_COMPILE", "1") != "0"
 
 
+class CompileFailed(RuntimeError):
+    pass
+
+
 @functools.cache
 def compiled(fn: F) -> F:
     """fn compiled once per process and shared by every caller: dynamo then keeps one graph per
-    mode (training, evaluation) and shape kind, whichever cell calls it."""
-    return torch.compile(fn)
+    mode (training, evaluation) and shape kind, whichever cell calls it. A failed compilation
+    (most often: no C compiler, which Triton needs) says how to do without."""
+    compiled_fn = torch.compile(fn)
+
+    @functools.wraps(fn)
+    def run(*args):
+        try:
+            return compiled_fn(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as error:
+            raise CompileFailed(f"torch.compile of {fn.__qualname__} failed: {error}\n"
+                                "Install a C compiler (gcc), or set LARNN_COMPILE=0 to run uncompiled.") from error
+
+    return run
 
 
 def maybe_compiled(fn: F, device: torch.device) -> F:

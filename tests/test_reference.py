@@ -100,3 +100,19 @@ def test_compiled_path_matches_reference(config, monkeypatch):
     output, _, whole = compare(config, torch.float32, "cpu", train=True)
     assert max(output, whole) < 1e-4
     assert counters["stats"]["unique_graphs"] > graphs  # it did run compiled
+
+
+def test_a_failed_compilation_says_how_to_do_without(monkeypatch):
+    import torch._inductor.config
+
+    monkeypatch.setattr(window, "COMPILED_CPU", False)
+    monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # no compiled graph from an earlier test
+    compiled.forget()
+    stack = LARNN(4, 1, attention_heads=2, window_size=2)
+    with pytest.raises(compiled.CompileFailed, match="LARNN_COMPILE=0"):
+        stack(torch.randn(3, 5, 4))
+    compiled.forget()
+    monkeypatch.setenv("LARNN_COMPILE", "0")
+    assert stack(torch.randn(3, 5, 4)).shape == (3, 5, 4)
