@@ -5,8 +5,10 @@ window's layout, [k, dh, nh, B]. Each loop runs over the batch innermost, so the
 vectorises it, and walks each key and value once: the torch ops need a product into a temporary
 window, then a sum, and for the backward four passes over the window. Measured on a 2-core
 CPU (2018 best: 27 heads 3 wide, k 38, batch 256): forward about 0.5 ms against 1.4 ms,
-backward about 0.7 ms against 2.1 ms per step and layer. The softmax stays in torch, whose exp is
-vectorised (a scalar exp per entry here is slower).
+backward about 0.7 ms against 2.1 ms per step and layer. The softmax's exp stays in torch, whose
+exp is vectorised (a scalar exp per entry here is slower); its maximum and normalisation run in
+the loops, per head, while that head's scores are in cache (forward 0.51 against 0.61 ms with the
+softmax in torch ops).
 """
 from __future__ import annotations
 
@@ -16,24 +18,46 @@ import torch
 
 
 @numba.njit(cache=True)
-def _scores(K, q, scores):
-    """scores[j, n, b] = sum_d K[j, d, n, b] q[d, n, b]"""
+def _shifted_scores(K, q, scores):
+    """scores[j, n, b] = sum_d K[j, d, n, b] q[d, n, b] less its maximum over j, one head at a time
+    (its [k, B] slab is still in cache for the maximum and the subtraction)."""
     k, dh, nh, B = K.shape
-    for j in range(k):
-        for n in range(nh):
+    top = np.empty(B, K.dtype)
+    for n in range(nh):
+        for j in range(k):
             for b in range(B):
                 scores[j, n, b] = K[j, 0, n, b] * q[0, n, b]
             for d in range(1, dh):
                 for b in range(B):
                     scores[j, n, b] += K[j, d, n, b] * q[d, n, b]
+        for b in range(B):
+            top[b] = scores[0, n, b]
+        for j in range(1, k):
+            for b in range(B):
+                top[b] = max(top[b], scores[j, n, b])
+        for j in range(k):
+            for b in range(B):
+                scores[j, n, b] -= top[b]
 
 
 @numba.njit(cache=True)
-def _weighted_sum(V, weights, out):
-    """out[d, n, b] = sum_j weights[j, n, b] V[j, d, n, b]"""
+def _normalised_sum(V, weights, out):
+    """weights[j, n, b] /= sum_j weights[j, n, b] (in place), then
+    out[d, n, b] = sum_j weights[j, n, b] V[j, d, n, b], one head at a time."""
     k, dh, nh, B = V.shape
-    for d in range(dh):
-        for n in range(nh):
+    total = np.empty(B, V.dtype)
+    for n in range(nh):
+        for b in range(B):
+            total[b] = weights[0, n, b]
+        for j in range(1, k):
+            for b in range(B):
+                total[b] += weights[j, n, b]
+        for b in range(B):
+            total[b] = 1 / total[b]
+        for j in range(k):
+            for b in range(B):
+                weights[j, n, b] *= total[b]
+        for d in range(dh):
             for b in range(B):
                 out[d, n, b] = weights[0, n, b] * V[0, d, n, b]
             for j in range(1, k):
@@ -75,11 +99,10 @@ def _backward(K, V, q, weights, g, grad_q, grad_scores, dK, dV):
 def attend(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K, V [k, dh, nh, B], q [dh, nh, B] -> (out [dh, nh, B], softmax weights [k, nh, B])."""
     weights = K.new_empty(K.shape[0], *K.shape[2:])
-    _scores(K.numpy(), q.numpy(), weights.numpy())
-    weights.sub_(weights.amax(0)).exp_()
-    weights /= weights.sum(0)
+    _shifted_scores(K.numpy(), q.numpy(), weights.numpy())
+    weights.exp_()  # torch's exp is vectorised; numba's is a scalar call per entry
     out = V.new_empty(V.shape[1:])
-    _weighted_sum(V.numpy(), weights.numpy(), out.numpy())
+    _normalised_sum(V.numpy(), weights.numpy(), out.numpy())
     return out, weights
 
 
