@@ -18,7 +18,7 @@ from typing import Callable, TypeVar
 import torch
 import torch._dynamo
 
-F = TypeVar("F", bound=Callable)
+Fn = TypeVar("Fn", bound=Callable)
 
 DEVICE_TYPES = ("cuda",)  # where compiled functions run; tests add "cpu" to check them there
 
@@ -32,7 +32,7 @@ class CompileFailed(RuntimeError):
 
 
 @functools.cache
-def compiled(fn: F) -> F:
+def compiled(fn: Fn) -> Fn:
     """fn compiled once per process and shared by every caller: dynamo then keeps one graph per
     mode (training, evaluation) and shape kind, whichever cell calls it. A failed compilation
     (most often: no C compiler, which Triton needs) says how to do without."""
@@ -49,7 +49,7 @@ def compiled(fn: F) -> F:
     return run
 
 
-def maybe_compiled(fn: F, device: torch.device) -> F:
+def maybe_compiled(fn: Fn, device: torch.device) -> Fn:
     return compiled(fn) if enabled(device) else fn
 
 
