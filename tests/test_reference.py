@@ -64,6 +64,11 @@ def compare(config: dict, dtype: torch.dtype, device: str, train: bool) -> tuple
     return output_error, per_parameter, whole
 
 
+def config_id(config: dict) -> str:
+    return (f"{config['larnn_mode']}-pe{int(config['use_positional_encoding'])}"
+            f"-act{int(config['activation_on_keys_and_values'])}-L{config['num_layers']}-{config['norm']}")
+
+
 @pytest.fixture(params=PATHS, ids=PATH_IDS)
 def device(request, monkeypatch):
     device, compiled_loops = request.param
@@ -72,13 +77,13 @@ def device(request, monkeypatch):
     return device
 
 
-@pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
+@pytest.mark.parametrize("config", list(configurations()), ids=config_id)
 def test_fast_matches_reference(config, device):
     assert max(compare(config, torch.float64, device, train=True)) < 1e-6
     assert max(compare(config, torch.float64, device, train=False)) < 1e-6
 
 
-@pytest.mark.parametrize("config", list(configurations()), ids=lambda c: f"{c['larnn_mode']}-pe{int(c['use_positional_encoding'])}-act{int(c['activation_on_keys_and_values'])}-L{c['num_layers']}-{c['norm']}")
+@pytest.mark.parametrize("config", list(configurations()), ids=config_id)
 def test_fast_matches_reference_in_float32(config, device):
     """float32: outputs and the whole gradient within 1e-4 (a single parameter's gradient that
     cancels over the batch, such as a bias in front of a batch norm, loses more digits)."""
@@ -86,14 +91,18 @@ def test_fast_matches_reference_in_float32(config, device):
     assert output_error < 1e-4 and whole_gradient_error < 1e-4
 
 
-@pytest.mark.parametrize("config", [c for i, c in enumerate(configurations()) if i in (3, 4)],
-                         ids=["residual-pe1-act1-batch", "layer-pe0-act0-L2-layernorm"])
-def test_compiled_path_matches_reference(config, monkeypatch):
-    """The torch.compile path that CUDA takes by default (compiled.py), run here on CPU through
-    inductor's C++ backend: the same function as the reference, training and evaluation modes."""
+@pytest.fixture
+def compiled_on_cpu(monkeypatch):
+    """The torch.compile path that CUDA takes by default (compiled.py), on CPU through inductor's
+    C++ backend, from no compiled graphs."""
     monkeypatch.setattr(window, "COMPILED_CPU", False)
     monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))
     compiled.forget()
+
+
+@pytest.mark.parametrize("config", [c for i, c in enumerate(configurations()) if i in (3, 4)], ids=config_id)
+def test_compiled_path_matches_reference(config, compiled_on_cpu):
+    """The same function as the reference, training and evaluation modes."""
     graphs = counters["stats"]["unique_graphs"]
     assert max(compare(config, torch.float64, "cpu", train=True)) < 1e-6
     assert max(compare(config, torch.float64, "cpu", train=False)) < 1e-6
@@ -102,14 +111,11 @@ def test_compiled_path_matches_reference(config, monkeypatch):
     assert counters["stats"]["unique_graphs"] > graphs  # it did run compiled
 
 
-def test_a_failed_compilation_says_how_to_do_without(monkeypatch):
+def test_a_failed_compilation_says_how_to_do_without(compiled_on_cpu, monkeypatch):
     import torch._inductor.config
 
-    monkeypatch.setattr(window, "COMPILED_CPU", False)
-    monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))
     monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))
     monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # no compiled graph from an earlier test
-    compiled.forget()
     stack = LARNN(4, 1, attention_heads=2, window_size=2)
     with pytest.raises(compiled.CompileFailed, match="LARNN_COMPILE=0"):
         stack(torch.randn(3, 5, 4))
