@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from larnn_core import update_cpu
 from larnn_core.compiled import maybe_compiled
 from larnn_core.window import Window
 
@@ -104,7 +105,7 @@ class LARNNCell(nn.Module):
         H = hidden_size
         self.input_size, self.hidden_size, self.heads = input_size, H, attention_heads
         self.window_size, self.larnn_mode = window_size, larnn_mode
-        self.activation_on_keys_and_values = activation_on_keys_and_values
+        self.activation_on_keys_and_values, self.norm = activation_on_keys_and_values, norm
 
         self.query = nn.Linear(input_size + H, H)  # W_q [x ; h]
         self.key = nn.Linear(H, H)
@@ -188,7 +189,10 @@ class LARNNCell(nn.Module):
         weights = weights or self.step_weights()
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
-        update = maybe_compiled(LARNNCell.update, q.device)
+        if update_cpu.applies(self, q):  # compiled loops with a hand-written backward
+            update = update_cpu.update
+        else:
+            update = maybe_compiled(LARNNCell.update, q.device)
         h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights)
         state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
         return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)

@@ -124,7 +124,9 @@ class _Push(torch.autograd.Function):
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
-COMPILED_CPU = True  # attention_cpu's loops for float32/float64 CPU tensors; else attention_torch's ops
+# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and update_cpu's for the
+# cell's update; else the torch ops CUDA runs (attention_torch, LARNNCell.update).
+COMPILED_CPU = True
 
 
 def _kernels(t: torch.Tensor, name: str):

@@ -122,3 +122,23 @@ def test_a_failed_compilation_says_how_to_do_without(compiled_on_cpu, monkeypatc
     compiled.forget()
     monkeypatch.setenv("LARNN_COMPILE", "0")
     assert stack(torch.randn(3, 5, 4)).shape == (3, 5, 4)
+
+
+@pytest.mark.parametrize("config", [c for c in configurations() if c["norm"] == "batch"], ids=config_id)
+def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config, monkeypatch):
+    """Training on CPU runs the cell's update as compiled loops (update_cpu.py), which keep each
+    batch norm's running mean, variance and count themselves: the same as torch's ops leave them."""
+    states = []
+    for loops in (True, False):
+        monkeypatch.setattr(window, "COMPILED_CPU", loops)
+        torch.manual_seed(0)
+        stack = LARNN(config["hidden_size"], config["num_layers"], config["is_stacked_residual"],
+                      **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+        stack.double().train()
+        for _ in range(2):
+            stack(torch.randn(6, 9, config["hidden_size"], dtype=torch.float64))
+        states.append({n: b for n, b in stack.named_buffers() if "running" in n or "num_batches" in n})
+    loops, ops = states
+    assert loops.keys() == ops.keys() and len(loops) >= 4 * config["num_layers"]
+    for name in ops:
+        assert torch.allclose(loops[name], ops[name], rtol=1e-12, atol=1e-12), name
