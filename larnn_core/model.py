@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from larnn_core import update_cpu
+from larnn_core import step_cpu
 from larnn_core.compiled import maybe_compiled
 from larnn_core.window import Window
 
@@ -67,6 +67,7 @@ def positional_features(window_size: int) -> torch.Tensor:
 class StepWeights(NamedTuple):
     """The parts of a cell's weights every step uses, cut and joined once per sequence."""
     w_qh: torch.Tensor  # [H, H] the h-part of W_q
+    w_o_heads: torch.Tensor  # [H, H] W_o, columns in the window's head layout (d, n): step_cpu.py
     w_ha: torch.Tensor  # [4H, 2H] the [h ; a] part of the gate weights (residual: [W_h  W_a])
     w_kv: torch.Tensor  # [2H, H] W_k and W_v stacked: one product per new cell
     b_kv: torch.Tensor  # [2H]
@@ -161,7 +162,8 @@ class LARNNCell(nn.Module):
         pos_k = pos_v = None
         if self.use_positional_encoding:
             pos_k, pos_v = self.pos_key(self.pe), self.pos_value(self.pe)
-        return StepWeights(self.query.weight[:, I:], w_ha, torch.cat([self.key.weight, self.value.weight]),
+        w_o_heads = self.attn_out.weight.unflatten(1, (self.heads, -1)).transpose(1, 2).flatten(1)
+        return StepWeights(self.query.weight[:, I:], w_o_heads, w_ha, torch.cat([self.key.weight, self.value.weight]),
                            torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
@@ -187,12 +189,12 @@ class LARNNCell(nn.Module):
         made by the caller once per sequence. Returns the new state, whose window now holds the
         new cell, and the normalised pre-activation z [B, 4H]."""
         weights = weights or self.step_weights()
+        if step_cpu.applies(self, xq):  # the whole step as compiled loops with a hand-written backward
+            h, c, z = step_cpu.step(self, xq, xz, state.h, state.c, state.window, weights)
+            return CellState(self.dropout(h), c, state.window), z
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
-        if update_cpu.applies(self, q):  # compiled loops with a hand-written backward
-            update = update_cpu.update
-        else:
-            update = maybe_compiled(LARNNCell.update, q.device)
+        update = maybe_compiled(LARNNCell.update, q.device)
         h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights)
         state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
         return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)

@@ -80,17 +80,32 @@ class Window:
         """[dh, nh, B] -> [B, H] in head order."""
         return Window.from_heads(x.permute(2, 0, 1))
 
+    @staticmethod
+    def positional_gradients(grad_scores: torch.Tensor, scaled_q: torch.Tensor, weights: torch.Tensor,
+                             g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradients [k, H] of the per-slot positional terms, which are added to every batch entry's
+        keys and values, from one attention's backward (grad_scores and weights [k, nh, B], the
+        scaled query and the output's gradient g [dh, nh, B])."""
+        return (Window.from_heads(torch.einsum("jnb,dnb->jdn", grad_scores, scaled_q)),
+                Window.from_heads(torch.einsum("jnb,dnb->jdn", weights, g)))
+
     def gradient_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.grad_keys is None:
             self.grad_keys, self.grad_values = torch.zeros_like(self.keys), torch.zeros_like(self.values)
         return self.grad_keys, self.grad_values
 
+    def advance(self) -> tuple[slice, int]:
+        """Room for one more cell: returns the slots of the window as it stands (the next
+        attention's) and the new cell's slot, and moves the window on by one."""
+        slot = self.pushed + self.size
+        if slot >= self.keys.shape[0]:
+            raise IndexError(f"window buffer full: it was sized for {self.keys.shape[0] - self.size} steps")
+        self.pushed += 1
+        return slice(slot - self.size, slot), slot
+
     def push(self, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
         """The newest cell's key and value [B, H] enter the window; the oldest leaves its view."""
-        if self.pushed + self.size >= self.keys.shape[0]:
-            raise IndexError(f"window buffer full: it was sized for {self.keys.shape[0] - self.size} steps")
         self.link = _Push.apply(k_new, v_new, self.link, self)
-        self.pushed += 1
 
     def close(self) -> None:
         """The sequence is over: drop the last push's output. Its autograd node refers back to this
@@ -104,10 +119,14 @@ class Window:
         return _Attend.apply(q, pos_k, pos_v, self.link, self)
 
 
+SPENT = ("backward through a LARNN window twice is not supported (retain_graph): its gradient buffers "
+         "were spent by the first backward")
+
+
 class _Push(torch.autograd.Function):
     @staticmethod
     def forward(ctx, k_new, v_new, link, window: Window):
-        slot = window.pushed + window.size
+        _, slot = window.advance()
         window.keys[slot] = window.batch_to_heads(k_new)
         window.values[slot] = window.batch_to_heads(v_new)
         ctx.window, ctx.slot = window, slot
@@ -117,14 +136,13 @@ class _Push(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, _):
         if ctx.slot is None:
-            raise RuntimeError("backward through a LARNN window twice is not supported (retain_graph): "
-                               "its gradient buffers were spent by the first backward")
+            raise RuntimeError(SPENT)
         grad_keys, grad_values = ctx.window.gradient_buffers()
         slot, ctx.slot = ctx.slot, None
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
-# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and update_cpu's for the
+# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and step_cpu's for the
 # cell's update; else the torch ops CUDA runs (attention_torch, LARNNCell.update).
 COMPILED_CPU = True
 
@@ -161,7 +179,4 @@ class _Attend(torch.autograd.Function):
         grad_q = Window.batch_from_heads(grad_q) / math.sqrt(K.shape[1])
         if pos_k is None:
             return grad_q, None, None, None, None
-        # the positional terms are added to every batch entry's keys and values
-        grad_pos_k = Window.from_heads(torch.einsum("jnb,dnb->jdn", grad_scores, scaled_q))
-        grad_pos_v = Window.from_heads(torch.einsum("jnb,dnb->jdn", weights, g))
-        return grad_q, grad_pos_k, grad_pos_v, None, None
+        return grad_q, *Window.positional_gradients(grad_scores, scaled_q, weights, g), None, None

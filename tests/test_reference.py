@@ -126,7 +126,7 @@ def test_a_failed_compilation_says_how_to_do_without(compiled_on_cpu, monkeypatc
 
 @pytest.mark.parametrize("config", [c for c in configurations() if c["norm"] == "batch"], ids=config_id)
 def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config, monkeypatch):
-    """Training on CPU runs the cell's update as compiled loops (update_cpu.py), which keep each
+    """Training on CPU runs the cell's update as compiled loops (step_cpu.py), which keep each
     batch norm's running mean, variance and count themselves: the same as torch's ops leave them."""
     states = []
     for loops in (True, False):

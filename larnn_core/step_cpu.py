@@ -1,19 +1,26 @@
-"""The cell's update (LARNNCell.update) for training with batch norm on CPU: forward and a
-hand-written backward as compiled loops (numba) between torch's matrix products.
+"""One LARNN step (query, attention, update, the new cell into the window) for training with
+batch norm on CPU: forward and a hand-written backward as compiled loops (numba) between torch's
+matrix products, one autograd node per step and layer.
 
-Why: autograd runs the update as about 40 small ops forward and 60 backward, each one a pass
-over a [B, H]-sized tensor with its own dispatch; at the 2018 best shapes that costs more than
-the arithmetic. Here each stretch between two matrix products is one loop nest, and each batch
-norm's statistics are taken next to the elementwise work around it. The exponentials stay in
-torch, which vectorises them (numba calls a scalar exp per entry: about 18x slower); sigmoid and
-tanh are written through exp (tanh z = 2 sigmoid(2z) - 1), ELU as exp(x) - 1 where x <= 0.
+Why: autograd runs a step as about 50 small ops forward and 70 backward, each a pass over a
+[B, H]-sized tensor with its own dispatch, plus layout copies between the window's [dh, nh, B]
+and [B, H]; at the 2018 best shapes that costs more than the arithmetic. Here each stretch
+between two matrix products is one loop nest, each batch norm's statistics are taken next to
+the elementwise work around it, and the attention's input and output stay in the window's
+layout: the query is written there by the loop that applies its ELU, and the output projection
+reads the heads as they are, through a copy of W_o with its columns in the same order (made
+once per sequence, StepWeights.w_o_heads). The exponentials stay in torch, which vectorises them
+(numba calls a scalar exp per entry: about 18x slower); sigmoid and tanh are written through exp
+(tanh z = 2 sigmoid(2z) - 1), ELU as exp(x) - 1 where x <= 0.
 
 Batch norm in training, as torch.nn.BatchNorm1d: per feature over the batch, mean m and biased
 variance v; y = gamma (x - m) / sqrt(v + eps) + beta; running statistics move by `momentum`
 towards m and the unbiased variance. The loops take column ranges [lo, lo + n) of row-major
 [B, F] arrays, so that stacked blocks (the four gates, key and value) need no copies.
 
-Same inputs and outputs as LARNNCell.update; tests/test_reference.py holds both to the reference.
+Ordering: a step's backward runs after those of every later step (they read its h and c), so
+when it reads its cell's slot of the window's gradient buffers, every attention that read the
+cell has added to it. tests/test_reference.py holds this path to the reference.
 """
 from __future__ import annotations
 
@@ -23,9 +30,10 @@ import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.autograd.function import once_differentiable
 
-from larnn_core import window
+from larnn_core import attention_cpu, window
 
 @numba.njit(cache=True, error_model="numpy")
 def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var, mean, invstd, y, y_lo):
@@ -169,6 +177,52 @@ def _gates_backward(ds, c, gates, dpre, dc_prev):
             dcb[f] = grad[f] * fg[f]
 
 
+@numba.njit(cache=True, error_model="numpy")
+def _query(pre, exp_pre, scale, q):
+    """exp_pre becomes ELU(pre) (see _elu); q[d, n, b] = scale ELU(pre)[b, n dh + d], the window's layout."""
+    _elu(pre, exp_pre)
+    dh, nh, B = q.shape
+    for d in range(dh):
+        for n in range(nh):
+            column, out = exp_pre[:, n * dh + d], q[d, n]
+            for b in range(B):
+                out[b] = scale * column[b]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _query_backward(grad_q, elu_pre, scale, grad_pre):
+    """Through _query: grad_pre[b, n dh + d] from grad_q[d, n, b]."""
+    dh, nh, B = grad_q.shape
+    one = elu_pre.dtype.type(1)
+    for d in range(dh):
+        for n in range(nh):
+            grad, e, out = grad_q[d, n], elu_pre[:, n * dh + d], grad_pre[:, n * dh + d]
+            for b in range(B):
+                out[b] = scale * grad[b] * (one if e[b] > 0 else e[b] + one)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _to_heads(x, lo, out):
+    """out[d, n, b] = x[b, lo + n dh + d]: a [B, H] block into the window's layout."""
+    dh, nh, B = out.shape
+    for d in range(dh):
+        for n in range(nh):
+            column, row = x[:, lo + n * dh + d], out[d, n]
+            for b in range(B):
+                row[b] = column[b]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _from_heads(x, out, lo):
+    """out[b, lo + n dh + d] = x[d, n, b]: the window's layout into a [B, H] block."""
+    dh, nh, B = x.shape
+    for b in range(B):
+        row = out[b, lo:lo + nh * dh]
+        for n in range(nh):
+            for d in range(dh):
+                row[n * dh + d] = x[d, n, b]
+
+
 class _BatchNorm:
     """One step's use of a BatchNorm1d on columns [lo, lo + n) of [B, F] arrays: its batch
     statistics, kept for the backward."""
@@ -197,38 +251,46 @@ class _BatchNorm:
 
 
 def applies(cell, t: torch.Tensor) -> bool:
-    """Whether these loops run the cell's update for tensors like t."""
+    """Whether these loops run the cell's steps for tensors like t."""
     return (window.COMPILED_CPU and cell.training and cell.norm == "batch" and t.device.type == "cpu"
             and t.dtype in (torch.float32, torch.float64))
 
 
-def update(cell, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor, weights
-           ) -> tuple[torch.Tensor, ...]:
-    """LARNNCell.update through the loops: the same (h before dropout, c, z, key, value)."""
+def step(cell, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
+         weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LARNNCell.forward's step through the loops: (h before dropout, c, z); the new cell's key and
+    value are in the window."""
+    norms = _norms(cell)
+    params = [p for norm in norms for p in (norm.weight, norm.bias) if p is not None]
+    return _Step.apply(xq, xz, h, c, weights.w_qh, weights.w_o_heads, cell.attn_out.bias, weights.w_ha,
+                       weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, cell, win, *params)
+
+
+def _norms(cell) -> list[nn.BatchNorm1d]:
+    """The cell's batch norms in the order _Step takes their parameters."""
     norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
-    h, c_new, z = _Cell.apply(heads, h, c, xz, cell.attn_out.weight, cell.attn_out.bias, weights.w_ha,
-                              *[p for norm in norms for p in (norm.weight, norm.bias)], cell)
-    if not cell.activation_on_keys_and_values:
-        k_new, v_new = F.linear(c_new, weights.w_kv, weights.b_kv).chunk(2, dim=1)
-    else:
-        norms = [cell.norm_key, cell.norm_value]
-        k_new, v_new = _KeyValue.apply(c_new, weights.w_kv, weights.b_kv,
-                                       *[p for norm in norms for p in (norm.weight, norm.bias)], cell)
-    return h, c_new, z, k_new, v_new
+    return norms + [cell.norm_key, cell.norm_value] if cell.activation_on_keys_and_values else norms
 
 
-class _Cell(torch.autograd.Function):
-    """Attention output -> a -> z -> gates -> new c and h (before dropout), with their batch norms.
-    Tensors are allocated by torch and worked on through their numpy views (names ending in _)."""
+class _Step(torch.autograd.Function):
+    """Tensors are allocated by torch and worked on through their numpy views (names ending in _)."""
 
     @staticmethod
-    def forward(ctx, heads, h, c, xz, w_o, b_o, w_ha, gamma_a, _no_beta_a, gamma_z, beta_z, gamma_c, beta_c,
-                gamma_h, beta_h, cell):
+    def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, cell, win, *_params):
         B, H = h.shape
-        norm_a, norm_z = _BatchNorm(cell.norm_attn), _BatchNorm(cell.norm_z)
-        norm_c, norm_h = _BatchNorm(cell.norm_c), _BatchNorm(cell.norm_h)
-        c_ = c.detach().numpy()
-        u = torch.addmm(b_o, heads, w_o.T)  # [B, H]
+        slots, slot = win.advance()  # the window this step attends over; the new cell's slot
+        K, V = win.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
+        dh, act = K.shape[1], cell.activation_on_keys_and_values
+        norm_a, norm_z, norm_c, norm_h, *norm_kv = [_BatchNorm(norm) for norm in _norms(cell)]
+        if act:
+            norm_kv[1].lo = H
+
+        pre_q = torch.addmm(xq, h, w_qh.T)  # [B, H]
+        elu_q, q = torch.exp(pre_q), torch.empty_like(K[0])  # q: [dh, nh, B], scaled by 1 / sqrt(dh)
+        _query(pre_q.numpy(), elu_q.numpy(), 1 / math.sqrt(dh), q.numpy())
+        heads, weights = attention_cpu.attend(K, V, q)  # [dh, nh, B]: MultiHead(q, K, V)
+
+        u = torch.addmm(b_o, heads.view(H, B).T, w_o_heads.T)  # [B, H]: W_o MultiHead + b_o
         elu_u = torch.exp(u)
         elu_u_ = elu_u.numpy()
         _elu(u.numpy(), elu_u_)
@@ -244,7 +306,7 @@ class _Cell(torch.autograd.Function):
         exp_neg.exp_()
         gates, s, c_new = torch.empty_like(z), torch.empty_like(c), torch.empty_like(c)  # g, f, i, o; g i + c f
         gates_, s_, c_new_ = gates.numpy(), s.numpy(), c_new.numpy()
-        _gates(exp_neg_, c_, gates_, s_)
+        _gates(exp_neg_, c.detach().numpy(), gates_, s_)
         norm_c.forward(s_, c_new_)
 
         elu_c, r, h_new = torch.exp(c_new), torch.empty_like(c), torch.empty_like(c)
@@ -252,71 +314,81 @@ class _Cell(torch.autograd.Function):
         _output_gate(c_new_, elu_c.numpy(), gates_, r_)
         norm_h.forward(r_, h_new.numpy())
 
-        ctx.save_for_backward(heads, c, w_o, w_ha, elu_u, ha, p, gates, s, elu_c, r)
-        ctx.norms = norm_a, norm_z, norm_c, norm_h
+        kv = F.linear(c_new, w_kv, b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
+        elu_kv = kv
+        if act:  # key, value = Norm(ELU(.)), written over kv
+            elu_kv = torch.exp(kv)
+            elu_kv_ = elu_kv.numpy()
+            _elu(kv.numpy(), elu_kv_)
+            for norm in norm_kv:
+                norm.forward(elu_kv_, kv.numpy(), norm.lo)
+        _to_heads(kv.numpy(), 0, win.keys[slot].numpy())
+        _to_heads(kv.numpy(), H, win.values[slot].numpy())
+
+        ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
+                              p, gates, s, elu_c, r, c_new, elu_kv)
+        ctx.norms, ctx.window, ctx.slots, ctx.slot = (norm_a, norm_z, norm_c, norm_h, *norm_kv), win, slots, slot
         return h_new, c_new, z
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dh_new, dc_new, dz):
-        heads, c, w_o, w_ha, elu_u, ha, p, gates, s, elu_c, r = ctx.saved_tensors
-        norm_a, norm_z, norm_c, norm_h = ctx.norms
-        H = c.shape[1]
+        (h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha, p, gates, s, elu_c,
+         r, c_new, elu_kv) = ctx.saved_tensors
+        norm_a, norm_z, norm_c, norm_h, *norm_kv = ctx.norms
+        win, slots, slot = ctx.window, ctx.slots, ctx.slot
+        if slot is None:
+            raise RuntimeError(window.SPENT)
+        ctx.slot = None
+        B, H = c.shape
+        grad_keys, grad_values = win.gradient_buffers()
+
+        dkv = torch.empty_like(elu_kv)  # [B, 2H]: every later attention's gradient at the new cell's key, value
+        dkv_, elu_kv_ = dkv.numpy(), elu_kv.numpy()
+        _from_heads(grad_keys[slot].numpy(), dkv_, 0)
+        _from_heads(grad_values[slot].numpy(), dkv_, H)
+        kv_grads = []
+        for norm in norm_kv:
+            kv_grads += norm.backward(dkv_, elu_kv_, dkv_, norm.lo, norm.lo)
+        if norm_kv:
+            _elu_backward(dkv_, elu_kv_)
+        dc = torch.addmm(_dense(dc_new, c), dkv, w_kv)  # [B, H]: c_new's gradient
+        dw_kv, db_kv = dkv.T @ c_new, dkv.sum(0)
+
         c_, gates_, elu_u_ = c.detach().numpy(), gates.numpy(), elu_u.numpy()
-        dc = _dense(dc_new, c).clone()
         dr, dpre, dc_prev = torch.empty_like(r), torch.empty_like(p), torch.empty_like(c)
         dc_, dr_, dpre_ = dc.numpy(), dr.numpy(), dpre.numpy()  # dpre: the gradient at z
-
-        dgamma_h, dbeta_h = norm_h.backward(_dense(dh_new, c).numpy(), r.numpy(), dr_)
+        grads_h = norm_h.backward(_dense(dh_new, c).numpy(), r.numpy(), dr_)
         _output_gate_backward(dr_, elu_c.numpy(), gates_, dc_, dpre_)
-        dgamma_c, dbeta_c = norm_c.backward(dc_, s.numpy(), dc_)  # dc becomes ds, the gradient at g i + c f
+        grads_c = norm_c.backward(dc_, s.numpy(), dc_)  # dc becomes the gradient at g i + c f
         _gates_backward(dc_, c_, gates_, dpre_, dc_prev.numpy())
         if dz is not None:
             dpre += dz
-        dgamma_z, dbeta_z = norm_z.backward(dpre_, p.numpy(), dpre_)
+        grads_z = norm_z.backward(dpre_, p.numpy(), dpre_)
         dp = dpre  # [B, 4H], also the gradient of xz
 
         dha = dp @ w_ha  # [B, 2H]
         dw_ha = dp.T @ ha
         du = torch.empty_like(c)
         du_ = du.numpy()
-        dgamma_a, _ = norm_a.backward(dha.numpy(), elu_u_, du_, dy_lo=H)
+        grads_a = norm_a.backward(dha.numpy(), elu_u_, du_, dy_lo=H)
         _elu_backward(du_, elu_u_)
-        return (du @ w_o, dha[:, :H], dc_prev, dp, du.T @ heads, du.sum(0), dw_ha, dgamma_a, None,
-                dgamma_z, dbeta_z, dgamma_c, dbeta_c, dgamma_h, dbeta_h, None)
 
-
-class _KeyValue(torch.autograd.Function):
-    """New cell -> its key and value: Norm(ELU(W_k c + b_k)), Norm(ELU(W_v c + b_v))."""
-
-    @staticmethod
-    def forward(ctx, c, w_kv, b_kv, gamma_k, beta_k, gamma_v, beta_v, cell):
-        H = c.shape[1]
-        norm_k, norm_v = _BatchNorm(cell.norm_key), _BatchNorm(cell.norm_value, lo=H)
-        kv = F.linear(c, w_kv, b_kv)  # [B, 2H]
-        elu_kv = torch.exp(kv)
-        elu_kv_ = elu_kv.numpy()
-        _elu(kv.numpy(), elu_kv_)
-        k_new, v_new = torch.empty_like(c), torch.empty_like(c)
-        norm_k.forward(elu_kv_, k_new.numpy())
-        norm_v.forward(elu_kv_, v_new.numpy())
-        ctx.save_for_backward(c, w_kv, elu_kv)
-        ctx.norms = norm_k, norm_v
-        return k_new, v_new
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dk, dv):
-        c, w_kv, elu_kv = ctx.saved_tensors
-        norm_k, norm_v = ctx.norms
-        H = c.shape[1]
-        elu_kv_ = elu_kv.numpy()
-        dkv = torch.empty_like(elu_kv)  # [B, 2H]
-        dkv_ = dkv.numpy()
-        dgamma_k, dbeta_k = norm_k.backward(_dense(dk, c).numpy(), elu_kv_, dkv_)
-        dgamma_v, dbeta_v = norm_v.backward(_dense(dv, c).numpy(), elu_kv_, dkv_, dx_lo=H)
-        _elu_backward(dkv_, elu_kv_)
-        return dkv @ w_kv, dkv.T @ c, dkv.sum(0), dgamma_k, dbeta_k, dgamma_v, dbeta_v, None
+        X = heads.view(H, B)  # the heads, rows in the window's (d, n) order
+        g = torch.mm(w_o_heads.T, du.T).view_as(heads)  # [dh, nh, B]
+        dw_o_heads, db_o = torch.mm(du.T, X.T), du.sum(0)
+        K, V = win.entries(slots, pos_k, pos_v)
+        grad_q, grad_scores = attention_cpu.attend_backward(K, V, q, weights, g, grad_keys[slots], grad_values[slots])
+        grad_pos_k = grad_pos_v = None
+        if pos_k is not None:
+            grad_pos_k, grad_pos_v = window.Window.positional_gradients(grad_scores, q, weights, g)
+        d_pre_q = torch.empty_like(c)
+        _query_backward(grad_q.numpy(), elu_q.numpy(), 1 / math.sqrt(q.shape[0]), d_pre_q.numpy())
+        dh = torch.addmm(dha[:, :H], d_pre_q, w_qh)
+        dw_qh = d_pre_q.T @ h
+        norm_grads = [g for g in (*grads_a, *grads_z, *grads_c, *grads_h, *kv_grads) if g is not None]
+        return (d_pre_q, dp, dh, dc_prev, dw_qh, dw_o_heads, db_o, dw_ha, dw_kv, db_kv, grad_pos_k, grad_pos_v,
+                None, None, *norm_grads)
 
 
 def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
