@@ -190,8 +190,8 @@ class LARNNCell(nn.Module):
         new cell, and the normalised pre-activation z [B, 4H]."""
         weights = weights or self.step_weights()
         if step_cpu.applies(self, xq):  # the whole step as compiled loops with a hand-written backward
-            h, c, z = step_cpu.step(self, xq, xz, state.h, state.c, state.window, weights)
-            return CellState(self.dropout(h), c, state.window), z
+            h, c, z = step_cpu.step(self, xq, xz, state.h, state.c, state.window, weights)  # h after dropout
+            return CellState(h, c, state.window), z
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
         update = maybe_compiled(LARNNCell.update, q.device)

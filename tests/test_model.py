@@ -216,3 +216,34 @@ def test_window_and_its_graph_are_freed_after_backward_without_the_garbage_colle
         assert len(windows) == 2 and all(ref() is None for ref in windows)
     finally:
         gc.enable()
+
+
+def test_training_dropout_drops_at_its_rate_and_scales_what_it_keeps():
+    """Training on CPU draws its own dropout masks (step_cpu.py): an entry of h is zero with
+    probability p, the others are scaled by 1 / (1 - p), gradients pass only where it kept, and
+    torch.manual_seed reproduces the masks."""
+    B, H, p = 512, 16, 0.3
+    cell = LARNNCell(H, H, attention_heads=4, window_size=3, dropout=p)
+    x = torch.randn(B, 1, H)
+    weights = torch.randn(B, H)
+
+    def step(drop: float, seed: int = 0, loss_weights: torch.Tensor = weights) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h after one step, the gradient of sum(h * loss_weights) at the previous h)"""
+        cell.dropout.p = drop
+        h0 = torch.randn(B, H, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        state = cell.initial_state(B, 1)._replace(h=h0)
+        xq, xz = cell.project_inputs(x)
+        torch.manual_seed(seed)
+        new, _ = cell(xq[:, 0], xz[:, 0], state)
+        (new.h * loss_weights).sum().backward()
+        return new.h.detach(), h0.grad
+
+    kept, _ = step(0.0)
+    dropped, grad = step(p)
+    zero = dropped == 0
+    assert abs(zero.float().mean().item() - p) < 0.02
+    assert torch.allclose(dropped[~zero], kept[~zero] / (1 - p), rtol=1e-5)
+    assert torch.allclose(grad, step(0.0, loss_weights=weights * ~zero / (1 - p))[1], rtol=1e-4, atol=1e-6)
+    again, grad_again = step(p)
+    assert torch.equal(again, dropped) and torch.equal(grad_again, grad)
+    assert not torch.equal(step(p, seed=1)[0] == 0, zero)
