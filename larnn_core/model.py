@@ -73,6 +73,7 @@ class StepWeights(NamedTuple):
     b_kv: torch.Tensor  # [2H]
     pos_k: torch.Tensor | None  # [k, H] per-slot positional terms P_k pe(d), or None
     pos_v: torch.Tensor | None
+    loops: step_cpu.Sequence | None  # the cell's steps as compiled loops (training with batch norm on CPU), or None
 
 
 class CellState(NamedTuple):
@@ -163,8 +164,9 @@ class LARNNCell(nn.Module):
         if self.use_positional_encoding:
             pos_k, pos_v = self.pos_key(self.pe), self.pos_value(self.pe)
         w_o_heads = self.attn_out.weight.unflatten(1, (self.heads, -1)).transpose(1, 2).flatten(1)
+        loops = step_cpu.Sequence(self) if step_cpu.applies(self, self.attn_out.weight) else None
         return StepWeights(self.query.weight[:, I:], w_o_heads, w_ha, torch.cat([self.key.weight, self.value.weight]),
-                           torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v)
+                           torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v, loops)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
                weights: StepWeights) -> tuple[torch.Tensor, ...]:
@@ -189,8 +191,8 @@ class LARNNCell(nn.Module):
         made by the caller once per sequence. Returns the new state, whose window now holds the
         new cell, and the normalised pre-activation z [B, 4H]."""
         weights = weights or self.step_weights()
-        if step_cpu.applies(self, xq):  # the whole step as compiled loops with a hand-written backward
-            h, c, z = step_cpu.step(self, xq, xz, state.h, state.c, state.window, weights)  # h after dropout
+        if weights.loops is not None:  # the whole step as compiled loops with a hand-written backward
+            h, c, z = weights.loops.step(xq, xz, state.h, state.c, state.window, weights)  # h after dropout
             return CellState(h, c, state.window), z
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)

@@ -36,11 +36,13 @@ from torch.autograd.function import once_differentiable
 from larnn_core import attention_cpu, window
 
 @numba.njit(cache=True, error_model="numpy")
-def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var, mean, invstd, y, y_lo):
+def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var, count, mean, invstd, y, y_lo):
     """y[:, y_lo + f] = gamma (x[:, lo + f] - mean) invstd + beta over f < n, with the batch's mean
-    and invstd = 1 / sqrt(var + eps) (written); moves the running statistics. (The loops index row
-    slices: x[b, lo + f] would cost a negative-index check per entry, which stops vectorisation.)"""
+    and invstd = 1 / sqrt(var + eps) (written); moves the running statistics and counts the batch.
+    (The loops index row slices: x[b, lo + f] would cost a negative-index check per entry, which
+    stops vectorisation.)"""
     B = x.shape[0]
+    count[0] += 1
     var = np.zeros(n, x.dtype)
     mean[:] = 0
     for b in range(B):
@@ -244,31 +246,54 @@ def _dropout(h, seed, p, out, mask):
             o[f] = row[f] * m[f]
 
 
-class _BatchNorm:
-    """One step's use of a BatchNorm1d on columns [lo, lo + n) of [B, F] arrays: its batch
-    statistics, kept for the backward."""
+class _Norm:
+    """A BatchNorm1d as arrays, acting on columns [lo, lo + n) of [B, F] arrays: numpy views of
+    its parameters and running statistics (made once per sequence: each view costs microseconds)."""
 
-    def __init__(self, norm: torch.nn.BatchNorm1d, lo: int = 0):
-        self.norm, self.lo, self.n = norm, lo, norm.num_features
+    def __init__(self, norm: nn.BatchNorm1d, lo: int = 0):
+        self.lo, self.n, self.eps, self.momentum = lo, norm.num_features, norm.eps, norm.momentum
         self.gamma = norm.weight.detach().numpy()
-        self.beta = norm.bias.detach().numpy() if norm.bias is not None else np.zeros_like(self.gamma)
-        self.mean, self.invstd = np.empty_like(self.gamma), np.empty_like(self.gamma)
+        self.shift = norm.bias is not None  # norm_attn has none
+        self.beta = norm.bias.detach().numpy() if self.shift else np.zeros_like(self.gamma)
+        self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()
+        self.count = norm.num_batches_tracked.view(1).numpy()
 
-    def forward(self, x: np.ndarray, y: np.ndarray, y_lo: int = 0) -> None:
-        norm = self.norm
+    def forward(self, x: np.ndarray, y: np.ndarray, y_lo: int = 0) -> np.ndarray:
+        """Normalises x's columns into y's from y_lo; returns the batch statistics [mean, invstd]."""
         if x.shape[0] < 2:
             raise ValueError(f"batch norm in training needs more than 1 value per channel, got a batch of {x.shape[0]}")
-        norm.num_batches_tracked.add_(1)
-        _batch_norm(x, self.lo, self.n, self.gamma, self.beta, norm.eps, norm.momentum, norm.running_mean.numpy(),
-                    norm.running_var.numpy(), self.mean, self.invstd, y, y_lo)
+        stats = np.empty((2, self.n), x.dtype)
+        _batch_norm(x, self.lo, self.n, self.gamma, self.beta, self.eps, self.momentum, self.running_mean,
+                    self.running_var, self.count, stats[0], stats[1], y, y_lo)
+        return stats
 
-    def backward(self, dy: np.ndarray, x: np.ndarray, dx: np.ndarray, dy_lo: int = 0, dx_lo: int = 0
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """dx written; returns (dgamma, dbeta), dbeta None for a norm without a shift."""
-        dgamma, dbeta = np.empty_like(self.gamma), np.empty_like(self.gamma)
-        _normalise_backward(dy, dy_lo, x, self.lo, self.n, self.mean, self.invstd, self.gamma, dgamma, dbeta,
+    def backward(self, stats: np.ndarray, dy: np.ndarray, x: np.ndarray, dx: np.ndarray, dy_lo: int = 0,
+                 dx_lo: int = 0) -> list[torch.Tensor]:
+        """dx written; returns the parameters' gradients, [dgamma, dbeta] or [dgamma] without a shift."""
+        grads = np.empty((2, self.n), x.dtype)
+        _normalise_backward(dy, dy_lo, x, self.lo, self.n, stats[0], stats[1], self.gamma, grads[0], grads[1],
                             dx, dx_lo)
-        return torch.from_numpy(dgamma), torch.from_numpy(dbeta) if self.norm.bias is not None else None
+        return list(torch.from_numpy(grads)[:1 + self.shift])
+
+
+class Sequence:
+    """What one cell's steps share over one sequence, made once: its batch norms as arrays (_Norm),
+    and their parameters in the order _Step takes them."""
+
+    def __init__(self, cell):
+        norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
+        los = [0] * 4
+        if cell.activation_on_keys_and_values:  # key and value: halves of one [B, 2H] array
+            norms, los = norms + [cell.norm_key, cell.norm_value], los + [0, cell.hidden_size]
+        self.cell, self.norms = cell, [_Norm(norm, lo) for norm, lo in zip(norms, los)]
+        self.params = [p for norm in norms for p in (norm.weight, norm.bias) if p is not None]
+
+    def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
+             weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """LARNNCell.forward's step through the loops: (h after dropout, c, z); the new cell's key
+        and value are in the window."""
+        return _Step.apply(xq, xz, h, c, weights.w_qh, weights.w_o_heads, self.cell.attn_out.bias, weights.w_ha,
+                           weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, self, win, *self.params)
 
 
 def applies(cell, t: torch.Tensor) -> bool:
@@ -277,34 +302,16 @@ def applies(cell, t: torch.Tensor) -> bool:
             and t.dtype in (torch.float32, torch.float64))
 
 
-def step(cell, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
-         weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LARNNCell.forward's step through the loops: (h after dropout, c, z); the new cell's key and
-    value are in the window."""
-    norms = _norms(cell)
-    params = [p for norm in norms for p in (norm.weight, norm.bias) if p is not None]
-    return _Step.apply(xq, xz, h, c, weights.w_qh, weights.w_o_heads, cell.attn_out.bias, weights.w_ha,
-                       weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, cell, win, *params)
-
-
-def _norms(cell) -> list[nn.BatchNorm1d]:
-    """The cell's batch norms in the order _Step takes their parameters."""
-    norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
-    return norms + [cell.norm_key, cell.norm_value] if cell.activation_on_keys_and_values else norms
-
-
 class _Step(torch.autograd.Function):
     """Tensors are allocated by torch and worked on through their numpy views (names ending in _)."""
 
     @staticmethod
-    def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, cell, win, *_params):
+    def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, seq, win, *_params):
         B, H = h.shape
         slots, slot = win.advance()  # the window this step attends over; the new cell's slot
         K, V = win.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
-        dh, act = K.shape[1], cell.activation_on_keys_and_values
-        norm_a, norm_z, norm_c, norm_h, *norm_kv = [_BatchNorm(norm) for norm in _norms(cell)]
-        if act:
-            norm_kv[1].lo = H
+        cell, dh = seq.cell, K.shape[1]
+        norm_a, norm_z, norm_c, norm_h, *norm_kv = seq.norms
 
         pre_q = torch.addmm(xq, h, w_qh.T)  # [B, H]
         elu_q, q = torch.exp(pre_q), torch.empty_like(K[0])  # q: [dh, nh, B], scaled by 1 / sqrt(dh)
@@ -317,23 +324,23 @@ class _Step(torch.autograd.Function):
         _elu(u.numpy(), elu_u_)
         ha = torch.empty(B, 2 * H, dtype=h.dtype)  # [h ; a]
         ha[:, :H] = h
-        norm_a.forward(elu_u_, ha.numpy(), H)
+        stats_a = norm_a.forward(elu_u_, ha.numpy(), H)
 
         p = torch.addmm(xz, ha, w_ha.T)  # [B, 4H]
         z, exp_neg = torch.empty_like(p), torch.empty_like(p)
         p_, z_, exp_neg_ = p.numpy(), z.numpy(), exp_neg.numpy()
-        norm_z.forward(p_, z_)
+        stats_z = norm_z.forward(p_, z_)
         _gate_arguments(z_, H, exp_neg_)
         exp_neg.exp_()
         gates, s, c_new = torch.empty_like(z), torch.empty_like(c), torch.empty_like(c)  # g, f, i, o; g i + c f
         gates_, s_, c_new_ = gates.numpy(), s.numpy(), c_new.numpy()
         _gates(exp_neg_, c.detach().numpy(), gates_, s_)
-        norm_c.forward(s_, c_new_)
+        stats_c = norm_c.forward(s_, c_new_)
 
         elu_c, r, h_new = torch.exp(c_new), torch.empty_like(c), torch.empty_like(c)
         r_ = r.numpy()
         _output_gate(c_new_, elu_c.numpy(), gates_, r_)
-        norm_h.forward(r_, h_new.numpy())
+        stats_h = norm_h.forward(r_, h_new.numpy())
         mask = None
         if cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
             seed = int(torch.randint(2 ** 62, (), dtype=torch.int64))
@@ -342,20 +349,19 @@ class _Step(torch.autograd.Function):
             h_new = dropped
 
         kv = F.linear(c_new, w_kv, b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
-        elu_kv = kv
-        if act:  # key, value = Norm(ELU(.)), written over kv
+        elu_kv, stats_kv = kv, []
+        if norm_kv:  # key, value = Norm(ELU(.)), written over kv
             elu_kv = torch.exp(kv)
             elu_kv_ = elu_kv.numpy()
             _elu(kv.numpy(), elu_kv_)
-            for norm in norm_kv:
-                norm.forward(elu_kv_, kv.numpy(), norm.lo)
+            stats_kv = [norm.forward(elu_kv_, kv.numpy(), norm.lo) for norm in norm_kv]
         _to_heads(kv.numpy(), 0, win.keys[slot].numpy())
         _to_heads(kv.numpy(), H, win.values[slot].numpy())
 
         ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
                               p, gates, s, elu_c, r, c_new, elu_kv, mask)
         ctx.set_materialize_grads(False)  # None, not zeros, for an output nothing used (z, mostly)
-        ctx.norms, ctx.window, ctx.slots, ctx.slot = (norm_a, norm_z, norm_c, norm_h, *norm_kv), win, slots, slot
+        ctx.seq, ctx.stats, ctx.window, ctx.slots, ctx.slot = seq, (stats_a, stats_z, stats_c, stats_h, *stats_kv), win, slots, slot
         return h_new, c_new, z
 
     @staticmethod
@@ -363,7 +369,8 @@ class _Step(torch.autograd.Function):
     def backward(ctx, dh_new, dc_new, dz):
         (h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha, p, gates, s, elu_c,
          r, c_new, elu_kv, mask) = ctx.saved_tensors
-        norm_a, norm_z, norm_c, norm_h, *norm_kv = ctx.norms
+        norm_a, norm_z, norm_c, norm_h, *norm_kv = ctx.seq.norms
+        stats_a, stats_z, stats_c, stats_h, *stats_kv = ctx.stats
         win, slots, slot = ctx.window, ctx.slots, ctx.slot
         if slot is None:
             raise RuntimeError(window.SPENT)
@@ -376,8 +383,8 @@ class _Step(torch.autograd.Function):
         _from_heads(grad_keys[slot].numpy(), dkv_, 0)
         _from_heads(grad_values[slot].numpy(), dkv_, H)
         kv_grads = []
-        for norm in norm_kv:
-            kv_grads += norm.backward(dkv_, elu_kv_, dkv_, norm.lo, norm.lo)
+        for norm, stats in zip(norm_kv, stats_kv):
+            kv_grads += norm.backward(stats, dkv_, elu_kv_, dkv_, norm.lo, norm.lo)
         if norm_kv:
             _elu_backward(dkv_, elu_kv_)
         dc = torch.addmm(_dense(dc_new, c), dkv, w_kv)  # [B, H]: c_new's gradient
@@ -387,20 +394,20 @@ class _Step(torch.autograd.Function):
         dr, dpre, dc_prev = torch.empty_like(r), torch.empty_like(p), torch.empty_like(c)
         dc_, dr_, dpre_ = dc.numpy(), dr.numpy(), dpre.numpy()  # dpre: the gradient at z
         dh_new = _dense(dh_new, c) if mask is None or dh_new is None else dh_new * mask
-        grads_h = norm_h.backward(dh_new.numpy(), r.numpy(), dr_)
+        grads_h = norm_h.backward(stats_h, dh_new.numpy(), r.numpy(), dr_)
         _output_gate_backward(dr_, elu_c.numpy(), gates_, dc_, dpre_)
-        grads_c = norm_c.backward(dc_, s.numpy(), dc_)  # dc becomes the gradient at g i + c f
+        grads_c = norm_c.backward(stats_c, dc_, s.numpy(), dc_)  # dc becomes the gradient at g i + c f
         _gates_backward(dc_, c_, gates_, dpre_, dc_prev.numpy())
         if dz is not None:
             dpre += dz
-        grads_z = norm_z.backward(dpre_, p.numpy(), dpre_)
+        grads_z = norm_z.backward(stats_z, dpre_, p.numpy(), dpre_)
         dp = dpre  # [B, 4H], also the gradient of xz
 
         dha = dp @ w_ha  # [B, 2H]
         dw_ha = dp.T @ ha
         du = torch.empty_like(c)
         du_ = du.numpy()
-        grads_a = norm_a.backward(dha.numpy(), elu_u_, du_, dy_lo=H)
+        grads_a = norm_a.backward(stats_a, dha.numpy(), elu_u_, du_, dy_lo=H)
         _elu_backward(du_, elu_u_)
 
         X = heads.view(H, B)  # the heads, rows in the window's (d, n) order
@@ -415,9 +422,8 @@ class _Step(torch.autograd.Function):
         _query_backward(grad_q.numpy(), elu_q.numpy(), 1 / math.sqrt(q.shape[0]), d_pre_q.numpy())
         dh = torch.addmm(dha[:, :H], d_pre_q, w_qh)
         dw_qh = d_pre_q.T @ h
-        norm_grads = [g for g in (*grads_a, *grads_z, *grads_c, *grads_h, *kv_grads) if g is not None]
         return (d_pre_q, dp, dh, dc_prev, dw_qh, dw_o_heads, db_o, dw_ha, dw_kv, db_kv, grad_pos_k, grad_pos_v,
-                None, None, *norm_grads)
+                None, None, *grads_a, *grads_z, *grads_c, *grads_h, *kv_grads)
 
 
 def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
