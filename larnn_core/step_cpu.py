@@ -270,10 +270,9 @@ class _Norm:
     def backward(self, stats: np.ndarray, dy: np.ndarray, x: np.ndarray, dx: np.ndarray, dy_lo: int = 0,
                  dx_lo: int = 0) -> list[torch.Tensor]:
         """dx written; returns the parameters' gradients, [dgamma, dbeta] or [dgamma] without a shift."""
-        grads = np.empty((2, self.n), x.dtype)
-        _normalise_backward(dy, dy_lo, x, self.lo, self.n, stats[0], stats[1], self.gamma, grads[0], grads[1],
-                            dx, dx_lo)
-        return list(torch.from_numpy(grads)[:1 + self.shift])
+        dgamma, dbeta = np.empty(self.n, x.dtype), np.empty(self.n, x.dtype)
+        _normalise_backward(dy, dy_lo, x, self.lo, self.n, stats[0], stats[1], self.gamma, dgamma, dbeta, dx, dx_lo)
+        return [torch.from_numpy(dgamma), torch.from_numpy(dbeta)] if self.shift else [torch.from_numpy(dgamma)]
 
 
 class Sequence:
