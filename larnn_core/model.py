@@ -20,6 +20,9 @@ encoding: sine/cosine features pe(d) of a slot's distance d back in time, concat
 cell features; being linear, W [c ; pe] splits into the cached cell part and a per-slot term
 P pe(d). Empty slots (before the sequence start) hold zero key/value features.
 
+In training with batch norm on CPU each step is one autograd Function of compiled loops with a
+hand-written backward (step_cpu.py, StepWeights.loops); elsewhere the ops below, through autograd.
+
 Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
 its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
 """

@@ -302,7 +302,9 @@ def applies(cell, t: torch.Tensor) -> bool:
 
 
 class _Step(torch.autograd.Function):
-    """Tensors are allocated by torch and worked on through their numpy views (names ending in _)."""
+    """One time step of one layer, model.py's equations: (xq, xz, h, c) -> (h after dropout, c, z),
+    the new cell's key and value written into the window's slot. Tensors are allocated by torch
+    and worked on through their numpy views (names ending in _)."""
 
     @staticmethod
     def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, seq, win, *_params):
@@ -360,7 +362,8 @@ class _Step(torch.autograd.Function):
         ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
                               p, gates, s, elu_c, r, c_new, elu_kv, mask)
         ctx.set_materialize_grads(False)  # None, not zeros, for an output nothing used (z, mostly)
-        ctx.seq, ctx.stats, ctx.window, ctx.slots, ctx.slot = seq, (stats_a, stats_z, stats_c, stats_h, *stats_kv), win, slots, slot
+        ctx.seq, ctx.stats = seq, (stats_a, stats_z, stats_c, stats_h, *stats_kv)
+        ctx.window, ctx.slots, ctx.slot = win, slots, slot
         return h_new, c_new, z
 
     @staticmethod

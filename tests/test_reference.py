@@ -12,8 +12,9 @@ from larnn_core import compiled, window
 from larnn_core.model import LARNN
 from larnn_core.reference import reference_forward
 
-# (device, whether CPU attention runs attention_cpu's compiled loops or the torch ops CUDA runs;
-# CUDA compiles those ops and the cell's update with torch.compile, compiled.py)
+# (device, whether CPU runs compiled loops (step_cpu's in training with batch norm, attention_cpu's
+# otherwise) or the torch ops CUDA runs; CUDA compiles those ops and the cell's update with
+# torch.compile, compiled.py)
 PATHS = [("cpu", True), ("cpu", False)] + ([("cuda", False)] if torch.cuda.is_available() else [])
 PATH_IDS = ["cpu-compiled", "cpu-torch-ops", "cuda"][:len(PATHS)]
 
@@ -142,3 +143,25 @@ def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config, monkeyp
     assert loops.keys() == ops.keys() and len(loops) >= 4 * config["num_layers"]
     for name in ops:
         assert torch.allclose(loops[name], ops[name], rtol=1e-12, atol=1e-12), name
+
+
+def autograd_nodes(t: torch.Tensor) -> set[str]:
+    seen, todo, names = set(), [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        todo += [next_node for next_node, _ in node.next_functions]
+    return names
+
+
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_cpu_training_with_batch_norm_runs_the_compiled_step(norm):
+    """Training with batch norm on CPU is one step_cpu Function per step and layer (the tests above
+    hold it to the reference); other norms, and evaluation, run autograd's ops."""
+    stack = LARNN(8, 2, attention_heads=2, window_size=3, norm=norm)
+    x = torch.randn(4, 5, 8, requires_grad=True)
+    assert ("_StepBackward" in autograd_nodes(stack(x))) == (norm == "batch")
+    assert "_StepBackward" not in autograd_nodes(stack.eval()(x))
