@@ -67,21 +67,28 @@ def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var,
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _backward_coefficients(sum_dy, sum_dy_centred, mean, invstd, gamma, B, dgamma, dbeta):
+    """Through a batch norm, from the batch sums of dy and of dy (x - mean): the parameters'
+    gradients (written) and (scale, slope, shift) such that dx = scale dy - slope x + shift.
+    (dx = gamma invstd / B (B dy - dbeta - xhat dgamma), xhat = (x - mean) invstd.)"""
+    dbeta[:] = sum_dy
+    dgamma[:] = sum_dy_centred * invstd
+    scale = gamma * invstd
+    slope = scale * invstd * dgamma / B
+    return scale, slope, slope * mean - scale * dbeta / B
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _normalise_backward(dy, dy_lo, x, lo, n, mean, invstd, gamma, dgamma, dbeta, dx, dx_lo):
-    """Through _normalise over the batch: dx (may be dy itself), dgamma, dbeta (written)."""
+    """Through _batch_norm's normalisation: dx (may be dy itself), dgamma, dbeta (written)."""
     B = x.shape[0]
-    dgamma[:] = 0
-    dbeta[:] = 0
+    sum_dy, sum_dy_centred = np.zeros(n, x.dtype), np.zeros(n, x.dtype)
     for b in range(B):
         grad, row = dy[b, dy_lo:dy_lo + n], x[b, lo:lo + n]
         for f in range(n):
-            dbeta[f] += grad[f]
-            dgamma[f] += grad[f] * (row[f] - mean[f])
-    dgamma *= invstd
-    # dx = gamma invstd / B (B dy - dbeta - xhat dgamma), xhat = (x - mean) invstd
-    scale = gamma * invstd
-    slope = scale * invstd * dgamma / B
-    shift = -scale * dbeta / B + slope * mean
+            sum_dy[f] += grad[f]
+            sum_dy_centred[f] += grad[f] * (row[f] - mean[f])
+    scale, slope, shift = _backward_coefficients(sum_dy, sum_dy_centred, mean, invstd, gamma, B, dgamma, dbeta)
     for b in range(B):
         grad, row, out = dy[b, dy_lo:dy_lo + n], x[b, lo:lo + n], dx[b, dx_lo:dx_lo + n]
         for f in range(n):
@@ -149,34 +156,58 @@ def _output_gate(c_new, elu_c, gates, r):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _output_gate_backward(dr, elu_c, gates, dc, dpre):
-    """From dr (the gradient at r = o ELU(c_new)): the output gate's pre-activation gradient into
-    dpre, and ELU's into dc (added)."""
-    B, H = dr.shape
-    one = dr.dtype.type(1)
+def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, s, stats_c, gamma_c, c, dz, p, stats_z, gamma_z,
+                   grads_h, grads_c, grads_z, dp, dc_prev):
+    """From h's gradient dh and c_new's dc (dc is overwritten) back to the gradient dp at z's
+    pre-norm p [B, 4H] and the previous cell's dc_prev, through h = Norm(r), r = o ELU(c_new),
+    c_new = Norm(s), s = g i + c f and the gates; dz (or an empty array) is added at z. Four
+    passes: the first batch sums, then each pass goes through one norm and the elementwise work
+    after it while taking the sums the next norm's backward needs. grads_*: [dgamma, dbeta]."""
+    B, H = dh.shape
+    one = dh.dtype.type(1)
+    sums, sums_centred = np.zeros(4 * H, dh.dtype), np.zeros(4 * H, dh.dtype)
     for b in range(B):
-        grad, o, e, dcb, do = dr[b], gates[b, 3 * H:], elu_c[b], dc[b], dpre[b, 3 * H:]
+        grad, row = dh[b], r[b]
         for f in range(H):
-            do[f] = grad[f] * e[f] * o[f] * (one - o[f])
-            de = grad[f] * o[f]
+            sums[f] += grad[f]
+            sums_centred[f] += grad[f] * (row[f] - stats_h[0, f])
+    scale, slope, shift = _backward_coefficients(sums[:H], sums_centred[:H], stats_h[0], stats_h[1], gamma_h, B,
+                                                 grads_h[0], grads_h[1])
+    sums[:], sums_centred[:] = 0, 0
+    for b in range(B):  # through h's norm and r = o ELU(c_new): o's gradient, c_new's (added to dc)
+        grad, row, o, e, dcb, do, sb = dh[b], r[b], gates[b, 3 * H:], elu_c[b], dc[b], dp[b, 3 * H:], s[b]
+        for f in range(H):
+            dr = scale[f] * grad[f] - slope[f] * row[f] + shift[f]
+            do[f] = dr * e[f] * o[f] * (one - o[f])
+            de = dr * o[f]
             dcb[f] += de if e[f] > 0 else de * (e[f] + one)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _gates_backward(ds, c, gates, dpre, dc_prev):
-    """From ds (the gradient at s = g i + c f): g, f, i's pre-activation gradients into dpre, and
-    the previous cell's gradient."""
-    B, H = c.shape
-    one = c.dtype.type(1)
-    for b in range(B):
-        act, d, grad, cb, dcb = gates[b], dpre[b], ds[b], c[b], dc_prev[b]
+            sums[f] += dcb[f]
+            sums_centred[f] += dcb[f] * (sb[f] - stats_c[0, f])
+    scale, slope, shift = _backward_coefficients(sums[:H], sums_centred[:H], stats_c[0], stats_c[1], gamma_c, B,
+                                                 grads_c[0], grads_c[1])
+    sums[:], sums_centred[:] = 0, 0
+    for b in range(B):  # through c's norm and s = g i + c f: the gates' gradients, the previous cell's
+        act, d, dcb, sb, cb, dcp = gates[b], dp[b], dc[b], s[b], c[b], dc_prev[b]
         g, fg, i = act[:H], act[H:2 * H], act[2 * H:3 * H]
         dg, df, di = d[:H], d[H:2 * H], d[2 * H:3 * H]
         for f in range(H):
-            dg[f] = grad[f] * i[f] * (one - g[f] * g[f])
-            df[f] = grad[f] * cb[f] * fg[f] * (one - fg[f])
-            di[f] = grad[f] * g[f] * i[f] * (one - i[f])
-            dcb[f] = grad[f] * fg[f]
+            ds = scale[f] * dcb[f] - slope[f] * sb[f] + shift[f]
+            dg[f] = ds * i[f] * (one - g[f] * g[f])
+            df[f] = ds * cb[f] * fg[f] * (one - fg[f])
+            di[f] = ds * g[f] * i[f] * (one - i[f])
+            dcp[f] = ds * fg[f]
+        if dz.shape[0]:
+            d += dz[b]
+        pb = p[b]
+        for f in range(4 * H):
+            sums[f] += d[f]
+            sums_centred[f] += d[f] * (pb[f] - stats_z[0, f])
+    scale, slope, shift = _backward_coefficients(sums, sums_centred, stats_z[0], stats_z[1], gamma_z, B,
+                                                 grads_z[0], grads_z[1])
+    for b in range(B):  # through z's norm
+        d, pb = dp[b], p[b]
+        for f in range(4 * H):
+            d[f] = scale[f] * d[f] - slope[f] * pb[f] + shift[f]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -393,17 +424,15 @@ class _Step(torch.autograd.Function):
         dw_kv, db_kv = dkv.T @ c_new, dkv.sum(0)
 
         c_, gates_, elu_u_ = c.detach().numpy(), gates.numpy(), elu_u.numpy()
-        dr, dpre, dc_prev = torch.empty_like(r), torch.empty_like(p), torch.empty_like(c)
-        dc_, dr_, dpre_ = dc.numpy(), dr.numpy(), dpre.numpy()  # dpre: the gradient at z
+        dp, dc_prev = torch.empty_like(p), torch.empty_like(c)  # [B, 4H]: also the gradient of xz
         dh_new = _dense(dh_new, c) if mask is None or dh_new is None else dh_new * mask
-        grads_h = norm_h.backward(stats_h, dh_new.numpy(), r.numpy(), dr_)
-        _output_gate_backward(dr_, elu_c.numpy(), gates_, dc_, dpre_)
-        grads_c = norm_c.backward(stats_c, dc_, s.numpy(), dc_)  # dc becomes the gradient at g i + c f
-        _gates_backward(dc_, c_, gates_, dpre_, dc_prev.numpy())
-        if dz is not None:
-            dpre += dz
-        grads_z = norm_z.backward(stats_z, dpre_, p.numpy(), dpre_)
-        dp = dpre  # [B, 4H], also the gradient of xz
+        grads_h, grads_c, grads_z = (np.empty((2, norm.n), c_.dtype) for norm in (norm_h, norm_c, norm_z))
+        dz_ = dz.detach().contiguous().numpy() if dz is not None else np.empty((0, 0), c_.dtype)
+        _cell_backward(dh_new.numpy(), r.numpy(), stats_h, norm_h.gamma, elu_c.numpy(), gates_, dc.numpy(), s.numpy(),
+                       stats_c, norm_c.gamma, c_, dz_, p.numpy(), stats_z, norm_z.gamma, grads_h, grads_c, grads_z,
+                       dp.numpy(), dc_prev.numpy())
+        grads_h, grads_c, grads_z = ([torch.from_numpy(dgamma), torch.from_numpy(dbeta)]
+                                     for dgamma, dbeta in (grads_h, grads_c, grads_z))
 
         dha = dp @ w_ha  # [B, 2H]
         dw_ha = dp.T @ ha
