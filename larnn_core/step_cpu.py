@@ -35,15 +35,15 @@ from torch.autograd.function import once_differentiable
 
 from larnn_core import attention_cpu, window
 
+
 @numba.njit(cache=True, error_model="numpy")
-def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var, count, mean, invstd, y, y_lo):
-    """y[:, y_lo + f] = gamma (x[:, lo + f] - mean) invstd + beta over f < n, with the batch's mean
-    and invstd = 1 / sqrt(var + eps) (written); moves the running statistics and counts the batch.
-    (The loops index row slices: x[b, lo + f] would cost a negative-index check per entry, which
-    stops vectorisation.)"""
+def _moments(x, lo, n, eps, momentum, running_mean, running_var, count, stats):
+    """The batch's mean and invstd = 1 / sqrt(var + eps) of x's columns [lo, lo + n) into stats
+    [2, n]; moves the running statistics and counts the batch. (The loops index row slices:
+    x[b, lo + f] would cost a negative-index check per entry, which stops vectorisation.)"""
     B = x.shape[0]
     count[0] += 1
-    var = np.zeros(n, x.dtype)
+    mean, var = stats[0], np.zeros(n, x.dtype)
     mean[:] = 0
     for b in range(B):
         row = x[b, lo:lo + n]
@@ -56,11 +56,17 @@ def _batch_norm(x, lo, n, gamma, beta, eps, momentum, running_mean, running_var,
             d = row[f] - mean[f]
             var[f] += d * d
     var /= B
-    invstd[:] = 1 / np.sqrt(var + eps)
+    stats[1] = 1 / np.sqrt(var + eps)
     running_mean[:] = (1 - momentum) * running_mean + momentum * mean
     running_var[:] = (1 - momentum) * running_var + momentum * B / (B - 1) * var
-    scale, shift = gamma * invstd, beta - gamma * invstd * mean
-    for b in range(B):
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _normalise(x, lo, n, stats, gamma, beta, y, y_lo):
+    """y[:, y_lo + f] = gamma (x[:, lo + f] - mean) invstd + beta over f < n."""
+    scale = gamma * stats[1]
+    shift = beta - scale * stats[0]
+    for b in range(x.shape[0]):
         row, out = x[b, lo:lo + n], y[b, y_lo:y_lo + n]
         for f in range(n):
             out[f] = scale[f] * row[f] + shift[f]
@@ -80,7 +86,7 @@ def _backward_coefficients(sum_dy, sum_dy_centred, mean, invstd, gamma, B, dgamm
 
 @numba.njit(cache=True, error_model="numpy")
 def _normalise_backward(dy, dy_lo, x, lo, n, mean, invstd, gamma, dgamma, dbeta, dx, dx_lo):
-    """Through _batch_norm's normalisation: dx (may be dy itself), dgamma, dbeta (written)."""
+    """Through _normalise: dx (may be dy itself), dgamma, dbeta (written)."""
     B = x.shape[0]
     sum_dy, sum_dy_centred = np.zeros(n, x.dtype), np.zeros(n, x.dtype)
     for b in range(B):
@@ -118,20 +124,40 @@ def _elu_backward(d, elu_x):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _gate_arguments(z, H, neg):
-    """neg = -2 z for the candidate g (tanh z = 2 sigmoid(2z) - 1), -z for the sigmoid gates."""
-    for b in range(z.shape[0]):
-        row, out = z[b], neg[b]
+def _attention_output(u, elu_u, h, gamma, beta, eps, momentum, running_mean, running_var, count, stats, ha):
+    """ha = [h ; a], a = Norm(ELU(u)) [B, 2H]; elu_u becomes ELU(u) (it holds exp(u))."""
+    B, H = h.shape
+    _elu(u, elu_u)
+    _moments(elu_u, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _normalise(elu_u, 0, H, stats, gamma, beta, ha, H)
+    for b in range(B):
+        row, out = h[b], ha[b]
         for f in range(H):
-            out[f] = -(row[f] + row[f])
-        row, out = row[H:], out[H:]
-        for f in range(3 * H):
-            out[f] = -row[f]
+            out[f] = row[f]
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _gates(exp_neg, c, gates, s):
-    """gates = g, f, i, o from exp_neg (see _gate_arguments); s = g i + c f, the new cell before its norm."""
+def _gate_inputs(p, gamma, beta, eps, momentum, running_mean, running_var, count, stats, z, neg):
+    """z = Norm(p) [B, 4H], and the arguments of the exp that the gates need: neg = -2 z for the
+    candidate g (tanh z = 2 sigmoid(2z) - 1), -z for the sigmoid gates."""
+    B, H = p.shape[0], p.shape[1] // 4
+    _moments(p, 0, 4 * H, eps, momentum, running_mean, running_var, count, stats)
+    scale = gamma * stats[1]
+    shift = beta - scale * stats[0]
+    for b in range(B):
+        row, zb, out = p[b], z[b], neg[b]
+        for f in range(4 * H):
+            zb[f] = scale[f] * row[f] + shift[f]
+        for f in range(H):
+            out[f] = -(zb[f] + zb[f])
+        zb, out = zb[H:], out[H:]
+        for f in range(3 * H):
+            out[f] = -zb[f]
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _new_cell(exp_neg, c, gamma, beta, eps, momentum, running_mean, running_var, count, stats, gates, s, c_new):
+    """gates = g, f, i, o from exp_neg (see _gate_inputs); c_new = Norm(s), s = g i + c f."""
     B, H = c.shape
     one = c.dtype.type(1)
     for b in range(B):
@@ -142,17 +168,21 @@ def _gates(exp_neg, c, gates, s):
         for f in range(H):
             g[f] = g[f] + g[f] - one
             sb[f] = g[f] * i[f] + cb[f] * fg[f]
+    _moments(s, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _normalise(s, 0, H, stats, gamma, beta, c_new, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _output_gate(c_new, elu_c, gates, r):
-    """elu_c becomes ELU(c_new) (it holds exp(c_new)); r = o ELU(c_new), the new h before its norm."""
+def _new_hidden(c_new, elu_c, gates, gamma, beta, eps, momentum, running_mean, running_var, count, stats, r, h_new):
+    """elu_c becomes ELU(c_new) (it holds exp(c_new)); h_new = Norm(r), r = o ELU(c_new)."""
     B, H = c_new.shape
     _elu(c_new, elu_c)
     for b in range(B):
         o, e, out = gates[b, 3 * H:], elu_c[b], r[b]
         for f in range(H):
             out[f] = o[f] * e[f]
+    _moments(r, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _normalise(r, 0, H, stats, gamma, beta, h_new, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -289,13 +319,19 @@ class _Norm:
         self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()
         self.count = norm.num_batches_tracked.view(1).numpy()
 
-    def forward(self, x: np.ndarray, y: np.ndarray, y_lo: int = 0) -> np.ndarray:
-        """Normalises x's columns into y's from y_lo; returns the batch statistics [mean, invstd]."""
+    def args(self, x: np.ndarray) -> tuple:
+        """What the loops that normalise x take: the parameters, running statistics and count, and
+        a new [2, n] array for the batch's statistics (mean, invstd), which the backward needs."""
         if x.shape[0] < 2:
             raise ValueError(f"batch norm in training needs more than 1 value per channel, got a batch of {x.shape[0]}")
-        stats = np.empty((2, self.n), x.dtype)
-        _batch_norm(x, self.lo, self.n, self.gamma, self.beta, self.eps, self.momentum, self.running_mean,
-                    self.running_var, self.count, stats[0], stats[1], y, y_lo)
+        return (self.gamma, self.beta, self.eps, self.momentum, self.running_mean, self.running_var, self.count,
+                np.empty((2, self.n), x.dtype))
+
+    def forward(self, x: np.ndarray, y: np.ndarray, y_lo: int = 0) -> np.ndarray:
+        """Normalises x's columns into y's from y_lo; returns the batch statistics."""
+        gamma, beta, *moment_args, stats = self.args(x)
+        _moments(x, self.lo, self.n, *moment_args, stats)
+        _normalise(x, self.lo, self.n, stats, gamma, beta, y, y_lo)
         return stats
 
     def backward(self, stats: np.ndarray, dy: np.ndarray, x: np.ndarray, dx: np.ndarray, dy_lo: int = 0,
@@ -351,28 +387,26 @@ class _Step(torch.autograd.Function):
         heads, weights = attention_cpu.attend(K, V, q)  # [dh, nh, B]: MultiHead(q, K, V)
 
         u = torch.addmm(b_o, heads.view(H, B).T, w_o_heads.T)  # [B, H]: W_o MultiHead + b_o
-        elu_u = torch.exp(u)
+        elu_u, ha = torch.exp(u), torch.empty(B, 2 * H, dtype=h.dtype)  # ha: [h ; a]
         elu_u_ = elu_u.numpy()
-        _elu(u.numpy(), elu_u_)
-        ha = torch.empty(B, 2 * H, dtype=h.dtype)  # [h ; a]
-        ha[:, :H] = h
-        stats_a = norm_a.forward(elu_u_, ha.numpy(), H)
+        args_a = norm_a.args(elu_u_)
+        _attention_output(u.numpy(), elu_u_, h.detach().numpy(), *args_a, ha.numpy())
 
         p = torch.addmm(xz, ha, w_ha.T)  # [B, 4H]
         z, exp_neg = torch.empty_like(p), torch.empty_like(p)
         p_, z_, exp_neg_ = p.numpy(), z.numpy(), exp_neg.numpy()
-        stats_z = norm_z.forward(p_, z_)
-        _gate_arguments(z_, H, exp_neg_)
+        args_z = norm_z.args(p_)
+        _gate_inputs(p_, *args_z, z_, exp_neg_)
         exp_neg.exp_()
         gates, s, c_new = torch.empty_like(z), torch.empty_like(c), torch.empty_like(c)  # g, f, i, o; g i + c f
         gates_, s_, c_new_ = gates.numpy(), s.numpy(), c_new.numpy()
-        _gates(exp_neg_, c.detach().numpy(), gates_, s_)
-        stats_c = norm_c.forward(s_, c_new_)
+        args_c = norm_c.args(s_)
+        _new_cell(exp_neg_, c.detach().numpy(), *args_c, gates_, s_, c_new_)
 
         elu_c, r, h_new = torch.exp(c_new), torch.empty_like(c), torch.empty_like(c)
         r_ = r.numpy()
-        _output_gate(c_new_, elu_c.numpy(), gates_, r_)
-        stats_h = norm_h.forward(r_, h_new.numpy())
+        args_h = norm_h.args(r_)
+        _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
         if cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
             seed = int(torch.randint(2 ** 62, (), dtype=torch.int64))
@@ -393,7 +427,7 @@ class _Step(torch.autograd.Function):
         ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
                               p, gates, s, elu_c, r, c_new, elu_kv, mask)
         ctx.set_materialize_grads(False)  # None, not zeros, for an output nothing used (z, mostly)
-        ctx.seq, ctx.stats = seq, (stats_a, stats_z, stats_c, stats_h, *stats_kv)
+        ctx.seq, ctx.stats = seq, (args_a[-1], args_z[-1], args_c[-1], args_h[-1], *stats_kv)
         ctx.window, ctx.slots, ctx.slot = win, slots, slot
         return h_new, c_new, z
 
