@@ -85,23 +85,6 @@ def _backward_coefficients(sum_dy, sum_dy_centred, mean, invstd, gamma, B, dgamm
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _normalise_backward(dy, dy_lo, x, lo, n, mean, invstd, gamma, dgamma, dbeta, dx, dx_lo):
-    """Through _normalise: dx (may be dy itself), dgamma, dbeta (written)."""
-    B = x.shape[0]
-    sum_dy, sum_dy_centred = np.zeros(n, x.dtype), np.zeros(n, x.dtype)
-    for b in range(B):
-        grad, row = dy[b, dy_lo:dy_lo + n], x[b, lo:lo + n]
-        for f in range(n):
-            sum_dy[f] += grad[f]
-            sum_dy_centred[f] += grad[f] * (row[f] - mean[f])
-    scale, slope, shift = _backward_coefficients(sum_dy, sum_dy_centred, mean, invstd, gamma, B, dgamma, dbeta)
-    for b in range(B):
-        grad, row, out = dy[b, dy_lo:dy_lo + n], x[b, lo:lo + n], dx[b, dx_lo:dx_lo + n]
-        for f in range(n):
-            out[f] = scale[f] * grad[f] - slope[f] * row[f] + shift[f]
-
-
-@numba.njit(cache=True, error_model="numpy")
 def _elu(x, exp_x):
     """exp_x becomes ELU(x): x where positive, else exp(x) - 1 (torch's expm1 is a scalar loop,
     5x slower than its exp; the difference is rounding near 0, about 1e-7 in float32)."""
@@ -110,17 +93,6 @@ def _elu(x, exp_x):
         row, out = x[b], exp_x[b]
         for f in range(x.shape[1]):
             out[f] = row[f] if row[f] > 0 else out[f] - one
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _elu_backward(d, elu_x):
-    """d *= ELU'(x), from ELU(x): 1 where positive, else ELU(x) + 1."""
-    one = d.dtype.type(1)
-    for b in range(d.shape[0]):
-        grad, e = d[b], elu_x[b]
-        for f in range(d.shape[1]):
-            if e[f] <= 0:
-                grad[f] *= e[f] + one
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -241,6 +213,50 @@ def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, s, stats_c, gamma_
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _key_value(kv, elu_kv, args_k, args_v, keys, values):
+    """The new cell's key and value Norm(ELU(kv)) (halves of kv [B, 2H], normalised in place;
+    elu_kv, holding exp(kv), becomes ELU(kv)) into the window's slots keys, values [dh, nh, B].
+    args_k, args_v: _Norm.args of the key's and the value's norm."""
+    H = kv.shape[1] // 2
+    _elu(kv, elu_kv)
+    for args, lo, slot in ((args_k, 0, keys), (args_v, H, values)):
+        gamma, beta, eps, momentum, running_mean, running_var, count, stats = args
+        _moments(elu_kv, lo, H, eps, momentum, running_mean, running_var, count, stats)
+        _normalise(elu_kv, lo, H, stats, gamma, beta, kv, lo)
+        _to_heads(kv, lo, slot)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _norm_elu_backward(dy, dy_lo, elu_x, lo, n, stats, gamma, grads, dx):
+    """Through y = Norm(ELU(x)) on columns [lo, lo + n), given ELU(x): dx[:, lo:lo + n] from
+    dy[:, dy_lo:dy_lo + n] (dx may be dy); grads: [dgamma, dbeta] (written)."""
+    B = dy.shape[0]
+    one = dy.dtype.type(1)
+    sums, sums_centred = np.zeros(n, dy.dtype), np.zeros(n, dy.dtype)
+    for b in range(B):
+        d, e = dy[b, dy_lo:dy_lo + n], elu_x[b, lo:lo + n]
+        for f in range(n):
+            sums[f] += d[f]
+            sums_centred[f] += d[f] * (e[f] - stats[0, f])
+    scale, slope, shift = _backward_coefficients(sums, sums_centred, stats[0], stats[1], gamma, B, grads[0], grads[1])
+    for b in range(B):
+        d, e, out = dy[b, dy_lo:dy_lo + n], elu_x[b, lo:lo + n], dx[b, lo:lo + n]
+        for f in range(n):
+            g = scale[f] * d[f] - slope[f] * e[f] + shift[f]
+            out[f] = g if e[f] > 0 else g * (e[f] + one)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _key_value_backward(grad_keys, grad_values, elu_kv, stats_k, gamma_k, stats_v, gamma_v, grads_k, grads_v, dkv):
+    """Through _key_value: dkv [B, 2H] from the slots' gradients [dh, nh, B]; grads_*: [dgamma, dbeta]."""
+    H = elu_kv.shape[1] // 2
+    _from_heads(grad_keys, dkv, 0)
+    _from_heads(grad_values, dkv, H)
+    _norm_elu_backward(dkv, 0, elu_kv, 0, H, stats_k, gamma_k, grads_k, dkv)
+    _norm_elu_backward(dkv, H, elu_kv, H, H, stats_v, gamma_v, grads_v, dkv)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _query(pre, exp_pre, scale, q):
     """exp_pre becomes ELU(pre) (see _elu); q[d, n, b] = scale ELU(pre)[b, n dh + d], the window's layout."""
     _elu(pre, exp_pre)
@@ -308,14 +324,13 @@ def _dropout(h, seed, p, out, mask):
 
 
 class _Norm:
-    """A BatchNorm1d as arrays, acting on columns [lo, lo + n) of [B, F] arrays: numpy views of
-    its parameters and running statistics (made once per sequence: each view costs microseconds)."""
+    """A BatchNorm1d as arrays: numpy views of its parameters and running statistics (made once
+    per sequence: each view costs microseconds)."""
 
-    def __init__(self, norm: nn.BatchNorm1d, lo: int = 0):
-        self.lo, self.n, self.eps, self.momentum = lo, norm.num_features, norm.eps, norm.momentum
+    def __init__(self, norm: nn.BatchNorm1d):
+        self.n, self.eps, self.momentum = norm.num_features, norm.eps, norm.momentum
         self.gamma = norm.weight.detach().numpy()
-        self.shift = norm.bias is not None  # norm_attn has none
-        self.beta = norm.bias.detach().numpy() if self.shift else np.zeros_like(self.gamma)
+        self.beta = norm.bias.detach().numpy() if norm.bias is not None else np.zeros_like(self.gamma)
         self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()
         self.count = norm.num_batches_tracked.view(1).numpy()
 
@@ -327,20 +342,6 @@ class _Norm:
         return (self.gamma, self.beta, self.eps, self.momentum, self.running_mean, self.running_var, self.count,
                 np.empty((2, self.n), x.dtype))
 
-    def forward(self, x: np.ndarray, y: np.ndarray, y_lo: int = 0) -> np.ndarray:
-        """Normalises x's columns into y's from y_lo; returns the batch statistics."""
-        gamma, beta, *moment_args, stats = self.args(x)
-        _moments(x, self.lo, self.n, *moment_args, stats)
-        _normalise(x, self.lo, self.n, stats, gamma, beta, y, y_lo)
-        return stats
-
-    def backward(self, stats: np.ndarray, dy: np.ndarray, x: np.ndarray, dx: np.ndarray, dy_lo: int = 0,
-                 dx_lo: int = 0) -> list[torch.Tensor]:
-        """dx written; returns the parameters' gradients, [dgamma, dbeta] or [dgamma] without a shift."""
-        dgamma, dbeta = np.empty(self.n, x.dtype), np.empty(self.n, x.dtype)
-        _normalise_backward(dy, dy_lo, x, self.lo, self.n, stats[0], stats[1], self.gamma, dgamma, dbeta, dx, dx_lo)
-        return [torch.from_numpy(dgamma), torch.from_numpy(dbeta)] if self.shift else [torch.from_numpy(dgamma)]
-
 
 class Sequence:
     """What one cell's steps share over one sequence, made once: its batch norms as arrays (_Norm),
@@ -348,10 +349,9 @@ class Sequence:
 
     def __init__(self, cell):
         norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
-        los = [0] * 4
-        if cell.activation_on_keys_and_values:  # key and value: halves of one [B, 2H] array
-            norms, los = norms + [cell.norm_key, cell.norm_value], los + [0, cell.hidden_size]
-        self.cell, self.norms = cell, [_Norm(norm, lo) for norm, lo in zip(norms, los)]
+        if cell.activation_on_keys_and_values:
+            norms += [cell.norm_key, cell.norm_value]
+        self.cell, self.norms = cell, [_Norm(norm) for norm in norms]
         self.params = [p for norm in norms for p in (norm.weight, norm.bias) if p is not None]
 
     def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
@@ -415,14 +415,15 @@ class _Step(torch.autograd.Function):
             h_new = dropped
 
         kv = F.linear(c_new, w_kv, b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
-        elu_kv, stats_kv = kv, []
-        if norm_kv:  # key, value = Norm(ELU(.)), written over kv
+        kv_, elu_kv, stats_kv = kv.numpy(), kv, []
+        if norm_kv:  # key, value = Norm(ELU(.))
             elu_kv = torch.exp(kv)
-            elu_kv_ = elu_kv.numpy()
-            _elu(kv.numpy(), elu_kv_)
-            stats_kv = [norm.forward(elu_kv_, kv.numpy(), norm.lo) for norm in norm_kv]
-        _to_heads(kv.numpy(), 0, win.keys[slot].numpy())
-        _to_heads(kv.numpy(), H, win.values[slot].numpy())
+            args_kv = [norm.args(kv_) for norm in norm_kv]
+            _key_value(kv_, elu_kv.numpy(), *args_kv, win.keys[slot].numpy(), win.values[slot].numpy())
+            stats_kv = [args[-1] for args in args_kv]
+        else:
+            _to_heads(kv_, 0, win.keys[slot].numpy())
+            _to_heads(kv_, H, win.values[slot].numpy())
 
         ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
                               p, gates, s, elu_c, r, c_new, elu_kv, mask)
@@ -446,14 +447,15 @@ class _Step(torch.autograd.Function):
         grad_keys, grad_values = win.gradient_buffers()
 
         dkv = torch.empty_like(elu_kv)  # [B, 2H]: every later attention's gradient at the new cell's key, value
-        dkv_, elu_kv_ = dkv.numpy(), elu_kv.numpy()
-        _from_heads(grad_keys[slot].numpy(), dkv_, 0)
-        _from_heads(grad_values[slot].numpy(), dkv_, H)
-        kv_grads = []
-        for norm, stats in zip(norm_kv, stats_kv):
-            kv_grads += norm.backward(stats, dkv_, elu_kv_, dkv_, norm.lo, norm.lo)
+        dkv_, kv_grads = dkv.numpy(), []
         if norm_kv:
-            _elu_backward(dkv_, elu_kv_)
+            grads_k, grads_v = np.empty((2, H), dkv_.dtype), np.empty((2, H), dkv_.dtype)
+            _key_value_backward(grad_keys[slot].numpy(), grad_values[slot].numpy(), elu_kv.numpy(), stats_kv[0],
+                                norm_kv[0].gamma, stats_kv[1], norm_kv[1].gamma, grads_k, grads_v, dkv_)
+            kv_grads = [torch.from_numpy(g) for g in (*grads_k, *grads_v)]
+        else:
+            _from_heads(grad_keys[slot].numpy(), dkv_, 0)
+            _from_heads(grad_values[slot].numpy(), dkv_, H)
         dc = torch.addmm(_dense(dc_new, c), dkv, w_kv)  # [B, H]: c_new's gradient
         dw_kv, db_kv = dkv.T @ c_new, dkv.sum(0)
 
@@ -472,8 +474,8 @@ class _Step(torch.autograd.Function):
         dw_ha = dp.T @ ha
         du = torch.empty_like(c)
         du_ = du.numpy()
-        grads_a = norm_a.backward(stats_a, dha.numpy(), elu_u_, du_, dy_lo=H)
-        _elu_backward(du_, elu_u_)
+        grads_a = np.empty((2, H), du_.dtype)
+        _norm_elu_backward(dha.numpy(), H, elu_u_, 0, H, stats_a, norm_a.gamma, grads_a, du_)
 
         X = heads.view(H, B)  # the heads, rows in the window's (d, n) order
         g = torch.mm(w_o_heads.T, du.T).view_as(heads)  # [dh, nh, B]
@@ -488,7 +490,7 @@ class _Step(torch.autograd.Function):
         dh = torch.addmm(dha[:, :H], d_pre_q, w_qh)
         dw_qh = d_pre_q.T @ h
         return (d_pre_q, dp, dh, dc_prev, dw_qh, dw_o_heads, db_o, dw_ha, dw_kv, db_kv, grad_pos_k, grad_pos_v,
-                None, None, *grads_a, *grads_z, *grads_c, *grads_h, *kv_grads)
+                None, None, torch.from_numpy(grads_a[0]), *grads_z, *grads_c, *grads_h, *kv_grads)
 
 
 def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
