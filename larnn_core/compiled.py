@@ -4,8 +4,8 @@ On a GPU a LARNN step is dozens of tiny kernels per time step and layer (six bat
 gates, the window attention's products, sums and softmax), each too small to fill the card;
 CUDA graphs (step.py) remove their launch cost, not their number. Compiled, the cell's update
 (cell.update) and the attention's sums (attention_torch) each become a few fused kernels.
-On CPU nothing is compiled this way (compiling the update measured no gain there): training runs
-step_cpu's loops, evaluation the eager ops with attention_cpu's loops.
+On CPU nothing is compiled this way (compiling the update measured no gain there): with batch norm
+the steps run step_cpu's loops, otherwise the eager ops with attention_cpu's loops.
 
 LARNN_COMPILE=0 in the environment turns compilation off (for debugging, or where a compiler
 is missing); results record whether it was on (train.py).

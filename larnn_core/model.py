@@ -20,8 +20,9 @@ encoding: sine/cosine features pe(d) of a slot's distance d back in time, concat
 cell features; being linear, W [c ; pe] splits into the cached cell part and a per-slot term
 P pe(d). Empty slots (before the sequence start) hold zero key/value features.
 
-In training with batch norm on CPU each step is one autograd Function of compiled loops with a
-hand-written backward (step_cpu.py, StepWeights.loops); elsewhere the ops below, through autograd.
+With batch norm on CPU (training, and evaluation without gradients) each step is one autograd
+Function of compiled loops with a hand-written backward (step_cpu.py, StepWeights.loops);
+elsewhere the ops below, through autograd.
 
 Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
 its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
@@ -76,7 +77,7 @@ class StepWeights(NamedTuple):
     b_kv: torch.Tensor  # [2H]
     pos_k: torch.Tensor | None  # [k, H] per-slot positional terms P_k pe(d), or None
     pos_v: torch.Tensor | None
-    loops: step_cpu.Sequence | None  # the cell's steps as compiled loops (training with batch norm on CPU), or None
+    loops: step_cpu.Sequence | None  # the steps as compiled loops (batch norm on CPU: step_cpu.applies), or None
 
 
 class CellState(NamedTuple):

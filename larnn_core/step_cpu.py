@@ -1,6 +1,6 @@
-"""One LARNN step (query, attention, update, dropout, the new cell into the window) for training with
-batch norm on CPU: forward and a hand-written backward as compiled loops (numba) between torch's
-matrix products, one autograd node per step and layer.
+"""One LARNN step (query, attention, update, dropout, the new cell into the window) with batch norm
+on CPU, in training and in evaluation without gradients: forward and a hand-written backward as
+compiled loops (numba) between torch's matrix products, one autograd node per step and layer.
 
 Why: autograd runs a step as about 50 small ops forward and 70 backward, each a pass over a
 [B, H]-sized tensor with its own dispatch, plus layout copies between the window's [dh, nh, B]
@@ -13,9 +13,9 @@ once per sequence, StepWeights.w_o_heads). The exponentials stay in torch, which
 (numba calls a scalar exp per entry: about 18x slower); sigmoid and tanh are written through exp
 (tanh z = 2 sigmoid(2z) - 1), ELU as exp(x) - 1 where x <= 0.
 
-Batch norm in training, as torch.nn.BatchNorm1d: per feature over the batch, mean m and biased
+Batch norm as torch.nn.BatchNorm1d: in training, per feature over the batch, mean m and biased
 variance v; y = gamma (x - m) / sqrt(v + eps) + beta; running statistics move by `momentum`
-towards m and the unbiased variance. The loops take column ranges [lo, lo + n) of row-major
+towards m and the unbiased variance. In evaluation m and v are the running statistics. The loops take column ranges [lo, lo + n) of row-major
 [B, F] arrays, so that stacked blocks (the four gates, key and value) need no copies.
 
 Ordering: a step's backward runs after those of every later step (they read its h and c), so
@@ -37,10 +37,15 @@ from larnn_core import attention_cpu, window
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _moments(x, lo, n, eps, momentum, running_mean, running_var, count, stats):
-    """The batch's mean and invstd = 1 / sqrt(var + eps) of x's columns [lo, lo + n) into stats
-    [2, n]; moves the running statistics and counts the batch. (The loops index row slices:
-    x[b, lo + f] would cost a negative-index check per entry, which stops vectorisation.)"""
+def _moments(x, lo, n, training, eps, momentum, running_mean, running_var, count, stats):
+    """Training: the batch's mean and invstd = 1 / sqrt(var + eps) of x's columns [lo, lo + n)
+    into stats [2, n]; moves the running statistics and counts the batch. Evaluation: the running
+    statistics' instead. (The loops index row slices: x[b, lo + f] would cost a negative-index
+    check per entry, which stops vectorisation.)"""
+    if not training:
+        stats[0] = running_mean
+        stats[1] = 1 / np.sqrt(running_var + eps)
+        return
     B = x.shape[0]
     count[0] += 1
     mean, var = stats[0], np.zeros(n, x.dtype)
@@ -96,11 +101,12 @@ def _elu(x, exp_x):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _attention_output(u, elu_u, h, gamma, beta, eps, momentum, running_mean, running_var, count, stats, ha):
+def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+                      ha):
     """ha = [h ; a], a = Norm(ELU(u)) [B, 2H]; elu_u becomes ELU(u) (it holds exp(u))."""
     B, H = h.shape
     _elu(u, elu_u)
-    _moments(elu_u, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _moments(elu_u, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
     _normalise(elu_u, 0, H, stats, gamma, beta, ha, H)
     for b in range(B):
         row, out = h[b], ha[b]
@@ -109,11 +115,11 @@ def _attention_output(u, elu_u, h, gamma, beta, eps, momentum, running_mean, run
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _gate_inputs(p, gamma, beta, eps, momentum, running_mean, running_var, count, stats, z, neg):
+def _gate_inputs(p, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats, z, neg):
     """z = Norm(p) [B, 4H], and the arguments of the exp that the gates need: neg = -2 z for the
     candidate g (tanh z = 2 sigmoid(2z) - 1), -z for the sigmoid gates."""
     B, H = p.shape[0], p.shape[1] // 4
-    _moments(p, 0, 4 * H, eps, momentum, running_mean, running_var, count, stats)
+    _moments(p, 0, 4 * H, training, eps, momentum, running_mean, running_var, count, stats)
     scale = gamma * stats[1]
     shift = beta - scale * stats[0]
     for b in range(B):
@@ -128,7 +134,8 @@ def _gate_inputs(p, gamma, beta, eps, momentum, running_mean, running_var, count
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_cell(exp_neg, c, gamma, beta, eps, momentum, running_mean, running_var, count, stats, gates, s, c_new):
+def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+              gates, s, c_new):
     """gates = g, f, i, o from exp_neg (see _gate_inputs); c_new = Norm(s), s = g i + c f."""
     B, H = c.shape
     one = c.dtype.type(1)
@@ -140,12 +147,13 @@ def _new_cell(exp_neg, c, gamma, beta, eps, momentum, running_mean, running_var,
         for f in range(H):
             g[f] = g[f] + g[f] - one
             sb[f] = g[f] * i[f] + cb[f] * fg[f]
-    _moments(s, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _moments(s, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
     _normalise(s, 0, H, stats, gamma, beta, c_new, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_hidden(c_new, elu_c, gates, gamma, beta, eps, momentum, running_mean, running_var, count, stats, r, h_new):
+def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+                r, h_new):
     """elu_c becomes ELU(c_new) (it holds exp(c_new)); h_new = Norm(r), r = o ELU(c_new)."""
     B, H = c_new.shape
     _elu(c_new, elu_c)
@@ -153,7 +161,7 @@ def _new_hidden(c_new, elu_c, gates, gamma, beta, eps, momentum, running_mean, r
         o, e, out = gates[b, 3 * H:], elu_c[b], r[b]
         for f in range(H):
             out[f] = o[f] * e[f]
-    _moments(r, 0, H, eps, momentum, running_mean, running_var, count, stats)
+    _moments(r, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
     _normalise(r, 0, H, stats, gamma, beta, h_new, 0)
 
 
@@ -220,8 +228,8 @@ def _key_value(kv, elu_kv, args_k, args_v, keys, values):
     H = kv.shape[1] // 2
     _elu(kv, elu_kv)
     for args, lo, slot in ((args_k, 0, keys), (args_v, H, values)):
-        gamma, beta, eps, momentum, running_mean, running_var, count, stats = args
-        _moments(elu_kv, lo, H, eps, momentum, running_mean, running_var, count, stats)
+        gamma, beta, training, eps, momentum, running_mean, running_var, count, stats = args
+        _moments(elu_kv, lo, H, training, eps, momentum, running_mean, running_var, count, stats)
         _normalise(elu_kv, lo, H, stats, gamma, beta, kv, lo)
         _to_heads(kv, lo, slot)
 
@@ -328,19 +336,20 @@ class _Norm:
     per sequence: each view costs microseconds)."""
 
     def __init__(self, norm: nn.BatchNorm1d):
-        self.n, self.eps, self.momentum = norm.num_features, norm.eps, norm.momentum
+        self.n, self.training, self.eps, self.momentum = norm.num_features, norm.training, norm.eps, norm.momentum
         self.gamma = norm.weight.detach().numpy()
         self.beta = norm.bias.detach().numpy() if norm.bias is not None else np.zeros_like(self.gamma)
         self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()
         self.count = norm.num_batches_tracked.view(1).numpy()
 
     def args(self, x: np.ndarray) -> tuple:
-        """What the loops that normalise x take: the parameters, running statistics and count, and
-        a new [2, n] array for the batch's statistics (mean, invstd), which the backward needs."""
-        if x.shape[0] < 2:
+        """What the loops that normalise x take: the parameters, whether to use the batch's
+        statistics (training) or the running ones, the running statistics and count, and a new
+        [2, n] array for the statistics used (mean, invstd), which the backward needs."""
+        if self.training and x.shape[0] < 2:
             raise ValueError(f"batch norm in training needs more than 1 value per channel, got a batch of {x.shape[0]}")
-        return (self.gamma, self.beta, self.eps, self.momentum, self.running_mean, self.running_var, self.count,
-                np.empty((2, self.n), x.dtype))
+        return (self.gamma, self.beta, self.training, self.eps, self.momentum, self.running_mean, self.running_var,
+                self.count, np.empty((2, self.n), x.dtype))
 
 
 class Sequence:
@@ -363,9 +372,10 @@ class Sequence:
 
 
 def applies(cell, t: torch.Tensor) -> bool:
-    """Whether these loops run the cell's steps for tensors like t."""
-    return (window.COMPILED_CPU and cell.training and cell.norm == "batch" and t.device.type == "cpu"
-            and t.dtype in (torch.float32, torch.float64))
+    """Whether these loops run the cell's steps for tensors like t: with batch norm on CPU, in
+    training, and in evaluation without gradients (their backward is batch statistics')."""
+    return (window.COMPILED_CPU and cell.norm == "batch" and (cell.training or not torch.is_grad_enabled())
+            and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64))
 
 
 class _Step(torch.autograd.Function):
@@ -408,7 +418,7 @@ class _Step(torch.autograd.Function):
         args_h = norm_h.args(r_)
         _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
-        if cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
+        if cell.training and cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
             seed = int(torch.randint(2 ** 62, (), dtype=torch.int64))
             mask, dropped = torch.empty_like(h_new), torch.empty_like(h_new)
             _dropout(h_new.numpy(), seed, cell.dropout.p, dropped.numpy(), mask.numpy())

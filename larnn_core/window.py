@@ -11,7 +11,7 @@ slower). Backward needs every step's window anyway, so the buffer is the memory 
 would otherwise spend on T saved copies of a k-slot window.
 
 Autograd cannot follow writes into a shared buffer, so the two operations on it are
-autograd Functions with hand-written backward passes (in training with batch norm on CPU,
+autograd Functions with hand-written backward passes (with batch norm on CPU,
 step_cpu.py's step does both itself, inside one Function per step):
 
     push(k_new, v_new)      forward: write slot t + k.  backward: return that slot of the

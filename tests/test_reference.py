@@ -12,7 +12,7 @@ from larnn_core import compiled, window
 from larnn_core.model import LARNN
 from larnn_core.reference import reference_forward
 
-# (device, whether CPU runs compiled loops (step_cpu's in training with batch norm, attention_cpu's
+# (device, whether CPU runs compiled loops (step_cpu's with batch norm, attention_cpu's
 # otherwise) or the torch ops CUDA runs; CUDA compiles those ops and the cell's update with
 # torch.compile, compiled.py)
 PATHS = [("cpu", True), ("cpu", False)] + ([("cuda", False)] if torch.cuda.is_available() else [])
@@ -160,8 +160,30 @@ def autograd_nodes(t: torch.Tensor) -> set[str]:
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_cpu_training_with_batch_norm_runs_the_compiled_step(norm):
     """Training with batch norm on CPU is one step_cpu Function per step and layer (the tests above
-    hold it to the reference); other norms, and evaluation, run autograd's ops."""
+    hold it to the reference); other norms, and evaluation with gradients, run autograd's ops."""
     stack = LARNN(8, 2, attention_heads=2, window_size=3, norm=norm)
     x = torch.randn(4, 5, 8, requires_grad=True)
     assert ("_StepBackward" in autograd_nodes(stack(x))) == (norm == "batch")
     assert "_StepBackward" not in autograd_nodes(stack.eval()(x))
+
+
+@pytest.mark.parametrize("config", [c for c in configurations() if c["norm"] == "batch"], ids=config_id)
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-6), (torch.float32, 1e-4)], ids=["f64", "f32"])
+def test_evaluation_without_gradients_matches_reference(config, dtype, tolerance):
+    """Evaluation under no_grad runs the compiled loops too, normalising with the running
+    statistics, and leaves them as they were."""
+    torch.manual_seed(0)
+    H = config["hidden_size"]
+    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"],
+                  **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+    stack = stack.to(dtype)
+    for _ in range(2):  # running statistics away from their initial values
+        stack(torch.randn(6, 9, H, dtype=dtype))
+    stack.eval()
+    buffers = {n: b.clone() for n, b in stack.named_buffers()}
+    x = torch.randn(6, 9, H, dtype=dtype)
+    with torch.no_grad():
+        assert all(cell.step_weights().loops is not None for cell in stack.cells)  # the loops' path
+        fast, ref = stack(x), reference_forward(stack, x)
+    assert ((fast - ref).abs().max() / ref.abs().max()).item() < tolerance
+    assert all(torch.equal(b, buffers[n]) for n, b in stack.named_buffers())
