@@ -71,7 +71,6 @@ def positional_features(window_size: int) -> torch.Tensor:
 class StepWeights(NamedTuple):
     """The parts of a cell's weights every step uses, cut and joined once per sequence."""
     w_qh: torch.Tensor  # [H, H] the h-part of W_q
-    w_o_heads: torch.Tensor  # [H, H] W_o, columns in the window's head layout (d, n): step_cpu.py
     w_ha: torch.Tensor  # [4H, 2H] the [h ; a] part of the gate weights (residual: [W_h  W_a])
     w_kv: torch.Tensor  # [2H, H] W_k and W_v stacked: one product per new cell
     b_kv: torch.Tensor  # [2H]
@@ -167,9 +166,8 @@ class LARNNCell(nn.Module):
         pos_k = pos_v = None
         if self.use_positional_encoding:
             pos_k, pos_v = self.pos_key(self.pe), self.pos_value(self.pe)
-        w_o_heads = self.attn_out.weight.unflatten(1, (self.heads, -1)).transpose(1, 2).flatten(1)
         loops = step_cpu.Sequence(self) if step_cpu.applies(self, self.attn_out.weight) else None
-        return StepWeights(self.query.weight[:, I:], w_o_heads, w_ha, torch.cat([self.key.weight, self.value.weight]),
+        return StepWeights(self.query.weight[:, I:], w_ha, torch.cat([self.key.weight, self.value.weight]),
                            torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v, loops)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,

@@ -9,14 +9,15 @@ between two matrix products is one loop nest, each batch norm's statistics are t
 the elementwise work around it, and the attention's input and output stay in the window's
 layout: the query is written there by the loop that applies its ELU, and the output projection
 reads the heads as they are, through a copy of W_o with its columns in the same order (made
-once per sequence, StepWeights.w_o_heads). The exponentials stay in torch, which vectorises them
+once per sequence, Sequence.w_o_heads). The exponentials stay in torch, which vectorises them
 (numba calls a scalar exp per entry: about 18x slower); sigmoid and tanh are written through exp
 (tanh z = 2 sigmoid(2z) - 1), ELU as exp(x) - 1 where x <= 0.
 
 Batch norm as torch.nn.BatchNorm1d: in training, per feature over the batch, mean m and biased
 variance v; y = gamma (x - m) / sqrt(v + eps) + beta; running statistics move by `momentum`
-towards m and the unbiased variance. In evaluation m and v are the running statistics. The loops take column ranges [lo, lo + n) of row-major
-[B, F] arrays, so that stacked blocks (the four gates, key and value) need no copies.
+towards m and the unbiased variance. In evaluation m and v are the running statistics. The
+loops take column ranges [lo, lo + n) of row-major [B, F] arrays, so that stacked blocks (the
+four gates, key and value) need no copies.
 
 Ordering: a step's backward runs after those of every later step (they read its h and c), so
 when it reads its cell's slot of the window's gradient buffers, every attention that read the
@@ -353,10 +354,12 @@ class _Norm:
 
 
 class Sequence:
-    """What one cell's steps share over one sequence, made once: its batch norms as arrays (_Norm),
-    and their parameters in the order _Step takes them."""
+    """What one cell's steps share over one sequence, made once: W_o with its columns in the
+    window's head layout (d, n), its batch norms as arrays (_Norm), and their parameters in the
+    order _Step takes them."""
 
     def __init__(self, cell):
+        self.w_o_heads = cell.attn_out.weight.unflatten(1, (cell.heads, -1)).transpose(1, 2).flatten(1)  # [H, H]
         norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
         if cell.activation_on_keys_and_values:
             norms += [cell.norm_key, cell.norm_value]
@@ -367,7 +370,7 @@ class Sequence:
              weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """LARNNCell.forward's step through the loops: (h after dropout, c, z); the new cell's key
         and value are in the window."""
-        return _Step.apply(xq, xz, h, c, weights.w_qh, weights.w_o_heads, self.cell.attn_out.bias, weights.w_ha,
+        return _Step.apply(xq, xz, h, c, weights.w_qh, self.w_o_heads, self.cell.attn_out.bias, weights.w_ha,
                            weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, self, win, *self.params)
 
 

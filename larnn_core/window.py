@@ -143,8 +143,8 @@ class _Push(torch.autograd.Function):
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
-# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and step_cpu's for the
-# cell's update; else the torch ops CUDA runs (attention_torch, LARNNCell.update).
+# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and step_cpu's for whole
+# steps with batch norm; else the torch ops CUDA runs (attention_torch, LARNNCell.update).
 COMPILED_CPU = True
 
 
