@@ -14,12 +14,13 @@ TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1,
 
 @pytest.mark.parametrize("model", ["larnn", "lstm"])
 def test_training_learns_and_records_everything(small_har, model):
-    result = training.train(HParams.from_dict({**TINY, "model": model}), small_har, device="cpu", seed=1, progress=False)
+    hp = HParams.from_dict({**TINY, "model": model, "training_epochs": 6})
+    result = training.train(hp, small_har, device="cpu", seed=1, progress=False)
     assert result["status"] == "ok"
     history = result["history"]
-    assert all(len(v) == 3 for v in history.values())
-    # chance is 1/6; this 3-epoch model reaches 0.3-0.85 depending on the seed (16 seeds tried)
-    assert result["best_validation_accuracy"] > 0.35
+    assert all(len(v) == 6 for v in history.values())
+    # chance is 1/6; in 6 epochs the LARNN reached 0.6-0.97 over seeds 1-16 (in 3, 0.3-0.85)
+    assert result["best_validation_accuracy"] > 0.5
     assert result["loss"] == -result["best_validation_accuracy"]
     assert result["test_accuracy"] == history["test_accuracies"][result["best_epoch"] - 1]
     for key in ("device", "data_source", "data_checksum", "code_version", "seed", "wall_time_s", "hyperparameters"):
