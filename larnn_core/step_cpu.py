@@ -269,12 +269,7 @@ def _key_value_backward(grad_keys, grad_values, elu_kv, stats_k, gamma_k, stats_
 def _query(pre, exp_pre, scale, q):
     """exp_pre becomes ELU(pre) (see _elu); q[d, n, b] = scale ELU(pre)[b, n dh + d], the window's layout."""
     _elu(pre, exp_pre)
-    dh, nh, B = q.shape
-    for d in range(dh):
-        for n in range(nh):
-            column, out = exp_pre[:, n * dh + d], q[d, n]
-            for b in range(B):
-                out[b] = scale * column[b]
+    _to_heads(exp_pre, 0, q, scale)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -290,14 +285,14 @@ def _query_backward(grad_q, elu_pre, scale, grad_pre):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _to_heads(x, lo, out):
-    """out[d, n, b] = x[b, lo + n dh + d]: a [B, H] block into the window's layout."""
+def _to_heads(x, lo, out, scale=1.0):
+    """out[d, n, b] = scale x[b, lo + n dh + d]: a [B, H] block into the window's layout."""
     dh, nh, B = out.shape
     for d in range(dh):
         for n in range(nh):
             column, row = x[:, lo + n * dh + d], out[d, n]
             for b in range(B):
-                row[b] = column[b]
+                row[b] = scale * column[b]
 
 
 @numba.njit(cache=True, error_model="numpy")
