@@ -1,5 +1,10 @@
 """The window attention's two implementations (attention_cpu's compiled loops, attention_torch's
 ops) against autograd through the plain softmax-attention formula."""
+import os
+import subprocess
+import sys
+
+import numba
 import pytest
 import torch
 
@@ -48,3 +53,38 @@ def test_compiled_loops_in_float32():
     expected_out, expected_weights = plain(K, V, q)
     torch.testing.assert_close(out, expected_out)
     torch.testing.assert_close(weights, expected_weights)
+
+
+@pytest.fixture
+def torch_threads():
+    """Restores torch's thread count after a test that changes it."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread on this machine")
+def test_compiled_loops_split_heads_over_torch_threads_with_the_same_results(torch_threads):
+    torch.manual_seed(0)
+    K, V, q, g = torch.randn(6, 3, 9, 32), torch.randn(6, 3, 9, 32), torch.randn(3, 9, 32), torch.randn(3, 9, 32)
+    results = {}
+    for threads in (1, 2, numba.config.NUMBA_NUM_THREADS + 1):
+        torch.set_num_threads(threads)
+        out, weights = attention_cpu.attend(K, V, q)
+        dK, dV = torch.zeros_like(K), torch.zeros_like(V)
+        grads = attention_cpu.attend_backward(K, V, q, weights, g, dK, dV)
+        assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
+        results[threads] = (out, weights, *grads, dK, dV)
+    for many in list(results)[1:]:  # each head's sums run on one thread, in the same order
+        for single, split in zip(results[1], results[many]):
+            assert torch.equal(single, split)
+
+
+def test_numba_fallback_pool_runs_the_loops_on_one_thread():
+    """numba's workqueue pool (used where neither OpenMP nor TBB loads) is slower on two threads
+    than on one here, so the loops keep to one thread with it."""
+    script = ("import numba, torch; from larnn_core import attention_cpu; torch.set_num_threads(2); "
+              "attention_cpu.use_torch_threads(); print(numba.threading_layer(), numba.get_num_threads())")
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["workqueue", "1"]
