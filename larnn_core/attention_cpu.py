@@ -10,12 +10,14 @@ exp is vectorised (a scalar exp per entry here is slower); its maximum and norma
 the loops, per head, while that head's scores are in cache (forward 0.51 against 0.61 ms with the
 softmax in torch ops).
 
-The heads are independent, so each loop splits them over as many threads as torch's ops use
-(use_torch_threads); a head's sums run on one thread in a fixed order, so results do not depend
+The heads are independent, so with more than one torch thread each loop splits them over as
+many threads (loops()); a head's sums run on one thread in a fixed order, so results do not depend
 on the thread count. Best shape, this machine: with two threads forward 0.32-0.35 ms and backward
-0.44-0.53 ms; with one, 2-5% slower than loops compiled without the split (the parallel launch).
+0.44-0.53 ms; one thread runs the loops compiled without the split, which would cost it 2-5%.
 """
 from __future__ import annotations
+
+import types
 
 import numba
 import numpy as np
@@ -104,23 +106,41 @@ def _backward(K, V, q, weights, g, grad_q, grad_scores, dK, dV):
                     dV[j, d, n, b] += weights[j, n, b] * g[d, n, b]
 
 
-def use_torch_threads() -> None:
-    """The loops split the heads over as many threads as torch's ops use (numba's own default is
-    every core: beside workers started with OMP_NUM_THREADS=1 that would oversubscribe), with an
-    OpenMP or TBB pool; numba's fallback pool (workqueue) is slower on two threads than on one."""
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # starts the pool
-    if numba.threading_layer() == "workqueue":
-        numba.set_num_threads(1)
+def _one_thread(loop):
+    """The loop compiled without the split: its launch makes one thread 2-3% slower per training
+    step. Compiled from a copy of the function under its own name, because numba's on-disk cache
+    keys a function's compilations by name and signature, not by the parallel flag."""
+    f = loop.py_func
+    copy = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_one_thread")
+    copy.__qualname__, copy.__doc__ = f.__qualname__ + "_one_thread", f.__doc__
+    return numba.njit(cache=True)(copy)
+
+
+SPLIT = (_shifted_scores, _normalised_sum, _backward)
+ONE_THREAD = tuple(_one_thread(loop) for loop in SPLIT)
+
+
+def loops() -> tuple:
+    """The loops for torch's thread count: with more than one, the heads split over as many
+    threads (numba's own default is every core: beside workers started with OMP_NUM_THREADS=1
+    that would oversubscribe), given an OpenMP or TBB pool; numba's fallback pool (workqueue) is
+    slower on two threads than one thread here."""
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if threads > 1:
+        numba.set_num_threads(threads)  # starts numba's pool on first use
+        if numba.threading_layer() != "workqueue":
+            return SPLIT
+    return ONE_THREAD
 
 
 def attend(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """K, V [k, dh, nh, B], q [dh, nh, B] -> (out [dh, nh, B], softmax weights [k, nh, B])."""
-    use_torch_threads()
+    shifted_scores, normalised_sum, _ = loops()
     weights = K.new_empty(K.shape[0], *K.shape[2:])
-    _shifted_scores(K.numpy(), q.numpy(), weights.numpy())
+    shifted_scores(K.numpy(), q.numpy(), weights.numpy())
     weights.exp_()  # torch's exp is vectorised; numba's is a scalar call per entry
     out = V.new_empty(V.shape[1:])
-    _normalised_sum(V.numpy(), weights.numpy(), out.numpy())
+    normalised_sum(V.numpy(), weights.numpy(), out.numpy())
     return out, weights
 
 
@@ -128,8 +148,8 @@ def attend_backward(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor, weights: 
                     dK: torch.Tensor, dV: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of attend's output g [dh, nh, B] -> (grad_q, grad_scores [k, nh, B]); the keys' and
     values' gradients are added into dK, dV [k, dh, nh, B] (views of the window's buffers)."""
-    use_torch_threads()
+    backward = loops()[2]
     grad_q, grad_scores = torch.empty_like(q), torch.empty_like(weights)
-    _backward(K.numpy(), V.numpy(), q.numpy(), weights.numpy(), g.numpy(), grad_q.numpy(), grad_scores.numpy(),
-              dK.numpy(), dV.numpy())
+    backward(K.numpy(), V.numpy(), q.numpy(), weights.numpy(), g.numpy(), grad_q.numpy(), grad_scores.numpy(),
+             dK.numpy(), dV.numpy())
     return grad_q, grad_scores

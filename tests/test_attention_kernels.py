@@ -70,10 +70,14 @@ def test_compiled_loops_split_heads_over_torch_threads_with_the_same_results(tor
     results = {}
     for threads in (1, 2, numba.config.NUMBA_NUM_THREADS + 1):
         torch.set_num_threads(threads)
+        if threads == 1:
+            assert attention_cpu.loops() is attention_cpu.ONE_THREAD
+        else:
+            assert attention_cpu.loops() is attention_cpu.SPLIT
+            assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
         out, weights = attention_cpu.attend(K, V, q)
         dK, dV = torch.zeros_like(K), torch.zeros_like(V)
         grads = attention_cpu.attend_backward(K, V, q, weights, g, dK, dV)
-        assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
         results[threads] = (out, weights, *grads, dK, dV)
     for many in list(results)[1:]:  # each head's sums run on one thread, in the same order
         for single, split in zip(results[1], results[many]):
@@ -84,7 +88,7 @@ def test_numba_fallback_pool_runs_the_loops_on_one_thread():
     """numba's workqueue pool (used where neither OpenMP nor TBB loads) is slower on two threads
     than on one here, so the loops keep to one thread with it."""
     script = ("import numba, torch; from larnn_core import attention_cpu; torch.set_num_threads(2); "
-              "attention_cpu.use_torch_threads(); print(numba.threading_layer(), numba.get_num_threads())")
+              "print(numba.config.THREADING_LAYER, attention_cpu.loops() is attention_cpu.ONE_THREAD)")
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["workqueue", "1"]
+    assert out.stdout.split() == ["workqueue", "True"]
