@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from larnn_core.baseline import LSTMStack
 from larnn_core.hparams import HParams
-from larnn_core.model import LARNN
+from larnn_core.model import LARNN, SEQUENCE_STEPS
 
 
 class HARClassifier(nn.Module):
@@ -22,8 +22,9 @@ class HARClassifier(nn.Module):
         return self.head(self.body(F.elu(self.embed(x)))[:, -1])
 
 
-def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6) -> HARClassifier:
-    """The model a hyperparameter set describes; raises ValueError for an invalid combination."""
+def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int = SEQUENCE_STEPS) -> HARClassifier:
+    """The model a hyperparameter set describes, for sequences of `steps` time steps (the LARNN's
+    batch norms keep statistics per step); raises ValueError for an invalid combination."""
     if hp.model == "lstm":
         body = LSTMStack(hp.hidden_size, hp.num_layers, hp.is_stacked_residual, hp.dropout_drop_proba)
     else:
@@ -38,5 +39,6 @@ def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6) -> HARClassi
             activation_on_keys_and_values=hp.activation_on_keys_and_values,
             dropout=hp.dropout_drop_proba,
             norm=hp.norm,
+            steps=steps,
         )
     return HARClassifier(body, n_inputs, hp.hidden_size, n_classes)

@@ -1,6 +1,6 @@
 """LARNN: an LSTM-style cell that attends over a FIFO window of its own last k cell states.
 
-One layer, one time step t, input x_t, previous hidden h, previous cell c (DESIGN.md section 1):
+One layer, one time step t, input x_t, previous hidden h, previous cell c:
 
     q    = ELU(W_q [x_t ; h] + b_q)                                  one query per step
     K_j  = f_k(W_k c_j + b_k) + P_k pe(d_j)                           key of window cell j
@@ -9,8 +9,17 @@ One layer, one time step t, input x_t, previous hidden h, previous cell c (DESIG
     z    = Norm(W_x x_t + W_h h + W_a a + b)          larnn_mode="residual"
          | Norm(W [x_t ; h ; a] + b)                  larnn_mode="layer"
     g, f, i, o = tanh(z0), sigmoid(z1), sigmoid(z2), sigmoid(z3)
-    c_t  = Norm(g * i + c * f)
-    h_t  = Dropout(Norm(o * ELU(c_t)))                then c_t enters the window, the oldest leaves
+    c_t  = g * i + c * f                              the carried cell, not normalised
+    n_t  = Norm(c_t)                                  the cell as the layer reads it
+    h_t  = Dropout(Norm(o * ELU(n_t)))                then n_t enters the window, the oldest leaves
+
+The carried cell is normalised only where it is read (as in recurrent batch normalisation,
+Cooijmans et al. 2016, and layer-normalised LSTMs, Ba et al. 2016): its recurrence then has gain
+f < 1 in training and evaluation alike. Normalised in the recurrence (the 2018 description's
+c_t = Norm(g * i + c * f)), evaluation's fixed statistics turn the norm into an affine map of
+gain gamma / sigma, above 1 for some features; a sequence whose forget gate saturates there
+grows geometrically (x1.1 a step, 1e5 by step 127, measured), where training's batch statistics
+renormalised it every step. Batch norms keep statistics per time step (StepBatchNorm).
 
 f_k, f_v are Norm(ELU(.)) with separate norms when activation_on_keys_and_values, else identity.
 Each cell is projected into its key and value once, when it enters the window, and that
@@ -42,20 +51,58 @@ from larnn_core.window import Window
 
 NORMS = ("batch", "layer", "none")
 MODES = ("residual", "layer")
+SEQUENCE_STEPS = 128  # a UCI HAR window: 2.56 s at 50 Hz
 
 
-def make_norm(kind: str, features: int, shift: bool = True) -> nn.Module:
-    """Normalisation over the feature axis of a [B, features] tensor; batch is the 2018 default.
-    shift=False drops a batch norm's bias where a later batch norm would cancel it (dead weight)."""
+class StepBatchNorm(nn.Module):
+    """Batch norm with population statistics per time step (recurrent batch normalisation,
+    Cooijmans et al. 2016): training normalises with the batch's statistics at each step, as
+    nn.BatchNorm1d does, and moves row t of the running statistics; evaluation normalises step t
+    with row t. Steps past the last row use the last row.
+
+    Why not one set of statistics shared by all steps: it is moved at every step of every
+    batch, so with momentum 0.1 it ends up describing the last ~20 steps of the epoch's last
+    batch. Early steps (where h, c and the window still grow from zero) are then mis-scaled in
+    evaluation, and through the recurrence (c feeds back through a fixed affine map instead of
+    one that renormalises each step) the error can compound into overflow."""
+
+    def __init__(self, features: int, steps: int, shift: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.num_features, self.steps, self.momentum, self.eps = features, steps, momentum, eps
+        self.weight = nn.Parameter(torch.ones(features))  # gamma
+        self.bias = nn.Parameter(torch.zeros(features)) if shift else None  # beta
+        self.register_buffer("running_mean", torch.zeros(steps, features))  # [steps, F]
+        self.register_buffer("running_var", torch.ones(steps, features))
+
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """x [B, F] at time step t; training moves row t of the running statistics in place."""
+        row = min(t, self.steps - 1)
+        return F.batch_norm(x, self.running_mean[row], self.running_var[row], self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+class LayerNorm(nn.LayerNorm):
+    """Layer norm, the same at every time step."""
+
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return super().forward(x)
+
+
+class NoNorm(nn.Module):
+    def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return x
+
+
+def make_norm(kind: str, features: int, steps: int, shift: bool = True) -> nn.Module:
+    """Normalisation over the feature axis of a [B, features] tensor at a time step, norm(x, t);
+    batch is the 2018 default. shift=False drops a batch norm's bias where a later batch norm
+    would cancel it (dead weight)."""
     if kind == "batch":
-        norm = nn.BatchNorm1d(features)
-        if not shift:
-            norm.register_parameter("bias", None)
-        return norm
+        return StepBatchNorm(features, steps, shift)
     if kind == "layer":
-        return nn.LayerNorm(features)
+        return LayerNorm(features)
     if kind == "none":
-        return nn.Identity()
+        return NoNorm()
     raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
 
 
@@ -97,7 +144,9 @@ class LARNNCell(nn.Module):
         activation_on_keys_and_values: bool = True,
         dropout: float = 0.0,
         norm: str = "batch",
+        steps: int = SEQUENCE_STEPS,
     ):
+        """steps: time steps that keep batch norm statistics of their own (StepBatchNorm)."""
         super().__init__()
         if hidden_size % attention_heads != 0:
             raise ValueError(
@@ -129,12 +178,13 @@ class LARNNCell(nn.Module):
             self.register_buffer("pe", pe, persistent=False)  # [k, 2P]
             self.pos_key = nn.Linear(pe.shape[1], H, bias=False)  # P_k
             self.pos_value = nn.Linear(pe.shape[1], H, bias=False)  # P_v
-        self.norm_key = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
-        self.norm_value = make_norm(norm, H) if activation_on_keys_and_values else nn.Identity()
-        self.norm_attn = make_norm(norm, H, shift=False)  # a reaches z only linearly, and z is normalised
-        self.norm_z = make_norm(norm, 4 * H)
-        self.norm_c = make_norm(norm, H)
-        self.norm_h = make_norm(norm, H)
+        kv_norm = norm if activation_on_keys_and_values else "none"
+        self.norm_key = make_norm(kv_norm, H, steps)
+        self.norm_value = make_norm(kv_norm, H, steps)
+        self.norm_attn = make_norm(norm, H, steps, shift=False)  # a reaches z only linearly, and z is normalised
+        self.norm_z = make_norm(norm, 4 * H, steps)
+        self.norm_c = make_norm(norm, H, steps)
+        self.norm_h = make_norm(norm, H, steps)
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -171,21 +221,23 @@ class LARNNCell(nn.Module):
                            torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v, loops)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
-               weights: StepWeights) -> tuple[torch.Tensor, ...]:
+               weights: StepWeights, t: int) -> tuple[torch.Tensor, ...]:
         """Everything between the attention and the window of one step, as one function (compiled
-        on CUDA, compiled.py): heads [B, H] -> new h (before dropout) and c [B, H], the normalised
-        pre-activation z [B, 4H], and the new cell's key and value [B, H] for the window."""
+        on CUDA, compiled.py): heads [B, H] -> new h (before dropout) and carried c [B, H], the normalised
+        pre-activation z [B, 4H], and the new cell's key and value [B, H] for the window; t is the
+        time step, whose batch norm statistics are used."""
         H = self.hidden_size
-        a = self.norm_attn(F.elu(self.attn_out(heads)))  # [B, H]
-        z = self.norm_z(torch.addmm(xz, torch.cat([h, a], dim=1), weights.w_ha.T))  # [B, 4H]
+        a = self.norm_attn(F.elu(self.attn_out(heads)), t)  # [B, H]
+        z = self.norm_z(torch.addmm(xz, torch.cat([h, a], dim=1), weights.w_ha.T), t)  # [B, 4H]
         g, f, i, o = torch.tanh(z[:, :H]), *torch.sigmoid(z[:, H:]).chunk(3, dim=1)
-        c = self.norm_c(torch.addcmul(g * i, c, f))
-        h = self.norm_h(o * F.elu(c))
-        kv = F.linear(c, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
+        c = torch.addcmul(g * i, c, f)  # the carried cell
+        n = self.norm_c(c, t)  # the cell as h and the window read it
+        h = self.norm_h(o * F.elu(n), t)
+        kv = F.linear(n, weights.w_kv, weights.b_kv)  # [B, 2H]: W_k n + b_k and W_v n + b_v, once per cell
         if self.activation_on_keys_and_values:
             kv = F.elu(kv)
         k_new, v_new = kv.chunk(2, dim=1)
-        return h, c, z, self.norm_key(k_new), self.norm_value(v_new)  # identity norms without the activation
+        return h, c, z, self.norm_key(k_new, t), self.norm_value(v_new, t)  # no norms without the activation
 
     def forward(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState,
                 weights: StepWeights | None = None) -> tuple[CellState, torch.Tensor]:
@@ -199,7 +251,7 @@ class LARNNCell(nn.Module):
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
         update = maybe_compiled(LARNNCell.update, q.device)
-        h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights)
+        h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights, state.window.pushed)
         state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
         return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)
 

@@ -3,8 +3,9 @@ cell of the window at every step. Slow on purpose; it is the test oracle of the 
 model.py, using the same parameters (it runs a model.LARNN's cells).
 
 Normalisation of keys and values is per entry: a window entry is normalised as when it entered
-(with batch norm in training, the batch statistics of that entry), so re-projecting it gives the
-value the fast path cached. Running statistics are updated once per entry, by the newest one.
+(with batch norm in training, the batch statistics of that entry; in evaluation, the running
+statistics of the step that made it), so re-projecting it gives the value the fast path cached.
+Running statistics are updated once per entry, by the newest one.
 """
 from __future__ import annotations
 
@@ -13,26 +14,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from larnn_core.model import LARNN, LARNNCell
+from larnn_core.model import LARNN, LARNNCell, StepBatchNorm
 
 
-def _normalise_window(norm: nn.Module, X: torch.Tensor, newest_is_a_cell: bool) -> torch.Tensor:
-    """Norm of each window entry X [B, k, H] as when it entered; running statistics (batch norm)
-    are updated by the newest entry alone."""
+def _normalise_window(norm: nn.Module, X: torch.Tensor, newest: int, newest_is_a_cell: bool) -> torch.Tensor:
+    """Norm of each window entry X [B, k, H] as when it entered: entry j is the cell made at step
+    newest - (k - 1) + j (with batch norm in training, its batch statistics; in evaluation, that
+    step's running statistics). Running statistics are updated by the newest entry alone."""
     B, k, H = X.shape
-    if isinstance(norm, nn.BatchNorm1d) and norm.training:
+    if not isinstance(norm, StepBatchNorm):
+        return norm(X, newest)
+    if norm.training:
         if newest_is_a_cell:
             with torch.no_grad():
-                norm(X[:, -1])  # the newest entry updates the running statistics, once
+                norm(X[:, -1], newest)  # the newest entry updates the running statistics, once
         return F.batch_norm(X.reshape(B, k * H), None, None, norm.weight.repeat(k), norm.bias.repeat(k),
                             True, 0.0, norm.eps).reshape(B, k, H)  # batch statistics per entry
-    return norm(X.reshape(B * k, H)).reshape(B, k, H)
+    return torch.stack([norm(X[:, j], max(newest - (k - 1) + j, 0)) for j in range(k)], dim=1)
 
 
-def reference_step(cell: LARNNCell, x_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-                   window: torch.Tensor, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of one layer. window [B, k, H]: the last k raw cells, oldest first; filled [k]:
-    which slots hold a cell yet (the others are empty: zero key and value features)."""
+def reference_step(cell: LARNNCell, t: int, x_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+                   window: torch.Tensor, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step t of one layer -> (h, carried c, normalised cell). window [B, k, H]: the last k
+    normalised cells, oldest first; filled [k]: which slots hold a cell yet (the others are
+    empty: zero key and value features)."""
     B, k, H = window.shape
     nh = cell.heads
     dh = H // nh
@@ -40,8 +45,8 @@ def reference_step(cell: LARNNCell, x_t: torch.Tensor, h: torch.Tensor, c: torch
     K, V = cell.key(window), cell.value(window)  # every window cell re-projected, every step: [B, k, H]
     if cell.activation_on_keys_and_values:
         newest_is_a_cell = bool(filled[-1])
-        K = _normalise_window(cell.norm_key, F.elu(K), newest_is_a_cell)
-        V = _normalise_window(cell.norm_value, F.elu(V), newest_is_a_cell)
+        K = _normalise_window(cell.norm_key, F.elu(K), t - 1, newest_is_a_cell)
+        V = _normalise_window(cell.norm_value, F.elu(V), t - 1, newest_is_a_cell)
     K, V = K * filled[None, :, None], V * filled[None, :, None]
     if cell.use_positional_encoding:
         K = K + cell.pos_key(cell.pe)  # [k, H]
@@ -50,19 +55,20 @@ def reference_step(cell: LARNNCell, x_t: torch.Tensor, h: torch.Tensor, c: torch
     Vh = V.view(B, k, nh, dh).transpose(1, 2)
     qh = q.view(B, nh, 1, dh)
     attention = torch.softmax(qh @ Kh.transpose(2, 3) / math.sqrt(dh), dim=-1)  # [B, nh, 1, k]
-    a = cell.norm_attn(F.elu(cell.attn_out((attention @ Vh).reshape(B, H))))
+    a = cell.norm_attn(F.elu(cell.attn_out((attention @ Vh).reshape(B, H))), t)
     if cell.larnn_mode == "residual":
         z = cell.gates_x(x_t) + cell.gates_h(h) + cell.gates_a(a)
     else:
         z = cell.gates(torch.cat([x_t, h, a], dim=1))
-    z = cell.norm_z(z)
+    z = cell.norm_z(z, t)
     g = torch.tanh(z[:, :H])
     f = torch.sigmoid(z[:, H:2 * H])
     i = torch.sigmoid(z[:, 2 * H:3 * H])
     o = torch.sigmoid(z[:, 3 * H:])
-    c_new = cell.norm_c(g * i + c * f)
-    h_new = cell.dropout(cell.norm_h(o * F.elu(c_new)))
-    return h_new, c_new
+    c_new = g * i + c * f  # carried
+    n_new = cell.norm_c(c_new, t)  # read by h and the window
+    h_new = cell.dropout(cell.norm_h(o * F.elu(n_new), t))
+    return h_new, c_new, n_new
 
 
 def reference_forward(stack: LARNN, x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +81,8 @@ def reference_forward(stack: LARNN, x: torch.Tensor) -> torch.Tensor:
         filled = x.new_zeros(k)
         hs = []
         for t in range(x.shape[1]):
-            h, c = reference_step(cell, x[:, t], h, c, window, filled)
-            window = torch.cat([window[:, 1:], c[:, None]], dim=1)  # the window tensor rebuilt every step
+            h, c, n = reference_step(cell, t, x[:, t], h, c, window, filled)
+            window = torch.cat([window[:, 1:], n[:, None]], dim=1)  # the window tensor rebuilt every step
             filled = torch.cat([filled[1:], filled.new_ones(1)])
             hs.append(h)
         out = torch.stack(hs, dim=1)

@@ -13,9 +13,10 @@ once per sequence, Sequence.w_o_heads). The exponentials stay in torch, which ve
 (numba calls a scalar exp per entry: about 18x slower); sigmoid and tanh are written through exp
 (tanh z = 2 sigmoid(2z) - 1), ELU as exp(x) - 1 where x <= 0.
 
-Batch norm as torch.nn.BatchNorm1d: in training, per feature over the batch, mean m and biased
-variance v; y = gamma (x - m) / sqrt(v + eps) + beta; running statistics move by `momentum`
-towards m and the unbiased variance. In evaluation m and v are the running statistics. The
+Batch norm as model.StepBatchNorm: in training, per feature over the batch, mean m and biased
+variance v; y = gamma (x - m) / sqrt(v + eps) + beta; the time step's row of the running
+statistics moves by `momentum` towards m and the unbiased variance. In evaluation m and v are
+that row of the running statistics. The
 loops take column ranges [lo, lo + n) of row-major [B, F] arrays, so that stacked blocks (the
 four gates, key and value) need no copies.
 
@@ -26,21 +27,24 @@ cell has added to it. tests/test_reference.py holds this path to the reference.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.autograd.function import once_differentiable
 
 from larnn_core import attention_cpu, window
 
+if TYPE_CHECKING:
+    from larnn_core.model import StepBatchNorm
+
 
 @numba.njit(cache=True, error_model="numpy")
-def _moments(x, lo, n, training, eps, momentum, running_mean, running_var, count, stats):
+def _moments(x, lo, n, training, eps, momentum, running_mean, running_var, stats):
     """Training: the batch's mean and invstd = 1 / sqrt(var + eps) of x's columns [lo, lo + n)
-    into stats [2, n]; moves the running statistics and counts the batch. Evaluation: the running
+    into stats [2, n]; moves the running statistics (the step's row). Evaluation: the running
     statistics' instead. (The loops index row slices: x[b, lo + f] would cost a negative-index
     check per entry, which stops vectorisation.)"""
     if not training:
@@ -48,7 +52,6 @@ def _moments(x, lo, n, training, eps, momentum, running_mean, running_var, count
         stats[1] = 1 / np.sqrt(running_var + eps)
         return
     B = x.shape[0]
-    count[0] += 1
     mean, var = stats[0], np.zeros(n, x.dtype)
     mean[:] = 0
     for b in range(B):
@@ -102,12 +105,12 @@ def _elu(x, exp_x):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
                       ha):
     """ha = [h ; a], a = Norm(ELU(u)) [B, 2H]; elu_u becomes ELU(u) (it holds exp(u))."""
     B, H = h.shape
     _elu(u, elu_u)
-    _moments(elu_u, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
+    _moments(elu_u, 0, H, training, eps, momentum, running_mean, running_var, stats)
     _normalise(elu_u, 0, H, stats, gamma, beta, ha, H)
     for b in range(B):
         row, out = h[b], ha[b]
@@ -116,11 +119,11 @@ def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _gate_inputs(p, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats, z, neg):
+def _gate_inputs(p, gamma, beta, training, eps, momentum, running_mean, running_var, stats, z, neg):
     """z = Norm(p) [B, 4H], and the arguments of the exp that the gates need: neg = -2 z for the
     candidate g (tanh z = 2 sigmoid(2z) - 1), -z for the sigmoid gates."""
     B, H = p.shape[0], p.shape[1] // 4
-    _moments(p, 0, 4 * H, training, eps, momentum, running_mean, running_var, count, stats)
+    _moments(p, 0, 4 * H, training, eps, momentum, running_mean, running_var, stats)
     scale = gamma * stats[1]
     shift = beta - scale * stats[0]
     for b in range(B):
@@ -135,9 +138,10 @@ def _gate_inputs(p, gamma, beta, training, eps, momentum, running_mean, running_
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
               gates, s, c_new):
-    """gates = g, f, i, o from exp_neg (see _gate_inputs); c_new = Norm(s), s = g i + c f."""
+    """gates = g, f, i, o from exp_neg (see _gate_inputs); s = g i + c f, the new carried cell, and
+    c_new = Norm(s), the cell that h and the window read."""
     B, H = c.shape
     one = c.dtype.type(1)
     for b in range(B):
@@ -148,12 +152,12 @@ def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, ru
         for f in range(H):
             g[f] = g[f] + g[f] - one
             sb[f] = g[f] * i[f] + cb[f] * fg[f]
-    _moments(s, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
+    _moments(s, 0, H, training, eps, momentum, running_mean, running_var, stats)
     _normalise(s, 0, H, stats, gamma, beta, c_new, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, running_mean, running_var, count, stats,
+def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
                 r, h_new):
     """elu_c becomes ELU(c_new) (it holds exp(c_new)); h_new = Norm(r), r = o ELU(c_new)."""
     B, H = c_new.shape
@@ -162,15 +166,16 @@ def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, runni
         o, e, out = gates[b, 3 * H:], elu_c[b], r[b]
         for f in range(H):
             out[f] = o[f] * e[f]
-    _moments(r, 0, H, training, eps, momentum, running_mean, running_var, count, stats)
+    _moments(r, 0, H, training, eps, momentum, running_mean, running_var, stats)
     _normalise(r, 0, H, stats, gamma, beta, h_new, 0)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, s, stats_c, gamma_c, c, dz, p, stats_z, gamma_z,
-                   grads_h, grads_c, grads_z, dp, dc_prev):
-    """From h's gradient dh and c_new's dc (dc is overwritten) back to the gradient dp at z's
-    pre-norm p [B, 4H] and the previous cell's dc_prev, through h = Norm(r), r = o ELU(c_new),
+def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, ds_next, s, stats_c, gamma_c, c, dz, p, stats_z,
+                   gamma_z, grads_h, grads_c, grads_z, dp, dc_prev):
+    """From h's gradient dh, c_new's dc (from the window; dc is overwritten) and the carried cell
+    s's ds_next (from the next step, or an empty array) back to the gradient dp at z's pre-norm
+    p [B, 4H] and the previous carried cell's dc_prev, through h = Norm(r), r = o ELU(c_new),
     c_new = Norm(s), s = g i + c f and the gates; dz (or an empty array) is added at z. Four
     passes: the first batch sums, then each pass goes through one norm and the elementwise work
     after it while taking the sums the next norm's backward needs. grads_*: [dgamma, dbeta]."""
@@ -203,6 +208,8 @@ def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, s, stats_c, gamma_
         dg, df, di = d[:H], d[H:2 * H], d[2 * H:3 * H]
         for f in range(H):
             ds = scale[f] * dcb[f] - slope[f] * sb[f] + shift[f]
+            if ds_next.shape[0]:
+                ds += ds_next[b, f]
             dg[f] = ds * i[f] * (one - g[f] * g[f])
             df[f] = ds * cb[f] * fg[f] * (one - fg[f])
             di[f] = ds * g[f] * i[f] * (one - i[f])
@@ -229,8 +236,8 @@ def _key_value(kv, elu_kv, args_k, args_v, keys, values):
     H = kv.shape[1] // 2
     _elu(kv, elu_kv)
     for args, lo, slot in ((args_k, 0, keys), (args_v, H, values)):
-        gamma, beta, training, eps, momentum, running_mean, running_var, count, stats = args
-        _moments(elu_kv, lo, H, training, eps, momentum, running_mean, running_var, count, stats)
+        gamma, beta, training, eps, momentum, running_mean, running_var, stats = args
+        _moments(elu_kv, lo, H, training, eps, momentum, running_mean, running_var, stats)
         _normalise(elu_kv, lo, H, stats, gamma, beta, kv, lo)
         _to_heads(kv, lo, slot)
 
@@ -328,24 +335,25 @@ def _dropout(h, seed, p, out, mask):
 
 
 class _Norm:
-    """A BatchNorm1d as arrays: numpy views of its parameters and running statistics (made once
+    """A StepBatchNorm as arrays: numpy views of its parameters and running statistics (made once
     per sequence: each view costs microseconds)."""
 
-    def __init__(self, norm: nn.BatchNorm1d):
+    def __init__(self, norm: StepBatchNorm):
         self.n, self.training, self.eps, self.momentum = norm.num_features, norm.training, norm.eps, norm.momentum
         self.gamma = norm.weight.detach().numpy()
         self.beta = norm.bias.detach().numpy() if norm.bias is not None else np.zeros_like(self.gamma)
-        self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()
-        self.count = norm.num_batches_tracked.view(1).numpy()
+        self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()  # [steps, n]
 
-    def args(self, x: np.ndarray) -> tuple:
-        """What the loops that normalise x take: the parameters, whether to use the batch's
-        statistics (training) or the running ones, the running statistics and count, and a new
-        [2, n] array for the statistics used (mean, invstd), which the backward needs."""
+    def args(self, x: np.ndarray, t: int) -> tuple:
+        """What the loops that normalise x at time step t take: the parameters, whether to use the
+        batch's statistics (training) or the running ones, the step's row of the running
+        statistics, and a new [2, n] array for the statistics used (mean, invstd), which the
+        backward needs."""
         if self.training and x.shape[0] < 2:
             raise ValueError(f"batch norm in training needs more than 1 value per channel, got a batch of {x.shape[0]}")
-        return (self.gamma, self.beta, self.training, self.eps, self.momentum, self.running_mean, self.running_var,
-                self.count, np.empty((2, self.n), x.dtype))
+        row = min(t, len(self.running_mean) - 1)
+        return (self.gamma, self.beta, self.training, self.eps, self.momentum, self.running_mean[row],
+                self.running_var[row], np.empty((2, self.n), x.dtype))
 
 
 class Sequence:
@@ -363,7 +371,7 @@ class Sequence:
 
     def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
              weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LARNNCell.forward's step through the loops: (h after dropout, c, z); the new cell's key
+        """LARNNCell.forward's step through the loops: (h after dropout, carried c, z); the new cell's key
         and value are in the window."""
         return _Step.apply(xq, xz, h, c, weights.w_qh, self.w_o_heads, self.cell.attn_out.bias, weights.w_ha,
                            weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, self, win, *self.params)
@@ -377,13 +385,15 @@ def applies(cell, t: torch.Tensor) -> bool:
 
 
 class _Step(torch.autograd.Function):
-    """One time step of one layer, model.py's equations: (xq, xz, h, c) -> (h after dropout, c, z),
+    """One time step of one layer, model.py's equations: (xq, xz, h, c) -> (h after dropout, c, z) with c
+    the carried cell (un-normalised),
     the new cell's key and value written into the window's slot. Tensors are allocated by torch
     and worked on through their numpy views (names ending in _)."""
 
     @staticmethod
     def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, seq, win, *_params):
         B, H = h.shape
+        t = win.pushed  # the time step: its row of the batch norms' running statistics
         slots, slot = win.advance()  # the window this step attends over; the new cell's slot
         K, V = win.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
         cell, dh = seq.cell, K.shape[1]
@@ -397,23 +407,23 @@ class _Step(torch.autograd.Function):
         u = torch.addmm(b_o, heads.view(H, B).T, w_o_heads.T)  # [B, H]: W_o MultiHead + b_o
         elu_u, ha = torch.exp(u), torch.empty(B, 2 * H, dtype=h.dtype)  # ha: [h ; a]
         elu_u_ = elu_u.numpy()
-        args_a = norm_a.args(elu_u_)
+        args_a = norm_a.args(elu_u_, t)
         _attention_output(u.numpy(), elu_u_, h.detach().numpy(), *args_a, ha.numpy())
 
         p = torch.addmm(xz, ha, w_ha.T)  # [B, 4H]
         z, exp_neg = torch.empty_like(p), torch.empty_like(p)
         p_, z_, exp_neg_ = p.numpy(), z.numpy(), exp_neg.numpy()
-        args_z = norm_z.args(p_)
+        args_z = norm_z.args(p_, t)
         _gate_inputs(p_, *args_z, z_, exp_neg_)
         exp_neg.exp_()
         gates, s, c_new = torch.empty_like(z), torch.empty_like(c), torch.empty_like(c)  # g, f, i, o; g i + c f
         gates_, s_, c_new_ = gates.numpy(), s.numpy(), c_new.numpy()
-        args_c = norm_c.args(s_)
+        args_c = norm_c.args(s_, t)
         _new_cell(exp_neg_, c.detach().numpy(), *args_c, gates_, s_, c_new_)
 
         elu_c, r, h_new = torch.exp(c_new), torch.empty_like(c), torch.empty_like(c)
         r_ = r.numpy()
-        args_h = norm_h.args(r_)
+        args_h = norm_h.args(r_, t)
         _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
         if cell.training and cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
@@ -426,7 +436,7 @@ class _Step(torch.autograd.Function):
         kv_, elu_kv, stats_kv = kv.numpy(), kv, []
         if norm_kv:  # key, value = Norm(ELU(.))
             elu_kv = torch.exp(kv)
-            args_kv = [norm.args(kv_) for norm in norm_kv]
+            args_kv = [norm.args(kv_, t) for norm in norm_kv]
             _key_value(kv_, elu_kv.numpy(), *args_kv, win.keys[slot].numpy(), win.values[slot].numpy())
             stats_kv = [args[-1] for args in args_kv]
         else:
@@ -438,11 +448,11 @@ class _Step(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # None, not zeros, for an output nothing used (z, mostly)
         ctx.seq, ctx.stats = seq, (args_a[-1], args_z[-1], args_c[-1], args_h[-1], *stats_kv)
         ctx.window, ctx.slots, ctx.slot = win, slots, slot
-        return h_new, c_new, z
+        return h_new, s, z  # s: the carried cell, un-normalised
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dh_new, dc_new, dz):
+    def backward(ctx, dh_new, ds_next, dz):
         (h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha, p, gates, s, elu_c,
          r, c_new, elu_kv, mask) = ctx.saved_tensors
         norm_a, norm_z, norm_c, norm_h, *norm_kv = ctx.seq.norms
@@ -464,17 +474,18 @@ class _Step(torch.autograd.Function):
         else:
             _from_heads(grad_keys[slot].numpy(), dkv_, 0)
             _from_heads(grad_values[slot].numpy(), dkv_, H)
-        dc = torch.addmm(_dense(dc_new, c), dkv, w_kv)  # [B, H]: c_new's gradient
+        dc = dkv @ w_kv  # [B, H]: c_new's gradient from the window (h's is added by _cell_backward)
         dw_kv, db_kv = dkv.T @ c_new, dkv.sum(0)
 
         c_, gates_, elu_u_ = c.detach().numpy(), gates.numpy(), elu_u.numpy()
         dp, dc_prev = torch.empty_like(p), torch.empty_like(c)  # [B, 4H]: also the gradient of xz
         dh_new = _dense(dh_new, c) if mask is None or dh_new is None else dh_new * mask
         grads_h, grads_c, grads_z = (np.empty((2, norm.n), c_.dtype) for norm in (norm_h, norm_c, norm_z))
-        dz_ = dz.detach().contiguous().numpy() if dz is not None else np.empty((0, 0), c_.dtype)
-        _cell_backward(dh_new.numpy(), r.numpy(), stats_h, norm_h.gamma, elu_c.numpy(), gates_, dc.numpy(), s.numpy(),
-                       stats_c, norm_c.gamma, c_, dz_, p.numpy(), stats_z, norm_z.gamma, grads_h, grads_c, grads_z,
-                       dp.numpy(), dc_prev.numpy())
+        dz_, ds_next_ = (g.detach().contiguous().numpy() if g is not None else np.empty((0, 0), c_.dtype)
+                         for g in (dz, ds_next))
+        _cell_backward(dh_new.numpy(), r.numpy(), stats_h, norm_h.gamma, elu_c.numpy(), gates_, dc.numpy(), ds_next_,
+                       s.numpy(), stats_c, norm_c.gamma, c_, dz_, p.numpy(), stats_z, norm_z.gamma, grads_h, grads_c,
+                       grads_z, dp.numpy(), dc_prev.numpy())
         grads_h, grads_c, grads_z = ([torch.from_numpy(dgamma), torch.from_numpy(dbeta)]
                                      for dgamma, dbeta in (grads_h, grads_c, grads_z))
 

@@ -2,7 +2,14 @@
 test accuracy read at that epoch only (2018 defect 5 took the best test epoch).
 
 `train` returns a hyperopt-valid result dict: `loss` is minus the best validation accuracy and
-`status` is "ok" or "fail"; a NaN loss or a CUDA out-of-memory is a "fail" with a reason.
+`status` is "ok" or "fail"; a NaN training loss or a CUDA out-of-memory is a "fail" with a reason.
+
+An epoch whose validation or test loss is not finite (the model diverged in evaluation) is never
+selected. The result counts such epochs (`nonfinite_evaluation_epochs`, the first in
+`first_nonfinite_evaluation_epoch`) and flags them (`evaluation_diverged`), but stays "ok" when
+another epoch is eligible: that epoch's numbers are real measurements chosen on validation alone,
+and failing the trial would throw them away (and leave TPE nothing to learn from). With no
+eligible epoch the trial fails.
 """
 from __future__ import annotations
 
@@ -104,7 +111,15 @@ def train(
         _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch)
         if not history["validation_accuracies"]:
             raise TrainingFailed("no epoch was trained")
-        best = int(np.argmax(history["validation_accuracies"]))  # first epoch reaching the maximum
+        diverged = [epoch for epoch, losses in enumerate(zip(history["validation_losses"], history["test_losses"]), 1)
+                    if not all(map(math.isfinite, losses))]
+        result.update(nonfinite_evaluation_epochs=len(diverged), evaluation_diverged=bool(diverged),
+                      first_nonfinite_evaluation_epoch=diverged[0] if diverged else None)
+        eligible = np.array([epoch not in diverged for epoch in range(1, len(history["validation_losses"]) + 1)])
+        if not eligible.any():
+            raise TrainingFailed(f"evaluation diverged at every epoch (non-finite validation or test loss from "
+                                 f"epoch {diverged[0]})")
+        best = int(np.argmax(np.where(eligible, history["validation_accuracies"], -np.inf)))  # first maximum
         result.update(
             status="ok",
             loss=-history["validation_accuracies"][best],
@@ -127,7 +142,8 @@ def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
     if compiled.enabled(dev):
         compiled.forget()
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
-    model = build_model(hp, n_inputs=splits.train[0].shape[2], n_classes=n_classes).to(dev)
+    _, steps, n_inputs = splits.train[0].shape
+    model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
     step = TrainStep(model, optimizer, hp.clip_grad_norm, graphs)
     forward = Graphed(model) if graphs else model
