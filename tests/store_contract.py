@@ -115,7 +115,8 @@ class StoreContract:
         store.reserve("w2")
         time.sleep(0.2)
         assert store.heartbeat("exp", 1, "w2")  # alive
-        assert store.requeue_stale(older_than=0.1, max_attempts=2) == 1
+        assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
+            {"exp_key": "exp", "tid": 0, "owner": "w1", "outcome": "requeued"}]
         trials = store.trials("exp")
         assert trials[0]["state"] == NEW and trials[0]["owner"] is None and trials[0]["attempts"] == 1
         assert trials[1]["state"] == RUNNING
@@ -123,10 +124,20 @@ class StoreContract:
         assert store.reserve("w3", "exp")["tid"] == 0
         time.sleep(0.2)
         store.heartbeat("exp", 1, "w2")
-        assert store.requeue_stale(older_than=0.1, max_attempts=2) == 1
+        assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
+            {"exp_key": "exp", "tid": 0, "owner": "w3", "outcome": "failed"}]
         trial = store.trials("exp")[0]
         assert trial["state"] == ERROR and trial["result"]["status"] == "fail"
         assert "no heartbeat" in trial["result"]["error"] and "2 times" in trial["result"]["error"]
+
+    def test_a_failed_experiment_records_its_reason(self, store):
+        store.create_experiment(experiment("bad"))
+        store.create_experiment(experiment("good"))
+        store.fail_experiment("bad", "suggesting trial 0 failed: ValueError: low >= high")
+        assert store.get_experiment("bad")["failure"]["reason"] == "suggesting trial 0 failed: ValueError: low >= high"
+        assert "failure" not in store.get_experiment("good")
+        with pytest.raises(UnknownExperiment):
+            store.fail_experiment("missing", "reason")
 
     def test_inserted_running_trial_belongs_to_its_suggester(self, store):
         store.insert_trial(new_trial("exp", 0, {}, {}, owner="w1"))

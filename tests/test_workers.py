@@ -15,7 +15,7 @@ from search_spaces import SpaceError
 from tests.fake_worker import sleepy_objective
 from tests.test_store_mongomock import AtomicClient
 from workers.experiment import submit
-from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, new_trial, open_store
+from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, StoreUnavailable, new_trial, open_store
 from workers.store.mongo import MongoStore
 from workers.worker import Worker
 
@@ -127,7 +127,7 @@ def test_nan_or_failed_results_are_marked_failed(tmp_path, url, result, reason):
 
 
 class Flaky:
-    """A store whose named methods raise ConnectionError for their first `failures` calls;
+    """A store whose named methods raise StoreUnavailable for their first `failures` calls;
     before(name) runs ahead of every call."""
 
     def __init__(self, store, failures, methods, before=lambda name: None):
@@ -140,7 +140,7 @@ class Flaky:
             self.before(name)
             if self.failures.get(name, 0) > 0:
                 self.failures[name] -= 1
-                raise ConnectionError(f"store unreachable ({name})")
+                raise StoreUnavailable(f"store unreachable ({name})")
             return method(*args, **kwargs)
 
         return call
@@ -169,7 +169,7 @@ def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
     assert len(spooled) == 3 and json.loads(spooled[0])["state"] == DONE  # on disk while the store was away
     assert store.trials("spool")[0]["state"] == DONE
     assert not list((tmp_path / "spool").iterdir())
-    assert caplog.text.count("result kept in") == 2
+    assert caplog.text.count("store unavailable (store unreachable (finish)); result of spool/0 kept in") == 2
 
 
 def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url):

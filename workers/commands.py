@@ -86,14 +86,19 @@ def register_worker(subparsers) -> None:
 
 def _worker(args) -> int:
     from larnn_core.provenance import resolve_device
-    from workers.worker import Worker
+    from workers.worker import ExperimentFailed, SpoolUnwritable, Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     resolve_device(args.device)  # a missing GPU is an error now, not at the first trial
     store = open_store(args.store)
-    Worker(store, experiment=args.experiment, device=args.device, heartbeat_s=args.heartbeat,
-           stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
-           max_trials=args.max_trials).run()
+    worker = Worker(store, experiment=args.experiment, device=args.device, heartbeat_s=args.heartbeat,
+                    stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
+                    max_trials=args.max_trials)
+    try:
+        worker.run()
+    except (SpoolUnwritable, ExperimentFailed) as error:
+        print(f"larnn worker: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -110,6 +115,8 @@ def _status(args) -> None:
         store.get_experiment(name)  # unknown names are an error, not an empty table
     rows = report.status_rows(store, args.names or None)
     print(report.table(rows) if rows else f"no experiments in {redact(store_url(args.store))}")
+    for line in report.failures(store, args.names or None):
+        print(line)
 
 
 def register_best(subparsers) -> None:

@@ -80,12 +80,20 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
         eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
         best = rank(trials, 1)
         rows.append({
-            "experiment": experiment["name"], "algorithm": experiment["algorithm"], "budget": experiment["max_evals"],
+            "experiment": experiment["name"], "state": "failed" if experiment.get("failure") else
+            "done" if remaining <= 0 else "active", "algorithm": experiment["algorithm"], "budget": experiment["max_evals"],
             **counts, "best_val": best[0]["validation_accuracy"] if best else None,
             "its_test": best[0]["test_accuracy"] if best else None, "workers": len(live),
-            "eta": _duration(eta) if eta is not None else ("done" if remaining <= 0 else "?"),
+            "eta": "-" if experiment.get("failure") else _duration(eta) if eta is not None else
+            ("done" if remaining <= 0 else "?"),
         })
     return rows
+
+
+def failures(store: BaseStore, names: list[str] | None = None) -> list[str]:
+    """One line per failed experiment: its name and why."""
+    return [f"{e['name']} failed: {e['failure']['reason']}" for e in store.experiments()
+            if e.get("failure") and (not names or e["name"] in names)]
 
 
 def _duration(seconds: float) -> str:

@@ -5,8 +5,11 @@ lease, runs the experiment's hyperopt algorithm on the stored trials and inserts
 already reserved to itself. While a trial runs, a thread sends heartbeats; a trial whose
 heartbeats stop goes back to the queue (requeue_stale, run by every worker), and after
 max_attempts it is marked failed. SIGTERM (or Ctrl-C) stops at the next epoch boundary and gives
-the trial back. A finished result is written to a local spool file first and removed only once
-the store has accepted it, so an unreachable store never loses a result.
+the trial back. A finished result is written to a local spool file before any store call and
+removed only once the store has accepted it, so an unreachable store or a killed worker never
+loses a result: the next worker on the machine delivers it. A spool that cannot be written stops
+the worker before it trains results it could not keep. An experiment whose suggestion or
+hyperparameters fail is marked failed and skipped; the worker goes on with the others.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import math
 import os
 import signal
 import socket
+import tempfile
 import threading
 import time
 import traceback
@@ -23,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from workers.objective import Objective, train_objective
-from workers.store import DONE, ERROR, BaseStore, new_trial
+from workers.store import DONE, ERROR, BaseStore, StoreUnavailable, new_trial
 from workers.suggest import hyperparameters, suggest, trial_seed
 
 log = logging.getLogger("larnn.worker")
@@ -35,6 +39,14 @@ class StopRequested(Exception):
 
 class TrialLost(Exception):
     """The trial was requeued to another worker (our heartbeats did not arrive in time)."""
+
+
+class SpoolUnwritable(RuntimeError):
+    """The local result spool cannot be written: the worker stops taking trials."""
+
+
+class ExperimentFailed(RuntimeError):
+    """The one experiment this worker was asked to work on is marked failed."""
 
 
 def default_spool() -> Path:
@@ -68,10 +80,11 @@ class Worker:
         backoff = self.retry_s
         while not self.stopping.is_set() and (self.max_trials is None or self.finished < self.max_trials):
             try:
+                self.check_spool()
                 self.flush_spool()
                 trial = self.next_trial()
                 backoff = self.retry_s
-            except TRANSIENT as error:
+            except StoreUnavailable as error:
                 log.warning("waiting for the trial store (%s); retrying in %.0f s", error, backoff)
                 self.stopping.wait(backoff)
                 backoff = min(60.0, backoff * 2)
@@ -84,7 +97,7 @@ class Worker:
                 continue
             try:
                 self.run_trial(trial)
-            except TRANSIENT as error:  # the trial goes back to the queue when its heartbeats stop
+            except StoreUnavailable as error:  # the trial goes back to the queue when its heartbeats stop
                 log.warning("trial %s/%d abandoned: the store went away (%s)", trial["exp_key"], trial["tid"], error)
             idle_since = time.monotonic()
         log.info("worker %s stopped after %d trial(s)", self.owner, self.finished)
@@ -93,15 +106,35 @@ class Worker:
     def stop(self) -> None:
         self.stopping.set()
 
+    def check_spool(self) -> None:
+        """SpoolUnwritable unless a result could be spooled now."""
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.spool) as probe:
+                probe.write(b"probe")
+        except OSError as error:
+            raise SpoolUnwritable(f"cannot write to the result spool {self.spool} ({error.strerror or error}): "
+                                  "no trial is taken until results can be kept (free the disk, or point "
+                                  "XDG_CACHE_HOME at a writable folder)") from None
+
     def next_trial(self) -> dict | None:
         """A queued trial, else a new suggestion for an experiment with budget left, else None."""
-        self.store.requeue_stale(self.stale_after_s, self.max_attempts)
+        for moved in self.store.requeue_stale(self.stale_after_s, self.max_attempts):
+            log.warning("trial %s/%d %s: no heartbeat from %s for %.0f s", moved["exp_key"], moved["tid"],
+                        "requeued" if moved["outcome"] == "requeued" else "failed after its last attempt",
+                        moved["owner"], self.stale_after_s)
+        if self.experiment:
+            failure = self.store.get_experiment(self.experiment).get("failure")
+            if failure:
+                raise ExperimentFailed(f"experiment {self.experiment!r} has failed: {failure['reason']}")
         trial = self.store.reserve(self.owner, self.experiment)
         if trial is not None:
             return trial
         experiments = [self.store.get_experiment(self.experiment)] if self.experiment else self.store.experiments()
         for experiment in experiments:
             name = experiment["name"]
+            if experiment.get("failure"):
+                continue
             if sum(self.store.state_counts(name).values()) >= experiment["max_evals"]:
                 continue  # budget spent: checked cheaply, before taking the lease and reading trials
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
@@ -111,13 +144,21 @@ class Worker:
                 if len(trials) >= experiment["max_evals"]:
                     continue
                 tid = max((t["tid"] for t in trials), default=-1) + 1
-                idxs, vals = suggest(experiment, trials, tid)
+                try:
+                    idxs, vals = suggest(experiment, trials, tid)
+                except Exception as error:  # the experiment's fault: it ends, the worker goes on
+                    self.fail_experiment(name, f"suggesting trial {tid} failed: {_summary(error)}")
+                    continue
                 trial = new_trial(name, tid, idxs, vals, owner=self.owner)
                 self.store.insert_trial(trial)
                 return trial
             finally:
                 self.store.release_lease(name, self.owner)
         return None
+
+    def fail_experiment(self, name: str, reason: str) -> None:
+        log.error("experiment %s marked failed: %s", name, reason)
+        self.store.fail_experiment(name, reason)
 
     # -- one trial
     def run_trial(self, trial: dict) -> None:
@@ -132,7 +173,7 @@ class Worker:
                     if not self.store.heartbeat(name, tid, self.owner):
                         lost.set()
                         return
-                except TRANSIENT as error:
+                except StoreUnavailable as error:
                     log.warning("heartbeat for %s/%d failed: %s", name, tid, error)
 
         def on_epoch(epoch: int, history: dict) -> None:
@@ -141,11 +182,21 @@ class Worker:
             if self.stopping.is_set():
                 raise StopRequested()
 
-        thread = threading.Thread(target=heartbeats, daemon=True)
-        thread.start()
-        started, point = time.time(), None
+        if experiment.get("failure"):  # a trial queued before its experiment failed
+            self.report(name, tid, ERROR, {"status": "fail", "error": f"experiment failed: "
+                                                                     f"{experiment['failure']['reason']}"})
+            return
         try:
             point = hyperparameters(experiment, trial)
+        except Exception as error:  # the experiment's space cannot build this point: the experiment's fault
+            reason = f"building the hyperparameters of trial {tid} failed: {_summary(error)}"
+            self.fail_experiment(name, reason)
+            self.report(name, tid, ERROR, {"status": "fail", "error": reason})
+            return
+        thread = threading.Thread(target=heartbeats, daemon=True)
+        thread.start()
+        started = time.time()
+        try:
             log.info("trial %s/%d: %s", name, tid, json.dumps(point))
             result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device, on_epoch)
             state, result = judge(result)
@@ -160,19 +211,27 @@ class Worker:
             state, result = ERROR, {"status": "fail", "error": f"{type(error).__name__}: {error}",
                                     "traceback": traceback.format_exc()}
         finally:
-            beating.set()
-            thread.join()
+            beating.set()  # the heartbeat thread ends after its current call; reporting never waits for it
         # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
         result.update(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
         self.report(name, tid, state, result)
 
     def report(self, name: str, tid: int, state: int, result: dict) -> None:
-        """Spool to disk, then hand to the store (retrying until it accepts), then unspool."""
-        self.spool.mkdir(parents=True, exist_ok=True)
+        """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
+        spool cannot be written, the result goes straight to the store and the worker stops."""
+        record = {"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}
         path = self.spool / f"{name}.{tid}.{self.owner.replace(':', '_')}.json"
         part = path.with_suffix(".part")
-        part.write_text(json.dumps({"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}))
-        os.replace(part, path)  # other workers only ever see whole files
+        try:
+            self.spool.mkdir(parents=True, exist_ok=True)
+            part.write_text(json.dumps(record))
+            os.replace(part, path)  # other workers only ever see whole files
+        except OSError as error:
+            log.error("cannot spool the result of %s/%d to %s (%s): delivering it directly, then stopping",
+                      name, tid, self.spool, error.strerror or error)
+            self._hand_over(record, "memory (the spool is not writable)")
+            self.finished += 1
+            raise SpoolUnwritable(f"cannot write to the result spool {self.spool} ({error.strerror or error})") from None
         self._deliver(path)
         self.finished += 1
 
@@ -192,21 +251,27 @@ class Worker:
             os.replace(path, claimed)
         except FileNotFoundError:  # another worker claimed it first and delivers it
             return
-        spooled = json.loads(claimed.read_text())
+        self._hand_over(json.loads(claimed.read_text()), str(claimed))
+        claimed.unlink()
+
+    def _hand_over(self, spooled: dict, kept_in: str) -> None:
+        """store.finish, retried with a logged backoff while the store is unavailable."""
         backoff = self.retry_s
         while True:
             try:
                 accepted = self.store.finish(spooled["name"], spooled["tid"], spooled["owner"], spooled["state"],
                                              spooled["result"])
                 break
-            except TRANSIENT as error:
-                log.warning("store unreachable (%s); result kept in %s, retrying in %.0f s", error, claimed, backoff)
+            except StoreUnavailable as error:
+                log.warning("store unavailable (%s); result of %s/%d kept in %s, retrying in %.0f s", error,
+                            spooled["name"], spooled["tid"], kept_in, backoff)
                 time.sleep(backoff)
                 backoff = min(60.0, backoff * 2)
-        if not accepted:
+        if accepted:
+            log.info("result of %s/%d delivered", spooled["name"], spooled["tid"])
+        else:
             log.warning("trial %s/%d was requeued or finished before this result arrived; result dropped",
                         spooled["name"], spooled["tid"])
-        claimed.unlink()
 
 
 def _alive(pid: int) -> bool:
@@ -229,12 +294,7 @@ def judge(result: dict) -> tuple[int, dict]:
     return DONE, result
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    import pymongo.errors
-
-    return OSError, sqlite3.OperationalError, pymongo.errors.PyMongoError
-
-
-TRANSIENT = _transient_errors()
+def _summary(error: BaseException) -> str:
+    """One line naming the error, at most about 300 characters."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}{'...' if len(text) > 300 else ''}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from workers.store.base import (DONE, ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseStore,
-                                ExperimentExists, UnknownExperiment, new_trial)
+                                ExperimentExists, StoreUnavailable, UnknownExperiment, new_trial)
 
 DEFAULT_URL = "sqlite:///larnn.db"
 
@@ -28,4 +28,4 @@ def open_store(url: str | None = None) -> BaseStore:
 
 
 __all__ = ["DONE", "ERROR", "FINAL", "NEW", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
-           "UnknownExperiment", "new_trial", "open_store", "store_url"]
+           "StoreUnavailable", "UnknownExperiment", "new_trial", "open_store", "store_url"]

@@ -1,5 +1,9 @@
 """The trial store interface. Two backends implement it (sqlite.py, mongo.py); one contract test
-suite (tests/test_store_contract.py) runs against each.
+suite (tests/store_contract.py) runs against each.
+
+Every call waits a bounded time; a store that does not answer in it (down, unreachable, locked
+by another process) raises StoreUnavailable, whatever the backend, so callers retry without
+knowing sqlite3 or pymongo.
 
 Trials are hyperopt-compatible documents (tid, spec, result, misc.idxs/vals, state, owner,
 book_time, refresh_time, exp_key), so hyperopt's suggestion algorithms read them unchanged. Plus
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Any
 
 # hyperopt's job states
 NEW, RUNNING, DONE, ERROR = 0, 1, 2, 3
@@ -20,6 +23,10 @@ FINAL = (DONE, ERROR)
 
 class ExperimentExists(ValueError):
     pass
+
+
+class StoreUnavailable(ConnectionError):
+    """The store did not answer within its bounded wait: try again later."""
 
 
 class UnknownExperiment(ValueError):
@@ -61,6 +68,11 @@ class BaseStore(abc.ABC):
         """Raise (or lower) an experiment's budget."""
 
     @abc.abstractmethod
+    def fail_experiment(self, name: str, reason: str) -> None:
+        """Mark an experiment failed (its `failure`: reason and time): workers take no more of its
+        trials. A bad experiment ends itself, never the workers that share the store."""
+
+    @abc.abstractmethod
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take the experiment's suggestion lease unless another owner holds an unexpired one."""
 
@@ -96,9 +108,10 @@ class BaseStore(abc.ABC):
         """Give a running trial back to the queue (a graceful stop does not count as an attempt)."""
 
     @abc.abstractmethod
-    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+    def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         """Running trials whose heartbeat is older than `older_than` seconds go back to the queue,
-        or, after max_attempts reservations, are marked failed with the reason. Returns how many."""
+        or, after max_attempts reservations, are marked failed with the reason. Returns one
+        {exp_key, tid, owner, outcome: "requeued" | "failed"} per trial, for the log."""
 
     @abc.abstractmethod
     def state_counts(self, name: str) -> dict[int, int]:

@@ -3,27 +3,51 @@
 Reservation and the suggestion lease are single `find_one_and_update` calls, atomic on the
 server; writes use majority write concern with journaling. Not hyperopt's MongoTrials, which
 calls pymongo 3 APIs and unpickles code from the database.
+
+Every call waits a bounded time (server selection and connection 10 s, a socket read 30 s, a
+majority write 30 s); a server that does not answer in it raises StoreUnavailable.
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
 from pymongo.write_concern import WriteConcern
 
-from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists,
+from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
                                 UnknownExperiment)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
+UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # ConnectionFailure: also server selection
 
 
+def _unavailable_as_store_error(cls):
+    """Every public method raises StoreUnavailable where pymongo says the server did not answer."""
+    def translated(method):
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except UNAVAILABLE as error:
+                raise StoreUnavailable(f"MongoDB store: {type(error).__name__}: {str(error)[:300]}") from None
+        return call
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and (not name.startswith("_") or name == "__init__"):
+            setattr(cls, name, translated(member))
+    return cls
+
+
+@_unavailable_as_store_error
 class MongoStore(BaseStore):
     def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
-        self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
+                                                    socketTimeoutMS=30_000)
         db = self.client.get_database(database) if database else self.client.get_default_database("larnn")
-        concern = WriteConcern(w="majority", j=True)
+        concern = WriteConcern(w="majority", j=True, wtimeout=30_000)
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
         self.experiments_.create_index("name", unique=True)
@@ -46,9 +70,15 @@ class MongoStore(BaseStore):
     def experiments(self) -> list[dict]:
         return list(self.experiments_.find({}, HIDDEN, sort=[("created", 1), ("name", 1)]))
 
-    def set_max_evals(self, name: str, max_evals: int) -> None:
-        if self.experiments_.update_one({"name": name}, {"$set": {"max_evals": max_evals}}).matched_count != 1:
+    def _update_experiment(self, name: str, fields: dict) -> None:
+        if self.experiments_.update_one({"name": name}, {"$set": fields}).matched_count != 1:
             raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
+
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        self._update_experiment(name, {"max_evals": max_evals})
+
+    def fail_experiment(self, name: str, reason: str) -> None:
+        self._update_experiment(name, {"failure": {"reason": reason, "time": time.time()}})
 
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
@@ -99,26 +129,28 @@ class MongoStore(BaseStore):
     def release(self, name: str, tid: int, owner: str) -> bool:
         return self._update_own(name, tid, owner, {"$set": {"state": NEW, "owner": None}, "$inc": {"attempts": -1}})
 
-    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+    def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         cutoff = time.time() - older_than
-        count = 0
+        moved = []
         while True:  # one atomic update per stale trial, so a racing heartbeat or requeue is never lost
             trial = self.trials_.find_one_and_update(
                 {"state": RUNNING, "refresh_time": {"$lt": cutoff}, "attempts": {"$lt": max_attempts}},
                 {"$set": {"state": NEW, "owner": None}})
             if trial is None:
                 break
-            count += 1
+            moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
+                          "outcome": "requeued"})
         while True:
             trial = self.trials_.find_one({"state": RUNNING, "refresh_time": {"$lt": cutoff}})
             if trial is None:
-                return count
+                return moved
             result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
                                                  f"{trial['attempts']} times (last owner {trial['owner']}); giving up"}
             if self.trials_.update_one({"exp_key": trial["exp_key"], "tid": trial["tid"], "state": RUNNING,
                                         "refresh_time": trial["refresh_time"]},
                                        {"$set": {"state": ERROR, "result": result}}).modified_count:
-                count += 1
+                moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
+                              "outcome": "failed"})
 
     def close(self) -> None:
         self.client.close()

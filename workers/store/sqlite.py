@@ -1,8 +1,11 @@
 """SQLite trial store: the embedded default, for one machine and several processes.
 
-WAL journal (readers never block the writer), a long busy timeout, short `BEGIN IMMEDIATE`
-transactions (the write lock is taken up front, so two reservations cannot interleave) and a
-retry with backoff for the rare lock error that outlasts the timeout.
+WAL journal (readers never block the writer), short `BEGIN IMMEDIATE` transactions (the write
+lock is taken up front, so two reservations cannot interleave), a busy timeout and a few retries
+with backoff; a lock held longer than that (by another process) or a file that cannot be opened
+raises StoreUnavailable, so the worker logs the outage and retries at its own pace. Each thread
+has its own connection: a worker's heartbeat thread waiting for the lock never holds up the
+delivery of a result.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists,
+from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
                                 UnknownExperiment)
 
 SCHEMA = """
@@ -30,35 +33,54 @@ COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, 
 
 
 class SQLiteStore(BaseStore):
-    def __init__(self, path: str | Path, busy_timeout_s: float = 60.0, retries: int = 20):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0, retries: int = 3):
+        """Each call waits at most about retries x busy_timeout_s for another process's lock."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.retries = retries
-        # one connection per store, shared with the worker's heartbeat thread under a lock
-        self.db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-        self.lock = threading.RLock()
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.busy_timeout_s, self.retries = busy_timeout_s, retries
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
         self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
     def _transaction(self, work, begin: bool = True):
-        """Run work(db) in one short write transaction, retrying on lock errors."""
-        with self.lock:
+        """Run work(db) in one short write transaction, retrying on lock errors; StoreUnavailable
+        when the database stays locked or cannot be opened."""
+        try:
             return self._retrying(work, begin)
+        except sqlite3.OperationalError as error:
+            raise StoreUnavailable(f"SQLite store {self.path}: {error}") from None
 
     def _retrying(self, work, begin: bool):
         for attempt in range(self.retries):
+            db = self.db
             try:
                 if begin:
-                    self.db.execute("BEGIN IMMEDIATE")
+                    db.execute("BEGIN IMMEDIATE")
                 try:
-                    value = work(self.db)
+                    value = work(db)
                 except BaseException:
-                    if begin:
-                        self.db.execute("ROLLBACK")
+                    if begin and db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
                 if begin:
-                    self.db.execute("COMMIT")
+                    db.execute("COMMIT")
                 return value
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) and "busy" not in str(error) or attempt == self.retries - 1:
@@ -87,15 +109,20 @@ class SQLiteStore(BaseStore):
     def experiments(self) -> list[dict]:
         return [json.loads(doc) for doc, in self._read("SELECT doc FROM experiments ORDER BY created, name")]
 
-    def set_max_evals(self, name: str, max_evals: int) -> None:
+    def _update_experiment(self, name: str, fields: dict) -> None:
         def work(db):
             rows = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchall()
             if not rows:
                 raise UnknownExperiment(f"no experiment named {name!r} in {self.path}")
-            doc = json.loads(rows[0][0])
-            doc["max_evals"] = max_evals
-            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps(doc), name))
+            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps({**json.loads(rows[0][0]), **fields}),
+                                                                        name))
         self._transaction(work)
+
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        self._update_experiment(name, {"max_evals": max_evals})
+
+    def fail_experiment(self, name: str, reason: str) -> None:
+        self._update_experiment(name, {"failure": {"reason": reason, "time": time.time()}})
 
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
@@ -160,11 +187,12 @@ class SQLiteStore(BaseStore):
             "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
             (NEW, name, tid, owner, RUNNING)).rowcount == 1)
 
-    def requeue_stale(self, older_than: float, max_attempts: int) -> int:
+    def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         def work(db):
             cutoff = time.time() - older_than
             stale = db.execute("SELECT exp_key, tid, attempts, owner FROM trials WHERE state = ? AND refresh_time < ?",
                                (RUNNING, cutoff)).fetchall()
+            moved = []
             for exp_key, tid, attempts, owner in stale:
                 if attempts >= max_attempts:
                     result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
@@ -174,8 +202,14 @@ class SQLiteStore(BaseStore):
                 else:
                     db.execute("UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?",
                                (NEW, exp_key, tid))
-            return len(stale)
+                moved.append({"exp_key": exp_key, "tid": tid, "owner": owner,
+                              "outcome": "failed" if attempts >= max_attempts else "requeued"})
+            return moved
         return self._transaction(work)
 
     def close(self) -> None:
-        self.db.close()
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
