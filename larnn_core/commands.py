@@ -88,8 +88,12 @@ def register_train(subparsers) -> None:
     parser.set_defaults(run=_train)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_config(text: str | None) -> dict:
-    """A JSON object from a file path or given inline."""
+    """A JSON object from a file path or given inline, of at most MAX_CONFIG_BYTES; any other
+    input is a ValueError naming the source."""
     if text is None:
         return {}
     source = "--config"
@@ -97,11 +101,21 @@ def read_config(text: str | None) -> dict:
         path = Path(text)
         if not path.is_file():
             raise FileNotFoundError(f"config file {text} does not exist")
-        source, text = str(path), path.read_text()
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path} is {path.stat().st_size} bytes; a config has at most {MAX_CONFIG_BYTES}")
+        source = str(path)
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{source} is not UTF-8 text (byte {error.start})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{source} has {len(text)} characters; a config has at most {MAX_CONFIG_BYTES}")
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{source} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError(f"{source} is nested too deeply to be a config") from None
     if not isinstance(config, dict):
         raise ValueError(f"{source} must be a JSON object of hyperparameters, got {type(config).__name__}")
     return config

@@ -1,17 +1,53 @@
 """Hyperparameters under their 2018 names (the `space` dict of a 2018 result file), with defaults.
 
-Defaults are the best 2018 LARNN configuration (hidden 81, heads 27, window 38, ...).
+Defaults are the best 2018 LARNN configuration (hidden 81, heads 27, window 38, ...). RANGES
+holds each numeric hyperparameter's one valid range, enforced on --config, on points files and
+on every sampled point, and checked by the space validator against what a distribution can
+produce.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from larnn_core.model import MODES, NORMS
+from larnn_core.model import MODES, NORMS, SEQUENCE_STEPS
 
 MODELS = ("larnn", "lstm")
+
+
+@dataclass(frozen=True)
+class Range:
+    """low..high, either end excluded where open."""
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+RANGES = {
+    "hidden_size": Range(1, 4096),
+    "attention_heads": Range(1, 4096),
+    "larnn_window_size": Range(1, SEQUENCE_STEPS),  # at most the sequence: older slots would stay empty
+    "num_layers": Range(1, 16),
+    "dropout_drop_proba": Range(0, 1, high_open=True),
+    "learning_rate": Range(0, 10, low_open=True),
+    "l2_weight_reg": Range(0, 1),
+    "decay_each_N_epoch": Range(1, 10000),
+    "batch_size": Range(1, 8192),  # larger than the training set: one batch of all of it
+    "training_epochs": Range(1, 10000),
+    "clip_grad_norm": Range(0, 1e6),  # 0 disables clipping
+}
 
 
 @dataclass(frozen=True)
@@ -43,16 +79,19 @@ class HParams:
             hints = []
             for k in unknown:
                 close = difflib.get_close_matches(k, fields, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                hints.append(_quote(k, 60) + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ValueError(f"unknown hyperparameter(s): {', '.join(hints)}")
         cast = {}
         for k, v in values.items():
             kind = fields[k].type
             if kind == "bool" and not isinstance(v, bool):
-                raise ValueError(f"hyperparameter {k!r} must be true or false, got {v!r}")
+                raise ValueError(f"hyperparameter {k!r} must be true or false, got {_quote(v)}")
+            if kind in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))
+                                             or not math.isfinite(v)):
+                raise ValueError(f"hyperparameter {k!r} must be a finite number, got {_quote(v)}")
             if kind == "int":
-                if isinstance(v, bool) or not float(v).is_integer():
-                    raise ValueError(f"hyperparameter {k!r} must be an integer, got {v!r}")
+                if not float(v).is_integer():
+                    raise ValueError(f"hyperparameter {k!r} must be an integer, got {_quote(v)}")
                 v = int(v)
             if kind == "float":
                 v = float(v)
@@ -62,18 +101,22 @@ class HParams:
         return hp
 
     def validate(self) -> None:
-        choices = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("hidden_size", "attention_heads", "larnn_window_size", "num_layers",
-                     "decay_each_N_epoch", "batch_size", "training_epochs", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout_drop_proba < 1.0:
-            raise ValueError(f"dropout_drop_proba must be in [0, 1), got {self.dropout_drop_proba}")
-        if self.l2_weight_reg < 0 or self.clip_grad_norm < 0:
-            raise ValueError("l2_weight_reg and clip_grad_norm must be >= 0")
+        for name, valid in RANGES.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value in valid):
+                raise ValueError(f"{name} must be in {valid}, got {value:g}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+CHOICES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
+
+
+def _quote(value: Any, limit: int = 200) -> str:
+    """repr of a value, at most about `limit` characters: messages never dump a whole input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -16,8 +16,13 @@ a label, not a hyperparameter; the chosen option's entries join the sampled poin
 
     architecture: {choice: [{model: larnn, attention_heads: 8}, {model: lstm}]}
 
-Structural problems (arity, types, low > high, empty choice, ...) are collected with the path of
+Structural problems (arity, types, low >= high, empty choice, ...) are collected with the path of
 the field they concern; validate.py checks the hyperparameters themselves.
+
+Reading is bounded, whatever the bytes: at most MAX_BYTES, UTF-8 text, nesting at most MAX_DEPTH
+levels, no YAML aliases (an alias bomb expands a few hundred bytes into gigabytes), plain-text
+keys, and only the values JSON has (no sets, timestamps or binary; numbers finite and below
+2^63). Messages quote at most about 200 characters of a value.
 """
 from __future__ import annotations
 
@@ -32,6 +37,17 @@ import yaml
 ARITY = {"uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3, "normal": 2, "qnormal": 3,
          "randint": 2, "choice": None}
 TOP_LEVEL = ("description", "space")
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_INT = 2**63
+MAX_LOG_MULTIPLIER = 50  # exp(50) = 5e21: past any hyperparameter's range
+MAX_STEPS = 1e9  # a q so small that a range holds more steps than this is a typo (q: 1e-320)
+
+
+def quote(value: Any, limit: int = 200) -> str:
+    """JSON text of a value, at most about `limit` characters."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -80,12 +96,33 @@ class SpaceError(ValueError):
         super().__init__("\n".join(lines))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML that refuses a key given twice (plain YAML silently keeps the last)."""
+class _BoundedLoader(yaml.SafeLoader):
+    """Safe YAML that refuses aliases, nesting past MAX_DEPTH, keys that are not plain text and a
+    key given twice (plain YAML silently keeps the last)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a space file",
+                                              self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be plain text, not a list or mapping",
+                                                        key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 mark = key_node.start_mark
@@ -95,22 +132,75 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_document(path: str | Path) -> dict:
-    """The file's mapping; syntax errors are reported with line and column."""
+def read_document(path: str | Path) -> Any:
+    """The file's YAML or JSON document, within the bounds above; any other input is a SpaceError
+    naming the file (and the line and column, or the field)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpaceError(str(path), [("", "no such file")])
     try:
-        document = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        size = path.stat().st_size
+        if not path.is_file():
+            raise SpaceError(str(path), [("", "not a file")])
+        if size > MAX_BYTES:
+            raise SpaceError(str(path), [("", f"is {size} bytes; a space file has at most {MAX_BYTES} bytes")])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpaceError(str(path), [("", "no such file")]) from None
+    except OSError as error:
+        raise SpaceError(str(path), [("", f"cannot be read: {error.strerror or error}")]) from None
+    return parse_text(raw, str(path))
+
+
+def parse_text(raw: bytes, source: str) -> Any:
+    """A YAML or JSON document from bytes, within the bounds above (read_document)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpaceError(source, [("", f"is not UTF-8 text (byte {error.start}); binary, or UTF-16? "
+                                       "save it as UTF-8")]) from None
+    try:
+        document = yaml.load(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpaceError(str(path), [("", f"{where}YAML syntax error: {error.problem or error}")]) from None
+        raise SpaceError(source, [("", f"{where}YAML syntax error: {error.problem or error}")]) from None
+    except yaml.reader.ReaderError as error:
+        raise SpaceError(source, [("", f"character {error.character!r} at position {error.position} is not "
+                                       "allowed (control characters are not text)")]) from None
+    except yaml.YAMLError as error:
+        raise SpaceError(source, [("", f"YAML error: {quote(str(error))}")]) from None
+    problems = list(_foreign_values(document, ""))
+    if problems:
+        raise SpaceError(source, problems[:20])
     return document
 
 
+def _foreign_values(value: Any, path: str):
+    """(path, problem) for each value JSON does not have: sets, timestamps, binary, non-finite or
+    huge numbers (the tree's depth is bounded by the loader)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _foreign_values(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _foreign_values(item, f"{path}[{i}]")
+    elif isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    elif isinstance(value, int):
+        if abs(value) >= MAX_INT:
+            yield path, f"{quote(value, 40)} is too large (a space's numbers stay below 2^63)"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            yield path, f"{value} is not a number a space can hold"
+        elif abs(value) >= MAX_INT:
+            yield path, f"{value:g} is too large (a space's numbers stay below 2^63)"
+    else:
+        yield path, f"a {type(value).__name__} is not a value a space holds (use text, numbers, true/false, " \
+                    "lists and mappings)"
+
+
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < MAX_INT
+            and math.isfinite(value))
 
 
 class _Parser:
@@ -122,18 +212,18 @@ class _Parser:
 
     def numbers(self, path: str, values: Any, count: int) -> tuple[float, ...] | None:
         if not isinstance(values, list) or len(values) != count:
-            self.fail(path, f"expected a list of {count} numbers, got {json.dumps(values)}")
+            self.fail(path, f"expected a list of {count} numbers, got {quote(values)}")
             return None
         for i, v in enumerate(values):
             if not is_number(v):
                 hint = " (YAML reads 1e-5 as text: write 1.0e-5)" if isinstance(v, str) else ""
-                self.fail(f"{path}[{i}]", f"expected a number, got {json.dumps(v)}{hint}")
+                self.fail(f"{path}[{i}]", f"expected a number, got {quote(v)}{hint}")
                 return None
         return tuple(values)
 
     def params(self, path: str, mapping: Any) -> dict[str, Node]:
         if not isinstance(mapping, dict):
-            self.fail(path, f"expected a mapping of hyperparameters, got {json.dumps(mapping)}")
+            self.fail(path, f"expected a mapping of hyperparameters, got {quote(mapping)}")
             return {}
         if not mapping:
             self.fail(path, "is empty: give at least one hyperparameter")
@@ -169,29 +259,36 @@ class _Parser:
                 self.fail(path, f"sigma must be positive, got {high}")
         elif low > high:
             self.fail(path, f"low ({low}) is greater than high ({high})")
+        elif low == high and kind != "randint":
+            self.fail(path, f"low equals high ({low}): write the fixed value instead")
         if kind in ("loguniform", "qloguniform") and low <= 0:
             self.fail(path, f"log-uniform bounds must be positive, got low = {low}")
         if kind == "randint" and not (float(low).is_integer() and float(high).is_integer() and low < high):
             self.fail(path, f"randint takes integers low < high (high excluded), got [{low}, {high}]")
         if len(args) == 3 and args[2] <= 0:
             self.fail(path, f"q must be positive, got {args[2]}")
+        elif len(args) == 3 and abs(high - low if kind not in ("normal", "qnormal") else high) / args[2] > MAX_STEPS:
+            self.fail(path, f"q ({args[2]:g}) is too small: more than {MAX_STEPS:g} steps")
         return Distribution(kind, args)
 
     def scaled(self, path: str, value: dict) -> Node:
         base = value["base"]
         bounds = self.numbers(f"{path}.log_multiplier", value["log_multiplier"], 2)
         if not is_number(base) or base <= 0:
-            self.fail(f"{path}.base", f"expected a positive number, got {json.dumps(base)}")
+            self.fail(f"{path}.base", f"expected a positive number, got {quote(base)}")
             return Invalid()
         if bounds is None:
             return Invalid()
-        if bounds[0] > bounds[1]:
-            self.fail(f"{path}.log_multiplier", f"low ({bounds[0]}) is greater than high ({bounds[1]})")
+        if bounds[0] >= bounds[1]:
+            self.fail(f"{path}.log_multiplier", f"low ({bounds[0]}) must be less than high ({bounds[1]})")
+        if max(map(abs, bounds)) > MAX_LOG_MULTIPLIER:
+            self.fail(f"{path}.log_multiplier", f"a multiplier of exp({max(map(abs, bounds)):g}) is out of reach; "
+                                                f"keep |log_multiplier| <= {MAX_LOG_MULTIPLIER}")
         return Scaled(float(base), *map(float, bounds))
 
     def choice(self, path: str, options: Any) -> Node:
         if not isinstance(options, list):
-            self.fail(path, f"expected a list of options, got {json.dumps(options)}")
+            self.fail(path, f"expected a list of options, got {quote(options)}")
             return Invalid()
         if not options:
             self.fail(path, "is empty: give at least one option")

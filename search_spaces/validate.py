@@ -5,19 +5,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import json
 import math
 
-from larnn_core.hparams import MODELS, HParams
-from larnn_core.model import MODES, NORMS
-from search_spaces.format import Branches, Choice, Distribution, Fixed, Invalid, Node, Scaled, is_number
+from larnn_core.hparams import CHOICES, RANGES, HParams
+from search_spaces.format import Branches, Choice, Distribution, Fixed, Invalid, Node, Scaled, is_number, quote
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(HParams)}
 DEFAULTS = HParams().to_dict()
-TEXT_VALUES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
-POSITIVE = ("hidden_size", "attention_heads", "larnn_window_size", "num_layers", "decay_each_N_epoch",
-            "batch_size", "training_epochs", "learning_rate")
-NON_NEGATIVE = ("l2_weight_reg", "clip_grad_norm")
+TEXT_VALUES = CHOICES
+MAX_COMBINATIONS = 4096  # conditional combinations the validator checks one by one
 
 
 def round_half_up(x: float) -> int:
@@ -59,34 +55,32 @@ def _check_type(name: str, path: str, node: Node, problems: list) -> bool:
         return False
     for value in values or []:
         if kind == "bool" and not isinstance(value, bool):
-            problems.append((path, f"{name} must be true or false, got {json.dumps(value)}"))
+            problems.append((path, f"{name} must be true or false, got {quote(value)}"))
             return False
         if kind == "str" and value not in TEXT_VALUES[name]:
-            problems.append((path, f"{name} must be one of {', '.join(TEXT_VALUES[name])}, got {json.dumps(value)}"))
+            problems.append((path, f"{name} must be one of {', '.join(TEXT_VALUES[name])}, got {quote(value)}"))
             return False
         if kind in ("int", "float") and not is_number(value):
-            problems.append((path, f"{name} must be a number, got {json.dumps(value)}"))
+            problems.append((path, f"{name} must be a number, got {quote(value)}"))
             return False
     return True
 
 
 def _check_range(name: str, path: str, node: Node, problems: list) -> None:
+    """Every value the node can produce (after rounding) lies in the hyperparameter's RANGES entry."""
+    valid = RANGES.get(name)
     low, high = bounds(node)
-    if FIELD_TYPES[name] == "int" and math.isfinite(low):
-        low, high = round_half_up(low), round_half_up(high)
-    if not math.isfinite(low):
+    if valid is None or (math.isfinite(low) and math.isfinite(high) and low in valid and high in valid):
+        return
+    if not (math.isfinite(low) and math.isfinite(high)):
         can = "is unbounded (a normal distribution)"
     elif FIELD_TYPES[name] == "int":
-        can = f"can be {low} after rounding"
+        low, high = round_half_up(low), round_half_up(high)
+        can = f"can be {low if low not in valid else high} after rounding"
     else:
         can = f"can be {low:g}" if low == high else f"ranges over [{low:g}, {high:g}]"
-    if name in POSITIVE and not low > 0:
-        limit = "the window must hold at least 1 cell" if name == "larnn_window_size" else "it must be positive"
-        problems.append((path, f"{name} {can}; {limit}"))
-    if name in NON_NEGATIVE and not low >= 0:
-        problems.append((path, f"{name} {can}; it must be >= 0"))
-    if name == "dropout_drop_proba" and not (low >= 0 and high < 1):
-        problems.append((path, f"dropout_drop_proba {can}; it must lie in [0, 1)"))
+    hint = "; the window must hold at least 1 cell" if name == "larnn_window_size" and low < 1 else ""
+    problems.append((path, f"{name} {can}; it must lie in {valid}{hint}"))
 
 
 def _combinations(nodes: dict[str, Node], path: str, problems: list):
@@ -107,9 +101,23 @@ def _combinations(nodes: dict[str, Node], path: str, problems: list):
         yield combined
 
 
+def count_combinations(nodes: dict[str, Node], cap: int = MAX_COMBINATIONS) -> int:
+    """How many flat combinations the conditional branches give (stops counting past cap)."""
+    total = 1
+    for label, node in nodes.items():
+        if isinstance(node, Branches) and label not in FIELD_TYPES:
+            total *= min(cap + 1, sum(count_combinations(option, cap) for option in node.options))
+            if total > cap:
+                return cap + 1
+    return total
+
+
 def validate(nodes: dict[str, Node], path: str = "space") -> list[tuple[str, str]]:
     """Every problem of the space, as (field path, message); an empty list means valid."""
     problems: list[tuple[str, str]] = []
+    if count_combinations(nodes) > MAX_COMBINATIONS:
+        return [(path, f"its conditional choices combine into more than {MAX_COMBINATIONS} sub-spaces, which "
+                       "are too many to check: split it into several spaces")]
     typed_ok = {}
     for combo in _combinations(nodes, path, problems):
         for name, (where, node) in combo.items():

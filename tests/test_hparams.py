@@ -30,7 +30,12 @@ def test_unknown_key_is_refused_with_its_name_and_a_suggestion():
     ({"use_positional_encoding": "yes"}, "use_positional_encoding.*true or false"),
     ({"larnn_mode": "dense"}, "larnn_mode must be one of"),
     ({"dropout_drop_proba": 1.0}, r"dropout_drop_proba must be in \[0, 1\)"),
-    ({"batch_size": 0}, "batch_size must be positive"),
+    ({"batch_size": 0}, r"batch_size must be in \[1, 8192\], got 0"),
+    ({"hidden_size": 10**307}, r"hidden_size must be in \[1, 4096\]"),
+    ({"learning_rate": float("inf")}, "learning_rate' must be a finite number, got inf"),
+    ({"training_epochs": 2**64}, r"training_epochs must be in \[1, 10000\]"),
+    ({"num_layers": [1] * 10000}, r"must be a finite number, got \[1, 1, .*\.\.\. \(30000 characters\)"),
+    ({"x" * 5000: 1}, r"unknown hyperparameter\(s\): 'xxxx.*\.\.\. \(5002 characters\)"),
     ({"norm": "group"}, "norm must be one of"),
 ])
 def test_bad_values_are_refused(bad, message):
@@ -54,3 +59,18 @@ def test_config_from_file_or_inline(tmp_path):
         read_config("{oops")
     with pytest.raises(FileNotFoundError, match="missing.json"):
         read_config(str(tmp_path / "missing.json"))
+
+
+def test_readme_table_shows_every_range_and_choice_as_defined():
+    """README's hyperparameter table is the documented copy of RANGES and CHOICES: no drift."""
+    from pathlib import Path
+
+    from larnn_core.hparams import CHOICES, RANGES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
+                                          for line in readme.splitlines() if line.startswith("| "))}
+    for name, valid in RANGES.items():
+        assert rows[name][2] == str(valid), name
+    for name, allowed in CHOICES.items():
+        assert rows[name][2] == ", ".join(allowed), name

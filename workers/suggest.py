@@ -4,6 +4,7 @@ from __future__ import annotations
 import hyperopt
 from hyperopt import Domain, Trials, anneal, rand, tpe
 
+from larnn_core.hparams import HParams
 from workers.experiment import stored_space
 
 ALGORITHMS = {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest}
@@ -27,7 +28,11 @@ def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]
 
 
 def hyperparameters(experiment: dict, trial: dict) -> dict:
-    """The trial's complete point, rounded by the space's rule."""
+    """The trial's complete point, rounded by the space's rule; a ValueError unless it is a valid
+    hyperparameter set (every value in its range, larnn_core.hparams.RANGES)."""
     space = stored_space(experiment)
     chosen = {label: values[0] for label, values in trial["misc"]["vals"].items() if values}
-    return space.point(hyperopt.space_eval(space.hyperopt(), chosen))
+    point = space.point(hyperopt.space_eval(space.hyperopt(), chosen))
+    epochs = experiment["objective"].get("epochs")  # the objective's override, when the experiment sets one
+    HParams.from_dict({**point, **({"training_epochs": epochs} if epochs else {})})
+    return point
