@@ -130,6 +130,23 @@ class StoreContract:
         assert trial["state"] == ERROR and trial["result"]["status"] == "fail"
         assert "no heartbeat" in trial["result"]["error"] and "2 times" in trial["result"]["error"]
 
+    def test_each_trial_keeps_the_log_of_its_attempts(self, store):
+        queued(store, "exp", 2)
+        store.reserve("w1")
+        store.release("exp", 0, "w1")
+        store.reserve("w2")
+        store.reserve("w3")  # trial 1
+        time.sleep(0.2)
+        store.heartbeat("exp", 0, "w2")
+        store.requeue_stale(older_than=0.1, max_attempts=5)  # trial 1: w3 lost it
+        assert store.finish("exp", 0, "w2", DONE, {"status": "ok", "loss": -0.5})
+        store.reserve("w4")  # trial 1 again
+        logs = {t["tid"]: t["attempt_log"] for t in store.trials("exp")}
+        assert [(e["owner"], e["outcome"]) for e in logs[0]] == [("w1", "given back"), ("w2", "finished")]
+        assert [(e["owner"], e["outcome"]) for e in logs[1]] == [("w3", "heartbeat lost"), ("w4", "running")]
+        assert all(e["end"] >= e["start"] for log in logs.values() for e in log if e["end"] is not None)
+        assert logs[1][-1]["end"] is None
+
     def test_a_failed_experiment_records_its_reason(self, store):
         store.create_experiment(experiment("bad"))
         store.create_experiment(experiment("good"))

@@ -1,3 +1,4 @@
+import csv
 import json
 import re
 import subprocess
@@ -87,6 +88,8 @@ def test_trials_export(store, url, tmp_path, capsys):
     assert cli.main(["trials", "round3", "--export", str(target), "--store", url]) == 0
     lines = target.read_text().splitlines()
     assert len(lines) == 32 and "learning_rate" in lines[0] and "validation_accuracy" in lines[0]
+    rows = list(csv.DictReader(lines))
+    assert {row["attempts"] for row in rows} == {"1"}  # each synthetic trial was reserved once
 
 
 def test_notebook_runs_as_a_script(store, url, tmp_path):

@@ -7,7 +7,9 @@ knowing sqlite3 or pymongo.
 
 Trials are hyperopt-compatible documents (tid, spec, result, misc.idxs/vals, state, owner,
 book_time, refresh_time, exp_key), so hyperopt's suggestion algorithms read them unchanged. Plus
-`attempts` (reservations so far). Times are seconds since the epoch. Everything is JSON: nothing
+`attempts` (reservations that count towards max_attempts) and `attempt_log`, one entry per
+reservation: {owner, start, end, outcome}, outcome one of ATTEMPT_OUTCOMES (a superseded worker,
+whose trial was requeued, appears as "heartbeat lost": it can write nothing after that). Times are seconds since the epoch. Everything is JSON: nothing
 is pickled into or out of a store.
 """
 from __future__ import annotations
@@ -19,6 +21,12 @@ import time
 NEW, RUNNING, DONE, ERROR = 0, 1, 2, 3
 STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed"}
 FINAL = (DONE, ERROR)
+ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost")
+
+
+def attempt(owner: str, start: float) -> dict:
+    """A new attempt_log entry."""
+    return {"owner": owner, "start": start, "end": None, "outcome": "running"}
 
 
 class ExperimentExists(ValueError):
@@ -44,6 +52,7 @@ def new_trial(exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None 
         "state": RUNNING if owner else NEW, "owner": owner,
         "book_time": now if owner else None, "refresh_time": now if owner else None,
         "attempts": 1 if owner else 0,
+        "attempt_log": [attempt(owner, now)] if owner else [],
     }
 
 

@@ -18,7 +18,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeou
 from pymongo.write_concern import WriteConcern
 
 from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment)
+                                UnknownExperiment, attempt)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # ConnectionFailure: also server selection
@@ -108,7 +108,7 @@ class MongoStore(BaseStore):
         trial = self.trials_.find_one_and_update(  # no projection: mongomock then returns another document
             query,
             {"$set": {"state": RUNNING, "owner": owner, "book_time": now, "refresh_time": now},
-             "$inc": {"attempts": 1}},
+             "$inc": {"attempts": 1}, "$push": {"attempt_log": attempt(owner, now)}},
             sort=[("tid", 1), ("exp_key", 1)], return_document=ReturnDocument.AFTER)
         if trial is not None:
             trial.pop("_id")
@@ -118,16 +118,29 @@ class MongoStore(BaseStore):
         query = {"exp_key": name, "tid": tid, "owner": owner, "state": RUNNING}
         return self.trials_.update_one(query, update).modified_count == 1
 
+    def _end_attempt(self, name: str, tid: int, owner: str, outcome: str) -> None:
+        """Close owner's running attempt_log entry (after the fenced update that decided it: the log
+        is a record, never what fences a worker)."""
+        self.trials_.update_one(
+            {"exp_key": name, "tid": tid, "attempt_log": {"$elemMatch": {"owner": owner, "outcome": "running"}}},
+            {"$set": {"attempt_log.$.end": time.time(), "attempt_log.$.outcome": outcome}})
+
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
         return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
         assert state in (DONE, ERROR)
-        return self._update_own(name, tid, owner,
-                                {"$set": {"state": state, "result": result, "refresh_time": time.time()}})
+        if not self._update_own(name, tid, owner, {"$set": {"state": state, "result": result,
+                                                            "refresh_time": time.time()}}):
+            return False
+        self._end_attempt(name, tid, owner, "finished")
+        return True
 
     def release(self, name: str, tid: int, owner: str) -> bool:
-        return self._update_own(name, tid, owner, {"$set": {"state": NEW, "owner": None}, "$inc": {"attempts": -1}})
+        if not self._update_own(name, tid, owner, {"$set": {"state": NEW, "owner": None}, "$inc": {"attempts": -1}}):
+            return False
+        self._end_attempt(name, tid, owner, "given back")
+        return True
 
     def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         cutoff = time.time() - older_than
@@ -138,6 +151,7 @@ class MongoStore(BaseStore):
                 {"$set": {"state": NEW, "owner": None}})
             if trial is None:
                 break
+            self._end_attempt(trial["exp_key"], trial["tid"], trial["owner"], "heartbeat lost")
             moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
                           "outcome": "requeued"})
         while True:
@@ -149,6 +163,7 @@ class MongoStore(BaseStore):
             if self.trials_.update_one({"exp_key": trial["exp_key"], "tid": trial["tid"], "state": RUNNING,
                                         "refresh_time": trial["refresh_time"]},
                                        {"$set": {"state": ERROR, "result": result}}).modified_count:
+                self._end_attempt(trial["exp_key"], trial["tid"], trial["owner"], "heartbeat lost")
                 moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
                               "outcome": "failed"})
 

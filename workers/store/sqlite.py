@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment)
+                                UnknownExperiment, attempt)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -26,10 +26,10 @@ CREATE TABLE IF NOT EXISTS experiments (
 CREATE TABLE IF NOT EXISTS trials (
     exp_key TEXT NOT NULL, tid INTEGER NOT NULL, state INTEGER NOT NULL, owner TEXT,
     book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
-    PRIMARY KEY (exp_key, tid));
+    attempt_log TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid));
 CREATE INDEX IF NOT EXISTS trials_state ON trials (state, exp_key, tid);
 """
-COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result"
+COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log"
 
 
 class SQLiteStore(BaseStore):
@@ -45,6 +45,28 @@ class SQLiteStore(BaseStore):
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
         self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
+        self._transaction(self._add_attempt_log)
+
+    @staticmethod
+    def _add_attempt_log(db) -> None:
+        """Stores made before attempt_log existed get the column (their trials start with an empty log)."""
+        if "attempt_log" not in [row[1] for row in db.execute("PRAGMA table_info(trials)")]:
+            db.execute("ALTER TABLE trials ADD COLUMN attempt_log TEXT NOT NULL DEFAULT '[]'")
+
+    @staticmethod
+    def _log_attempt(db, name: str, tid: int, change) -> None:
+        """attempt_log = change(attempt_log), inside the caller's transaction."""
+        (log,), = db.execute("SELECT attempt_log FROM trials WHERE exp_key = ? AND tid = ?", (name, tid)).fetchall()
+        db.execute("UPDATE trials SET attempt_log = ? WHERE exp_key = ? AND tid = ?",
+                   (json.dumps(change(json.loads(log))), name, tid))
+
+    @staticmethod
+    def _ended(owner: str | None, outcome: str, now: float):
+        """A change that closes owner's running attempt with outcome."""
+        def change(log: list) -> list:
+            return [{**entry, "end": now, "outcome": outcome}
+                    if entry["outcome"] == "running" and entry["owner"] == owner else entry for entry in log]
+        return change
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -68,7 +90,7 @@ class SQLiteStore(BaseStore):
             raise StoreUnavailable(f"SQLite store {self.path}: {error}") from None
 
     def _retrying(self, work, begin: bool):
-        for attempt in range(self.retries):
+        for retry in range(self.retries):
             db = self.db
             try:
                 if begin:
@@ -83,9 +105,9 @@ class SQLiteStore(BaseStore):
                     db.execute("COMMIT")
                 return value
             except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error) or attempt == self.retries - 1:
+                if "locked" not in str(error) and "busy" not in str(error) or retry == self.retries - 1:
                     raise
-                time.sleep(min(1.0, 0.01 * 2**attempt) * random.random())
+                time.sleep(min(1.0, 0.01 * 2**retry) * random.random())
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         return self._transaction(lambda db: db.execute(sql, args).fetchall(), begin=False)
@@ -139,16 +161,17 @@ class SQLiteStore(BaseStore):
     # -- trials
     def insert_trial(self, trial: dict) -> None:
         self._transaction(lambda db: db.execute(
-            f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
-             trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]), json.dumps(trial["result"]))))
+             trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]), json.dumps(trial["result"]),
+             json.dumps(trial.get("attempt_log", [])))))
 
     @staticmethod
     def _doc(row: tuple) -> dict:
-        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result = row
+        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log = row
         return {"exp_key": exp_key, "tid": tid, "spec": None, "version": 0, "state": state, "owner": owner,
                 "book_time": book_time, "refresh_time": refresh_time, "attempts": attempts,
-                "misc": json.loads(misc), "result": json.loads(result)}
+                "misc": json.loads(misc), "result": json.loads(result), "attempt_log": json.loads(attempt_log)}
 
     def trials(self, name: str) -> list[dict]:
         return [self._doc(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))]
@@ -166,6 +189,7 @@ class SQLiteStore(BaseStore):
             now = time.time()
             db.execute("UPDATE trials SET state = ?, owner = ?, book_time = ?, refresh_time = ?, "
                        "attempts = attempts + 1 WHERE exp_key = ? AND tid = ?", (RUNNING, owner, now, now, *row))
+            self._log_attempt(db, *row, lambda log: log + [attempt(owner, now)])
             return self._doc(db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone())
         return self._transaction(work)
 
@@ -176,16 +200,26 @@ class SQLiteStore(BaseStore):
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
         assert state in (DONE, ERROR)
-        return self._transaction(lambda db: db.execute(
-            "UPDATE trials SET state = ?, result = ?, refresh_time = ? "
-            "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-            (state, json.dumps(result), time.time(), name, tid, owner, RUNNING)).rowcount == 1)
+        now = time.time()
+
+        def work(db):
+            if db.execute("UPDATE trials SET state = ?, result = ?, refresh_time = ? "
+                          "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                          (state, json.dumps(result), now, name, tid, owner, RUNNING)).rowcount != 1:
+                return False
+            self._log_attempt(db, name, tid, self._ended(owner, "finished", now))
+            return True
+        return self._transaction(work)
 
     def release(self, name: str, tid: int, owner: str) -> bool:
-        return self._transaction(lambda db: db.execute(
-            "UPDATE trials SET state = ?, owner = NULL, attempts = attempts - 1 "
-            "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-            (NEW, name, tid, owner, RUNNING)).rowcount == 1)
+        def work(db):
+            if db.execute("UPDATE trials SET state = ?, owner = NULL, attempts = attempts - 1 "
+                          "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                          (NEW, name, tid, owner, RUNNING)).rowcount != 1:
+                return False
+            self._log_attempt(db, name, tid, self._ended(owner, "given back", time.time()))
+            return True
+        return self._transaction(work)
 
     def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         def work(db):
@@ -202,6 +236,7 @@ class SQLiteStore(BaseStore):
                 else:
                     db.execute("UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?",
                                (NEW, exp_key, tid))
+                self._log_attempt(db, exp_key, tid, self._ended(owner, "heartbeat lost", time.time()))
                 moved.append({"exp_key": exp_key, "tid": tid, "owner": owner,
                               "outcome": "failed" if attempts >= max_attempts else "requeued"})
             return moved
