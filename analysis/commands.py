@@ -24,9 +24,14 @@ def _plot(args) -> None:
 
     from analysis.report import make_report
 
+    store = open_store(args.store)
     with tqdm(total=1, desc="plotting", disable=not sys.stderr.isatty()):
-        figures = make_report(open_store(args.store), args.names, Path(args.out))
+        figures = make_report(store, args.names, Path(args.out))
     print(f"{len(figures)} figures and {Path(args.out) / 'index.html'}")
+    for name in args.names:
+        failure = store.get_experiment(name).get("failure")
+        if failure:
+            print(f"note: experiment {name} failed: {failure['reason']}")
 
 
 def register_trials(subparsers) -> None:

@@ -4,6 +4,7 @@ skipped, and nothing is written unless the experiment can be created whole."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -16,12 +17,28 @@ REQUIRED = {"space": dict, "loss": (int, float), "status": str, "best_validation
 CURVES = ("train_accuracies", "train_losses", "validation_accuracies", "validation_losses")
 
 
+MAX_BYTES = 16 << 20  # a 2018 result file is a few kilobytes
+
+
+def _number(value, finite: bool = True) -> bool:
+    """A JSON number a float can hold (NaN allowed where finite is False)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    return math.isfinite(value) or (not finite and math.isnan(value))
+
+
 def read_result(path: Path) -> dict:
-    """A 2018 result as our trial result; ValueError saying what is wrong."""
+    """A 2018 result as our trial result; ValueError saying what is wrong (never another error)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"not readable JSON ({error})") from None
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes: too large for a result file")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"not readable JSON ({str(error)[:200]})") from None
+    except RecursionError:
+        raise ValueError("not readable JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     for key, kind in REQUIRED.items():
@@ -29,10 +46,13 @@ def read_result(path: Path) -> dict:
             raise ValueError(f"missing key {key!r}")
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise ValueError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
+    for key in ("loss", "best_validation_accuracy"):
+        if not _number(data[key]):
+            raise ValueError(f"{key!r} must be a finite number")
     history = data["history"]
     for curve in CURVES:
         values = history.get(curve)
-        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+        if not isinstance(values, list) or not all(_number(v, finite=False) for v in values):
             raise ValueError(f"history.{curve} must be a list of numbers")
     validation = history["validation_accuracies"]
     return {

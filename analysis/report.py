@@ -46,6 +46,8 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
              f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+             *[f"<p class='note'>Note: experiment {e(x['name'])} failed: {e(x['failure']['reason'])}</p>"
+               for x in experiments if x.get("failure")],
              "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
              best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
     if not table.empty:

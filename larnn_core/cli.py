@@ -3,10 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from importlib.metadata import entry_points
 
 GROUP = "larnn.commands"
+MAX_SEED = 2**32 - 1  # what numpy's and torch's generators take
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse reports a refusal on one line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: a seed in 0..2^32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {text[:40]}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite, positive duration in seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text[:40]!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text[:40]}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

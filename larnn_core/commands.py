@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from larnn_core import data as har
+from larnn_core.cli import positive_int, seed
 from larnn_core.hparams import HParams
 
 
@@ -73,10 +74,10 @@ def register_train(subparsers) -> None:
                + ", ".join(f"{k} (default {v})" for k, v in HParams().to_dict().items()))
     parser.add_argument("--model", choices=("larnn", "lstm"), default=None, help="model family (overrides the config)")
     parser.add_argument("--config", default=None, help="JSON file or inline JSON object of hyperparameters")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (overrides training_epochs)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (overrides training_epochs)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and the validation split")
-    parser.add_argument("--validation-subjects", type=int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--seed", type=seed, default=0, help="seed for weights, shuffling and the validation split")
+    parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default: hapt, offline)")
     parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")

@@ -75,6 +75,17 @@ def test_plot_writes_every_figure_and_an_offline_report(store, url, tmp_path, ca
     assert "Best trials" in html and "round3" in html and "learning_rate" in html
 
 
+def test_best_and_plot_note_a_failed_experiment(store, url, tmp_path, capsys):
+    store.fail_experiment("round3", "suggesting trial 31 failed: ValueError: low > high")
+    assert cli.main(["best", "round3", "--format", "json", "--store", url]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) and "note: experiment round3 failed: suggesting trial 31" in captured.err
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "round3", "--out", str(out), "--store", url]) == 0
+    assert "note: experiment round3 failed: suggesting trial 31" in capsys.readouterr().out
+    assert "Note: experiment round3 failed: suggesting trial 31" in (out / "index.html").read_text()
+
+
 def test_plot_refuses_unknown_or_empty_experiments(store, url, tmp_path, capsys):
     assert cli.main(["plot", "nope", "--out", str(tmp_path / "x"), "--store", url]) == 2
     assert "no experiment named 'nope'" in capsys.readouterr().err

@@ -1,8 +1,11 @@
-"""Nothing a user passes in prints a traceback or hangs: space files (any bytes), --config. Property
+"""Nothing a user passes in prints a traceback or hangs: space files (any bytes), --config, 2018
+result files, CLI numbers and store URLs. Property
 tests with Hypothesis, then a regression test for each class of input that once did."""
 import json
 import string
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analysis.import2018 import read_result
 from larnn_core import cli
 from larnn_core.commands import read_config
 from larnn_core.hparams import HParams
@@ -64,7 +68,7 @@ def test_any_tree_as_yaml_or_json(tree, as_json):
 def test_a_built_in_space_mutated(position, cut, insert):
     """A valid file with a stretch cut out and any text spliced in: deleted keys, swapped types,
     control characters, broken syntax."""
-    outcome((SMOKE[:position] + insert + SMOKE[position + cut:]).encode())
+    outcome((SMOKE[:position] + insert + SMOKE[position + cut:]).encode("utf-8", "surrogatepass"))
 
 
 @FUZZ
@@ -156,3 +160,57 @@ def test_every_built_in_space_still_passes():
 def test_printable_text_is_never_a_traceback():
     """A sanity check of the harness itself: plain text that is not a space is refused."""
     assert outcome(string.ascii_letters.encode()) == "refused"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["submit", "smoke", "--name", "x", "--max-evals", "1e999"], "--max-evals: expected a whole number"),
+    (["submit", "smoke", "--name", "x", "--max-evals", "0"], "--max-evals: must be at least 1"),
+    (["submit", "smoke", "--name", "x", "--seed", str(2**64)], "--seed: must be between 0 and 4294967295"),
+    (["worker", "--heartbeat", "nan"], "--heartbeat: must be a positive number of seconds"),
+    (["worker", "--stale-after", "-5"], "--stale-after: must be a positive number of seconds"),
+    (["best", "x", "--top", "-1"], "--top: must be at least 1"),
+])
+def test_cli_numbers_are_refused_in_one_line(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*argv, "--store", f"sqlite:///{tmp_path / 's.db'}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_a_huge_epoch_count_is_refused_by_its_range(capsys):
+    assert cli.main(["train", "--epochs", "10" * 30]) == 2
+    err = capsys.readouterr().err
+    assert "training_epochs must be in [1, 10000]" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("url, message", [
+    ("mongodb://", "invalid MongoDB store URL: Must provide at least one hostname"),
+    ("mongodb://a:b:c@host", "invalid MongoDB store URL: Username and password must be escaped"),
+    ("ftp://host/x", "unknown store URL"),
+])
+def test_store_urls_are_refused_in_one_line(url, message, capsys):
+    assert cli.main(["status", "--store", url]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@FUZZ
+@given(trees | st.fixed_dictionaries({"space": trees, "loss": scalars, "status": scalars,
+                                      "best_validation_accuracy": scalars, "history": trees}),
+       st.binary(max_size=200), st.booleans())
+def test_any_imported_result_file(tree, raw, as_bytes):
+    """2018 result files: any JSON tree (or one shaped like a result), or any bytes."""
+    path = Path(tempfile.mkdtemp()) / "result.json"
+    path.write_bytes(raw if as_bytes else json.dumps(tree).encode())
+    try:
+        read_result(path)
+    except ValueError:
+        pass
+
+
+def test_a_deeply_nested_result_file_is_refused(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_result(path)

@@ -226,8 +226,9 @@ def test_submit_validates_first_and_writes_nothing_on_error(tmp_path, url, capsy
     assert cli.main(["submit", str(bad), "--name", "x", "--store", url]) == 2
     assert "space.hiden_size: unknown hyperparameter" in capsys.readouterr().err
     assert open_store(url).experiments() == []
-    assert cli.main(["submit", "smoke", "--name", "x", "--max-evals", "0", "--store", url]) == 2
-    assert "--max-evals must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse refuses it, exit status 2
+        cli.main(["submit", "smoke", "--name", "x", "--max-evals", "0", "--store", url])
+    assert refused.value.code == 2 and "--max-evals: must be at least 1, got 0" in capsys.readouterr().err
     assert open_store(url).experiments() == []
 
 

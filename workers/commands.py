@@ -14,6 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from larnn_core import data as har
+from larnn_core.cli import positive_int, seconds, seed
 from workers import report
 from workers.experiment import ALGORITHMS, submit
 from workers.store import open_store, store_url
@@ -29,12 +30,12 @@ def redact(url: str) -> str:
 def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("space", help="a built-in space (larnn spaces list) or a space file")
     parser.add_argument("--name", required=True, help="experiment name (letters, digits, - _ .)")
-    parser.add_argument("--max-evals", type=int, default=100, help="trials to run (default 100)")
+    parser.add_argument("--max-evals", type=positive_int, default=100, help="trials to run (default 100)")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="tpe", help="hyperopt algorithm (default tpe)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the suggestions and each trial's training")
-    parser.add_argument("--epochs", type=int, default=None, help="override every trial's training_epochs")
+    parser.add_argument("--seed", type=seed, default=0, help="seeds the suggestions and each trial's training")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=("hapt", "uci"), default="hapt", help="data source (default hapt)")
-    parser.add_argument("--validation-subjects", type=int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
 
@@ -49,7 +50,7 @@ def register_submit(subparsers) -> None:
         description="Validate a search space and register an experiment in the trial store. Returns at once; "
                     "start `larnn worker` processes (one per GPU) on any machine that reaches the store.")
     _experiment_options(parser)
-    parser.add_argument("--extend-to", type=int, default=None, help="raise an existing experiment's budget to N")
+    parser.add_argument("--extend-to", type=positive_int, default=None, help="raise an existing experiment's budget to N")
     parser.set_defaults(run=_submit)
 
 
@@ -74,13 +75,13 @@ def register_worker(subparsers) -> None:
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.add_argument("--experiment", default=None, help="work only on this experiment")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--max-trials", type=int, default=None, help="exit after this many trials")
-    parser.add_argument("--idle-exit", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--max-trials", type=positive_int, default=None, help="exit after this many trials")
+    parser.add_argument("--idle-exit", type=seconds, default=None, metavar="SECONDS",
                         help="exit after this long with nothing to do (for batch schedulers)")
-    parser.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)")
-    parser.add_argument("--stale-after", type=float, default=120.0, metavar="SECONDS",
+    parser.add_argument("--heartbeat", type=seconds, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)")
+    parser.add_argument("--stale-after", type=seconds, default=120.0, metavar="SECONDS",
                         help="requeue running trials without a heartbeat for this long (default 120)")
-    parser.add_argument("--max-attempts", type=int, default=3, help="reservations before a trial is failed (default 3)")
+    parser.add_argument("--max-attempts", type=positive_int, default=3, help="reservations before a trial is failed (default 3)")
     parser.set_defaults(run=_worker)
 
 
@@ -122,7 +123,7 @@ def _status(args) -> None:
 def register_best(subparsers) -> None:
     parser = subparsers.add_parser("best", help="the best trials of an experiment")
     parser.add_argument("name", help="experiment")
-    parser.add_argument("--top", type=int, default=10, help="how many (default 10)")
+    parser.add_argument("--top", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_best)
@@ -130,8 +131,10 @@ def register_best(subparsers) -> None:
 
 def _best(args) -> None:
     store = open_store(args.store)
-    store.get_experiment(args.name)
+    failure = store.get_experiment(args.name).get("failure")
     print(report.format_best(report.best_trials(store, args.name, args.top), args.format))
+    if failure:  # on stderr, so that json and csv output stay parseable
+        print(f"note: experiment {args.name} failed: {failure['reason']}", file=sys.stderr)
 
 
 def register_search(subparsers) -> None:
@@ -142,7 +145,7 @@ def register_search(subparsers) -> None:
                     "best trials at the end. Ctrl-C stops every worker at its next epoch boundary; "
                     "`larnn worker --experiment NAME` continues later.")
     _experiment_options(parser)
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--device", default="auto", help="device for every worker (default auto)")
     parser.add_argument("--logs", default="larnn-logs", help="directory for the workers' logs (default larnn-logs)")
     parser.set_defaults(run=_search)

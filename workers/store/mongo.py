@@ -14,7 +14,7 @@ import time
 
 import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
+from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
 from pymongo.write_concern import WriteConcern
 
 from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
@@ -44,8 +44,11 @@ def _unavailable_as_store_error(cls):
 @_unavailable_as_store_error
 class MongoStore(BaseStore):
     def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
-        self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000,
-                                                    socketTimeoutMS=30_000)
+        try:
+            self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000,
+                                                        connectTimeoutMS=10_000, socketTimeoutMS=30_000)
+        except ConfigurationError as error:  # a malformed URL (pymongo's message does not repeat it)
+            raise ValueError(f"invalid MongoDB store URL: {error}") from None
         db = self.client.get_database(database) if database else self.client.get_default_database("larnn")
         concern = WriteConcern(w="majority", j=True, wtimeout=30_000)
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
