@@ -11,12 +11,16 @@ GROUP = "larnn.commands"
 MAX_SEED = 2**32 - 1  # what numpy's and torch's generators take
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (argparse reports a refusal on one line, exit 2)."""
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse reports a refusal on one line, exit 2)."""
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -24,10 +28,7 @@ def positive_int(text: str) -> int:
 
 def seed(text: str) -> int:
     """argparse type: a seed in 0..2^32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    value = _whole_number(text)
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {text[:40]}")
     return value
