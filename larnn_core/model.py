@@ -24,10 +24,11 @@ renormalised it every step. Batch norms keep statistics per time step (StepBatch
 f_k, f_v are Norm(ELU(.)) with separate norms when activation_on_keys_and_values, else identity.
 Each cell is projected into its key and value once, when it enters the window, and that
 projection is kept in the layer's Window (window.py: one buffer per sequence, attention with a
-hand-written backward); 2018 defect 4 re-projected the whole window at every step. Positional
-encoding: sine/cosine features pe(d) of a slot's distance d back in time, concatenated to the
-cell features; being linear, W [c ; pe] splits into the cached cell part and a per-slot term
-P pe(d). Empty slots (before the sequence start) hold zero key/value features.
+hand-written backward); 2018 defect 4 (the defects: docs/design.md, section 2) re-projected the
+whole window at every step. Positional encoding: sine/cosine features pe(d) of a slot's distance
+d back in time, concatenated to the cell features; being linear, W [n ; pe] splits into the
+cached cell part and a per-slot term P pe(d). Empty slots (before the sequence start) hold zero
+key/value features.
 
 With batch norm on CPU (training, and evaluation without gradients) each step is one autograd
 Function of compiled loops with a hand-written backward (step_cpu.py, StepWeights.loops);

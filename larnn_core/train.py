@@ -1,5 +1,5 @@
 """The training protocol: Adam + L2, the 2018 step decay, epoch chosen on validation subjects,
-test accuracy read at that epoch only (2018 defect 5 took the best test epoch).
+test accuracy read at that epoch only (2018 defect 5, docs/design.md: it took the best test epoch).
 
 `train` returns a hyperopt-valid result dict: `loss` is minus the best validation accuracy and
 `status` is "ok" or "fail"; a NaN training loss or a CUDA out-of-memory is a "fail" with a reason.

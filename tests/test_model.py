@@ -1,4 +1,4 @@
-"""Model tests; each of the 2018 reference defects (DESIGN.md section 1) has one that catches it."""
+"""Model tests; each of the 2018 reference defects (docs/design.md, section 2) has one that catches it."""
 import itertools
 
 import pytest
