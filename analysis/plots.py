@@ -13,7 +13,7 @@ from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.importance import METHOD, encode, importance, varying  # noqa: E402
+from analysis.importance import encode, importance  # noqa: E402
 
 ACC = "validation_accuracy"
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seed
-from larnn_core.hparams import HParams
+from larnn_core.hparams import MODELS, HParams
 
 
 def register_data(subparsers) -> None:
@@ -72,7 +72,7 @@ def register_train(subparsers) -> None:
                     "Prints one JSON result (a valid hyperopt result dict).",
         epilog="--config takes a JSON file or an inline JSON object with the 2018 hyperparameter names: "
                + ", ".join(f"{k} (default {v})" for k, v in HParams().to_dict().items()))
-    parser.add_argument("--model", choices=("larnn", "lstm"), default=None, help="model family (overrides the config)")
+    parser.add_argument("--model", choices=MODELS, default=None, help="model family (overrides the config)")
     parser.add_argument("--config", default=None, help="JSON file or inline JSON object of hyperparameters")
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (overrides training_epochs)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")

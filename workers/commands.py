@@ -34,7 +34,7 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="tpe", help="hyperopt algorithm (default tpe)")
     parser.add_argument("--seed", type=seed, default=0, help="seeds the suggestions and each trial's training")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
-    parser.add_argument("--source", choices=("hapt", "uci"), default="hapt", help="data source (default hapt)")
+    parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
     parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
     parser.add_argument("--store", default=None, help=STORE_HELP)
 

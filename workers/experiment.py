@@ -7,7 +7,7 @@ import time
 from search_spaces import Space, load_space
 from workers.store import BaseStore, ExperimentExists
 
-ALGORITHMS = ("tpe", "rand", "anneal")
+ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
 
 
 def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,

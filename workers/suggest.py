@@ -1,13 +1,15 @@
 """hyperopt's algorithms on stored trial documents, and the hyperparameters of a trial."""
 from __future__ import annotations
 
+import importlib
+
 import hyperopt
-from hyperopt import Domain, Trials, anneal, rand, tpe
+from hyperopt import Domain, Trials
 
 from larnn_core.hparams import HParams
-from workers.experiment import stored_space
+from workers.experiment import ALGORITHMS, stored_space
 
-ALGORITHMS = {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest}
+SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in ALGORITHMS}  # hyperopt.tpe, ...
 
 
 def trial_seed(experiment: dict, tid: int) -> int:
@@ -21,7 +23,7 @@ def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]
     history = Trials(exp_key=experiment["name"])
     history.insert_trial_docs([{**t, "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}} for t in trials])
     history.refresh()
-    (doc,) = ALGORITHMS[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
+    (doc,) = SUGGEST[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
     plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
                    for label, values in doc["misc"][key].items()} for key in ("idxs", "vals")}
     return plain["idxs"], plain["vals"]
