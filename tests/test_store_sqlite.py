@@ -40,3 +40,16 @@ def test_a_store_made_before_attempt_logs_is_upgraded_in_place(tmp_path):
     store = open_store(f"sqlite:///{path}")
     assert store.trials("exp")[0]["attempt_log"] == []
     assert store.reserve("w1")["attempt_log"][0]["owner"] == "w1"
+
+
+def test_connections_of_ended_threads_are_closed(make_store):
+    """A worker starts a heartbeat thread per trial: the store must not keep a connection per trial."""
+    import threading
+
+    store = make_store()
+    for _ in range(20):
+        thread = threading.Thread(target=store.experiments)
+        thread.start()
+        thread.join()
+    store.experiments()
+    assert len(store._connections) <= 2  # this thread's, and at most the last ended one's

@@ -38,7 +38,7 @@ class SQLiteStore(BaseStore):
         self.path = Path(path)
         self.busy_timeout_s, self.retries = busy_timeout_s, retries
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,9 @@ class SQLiteStore(BaseStore):
 
     @property
     def db(self) -> sqlite3.Connection:
-        """This thread's connection, opened on first use."""
+        """This thread's connection, opened on first use; those of threads that have ended (a
+        worker starts a heartbeat thread per trial) are closed then, so a worker that runs for
+        days holds one connection per live thread, not one per trial."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
@@ -78,7 +80,9 @@ class SQLiteStore(BaseStore):
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._connections_lock:
-                self._connections.append(db)
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    self._connections.pop(thread).close()
+                self._connections[threading.current_thread()] = db
         return db
 
     def _transaction(self, work, begin: bool = True):
@@ -244,7 +248,7 @@ class SQLiteStore(BaseStore):
 
     def close(self) -> None:
         with self._connections_lock:
-            for db in self._connections:
+            for db in self._connections.values():
                 db.close()
             self._connections.clear()
         self._local = threading.local()
