@@ -10,8 +10,8 @@ import functools
 from typing import Callable
 
 from larnn_core import data as har
-from larnn_core.hparams import HParams
 from larnn_core.train import train
+from workers.suggest import trial_hparams
 
 Objective = Callable[[dict, dict, int, str, Callable[[int, dict], None]], dict]
 
@@ -24,8 +24,5 @@ def _dataset(source: str) -> har.HARData:
 
 def train_objective(hyperparameters: dict, settings: dict, seed: int, device: str,
                     on_epoch: Callable[[int, dict], None]) -> dict:
-    values = dict(hyperparameters)
-    if settings.get("epochs"):
-        values["training_epochs"] = settings["epochs"]
-    return train(HParams.from_dict(values), _dataset(settings.get("source", "hapt")), device=device, seed=seed,
+    return train(trial_hparams(hyperparameters, settings), _dataset(settings.get("source", "hapt")), device=device, seed=seed,
                  validation_subjects=settings.get("validation_subjects", 5), progress=False, on_epoch=on_epoch)

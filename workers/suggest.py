@@ -35,6 +35,11 @@ def hyperparameters(experiment: dict, trial: dict) -> dict:
     space = stored_space(experiment)
     chosen = {label: values[0] for label, values in trial["misc"]["vals"].items() if values}
     point = space.point(hyperopt.space_eval(space.hyperopt(), chosen))
-    epochs = experiment["objective"].get("epochs")  # the objective's override, when the experiment sets one
-    HParams.from_dict({**point, **({"training_epochs": epochs} if epochs else {})})
+    trial_hparams(point, experiment["objective"])
     return point
+
+
+def trial_hparams(point: dict, settings: dict) -> HParams:
+    """What a trial trains: its point, with the experiment's epochs override when it sets one;
+    a ValueError unless every value is in its range."""
+    return HParams.from_dict({**point, **({"training_epochs": settings["epochs"]} if settings.get("epochs") else {})})
