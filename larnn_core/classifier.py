@@ -6,8 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from larnn_core.baseline import LSTMStack
-from larnn_core.hparams import HParams
-from larnn_core.model import LARNN, SEQUENCE_STEPS
+from larnn_core.hparams import SEQUENCE_STEPS, HParams
+from larnn_core.model import LARNN
 
 
 class HARClassifier(nn.Module):

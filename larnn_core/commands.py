@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seed
-from larnn_core.hparams import MODELS, HParams
+from larnn_core.hparams import MODELS, HParams, describe
 
 
 def register_data(subparsers) -> None:
@@ -67,11 +68,13 @@ def _print_summary(summary: dict) -> None:
 def register_train(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train one LARNN or LSTM on UCI HAR and print its result as JSON",
-        description="Train one model with the honest protocol: the epoch is chosen on validation subjects "
-                    "(drawn from the training subjects) and test accuracy is read at that epoch only. "
-                    "Prints one JSON result (a valid hyperopt result dict).",
-        epilog="--config takes a JSON file or an inline JSON object with the 2018 hyperparameter names: "
-               + ", ".join(f"{k} (default {v})" for k, v in HParams().to_dict().items()))
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Train one model with the honest protocol: the epoch is chosen on validation subjects "
+            "(drawn from the training subjects) and test accuracy is read at that epoch only. "
+            "Prints one JSON result (a valid hyperopt result dict)."),
+        epilog="--config takes a JSON file or an inline JSON object with the 2018 hyperparameter names:\n"
+               + "\n".join(f"  {describe(name)}" for name in HParams().to_dict()))
     parser.add_argument("--model", choices=MODELS, default=None, help="model family (overrides the config)")
     parser.add_argument("--config", default=None, help="JSON file or inline JSON object of hyperparameters")
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (overrides training_epochs)")

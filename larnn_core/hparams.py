@@ -1,4 +1,9 @@
-"""Hyperparameters under their 2018 names (the `space` dict of a 2018 result file), with defaults.
+"""The hyperparameter vocabulary: names (the 2018 ones, the `space` dict of a 2018 result file),
+defaults, choices, valid ranges and one-line meanings.
+
+Torch-free on purpose: the model, the space validator, every command's --help and README's
+table read it, and a command that only checks a YAML file or reads a store should not pay for
+importing torch.
 
 Defaults are the best 2018 LARNN configuration (hidden 81, heads 27, window 38, ...). RANGES
 holds each numeric hyperparameter's one valid range, enforced on --config, on points files and
@@ -13,9 +18,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from larnn_core.model import MODES, NORMS, SEQUENCE_STEPS
-
 MODELS = ("larnn", "lstm")
+NORMS = ("batch", "layer", "none")
+MODES = ("residual", "layer")
+SEQUENCE_STEPS = 128  # a UCI HAR window: 2.56 s at 50 Hz
 
 
 @dataclass(frozen=True)
@@ -52,23 +58,23 @@ RANGES = {
 
 @dataclass(frozen=True)
 class HParams:
-    model: str = "larnn"  # larnn | lstm
+    model: str = "larnn"
     hidden_size: int = 81
     attention_heads: int = 27
     larnn_window_size: int = 38
-    larnn_mode: str = "residual"  # residual | layer
+    larnn_mode: str = "residual"
     use_positional_encoding: bool = False
     activation_on_keys_and_values: bool = True
     num_layers: int = 3
     is_stacked_residual: bool = True
     dropout_drop_proba: float = 0.0889
-    norm: str = "batch"  # batch | layer | none
+    norm: str = "batch"
     learning_rate: float = 0.006027
     l2_weight_reg: float = 0.00065
     decay_each_N_epoch: int = 26
     batch_size: int = 256
     training_epochs: int = 100
-    clip_grad_norm: float = 5.0  # 0 disables clipping
+    clip_grad_norm: float = 5.0
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "HParams":
@@ -114,6 +120,34 @@ class HParams:
 
 
 CHOICES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
+
+MEANINGS = {
+    "model": "`larnn` or `lstm` (the baseline)",
+    "hidden_size": "width of every layer",
+    "attention_heads": "must divide hidden_size",
+    "larnn_window_size": "`k`, cells attended to",
+    "larnn_mode": "`residual` (W_x x + W_h h + W_a a) or `layer` (W [x ; h ; a])",
+    "use_positional_encoding": "sine/cosine features of each slot's age",
+    "activation_on_keys_and_values": "keys and values through Norm(ELU(.))",
+    "num_layers": "stacked layers",
+    "is_stacked_residual": "each layer's output added to its input",
+    "dropout_drop_proba": "dropout on each layer's hidden state",
+    "norm": "`batch` (2018), `layer` or `none`",
+    "learning_rate": "Adam",
+    "l2_weight_reg": "Adam weight decay",
+    "decay_each_N_epoch": "learning rate x 0.75 every N epochs",
+    "batch_size": "one batch of all of it when larger than the training set",
+    "training_epochs": "epochs trained; the epoch is selected on validation",
+    "clip_grad_norm": "gradient-norm clipping, 0 disables",
+}
+
+
+def describe(name: str) -> str:
+    """One hyperparameter as --help and README's table show it: default, valid values, meaning."""
+    default = getattr(HParams(), name)
+    default = str(default).lower() if isinstance(default, bool) else default  # as JSON writes it
+    valid = ", ".join(CHOICES[name]) if name in CHOICES else str(RANGES[name]) if name in RANGES else "true, false"
+    return f"{name} (default {default}; {valid}): {MEANINGS[name]}"
 
 
 def _quote(value: Any, limit: int = 200) -> str:

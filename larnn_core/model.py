@@ -48,11 +48,9 @@ import torch.nn.functional as F
 
 from larnn_core import step_cpu
 from larnn_core.compiled import maybe_compiled
+from larnn_core.hparams import MODES, NORMS, SEQUENCE_STEPS
 from larnn_core.window import Window
 
-NORMS = ("batch", "layer", "none")
-MODES = ("residual", "layer")
-SEQUENCE_STEPS = 128  # a UCI HAR window: 2.56 s at 50 Hz
 
 
 class StepBatchNorm(nn.Module):

@@ -1,18 +1,20 @@
 """A validated search space: what `larnn spaces check` and every submit load, and what an
-experiment stores (as JSON, never as pickled Python)."""
+experiment stores (as JSON, never as pickled Python).
+
+Parsing and validation need neither numpy nor hyperopt (which imports scipy: about a second);
+sampling imports them when a space is first sampled, so `larnn spaces check` answers at once."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from hyperopt.pyll import stochastic
+from typing import TYPE_CHECKING, Any
 
 from search_spaces.format import Node, SpaceError, parse, read_document
-from search_spaces.sampling import finalize, flatten, to_hyperopt
 from search_spaces.validate import validate
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -34,13 +36,19 @@ class Space:
 
     def hyperopt(self) -> dict[str, Any]:
         """The expression hyperopt's tpe/rand/anneal suggest from."""
+        from search_spaces.sampling import to_hyperopt
+
         return to_hyperopt(self.nodes)
 
     def point(self, sample: dict[str, Any]) -> dict[str, Any]:
         """Complete, rounded hyperparameters from one hyperopt sample of this space."""
+        from search_spaces.sampling import finalize, flatten
+
         return finalize(flatten(sample))
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        from hyperopt.pyll import stochastic
+
         return self.point(stochastic.sample(self.hyperopt(), rng=rng))
 
 

@@ -62,10 +62,10 @@ def test_config_from_file_or_inline(tmp_path):
 
 
 def test_readme_table_shows_every_range_and_choice_as_defined():
-    """README's hyperparameter table is the documented copy of RANGES and CHOICES: no drift."""
+    """README's hyperparameter table is the documented copy of the vocabulary: no drift."""
     from pathlib import Path
 
-    from larnn_core.hparams import CHOICES, RANGES
+    from larnn_core.hparams import CHOICES, MEANINGS, RANGES
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
@@ -74,3 +74,6 @@ def test_readme_table_shows_every_range_and_choice_as_defined():
         assert rows[name][2] == str(valid), name
     for name, allowed in CHOICES.items():
         assert rows[name][2] == ", ".join(allowed), name
+    for name, default in HParams().to_dict().items():
+        assert rows[name][1] == (str(default).lower() if isinstance(default, bool) else str(default)), name
+        assert rows[name][3] == MEANINGS[name], name
