@@ -82,11 +82,10 @@ def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int,
             problems.append(f"{path}: {error}")
     if not results:
         return 0, problems
+    trials = [new_trial(name, tid, {}, {}) for tid in range(len(results))]
+    for trial, result in zip(trials, results):
+        trial.update(state=DONE if result["status"] == "ok" else ERROR, result=result)
     store.create_experiment({"name": name, "space": None, "algorithm": "imported", "max_evals": len(results),
                              "objective": {"source": "2018 result files"}, "seed": None, "created": time.time(),
-                             "imported_from": [r["imported_from"] for r in results]})
-    for tid, result in enumerate(results):
-        trial = new_trial(name, tid, {}, {})
-        trial.update(state=DONE if result["status"] == "ok" else ERROR, result=result)
-        store.insert_trial(trial)
+                             "imported_from": [r["imported_from"] for r in results]}, trials)  # all or nothing
     return len(results), problems

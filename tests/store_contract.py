@@ -18,6 +18,13 @@ def queued(store, name="exp", n=3):
         store.insert_trial(new_trial(name, tid, {"x": [tid]}, {"x": [0.5 * tid]}))
 
 
+def finished(name="exp", n=3):
+    trials = [new_trial(name, tid, {}, {}) for tid in range(n)]
+    for tid, trial in enumerate(trials):
+        trial.update(state=DONE, result={"status": "ok", "loss": -0.1 * tid})
+    return trials
+
+
 class StoreContract:
     def test_experiments(self, store):
         store.create_experiment(experiment("a", created=1.0))
@@ -31,6 +38,31 @@ class StoreContract:
         store.set_max_evals("a", 25)
         assert store.get_experiment("a")["max_evals"] == 25
         assert store.get_experiment("a") == {**experiment("a", created=1.0), "max_evals": 25}
+
+    def test_an_experiment_is_created_with_its_finished_trials(self, store):
+        store.create_experiment(experiment("imp"), finished("imp", 3))
+        assert [t["tid"] for t in store.trials("imp")] == [0, 1, 2]
+        assert [t["result"]["loss"] for t in store.trials("imp")] == [0.0, -0.1, -0.2]
+        assert store.counts("imp")["done"] == 3 and store.get_experiment("imp")["name"] == "imp"
+
+    def test_a_failed_creation_leaves_nothing(self, store):
+        broken = finished("imp", 3) + finished("imp", 1)  # tid 0 twice: the fourth insert fails
+        with pytest.raises(ValueError, match="trial 0 of 'imp' already exists"):
+            store.create_experiment(experiment("imp"), broken)
+        assert store.experiments() == [] and store.trials("imp") == []
+        store.create_experiment(experiment("imp"), finished("imp", 2))  # the name is free again
+        assert len(store.trials("imp")) == 2
+
+    def test_creation_with_trials_refused_before_writing(self, store):
+        store.create_experiment(experiment("taken"), finished("taken", 1))
+        with pytest.raises(ExperimentExists):
+            store.create_experiment(experiment("taken"), finished("taken", 3))
+        assert len(store.trials("taken")) == 1
+        with pytest.raises(ValueError, match="trials of 'other'"):
+            store.create_experiment(experiment("imp"), finished("other", 1))
+        with pytest.raises(ValueError, match="trial 0 is not finished"):
+            store.create_experiment(experiment("imp"), [new_trial("imp", 0, {}, {})])
+        assert [e["name"] for e in store.experiments()] == ["taken"] and store.trials("imp") == []
 
     def test_lease_is_exclusive_until_released_or_expired(self, store):
         store.create_experiment(experiment())
@@ -51,7 +83,7 @@ class StoreContract:
         assert stored["misc"]["vals"] == {"lr": [0.01]} and stored["state"] == NEW and stored["attempts"] == 0
         for key in ("tid", "spec", "result", "misc", "state", "owner", "book_time", "refresh_time", "exp_key"):
             assert key in stored
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="trial 0 of 'exp' already exists"):
             store.insert_trial(new_trial("exp", 0, {}, {}))
 
     def test_reserve_takes_the_oldest_queued_trial_once(self, store):

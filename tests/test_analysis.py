@@ -152,3 +152,30 @@ def test_import_of_only_bad_files_writes_nothing(tmp_path, url):
     store = open_store(url)
     assert import_results(store, "nothing", [tmp_path / "bad.json"]) == (0, [f"{tmp_path / 'bad.json'}: not a JSON object"])
     assert store.experiments() == []
+
+
+def test_an_import_cut_short_by_the_store_writes_nothing(tmp_path, url, monkeypatch, capsys):
+    """The store fails at the third trial (a lock held too long): the experiment and its first
+    trials are rolled back, the command says why on one line, and a retry imports everything."""
+    from workers.store import StoreUnavailable
+    from workers.store.sqlite import SQLiteStore
+
+    paths = []
+    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
+        paths.append(tmp_path / f"{acc}.json")
+        paths[-1].write_text(json.dumps(result_2018(lr, acc)))
+    insert = SQLiteStore._insert_trial
+
+    def fail_at_third(db, trial):
+        if trial["tid"] == 2:
+            raise StoreUnavailable("SQLite store: database is locked")
+        insert(db, trial)
+
+    monkeypatch.setattr(SQLiteStore, "_insert_trial", staticmethod(fail_at_third))
+    assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 2
+    assert capsys.readouterr().err.strip() == "larnn import-results: error: SQLite store: database is locked"
+    store = open_store(url)
+    assert store.experiments() == [] and store.trials("paper-2018") == []
+    monkeypatch.undo()
+    assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
+    assert len(open_store(url).trials("paper-2018")) == 3

@@ -61,8 +61,11 @@ class BaseStore(abc.ABC):
 
     # -- experiments
     @abc.abstractmethod
-    def create_experiment(self, experiment: dict) -> None:
-        """Register {name, space, algorithm, max_evals, objective, seed, created}; ExperimentExists if taken."""
+    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
+        """Register {name, space, algorithm, max_evals, objective, seed, created}, together with its
+        first trials (finished ones: an import's), all or nothing: a failure (ExperimentExists if the name is
+        taken, a bad trial, an outage) leaves no trace of either, and no reader sees the
+        experiment before all its trials."""
 
     @abc.abstractmethod
     def get_experiment(self, name: str) -> dict:
@@ -134,3 +137,16 @@ class BaseStore(abc.ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+
+def own_trials(experiment: dict, trials: list[dict]) -> list[dict]:
+    """create_experiment's trials, refused (ValueError, before anything is written) unless each
+    belongs to the experiment being created and is finished (no worker may take a trial of an
+    experiment that is still being created)."""
+    strays = sorted({t["exp_key"] for t in trials} - {experiment["name"]})
+    if strays:
+        raise ValueError(f"trials of {strays[0]!r} cannot be created with experiment {experiment['name']!r}")
+    unfinished = [t["tid"] for t in trials if t["state"] not in FINAL]
+    if unfinished:
+        raise ValueError(f"trial {unfinished[0]} is not finished: an experiment is created with finished trials only")
+    return list(trials)

@@ -14,13 +14,16 @@ import time
 
 import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import ConfigurationError, ConnectionFailure, DuplicateKeyError, ExecutionTimeout, WTimeoutError
+from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError, ExecutionTimeout,
+                             WTimeoutError)
 from pymongo.write_concern import WriteConcern
 
 from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment, attempt)
+                                UnknownExperiment, attempt, own_trials)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
+VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
+DUPLICATE_KEY = 11000  # MongoDB's error code
 UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # ConnectionFailure: also server selection
 
 
@@ -43,6 +46,8 @@ def _unavailable_as_store_error(cls):
 
 @_unavailable_as_store_error
 class MongoStore(BaseStore):
+    import_timeout_s = 600.0  # a creation still marked `importing` after this long was abandoned
+
     def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
         try:
             self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000,
@@ -58,20 +63,56 @@ class MongoStore(BaseStore):
         self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
 
     # -- experiments
-    def create_experiment(self, experiment: dict) -> None:
+    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
+        """Without a replica set MongoDB has no multi-document transaction, so the experiment is
+        written first marked `importing` (hidden from every reader, its name taken), then its
+        trials, then the mark is removed; a failure removes what was written. A creator that
+        died midway leaves a mark older than import_timeout_s, which the next create of that
+        name clears."""
+        trials = own_trials(experiment, trials)
+        name = experiment["name"]
+        doc = {**experiment, "lease_owner": None, "lease_until": 0.0}
+        if trials:
+            doc["importing"] = time.time()
+        for _ in range(2):
+            try:
+                self.experiments_.insert_one(doc)
+                break
+            except DuplicateKeyError:
+                if not self._clear_abandoned(name):
+                    raise ExperimentExists(f"experiment {name!r} already exists") from None
+        if not trials:
+            return
         try:
-            self.experiments_.insert_one({**experiment, "lease_owner": None, "lease_until": 0.0})
-        except DuplicateKeyError:
-            raise ExperimentExists(f"experiment {experiment['name']!r} already exists") from None
+            try:
+                self.trials_.insert_many([dict(t) for t in trials], ordered=True)
+            except BulkWriteError as error:  # the first failed insert stopped the rest (ordered)
+                failed = error.details["writeErrors"][0]
+                if failed["code"] != DUPLICATE_KEY:
+                    raise
+                raise ValueError(f"trial {failed['op']['tid']} of {name!r} already exists") from None
+            self.experiments_.update_one({"name": name}, {"$unset": {"importing": ""}})
+        except BaseException:
+            self.trials_.delete_many({"exp_key": name})
+            self.experiments_.delete_one({"name": name, "importing": doc["importing"]})
+            raise
+
+    def _clear_abandoned(self, name: str) -> bool:
+        """Remove an import of `name` whose creator died midway; False if there is none."""
+        abandoned = self.experiments_.find_one_and_delete(
+            {"name": name, "importing": {"$lt": time.time() - self.import_timeout_s}})
+        if abandoned is not None:
+            self.trials_.delete_many({"exp_key": name})
+        return abandoned is not None
 
     def get_experiment(self, name: str) -> dict:
-        doc = self.experiments_.find_one({"name": name}, HIDDEN)
+        doc = self.experiments_.find_one({"name": name, **VISIBLE}, HIDDEN)
         if doc is None:
             raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
         return doc
 
     def experiments(self) -> list[dict]:
-        return list(self.experiments_.find({}, HIDDEN, sort=[("created", 1), ("name", 1)]))
+        return list(self.experiments_.find(VISIBLE, HIDDEN, sort=[("created", 1), ("name", 1)]))
 
     def _update_experiment(self, name: str, fields: dict) -> None:
         if self.experiments_.update_one({"name": name}, {"$set": fields}).matched_count != 1:
@@ -96,7 +137,10 @@ class MongoStore(BaseStore):
 
     # -- trials
     def insert_trial(self, trial: dict) -> None:
-        self.trials_.insert_one(dict(trial))
+        try:
+            self.trials_.insert_one(dict(trial))
+        except DuplicateKeyError:
+            raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
 
     def trials(self, name: str) -> list[dict]:
         return list(self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)]))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment, attempt)
+                                UnknownExperiment, attempt, own_trials)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -117,13 +117,15 @@ class SQLiteStore(BaseStore):
         return self._transaction(lambda db: db.execute(sql, args).fetchall(), begin=False)
 
     # -- experiments
-    def create_experiment(self, experiment: dict) -> None:
-        def work(db):
+    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
+        def work(db):  # one transaction: the experiment and its trials commit together or not at all
             try:
                 db.execute("INSERT INTO experiments (name, doc, created) VALUES (?, ?, ?)",
                            (experiment["name"], json.dumps(experiment), experiment["created"]))
             except sqlite3.IntegrityError:
                 raise ExperimentExists(f"experiment {experiment['name']!r} already exists") from None
+            for trial in own_trials(experiment, trials):
+                self._insert_trial(db, trial)
         self._transaction(work)
 
     def get_experiment(self, name: str) -> dict:
@@ -164,11 +166,17 @@ class SQLiteStore(BaseStore):
 
     # -- trials
     def insert_trial(self, trial: dict) -> None:
-        self._transaction(lambda db: db.execute(
-            f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
-             trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]), json.dumps(trial["result"]),
-             json.dumps(trial.get("attempt_log", [])))))
+        self._transaction(lambda db: self._insert_trial(db, trial))
+
+    @staticmethod
+    def _insert_trial(db, trial: dict) -> None:
+        try:
+            db.execute(f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
+                        trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]),
+                        json.dumps(trial["result"]), json.dumps(trial.get("attempt_log", []))))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
 
     @staticmethod
     def _doc(row: tuple) -> dict:
