@@ -10,10 +10,10 @@ and the peak memory of a fast training step over the reference's. Each implement
 fresh process of its own, one at a time. Prints JSON.
 
 The training step and the inference forward are the ones larnn_core.train runs
-(larnn_core/step.py): on CUDA they are replayed as CUDA graphs, so there `fast` and `lstm` are
+(larnn_core/execution/cuda_graphs.py), executed as larnn_core.train resolves it: on CUDA they are replayed as CUDA graphs, so there `fast` and `lstm` are
 graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
 (`graphs_speedup_fast_train` is the LARNN's ratio). There the LARNN's per-step work is also
-compiled (larnn_core/compiled.py); `fast_uncompiled` is the graphed step without it
+compiled (larnn_core/execution/torch_compile.py); `fast_uncompiled` is the graphed step without it
 (`compile_speedup_fast_train`). `*_first_train_ms` is the first step, compilation included.
 The reference always runs eagerly.
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import platform
 import resource
 import statistics
@@ -43,9 +42,10 @@ import torch
 import larnn_core.train
 from larnn_core.classifier import build_model
 from larnn_core.data.dataset import load
+from larnn_core.execution import Execution, resolve
+from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer
 from larnn_core.hparams import HParams
 from larnn_core.reference import reference_forward
-from larnn_core.step import Graphed, TrainStep, make_optimizer
 
 CONFIGS = {
     "best": dict(hidden_size=81, attention_heads=27, larnn_window_size=38, larnn_mode="residual", num_layers=3,
@@ -67,7 +67,7 @@ def as_reference(model: torch.nn.Module) -> torch.nn.Module:
 
 def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool]]:
     """(label, implementation, CUDA graphs, torch.compile) to measure. On CUDA, fast and lstm run
-    as training does (graphed steps, the LARNN's step compiled: larnn_core/compiled.py), and
+    as training does (graphed steps, the LARNN's step compiled: larnn_core/execution/), and
     again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured too."""
     if device.type != "cuda":
         return [("reference", "reference", False, True), ("fast", "fast", False, True), ("lstm", "lstm", False, True)]
@@ -76,9 +76,9 @@ def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool]]:
             ("lstm_eager", "lstm", False, True)]
 
 
-def model_for(kind: str, config: dict, device: torch.device) -> torch.nn.Module:
+def model_for(kind: str, config: dict, device: torch.device, execution: Execution = Execution()) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(hparams_for(kind, config)).to(device)
+    model = build_model(hparams_for(kind, config), execution=execution).to(device)
     return as_reference(model) if kind == "reference" else model
 
 
@@ -98,16 +98,16 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
             graphs: bool = False, batch: int = BATCH, steps: int = STEPS, compile: bool = True) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
-    training step and the forward are larnn_core.train's (step.py), replayed as CUDA graphs when
-    graphs is set: the first call of each (for the step, the one whose memory is measured) runs
-    eagerly, the second is captured. compile=False turns larnn_core's torch.compile off; the first
-    step's time, first_train_ms, includes the compilation."""
+    training step and the forward are larnn_core.train's (execution/cuda_graphs.py), replayed as CUDA
+    graphs when graphs is set: the first call of each (for the step, the one whose memory is
+    measured) runs eagerly, the second is captured. compile=False turns torch.compile off (else
+    the device's default); the first step's time, first_train_ms, includes the compilation."""
     torch.set_num_threads(threads)
-    if not compile:
-        os.environ["LARNN_COMPILE"] = "0"
     device = torch.device(device_name)
-    model = model_for(kind, config, device)
-    train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=graphs)
+    execution = resolve(device.type, torch_compile=None if compile else False, cuda_graphs=graphs)
+    model = model_for(kind, config, device, execution)
+    train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"),
+                           graphs=execution.cuda_graphs)
     x = torch.randn(batch, steps, INPUTS, device=device)
     y = torch.randint(0, 6, (batch,), device=device)
 

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from larnn_core.baseline import LSTMStack
+from larnn_core.execution import Execution
 from larnn_core.hparams import SEQUENCE_STEPS, HParams
 from larnn_core.model import LARNN
 
@@ -22,9 +23,11 @@ class HARClassifier(nn.Module):
         return self.head(self.body(F.elu(self.embed(x)))[:, -1])
 
 
-def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int = SEQUENCE_STEPS) -> HARClassifier:
+def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int = SEQUENCE_STEPS,
+                execution: Execution = Execution()) -> HARClassifier:
     """The model a hyperparameter set describes, for sequences of `steps` time steps (the LARNN's
-    batch norms keep statistics per step); raises ValueError for an invalid combination."""
+    batch norms keep statistics per step), its LARNN steps run as `execution` says; raises
+    ValueError for an invalid combination."""
     if hp.model == "lstm":
         body = LSTMStack(hp.hidden_size, hp.num_layers, hp.is_stacked_residual, hp.dropout_drop_proba)
     else:
@@ -32,6 +35,7 @@ def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int =
             hp.hidden_size,
             hp.num_layers,
             hp.is_stacked_residual,
+            execution,
             attention_heads=hp.attention_heads,
             window_size=hp.larnn_window_size,
             larnn_mode=hp.larnn_mode,

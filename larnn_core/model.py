@@ -23,16 +23,17 @@ renormalised it every step. Batch norms keep statistics per time step (StepBatch
 
 f_k, f_v are Norm(ELU(.)) with separate norms when activation_on_keys_and_values, else identity.
 Each cell is projected into its key and value once, when it enters the window, and that
-projection is kept in the layer's Window (window.py: one buffer per sequence, attention with a
-hand-written backward); 2018 defect 4 (the defects: docs/design.md, section 2) re-projected the
+projection is kept in the layer's Window (execution/window.py: one buffer per sequence, attention
+with a hand-written backward); 2018 defect 4 (the defects: docs/design.md, section 2) re-projected the
 whole window at every step. Positional encoding: sine/cosine features pe(d) of a slot's distance
 d back in time, concatenated to the cell features; being linear, W [n ; pe] splits into the
 cached cell part and a per-slot term P pe(d). Empty slots (before the sequence start) hold zero
 key/value features.
 
-With batch norm on CPU (training, and evaluation without gradients) each step is one autograd
-Function of compiled loops with a hand-written backward (step_cpu.py, StepWeights.loops);
-elsewhere the ops below, through autograd.
+How a step executes is chosen by the model's Execution, once per sequence and layer, through one
+seam (execution/cell_step.py): with batch norm on CPU each step is one autograd Function of numba
+loops with a hand-written backward (execution/step_loops.py); elsewhere LARNNCell.step's ops
+below, through autograd (LARNNCell.update compiled by torch.compile on CUDA).
 
 Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
 its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
@@ -46,10 +47,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from larnn_core import step_cpu
-from larnn_core.compiled import maybe_compiled
+from larnn_core.execution import Execution
+from larnn_core.execution.cell_step import attention, cell_step
+from larnn_core.execution.window import Window
 from larnn_core.hparams import MODES, NORMS, SEQUENCE_STEPS
-from larnn_core.window import Window
 
 
 
@@ -115,14 +116,18 @@ def positional_features(window_size: int) -> torch.Tensor:
 
 
 class StepWeights(NamedTuple):
-    """The parts of a cell's weights every step uses, cut and joined once per sequence."""
+    """What every step of a sequence uses, cut and joined once per sequence: the one bundle that
+    either execution path reads (the numba loops take nothing else from the cell)."""
     w_qh: torch.Tensor  # [H, H] the h-part of W_q
+    w_o: torch.Tensor  # [H, H] W_o
+    b_o: torch.Tensor  # [H]
     w_ha: torch.Tensor  # [4H, 2H] the [h ; a] part of the gate weights (residual: [W_h  W_a])
     w_kv: torch.Tensor  # [2H, H] W_k and W_v stacked: one product per new cell
     b_kv: torch.Tensor  # [2H]
     pos_k: torch.Tensor | None  # [k, H] per-slot positional terms P_k pe(d), or None
     pos_v: torch.Tensor | None
-    loops: step_cpu.Sequence | None  # the steps as compiled loops (batch norm on CPU: step_cpu.applies), or None
+    norms: tuple[nn.Module, ...]  # attn, z, c, h, then key and value when activation_on_keys_and_values
+    dropout: float  # the drop probability of h in training, 0 in evaluation
 
 
 class CellState(NamedTuple):
@@ -190,10 +195,12 @@ class LARNNCell(nn.Module):
     def use_positional_encoding(self) -> bool:
         return hasattr(self, "pe")
 
-    def initial_state(self, batch: int, steps: int, device=None, dtype=None) -> CellState:
+    def initial_state(self, batch: int, steps: int, device=None, dtype=None,
+                      execution: Execution = Execution()) -> CellState:
         """Zero h and c, and an empty window with room for `steps` pushes."""
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        window = Window(batch, self.hidden_size, self.heads, self.window_size, steps, device, dtype)
+        window = Window(batch, self.hidden_size, self.heads, self.window_size, steps,
+                        attention(execution, zeros), device, dtype)
         return CellState(zeros, zeros, window)
 
     def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,16 +222,20 @@ class LARNNCell(nn.Module):
         pos_k = pos_v = None
         if self.use_positional_encoding:
             pos_k, pos_v = self.pos_key(self.pe), self.pos_value(self.pe)
-        loops = step_cpu.Sequence(self) if step_cpu.applies(self, self.attn_out.weight) else None
-        return StepWeights(self.query.weight[:, I:], w_ha, torch.cat([self.key.weight, self.value.weight]),
-                           torch.cat([self.key.bias, self.value.bias]), pos_k, pos_v, loops)
+        norms = (self.norm_attn, self.norm_z, self.norm_c, self.norm_h)
+        if self.activation_on_keys_and_values:
+            norms += (self.norm_key, self.norm_value)
+        return StepWeights(self.query.weight[:, I:], self.attn_out.weight, self.attn_out.bias, w_ha,
+                           torch.cat([self.key.weight, self.value.weight]), torch.cat([self.key.bias, self.value.bias]),
+                           pos_k, pos_v, norms, self.dropout.p if self.training else 0.0)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
                weights: StepWeights, t: int) -> tuple[torch.Tensor, ...]:
-        """Everything between the attention and the window of one step, as one function (compiled
-        on CUDA, compiled.py): heads [B, H] -> new h (before dropout) and carried c [B, H], the normalised
-        pre-activation z [B, 4H], and the new cell's key and value [B, H] for the window; t is the
-        time step, whose batch norm statistics are used."""
+        """Everything between the attention and the window of one step, as one function (so that
+        torch.compile can fuse it: execution/torch_compile.py): heads [B, H] -> new h (before
+        dropout) and carried c [B, H], the normalised pre-activation z [B, 4H], and the new cell's
+        key and value [B, H] for the window; t is the time step, whose batch norm statistics are
+        used."""
         H = self.hidden_size
         a = self.norm_attn(F.elu(self.attn_out(heads)), t)  # [B, H]
         z = self.norm_z(torch.addmm(xz, torch.cat([h, a], dim=1), weights.w_ha.T), t)  # [B, 4H]
@@ -238,28 +249,41 @@ class LARNNCell(nn.Module):
         k_new, v_new = kv.chunk(2, dim=1)
         return h, c, z, self.norm_key(k_new, t), self.norm_value(v_new, t)  # no norms without the activation
 
-    def forward(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState,
-                weights: StepWeights | None = None) -> tuple[CellState, torch.Tensor]:
-        """One step from pre-projected inputs (project_inputs) and, optionally, step_weights()
-        made by the caller once per sequence. Returns the new state, whose window now holds the
+    def step(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState, weights: StepWeights,
+             update=None) -> tuple[CellState, torch.Tensor]:
+        """One step through torch ops, from pre-projected inputs (project_inputs); update is
+        LARNNCell.update or its compiled form. Returns the new state, whose window now holds the
         new cell, and the normalised pre-activation z [B, 4H]."""
-        weights = weights or self.step_weights()
-        if weights.loops is not None:  # the whole step as compiled loops with a hand-written backward
-            h, c, z = weights.loops.step(xq, xz, state.h, state.c, state.window, weights)  # h after dropout
-            return CellState(h, c, state.window), z
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
-        update = maybe_compiled(LARNNCell.update, q.device)
-        h, c, z, k_new, v_new = update(self, heads, state.h, state.c, xz, weights, state.window.pushed)
+        h, c, z, k_new, v_new = (update or LARNNCell.update)(self, heads, state.h, state.c, xz, weights,
+                                                            state.window.pushed)
         state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
         return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)
+
+    def forward(self, x: torch.Tensor, execution: Execution = Execution()) -> torch.Tensor:
+        """The layer over a sequence, x [B, T, I] -> hidden sequence [B, T, H], from a fresh state;
+        the steps run as the seam (execution/cell_step.py) chooses once for this sequence."""
+        B, T, _ = x.shape
+        state = self.initial_state(B, T, x.device, x.dtype, execution)
+        xq, xz = self.project_inputs(x)
+        step = cell_step(self, self.step_weights(), execution, x)
+        hs = []
+        for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T
+            state, _ = step(xq_t, xz_t, state)
+            hs.append(state.h)
+        state.window.close()
+        return torch.stack(hs, dim=1)
 
 
 class LARNN(nn.Module):
     """A stack of LARNN layers over a [B, T, H] sequence; layer l+1 reads layer l's hidden sequence."""
 
-    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False, **cell_kwargs):
+    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False,
+                 execution: Execution = Execution(), **cell_kwargs):
+        """execution: how the steps run (execution/choice.py); training sets it from resolve()."""
         super().__init__()
+        self.execution = execution
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.cells = nn.ModuleList(
@@ -269,16 +293,7 @@ class LARNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, H] -> hidden sequence of the last layer [B, T, H]."""
-        B, T, _ = x.shape
-        for cell in self.cells:
-            state = cell.initial_state(B, T, x.device, x.dtype)  # a fresh state per layer
-            xq, xz = cell.project_inputs(x)
-            weights = cell.step_weights()
-            hs = []
-            for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T
-                state, _ = cell(xq_t, xz_t, state, weights)
-                hs.append(state.h)
-            state.window.close()
-            out = torch.stack(hs, dim=1)  # [B, T, H]
+        for cell in self.cells:  # each with a fresh state of its own
+            out = cell(x, self.execution)  # [B, T, H]
             x = x + out if self.is_stacked_residual else out
         return x

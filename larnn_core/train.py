@@ -13,6 +13,7 @@ eligible epoch the trial fails.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -23,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from larnn_core import compiled
 from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
+from larnn_core.execution import Execution, resolve
+from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
+from larnn_core.execution.torch_compile import forget
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
-from larnn_core.step import Graphed, TrainStep, make_optimizer, set_learning_rate, use_graphs
 
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
 EVAL_BATCH = 1024
@@ -80,15 +82,19 @@ def train(
     validation_subjects: int = 5,
     progress: bool = True,
     on_epoch: Callable[[int, dict], None] | None = None,
+    cpu_loops: bool | None = None,
+    torch_compile: bool | None = None,
     cuda_graphs: bool | None = None,
 ) -> dict:
     """Train one model and return its result; on_epoch(epoch, history) runs after each epoch.
-    On CUDA each training step and evaluation forward is replayed as a CUDA graph unless
-    cuda_graphs is False, or None (the default) and LARNN_CUDA_GRAPHS=0 (step.py), and the
-    LARNN's per-step work is compiled unless LARNN_COMPILE=0 (compiled.py)."""
+    cpu_loops, torch_compile, cuda_graphs: the execution (larnn_core/execution/choice.py; None:
+    the device's default unless the environment turns it off), resolved here once and recorded
+    as the result's `execution`."""
     started = time.time()
     dev = resolve_device(device)
-    graphs = use_graphs(dev, cuda_graphs)
+    execution = resolve(dev.type, cpu_loops=cpu_loops, torch_compile=torch_compile, cuda_graphs=cuda_graphs)
+    if hp.model == "lstm":  # torch.nn.LSTM: no LARNN steps to run on loops or to compile
+        execution = dataclasses.replace(execution, cpu_loops=False, torch_compile=False)
     splits = make_splits(data, validation_subjects, seed)
     history = {key: [] for key in (
         "train_losses", "train_accuracies", "validation_losses", "validation_accuracies",
@@ -98,8 +104,7 @@ def train(
         "hyperparameters": hp.to_dict(),
         "seed": seed,
         "device": describe_device(dev),
-        "cuda_graphs": graphs,
-        "compiled": compiled.enabled(dev) and hp.model == "larnn",
+        "execution": execution.as_record(),
         "data_source": data.source,
         "data_origin": data.origin,
         "data_checksum": data.checksum,
@@ -108,7 +113,7 @@ def train(
         "history": history,
     }
     try:
-        _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch)
+        _fit(hp, splits, dev, execution, seed, history, progress, on_epoch)
         if not history["validation_accuracies"]:
             raise TrainingFailed("no epoch was trained")
         diverged = [epoch for epoch, losses in enumerate(zip(history["validation_losses"], history["test_losses"]), 1)
@@ -137,16 +142,16 @@ def train(
     return result
 
 
-def _fit(hp, splits, dev, graphs, seed, history, progress, on_epoch) -> None:
+def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> None:
     seed_everything(seed)
-    if compiled.enabled(dev):
-        compiled.forget()
+    if execution.torch_compile:
+        forget()
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
     _, steps, n_inputs = splits.train[0].shape
-    model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps).to(dev)
+    model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps, execution=execution).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
-    step = TrainStep(model, optimizer, hp.clip_grad_norm, graphs)
-    forward = Graphed(model) if graphs else model
+    step = TrainStep(model, optimizer, hp.clip_grad_norm, execution.cuda_graphs)
+    forward = Graphed(model) if execution.cuda_graphs else model
     tensors = {name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
                for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
     X_train, y_train = tensors["train"]

@@ -1,4 +1,4 @@
-"""The window attention's two implementations (attention_cpu's compiled loops, attention_torch's
+"""The window attention's two implementations (attention_loops' numba loops, attention_ops' torch
 ops) against autograd through the plain softmax-attention formula."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ import numba
 import pytest
 import torch
 
-from larnn_core import attention_cpu, attention_torch
+from larnn_core.execution import attention_loops, attention_ops
 
 
 def plain(K, V, q):
@@ -21,7 +21,7 @@ SHAPES = [(5, 3, 4, 64), (5, 3, 2, 7), (3, 8, 1, 5), (1, 2, 3, 4)]  # (k, dh, nh
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("implementation", [attention_cpu, attention_torch], ids=["compiled", "torch-ops"])
+@pytest.mark.parametrize("implementation", [attention_loops, attention_ops], ids=["loops", "torch-ops"])
 def test_attention_forward_and_backward_match_autograd(shape, implementation):
     torch.manual_seed(0)
     k, dh, nh, B = shape
@@ -49,7 +49,7 @@ def test_attention_forward_and_backward_match_autograd(shape, implementation):
 def test_compiled_loops_in_float32():
     torch.manual_seed(0)
     K, V, q = torch.randn(4, 3, 5, 64), torch.randn(4, 3, 5, 64), torch.randn(3, 5, 64)
-    out, weights = attention_cpu.attend(K, V, q)
+    out, weights = attention_loops.attend(K, V, q)
     expected_out, expected_weights = plain(K, V, q)
     torch.testing.assert_close(out, expected_out)
     torch.testing.assert_close(weights, expected_weights)
@@ -71,13 +71,13 @@ def test_compiled_loops_split_heads_over_torch_threads_with_the_same_results(tor
     for threads in (1, 2, numba.config.NUMBA_NUM_THREADS + 1):
         torch.set_num_threads(threads)
         if threads == 1:
-            assert attention_cpu.loops() is attention_cpu.ONE_THREAD
+            assert attention_loops.loops() is attention_loops.ONE_THREAD
         else:
-            assert attention_cpu.loops() is attention_cpu.SPLIT
+            assert attention_loops.loops() is attention_loops.SPLIT
             assert numba.get_num_threads() == min(threads, numba.config.NUMBA_NUM_THREADS)
-        out, weights = attention_cpu.attend(K, V, q)
+        out, weights = attention_loops.attend(K, V, q)
         dK, dV = torch.zeros_like(K), torch.zeros_like(V)
-        grads = attention_cpu.attend_backward(K, V, q, weights, g, dK, dV)
+        grads = attention_loops.attend_backward(K, V, q, weights, g, dK, dV)
         results[threads] = (out, weights, *grads, dK, dV)
     for many in list(results)[1:]:  # each head's sums run on one thread, in the same order
         for single, split in zip(results[1], results[many]):
@@ -87,8 +87,9 @@ def test_compiled_loops_split_heads_over_torch_threads_with_the_same_results(tor
 def test_numba_fallback_pool_runs_the_loops_on_one_thread():
     """numba's workqueue pool (used where neither OpenMP nor TBB loads) is slower on two threads
     than on one here, so the loops keep to one thread with it."""
-    script = ("import numba, torch; from larnn_core import attention_cpu; torch.set_num_threads(2); "
-              "one = attention_cpu.loops() is attention_cpu.ONE_THREAD; print(numba.threading_layer(), one)")
+    script = ("import numba, torch; from larnn_core.execution import attention_loops; "
+              "torch.set_num_threads(2); one = attention_loops.loops() is attention_loops.ONE_THREAD; "
+              "print(numba.threading_layer(), one)")
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["workqueue", "True"]

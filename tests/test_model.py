@@ -6,8 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from larnn_core.classifier import build_model
+from larnn_core.execution import Execution
+from larnn_core.execution.cell_step import cell_step
 from larnn_core.hparams import HParams
 from larnn_core.model import LARNN, LARNNCell
+
+
+def one_step(cell: LARNNCell, xq, xz, state):
+    """One step of the cell, executed as training on CPU would (the seam's choice for these tensors)."""
+    return cell_step(cell, cell.step_weights(), Execution(), xq)(xq, xz, state)
+
 
 SMALL = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=2, dropout_drop_proba=0.0)
 COMBOS = [
@@ -100,7 +108,7 @@ def test_layers_have_separate_states_and_norms():
     stack = LARNN(8, 2, attention_heads=2, window_size=3)
     states = []
     original = LARNNCell.initial_state
-    LARNNCell.initial_state = lambda self, *a: states.append(original(self, *a)) or states[-1]
+    LARNNCell.initial_state = lambda self, *a, **kw: states.append(original(self, *a, **kw)) or states[-1]
     try:
         stack(torch.randn(2, 4, 8))
     finally:
@@ -174,7 +182,7 @@ def test_returned_preactivation_is_normalised_and_drives_the_gates(norm):
     state = cell.initial_state(64, 1)
     state = state._replace(h=torch.randn(64, 8), c=torch.randn(64, 8))
     xq, xz = cell.project_inputs(x)
-    new, z = cell(xq[:, 0], xz[:, 0], state)
+    new, z = one_step(cell, xq[:, 0], xz[:, 0], state)
     axis = 0 if norm == "batch" else 1
     assert torch.allclose(z.mean(axis), torch.zeros(1), atol=1e-5)
     assert torch.allclose(z.var(axis, unbiased=False), torch.ones(1), atol=1e-3)
@@ -199,7 +207,7 @@ def test_window_and_its_graph_are_freed_after_backward_without_the_garbage_colle
     import gc
     import weakref
 
-    from larnn_core import window
+    from larnn_core.execution import window
 
     windows = []
     original_init = window.Window.__init__
@@ -219,7 +227,7 @@ def test_window_and_its_graph_are_freed_after_backward_without_the_garbage_colle
 
 
 def test_training_dropout_drops_at_its_rate_and_scales_what_it_keeps():
-    """Training on CPU draws its own dropout masks (step_cpu.py): an entry of h is zero with
+    """Training on CPU draws its own dropout masks (execution/step_loops.py): an entry of h is zero with
     probability p, the others are scaled by 1 / (1 - p), gradients pass only where it kept, and
     torch.manual_seed reproduces the masks."""
     B, H, p = 512, 16, 0.3
@@ -234,7 +242,7 @@ def test_training_dropout_drops_at_its_rate_and_scales_what_it_keeps():
         state = cell.initial_state(B, 1)._replace(h=h0)
         xq, xz = cell.project_inputs(x)
         torch.manual_seed(seed)
-        new, _ = cell(xq[:, 0], xz[:, 0], state)
+        new, _ = one_step(cell, xq[:, 0], xz[:, 0], state)
         (new.h * loss_weights).sum().backward()
         return new.h.detach(), h0.grad
 

@@ -8,15 +8,19 @@ import torch
 
 from torch._dynamo.utils import counters
 
-from larnn_core import compiled, window
+from larnn_core.execution import Execution, torch_compile
+from larnn_core.execution.cell_step import whole_step_on_loops
 from larnn_core.model import LARNN
 from larnn_core.reference import reference_forward
 
-# (device, whether CPU runs compiled loops (step_cpu's with batch norm, attention_cpu's
-# otherwise) or the torch ops CUDA runs; CUDA compiles those ops and the cell's update with
-# torch.compile, compiled.py)
-PATHS = [("cpu", True), ("cpu", False)] + ([("cuda", False)] if torch.cuda.is_available() else [])
-PATH_IDS = ["cpu-compiled", "cpu-torch-ops", "cuda"][:len(PATHS)]
+# (device, execution): CPU on numba loops (step_loops with batch norm, attention_loops otherwise),
+# CPU on the torch ops CUDA runs, CUDA as training runs it (the ops and the cell's update
+# compiled by torch.compile)
+CPU = ("cpu", Execution(cpu_loops=True))
+PATHS = [CPU, ("cpu", Execution(cpu_loops=False))] + (
+    [("cuda", Execution(cpu_loops=False, torch_compile=True))] if torch.cuda.is_available() else [])
+PATH_IDS = ["cpu-loops", "cpu-torch-ops", "cuda"][:len(PATHS)]
+COMPILED_ON_CPU = ("cpu", Execution(cpu_loops=False, torch_compile=True))  # through inductor's C++ backend
 
 
 def configurations(n: int = 12, seed: int = 0):
@@ -34,12 +38,14 @@ def configurations(n: int = 12, seed: int = 0):
                    norm=("batch", "layer", "none")[i % 3])
 
 
-def run(config: dict, dtype: torch.dtype, device: str, train: bool, reference: bool):
-    """Output and parameter gradients of one forward and backward, fast path or reference, from the
-    same parameters and (float64-drawn) inputs whatever the dtype."""
+def run(config: dict, dtype: torch.dtype, path: tuple[str, Execution], train: bool, reference: bool):
+    """Output and parameter gradients of one forward and backward, fast path (executed on path's
+    device as its Execution says) or reference, from the same parameters and (float64-drawn)
+    inputs whatever the dtype."""
     torch.manual_seed(0)
+    device, execution = path
     H = config["hidden_size"]
-    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"],
+    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"], execution,
                   **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
     stack = stack.to(device=device, dtype=dtype).train(train)
     x = torch.randn(6, 9, H, dtype=torch.float64).to(device=device, dtype=dtype)
@@ -67,24 +73,24 @@ def errors(run_a, run_b) -> tuple[float, float, float]:
     return output_error, per_parameter, whole
 
 
-def compare(config: dict, dtype: torch.dtype, device: str, train: bool) -> tuple[float, float, float]:
+def compare(config: dict, dtype: torch.dtype, path, train: bool) -> tuple[float, float, float]:
     """errors() of the fast path against the reference, both in dtype."""
-    return errors(run(config, dtype, device, train, False), run(config, dtype, device, train, True))
+    return errors(run(config, dtype, path, train, False), run(config, dtype, path, train, True))
 
 
-def float32_errors(config: dict, device: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def float32_errors(config: dict, path) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(output, whole-gradient) errors against the float64 reference, of the fast path in float32
     and of the reference in float32: what float32 itself costs on this configuration."""
-    truth = run(config, torch.float64, device, True, True)
-    fast, ref = (errors(run(config, torch.float32, device, True, reference), truth) for reference in (False, True))
+    truth = run(config, torch.float64, path, True, True)
+    fast, ref = (errors(run(config, torch.float32, path, True, reference), truth) for reference in (False, True))
     return (fast[0], fast[2]), (ref[0], ref[2])
 
 
-def float32_close(config: dict, device: str) -> bool:
+def float32_close(config: dict, path) -> bool:
     """float32: outputs and the whole gradient within 1e-4 of the float64 reference, or no further
     from it than twice the reference's own float32 error (a configuration whose float32 rounding
     is amplified through the recurrence loses digits on both paths alike)."""
-    fast, ref = float32_errors(config, device)
+    fast, ref = float32_errors(config, path)
     return all(f < max(1e-4, 2 * r) for f, r in zip(fast, ref))
 
 
@@ -94,67 +100,60 @@ def config_id(config: dict) -> str:
 
 
 @pytest.fixture(params=PATHS, ids=PATH_IDS)
-def device(request, monkeypatch):
-    device, compiled_loops = request.param
-    monkeypatch.setattr(window, "COMPILED_CPU", compiled_loops)
-    compiled.forget()  # on CUDA each configuration is compiled afresh, never past dynamo's recompile limit
-    return device
+def path(request):
+    torch_compile.forget()  # each configuration compiled afresh, never past dynamo's recompile limit
+    return request.param
 
 
 @pytest.mark.parametrize("config", list(configurations()), ids=config_id)
-def test_fast_matches_reference(config, device):
-    assert max(compare(config, torch.float64, device, train=True)) < 1e-6
-    assert max(compare(config, torch.float64, device, train=False)) < 1e-6
+def test_fast_matches_reference(config, path):
+    assert max(compare(config, torch.float64, path, train=True)) < 1e-6
+    assert max(compare(config, torch.float64, path, train=False)) < 1e-6
 
 
 @pytest.mark.parametrize("config", list(configurations()), ids=config_id)
-def test_fast_matches_reference_in_float32(config, device):
+def test_fast_matches_reference_in_float32(config, path):
     """float32 (float32_close; a single parameter's gradient that cancels over the batch, such as a
     bias in front of a batch norm, loses more digits)."""
-    assert float32_close(config, device)
-
-
-@pytest.fixture
-def compiled_on_cpu(monkeypatch):
-    """The torch.compile path that CUDA takes by default (compiled.py), on CPU through inductor's
-    C++ backend, from no compiled graphs."""
-    monkeypatch.setattr(window, "COMPILED_CPU", False)
-    monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))
-    compiled.forget()
+    assert float32_close(config, path)
 
 
 @pytest.mark.parametrize("config", [c for i, c in enumerate(configurations()) if i in (3, 4)], ids=config_id)
-def test_compiled_path_matches_reference(config, compiled_on_cpu):
-    """The same function as the reference, training and evaluation modes."""
+def test_compiled_path_matches_reference(config):
+    """The torch.compile path that CUDA takes by default, on CPU, from no compiled graphs: the same
+    function as the reference, training and evaluation modes."""
+    torch_compile.forget()
     graphs = counters["stats"]["unique_graphs"]
-    assert max(compare(config, torch.float64, "cpu", train=True)) < 1e-6
-    assert max(compare(config, torch.float64, "cpu", train=False)) < 1e-6
-    assert float32_close(config, "cpu")
+    assert max(compare(config, torch.float64, COMPILED_ON_CPU, train=True)) < 1e-6
+    assert max(compare(config, torch.float64, COMPILED_ON_CPU, train=False)) < 1e-6
+    assert float32_close(config, COMPILED_ON_CPU)
     assert counters["stats"]["unique_graphs"] > graphs  # it did run compiled
 
 
-def test_a_failed_compilation_says_how_to_do_without(compiled_on_cpu, monkeypatch):
+def test_a_failed_compilation_says_how_to_do_without():
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/g++",))
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # no compiled graph from an earlier test
-    stack = LARNN(4, 1, attention_heads=2, window_size=2)
-    with pytest.raises(compiled.CompileFailed, match="LARNN_COMPILE=0"):
-        stack(torch.randn(3, 5, 4))
-    compiled.forget()
-    monkeypatch.setenv("LARNN_COMPILE", "0")
+    torch_compile.forget()
+    stack = LARNN(4, 1, execution=COMPILED_ON_CPU[1], attention_heads=2, window_size=2)
+    # no C++ compiler, and no compiled graph from an earlier test (inductor's own patch: monkeypatch
+    # would delete these config entries on undo)
+    with torch._inductor.config.patch({"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}):
+        with pytest.raises(torch_compile.CompileFailed, match="LARNN_COMPILE=0"):
+            stack(torch.randn(3, 5, 4))
+    torch_compile.forget()
+    stack.execution = Execution(cpu_loops=False, torch_compile=False)  # what LARNN_COMPILE=0 resolves to
     assert stack(torch.randn(3, 5, 4)).shape == (3, 5, 4)
 
 
 @pytest.mark.parametrize("config", [c for c in configurations() if c["norm"] == "batch"], ids=config_id)
-def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config, monkeypatch):
-    """Training on CPU runs the cell's update as compiled loops (step_cpu.py), which keep each
+def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config):
+    """Training on CPU runs the cell's update as numba loops (step_loops.py), which keep each
     batch norm's running mean, variance and count themselves: the same as torch's ops leave them."""
     states = []
     for loops in (True, False):
-        monkeypatch.setattr(window, "COMPILED_CPU", loops)
         torch.manual_seed(0)
         stack = LARNN(config["hidden_size"], config["num_layers"], config["is_stacked_residual"],
+                      Execution(cpu_loops=loops),
                       **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
         stack.double().train()
         for _ in range(2):
@@ -180,7 +179,7 @@ def autograd_nodes(t: torch.Tensor) -> set[str]:
 
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_cpu_training_with_batch_norm_runs_the_compiled_step(norm):
-    """Training with batch norm on CPU is one step_cpu Function per step and layer (the tests above
+    """Training with batch norm on CPU is one step_loops Function per step and layer (the tests above
     hold it to the reference); other norms, and evaluation with gradients, run autograd's ops."""
     stack = LARNN(8, 2, attention_heads=2, window_size=3, norm=norm)
     x = torch.randn(4, 5, 8, requires_grad=True)
@@ -204,7 +203,7 @@ def test_evaluation_without_gradients_matches_reference(config, dtype, tolerance
     buffers = {n: b.clone() for n, b in stack.named_buffers()}
     x = torch.randn(6, 9, H, dtype=dtype)
     with torch.no_grad():
-        assert all(cell.step_weights().loops is not None for cell in stack.cells)  # the loops' path
+        assert all(whole_step_on_loops(cell, stack.execution, x) for cell in stack.cells)  # the loops' path
         fast, ref = stack(x), reference_forward(stack, x)
     assert ((fast - ref).abs().max() / ref.abs().max()).item() < tolerance
     assert all(torch.equal(b, buffers[n]) for n, b in stack.named_buffers())

@@ -1,11 +1,13 @@
-"""The training step (larnn_core/step.py): replayed CUDA graphs update a model exactly as eager steps do."""
+"""The training step (larnn_core/execution/cuda_graphs.py): replayed CUDA graphs update a model exactly
+as eager steps do; and the execution choice that decides whether they run (execution/choice.py)."""
 import pytest
 import torch
 
 from larnn_core import train as training
 from larnn_core.classifier import build_model
 from larnn_core.hparams import HParams
-from larnn_core.step import Graphed, TrainStep, make_optimizer, set_learning_rate, use_graphs
+from larnn_core.execution import Execution, resolve
+from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
 from tests.test_train import TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
@@ -66,7 +68,7 @@ def test_training_on_cuda_with_graphs_follows_eager_training(small_har):
     graphed, eager = (training.train(hp, small_har, device="cuda", seed=1, progress=False, cuda_graphs=graphs)
                       for graphs in (True, False))
     assert graphed["status"] == eager["status"] == "ok"
-    assert graphed["cuda_graphs"] is True and eager["cuda_graphs"] is False
+    assert graphed["execution"]["cuda_graphs"] is True and eager["execution"]["cuda_graphs"] is False
     for key in ("train_losses", "validation_losses", "test_losses"):
         torch.testing.assert_close(graphed["history"][key], eager["history"][key], rtol=1e-4, atol=0, msg=key)
 
@@ -88,11 +90,19 @@ def test_a_graphed_step_is_freed_without_the_garbage_collector():
         gc.enable()
 
 
-def test_graphs_are_for_cuda_and_can_be_turned_off(monkeypatch):
-    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert use_graphs(cuda) and not use_graphs(cpu) and not use_graphs(cuda, False)
-    monkeypatch.setenv("LARNN_CUDA_GRAPHS", "0")  # every training in the process, a worker's too
-    assert not use_graphs(cuda) and use_graphs(cuda, True)
+def test_execution_defaults_per_device_arguments_and_environment():
+    """Graphs and compilation on CUDA, loops on CPU; an explicit argument wins; LARNN_COMPILE=0 and
+    LARNN_CUDA_GRAPHS=0 turn the defaults off for every training in a process, a worker's too."""
+    assert resolve("cuda", environ={}) == Execution(cpu_loops=False, torch_compile=True, cuda_graphs=True)
+    assert resolve("cpu", environ={}) == Execution(cpu_loops=True, torch_compile=False, cuda_graphs=False)
+    assert resolve("cuda", cuda_graphs=False, environ={}).cuda_graphs is False
+    assert resolve("cpu", cpu_loops=False, torch_compile=True, environ={}) == Execution(False, True, False)
+    assert resolve("cpu", cuda_graphs=True, environ={}).cuda_graphs is False  # graphs need CUDA
+    off = {"LARNN_COMPILE": "0", "LARNN_CUDA_GRAPHS": "0"}
+    assert resolve("cuda", environ=off) == Execution(cpu_loops=False, torch_compile=False, cuda_graphs=False)
+    assert resolve("cuda", torch_compile=True, cuda_graphs=True, environ=off).cuda_graphs is True
+    assert resolve("cuda", environ={"LARNN_COMPILE": "1"}).as_record() == {
+        "cpu_loops": False, "torch_compile": True, "cuda_graphs": True}
 
 
 def test_learning_rate_is_set_in_place_when_it_is_a_tensor():

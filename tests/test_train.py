@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from larnn_core import cli, compiled, train as training
+from larnn_core import cli, train as training
 from larnn_core.data import dataset
 from larnn_core.hparams import HParams
 
@@ -25,7 +25,7 @@ def test_training_learns_and_records_everything(small_har, model):
     assert result["test_accuracy"] == history["test_accuracies"][result["best_epoch"] - 1]
     for key in ("device", "data_source", "data_checksum", "code_version", "seed", "wall_time_s", "hyperparameters"):
         assert key in result
-    assert result["cuda_graphs"] is False and result["compiled"] is False  # CPU: neither
+    assert result["execution"] == {"cpu_loops": model == "larnn", "torch_compile": False, "cuda_graphs": False}
     assert result["data_source"] == "synthetic" and result["data_checksum"] == small_har.checksum
     json.dumps(result)  # a plain JSON document, storable as is
 
@@ -160,12 +160,14 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
     """A worker trains configuration after configuration in one process; past dynamo's limit of
     8 variants per function, later ones would run uncompiled without a word."""
     forgotten = []
-    monkeypatch.setattr(compiled, "DEVICE_TYPES", ("cpu",))  # as on CUDA
-    monkeypatch.setattr(compiled, "forget", lambda: forgotten.append(True))
-    hp = HParams.from_dict({**TINY, "model": "lstm", "training_epochs": 1})
+    monkeypatch.setattr(training, "forget", lambda: forgotten.append(True))
+    hp = HParams.from_dict({**TINY, "training_epochs": 1})
     for _ in range(2):
-        assert training.train(hp, small_har, device="cpu", progress=False)["compiled"] is False  # an LSTM: nothing to compile
+        result = training.train(hp, small_har, device="cpu", progress=False, cpu_loops=False, torch_compile=True)
+        assert result["execution"] == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": False}
     assert forgotten == [True, True]
-    monkeypatch.setenv("LARNN_COMPILE", "0")
-    training.train(hp, small_har, device="cpu", progress=False)
+    training.train(hp, small_har, device="cpu", progress=False, torch_compile=False)
+    lstm = training.train(HParams.from_dict({**TINY, "model": "lstm", "training_epochs": 1}), small_har,
+                          device="cpu", progress=False, torch_compile=True)
+    assert lstm["execution"]["torch_compile"] is False  # an LSTM: nothing to compile
     assert forgotten == [True, True]

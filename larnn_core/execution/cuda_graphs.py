@@ -12,24 +12,15 @@ What a graph needs, and where this module provides it:
 - no work that leaves the GPU: Adam runs with `capturable=True` and a tensor learning rate, which
   set_learning_rate changes in place (a float would be frozen into the graph);
 - lazy initialisation done before capture: each shape's first call runs eagerly (Graphed).
-On CPU, and with graphs off, everything runs eagerly.
+On CPU, and with graphs off (choice.py), everything runs eagerly.
 """
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-
-
-def use_graphs(device: torch.device, requested: bool | None = None) -> bool:
-    """Graphs on CUDA unless turned off: by the caller, or for every training in this process
-    (workers included) by the environment variable LARNN_CUDA_GRAPHS=0."""
-    if requested is None:
-        requested = os.environ.get("LARNN_CUDA_GRAPHS", "1") != "0"
-    return requested and device.type == "cuda"
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, capturable: bool) -> torch.optim.Adam:

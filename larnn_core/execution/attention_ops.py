@@ -1,5 +1,5 @@
 """The window attention's sums as torch ops: the path for CUDA (and dtypes other than
-float32/float64), with attention_cpu's contract, [k, dh, nh, B] windows. Each line is one or two
+float32/float64, or CPU with the loops off), windows [k, dh, nh, B]. Each line is one or two
 kernels on a GPU (the softmax and its backward one each), which matters there: a training step
 launches every one of them for every time step and layer."""
 from __future__ import annotations

@@ -12,7 +12,7 @@ would otherwise spend on T saved copies of a k-slot window.
 
 Autograd cannot follow writes into a shared buffer, so the two operations on it are
 autograd Functions with hand-written backward passes (with batch norm on CPU,
-step_cpu.py's step does both itself, inside one Function per step):
+step_loops.py's step does both itself, inside one Function per step):
 
     push(k_new, v_new)      forward: write slot t + k.  backward: return that slot of the
                             gradient buffers, the sum of what every attention step that read
@@ -20,8 +20,9 @@ step_cpu.py's step does both itself, inside one Function per step):
     attend(q)               forward: multi-head softmax attention of q over the window view.
                             backward: dq, and dK, dV added into the window's slots of the
                             gradient buffers.
-                            On CPU the sums are compiled loops (attention_cpu.py), elsewhere
-                            torch ops (attention_torch.py), fused by torch.compile on CUDA.
+                            The sums are the window's Attention, chosen per sequence
+                            (cell_step.py): numba loops on CPU (attention_loops.py), else
+                            torch ops (attention_ops.py), fused by torch.compile on CUDA.
 
 Ordering: each push and each attend takes the link tensor returned by the push before it, so a
 push's backward runs after those of the next push and the next attend; and attend at step t
@@ -32,20 +33,25 @@ the chain of links reaches every push even when several are made without an atte
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from larnn_core import attention_cpu, attention_torch
-from larnn_core.compiled import maybe_compiled
+
+class Attention(NamedTuple):
+    """The window attention's sums, with attention_ops.py's contract: attention_loops.py's
+    functions, attention_ops.py's, or those compiled."""
+    attend: Callable
+    attend_backward: Callable
 
 
 class Window:
     """Keys and values of every cell pushed into one layer during one sequence."""
 
     def __init__(self, batch: int, hidden_size: int, heads: int, window_size: int, steps: int,
-                 device=None, dtype=None):
-        self.heads, self.size, self.pushed = heads, window_size, 0
+                 attention: Attention, device=None, dtype=None):
+        self.heads, self.size, self.pushed, self.attention = heads, window_size, 0, attention
         shape = (window_size + steps, hidden_size // heads, heads, batch)
         self.keys = torch.empty(shape, device=device, dtype=dtype)  # [k + T, dh, nh, B]
         self.values = torch.empty(shape, device=device, dtype=dtype)
@@ -143,26 +149,13 @@ class _Push(torch.autograd.Function):
         return Window.batch_from_heads(grad_keys[slot]), Window.batch_from_heads(grad_values[slot]), None, None
 
 
-# On float32/float64 CPU tensors: compiled loops, attention_cpu's here and step_cpu's for whole
-# steps with batch norm; else the torch ops CUDA runs (attention_torch, LARNNCell.update).
-COMPILED_CPU = True
-
-
-def _kernels(t: torch.Tensor, name: str):
-    """The attention function `name` for tensors like t: attention_cpu's loops, or attention_torch's
-    ops (compiled into fused kernels on CUDA: compiled.py)."""
-    if COMPILED_CPU and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
-        return getattr(attention_cpu, name)
-    return maybe_compiled(getattr(attention_torch, name), t.device)
-
-
 class _Attend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, pos_k, pos_v, link, window: Window):
         slots = slice(window.pushed, window.pushed + window.size)  # the current window
         K, V = window.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
         scaled_q = window.batch_to_heads(q / math.sqrt(K.shape[1])).contiguous()  # [dh, nh, B]
-        out, weights = _kernels(K, "attend")(K, V, scaled_q)
+        out, weights = window.attention.attend(K, V, scaled_q)
         ctx.save_for_backward(scaled_q, weights, pos_k, pos_v)
         ctx.window, ctx.slots = window, slots
         return Window.batch_from_heads(out)
@@ -176,7 +169,7 @@ class _Attend(torch.autograd.Function):
         g = window.batch_to_heads(grad_out).contiguous()  # [dh, nh, B]
         grad_keys, grad_values = window.gradient_buffers()
         dK, dV = grad_keys[ctx.slots], grad_values[ctx.slots]
-        grad_q, grad_scores = _kernels(K, "attend_backward")(K, V, scaled_q, weights, g, dK, dV)
+        grad_q, grad_scores = window.attention.attend_backward(K, V, scaled_q, weights, g, dK, dV)
         grad_q = Window.batch_from_heads(grad_q) / math.sqrt(K.shape[1])
         if pos_k is None:
             return grad_q, None, None, None, None

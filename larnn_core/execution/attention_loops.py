@@ -1,6 +1,6 @@
 """The window attention's sums as compiled loops for CPU tensors (numba).
 
-Same contract as attention_torch.py (the CUDA path), for float32/float64 CPU tensors in the
+Same contract as attention_ops.py (the CUDA path), for float32/float64 CPU tensors in the
 window's layout, [k, dh, nh, B]. Each loop runs over the batch innermost, so the compiler
 vectorises it, and walks each key and value once: the torch ops need a product into a temporary
 window, then a sum, and for the backward four passes over the window. Measured on a 2-core

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from larnn_core import attention_cpu, window
+from larnn_core.execution import attention_loops
+from larnn_core.execution.window import SPENT, Window
 
 if TYPE_CHECKING:
-    from larnn_core.model import StepBatchNorm
+    from larnn_core.model import StepBatchNorm, StepWeights
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -340,8 +341,9 @@ class _Norm:
 
     def __init__(self, norm: StepBatchNorm):
         self.n, self.training, self.eps, self.momentum = norm.num_features, norm.training, norm.eps, norm.momentum
+        self.shifts = norm.bias is not None
         self.gamma = norm.weight.detach().numpy()
-        self.beta = norm.bias.detach().numpy() if norm.bias is not None else np.zeros_like(self.gamma)
+        self.beta = norm.bias.detach().numpy() if self.shifts else np.zeros_like(self.gamma)
         self.running_mean, self.running_var = norm.running_mean.numpy(), norm.running_var.numpy()  # [steps, n]
 
     def args(self, x: np.ndarray, t: int) -> tuple:
@@ -356,53 +358,52 @@ class _Norm:
                 self.running_var[row], np.empty((2, self.n), x.dtype))
 
 
+# _Step's tensor inputs, in the order it takes them, after which come the norms' parameters
+# (Sequence.params); its backward returns their gradients by these names, in this order.
+INPUTS = ("xq", "xz", "h", "c", "w_qh", "w_o_heads", "b_o", "w_ha", "w_kv", "b_kv", "pos_k", "pos_v")
+
+
 class Sequence:
-    """What one cell's steps share over one sequence, made once: W_o with its columns in the
-    window's head layout (d, n), its batch norms as arrays (_Norm), and their parameters in the
-    order _Step takes them."""
+    """What one cell's steps share over one sequence, made once from the cell's StepWeights (the
+    bundle LARNNCell.step_weights builds): W_o with its columns in the window's head layout
+    (d, n), the batch norms as arrays (_Norm) and their parameters, in the order _Step takes them."""
 
-    def __init__(self, cell):
-        self.w_o_heads = cell.attn_out.weight.unflatten(1, (cell.heads, -1)).transpose(1, 2).flatten(1)  # [H, H]
-        norms = [cell.norm_attn, cell.norm_z, cell.norm_c, cell.norm_h]
-        if cell.activation_on_keys_and_values:
-            norms += [cell.norm_key, cell.norm_value]
-        self.cell, self.norms = cell, [_Norm(norm) for norm in norms]
-        self.params = [p for norm in norms for p in (norm.weight, norm.bias) if p is not None]
+    def __init__(self, weights: StepWeights, heads: int):
+        self.weights = weights
+        self.w_o_heads = weights.w_o.unflatten(1, (heads, -1)).transpose(1, 2).flatten(1)  # [H, H]
+        self.norms = [_Norm(norm) for norm in weights.norms]
+        self.params = [p for norm in weights.norms for p in (norm.weight, norm.bias) if p is not None]
 
-    def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: window.Window,
-             weights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """LARNNCell.forward's step through the loops: (h after dropout, carried c, z); the new cell's key
-        and value are in the window."""
-        return _Step.apply(xq, xz, h, c, weights.w_qh, self.w_o_heads, self.cell.attn_out.bias, weights.w_ha,
-                           weights.w_kv, weights.b_kv, weights.pos_k, weights.pos_v, self, win, *self.params)
-
-
-def applies(cell, t: torch.Tensor) -> bool:
-    """Whether these loops run the cell's steps for tensors like t: with batch norm on CPU, in
-    training, and in evaluation without gradients (their backward is batch statistics')."""
-    return (window.COMPILED_CPU and cell.norm == "batch" and (cell.training or not torch.is_grad_enabled())
-            and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64))
+    def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: Window
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step through the loops: (h after dropout, carried c, z); the new cell's key and value
+        are in the window."""
+        w = self.weights
+        inputs = dict(xq=xq, xz=xz, h=h, c=c, w_qh=w.w_qh, w_o_heads=self.w_o_heads, b_o=w.b_o, w_ha=w.w_ha,
+                      w_kv=w.w_kv, b_kv=w.b_kv, pos_k=w.pos_k, pos_v=w.pos_v)
+        return _Step.apply(self, win, *(inputs[name] for name in INPUTS), *self.params)
 
 
 class _Step(torch.autograd.Function):
     """One time step of one layer, model.py's equations: (xq, xz, h, c) -> (h after dropout, c, z) with c
-    the carried cell (un-normalised),
-    the new cell's key and value written into the window's slot. Tensors are allocated by torch
-    and worked on through their numpy views (names ending in _)."""
+    the carried cell (un-normalised), the new cell's key and value written into the window's
+    slot. Tensors are allocated by torch and worked on through their numpy views (names ending
+    in _)."""
 
     @staticmethod
-    def forward(ctx, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, seq, win, *_params):
+    def forward(ctx, seq: Sequence, win: Window, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v,
+                *_params):
         B, H = h.shape
         t = win.pushed  # the time step: its row of the batch norms' running statistics
         slots, slot = win.advance()  # the window this step attends over; the new cell's slot
         K, V = win.entries(slots, pos_k, pos_v)  # [k, dh, nh, B]
-        cell, dh = seq.cell, K.shape[1]
+        dh = K.shape[1]
         norm_a, norm_z, norm_c, norm_h, *norm_kv = seq.norms
 
         pre_q = torch.addmm(xq, h, w_qh.T)  # [B, H]
         elu_q, q = torch.exp(pre_q), torch.empty_like(K[0])  # q: [dh, nh, B], scaled by 1 / sqrt(dh)
         _query(pre_q.numpy(), elu_q.numpy(), 1 / math.sqrt(dh), q.numpy())
-        heads, weights = attention_cpu.attend(K, V, q)  # [dh, nh, B]: MultiHead(q, K, V)
+        heads, weights = attention_loops.attend(K, V, q)  # [dh, nh, B]: MultiHead(q, K, V)
 
         u = torch.addmm(b_o, heads.view(H, B).T, w_o_heads.T)  # [B, H]: W_o MultiHead + b_o
         elu_u, ha = torch.exp(u), torch.empty(B, 2 * H, dtype=h.dtype)  # ha: [h ; a]
@@ -426,10 +427,10 @@ class _Step(torch.autograd.Function):
         args_h = norm_h.args(r_, t)
         _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
-        if cell.training and cell.dropout.p > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
+        if seq.weights.dropout > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
             seed = int(torch.randint(2 ** 62, (), dtype=torch.int64))
             mask, dropped = torch.empty_like(h_new), torch.empty_like(h_new)
-            _dropout(h_new.numpy(), seed, cell.dropout.p, dropped.numpy(), mask.numpy())
+            _dropout(h_new.numpy(), seed, seq.weights.dropout, dropped.numpy(), mask.numpy())
             h_new = dropped
 
         kv = F.linear(c_new, w_kv, b_kv)  # [B, 2H]: W_k c + b_k and W_v c + b_v, once per cell
@@ -459,7 +460,7 @@ class _Step(torch.autograd.Function):
         stats_a, stats_z, stats_c, stats_h, *stats_kv = ctx.stats
         win, slots, slot = ctx.window, ctx.slots, ctx.slot
         if slot is None:
-            raise RuntimeError(window.SPENT)
+            raise RuntimeError(SPENT)
         ctx.slot = None
         B, H = c.shape
         grad_keys, grad_values = win.gradient_buffers()
@@ -470,7 +471,7 @@ class _Step(torch.autograd.Function):
             grads_k, grads_v = np.empty((2, H), dkv_.dtype), np.empty((2, H), dkv_.dtype)
             _key_value_backward(grad_keys[slot].numpy(), grad_values[slot].numpy(), elu_kv.numpy(), stats_kv[0],
                                 norm_kv[0].gamma, stats_kv[1], norm_kv[1].gamma, grads_k, grads_v, dkv_)
-            kv_grads = [torch.from_numpy(g) for g in (*grads_k, *grads_v)]
+            kv_grads = [grads_k, grads_v]
         else:
             _from_heads(grad_keys[slot].numpy(), dkv_, 0)
             _from_heads(grad_values[slot].numpy(), dkv_, H)
@@ -486,8 +487,6 @@ class _Step(torch.autograd.Function):
         _cell_backward(dh_new.numpy(), r.numpy(), stats_h, norm_h.gamma, elu_c.numpy(), gates_, dc.numpy(), ds_next_,
                        s.numpy(), stats_c, norm_c.gamma, c_, dz_, p.numpy(), stats_z, norm_z.gamma, grads_h, grads_c,
                        grads_z, dp.numpy(), dc_prev.numpy())
-        grads_h, grads_c, grads_z = ([torch.from_numpy(dgamma), torch.from_numpy(dbeta)]
-                                     for dgamma, dbeta in (grads_h, grads_c, grads_z))
 
         dha = dp @ w_ha  # [B, 2H]
         dw_ha = dp.T @ ha
@@ -500,16 +499,20 @@ class _Step(torch.autograd.Function):
         g = torch.mm(w_o_heads.T, du.T).view_as(heads)  # [dh, nh, B]
         dw_o_heads, db_o = torch.mm(du.T, X.T), du.sum(0)
         K, V = win.entries(slots, pos_k, pos_v)
-        grad_q, grad_scores = attention_cpu.attend_backward(K, V, q, weights, g, grad_keys[slots], grad_values[slots])
+        grad_q, grad_scores = attention_loops.attend_backward(K, V, q, weights, g, grad_keys[slots], grad_values[slots])
         grad_pos_k = grad_pos_v = None
         if pos_k is not None:
-            grad_pos_k, grad_pos_v = window.Window.positional_gradients(grad_scores, q, weights, g)
+            grad_pos_k, grad_pos_v = Window.positional_gradients(grad_scores, q, weights, g)
         d_pre_q = torch.empty_like(c)
         _query_backward(grad_q.numpy(), elu_q.numpy(), 1 / math.sqrt(q.shape[0]), d_pre_q.numpy())
         dh = torch.addmm(dha[:, :H], d_pre_q, w_qh)
         dw_qh = d_pre_q.T @ h
-        return (d_pre_q, dp, dh, dc_prev, dw_qh, dw_o_heads, db_o, dw_ha, dw_kv, db_kv, grad_pos_k, grad_pos_v,
-                None, None, torch.from_numpy(grads_a[0]), *grads_z, *grads_c, *grads_h, *kv_grads)
+        grads = dict(xq=d_pre_q, xz=dp, h=dh, c=dc_prev, w_qh=dw_qh, w_o_heads=dw_o_heads, b_o=db_o, w_ha=dw_ha,
+                     w_kv=dw_kv, b_kv=db_kv, pos_k=grad_pos_k, pos_v=grad_pos_v)
+        norm_grads = [torch.from_numpy(g) for norm, (dgamma, dbeta) in
+                      zip(ctx.seq.norms, (grads_a, grads_z, grads_c, grads_h, *kv_grads))
+                      for g in ((dgamma, dbeta) if norm.shifts else (dgamma,))]  # Sequence.params' order
+        return None, None, *(grads[name] for name in INPUTS), *norm_grads
 
 
 def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

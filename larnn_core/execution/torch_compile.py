@@ -1,31 +1,21 @@
-"""torch.compile for the LARNN's per-step work on CUDA.
+"""torch.compile for the LARNN's per-step work (on CUDA by default: choice.py).
 
 On a GPU a LARNN step is dozens of tiny kernels per time step and layer (six batch norms, the
 gates, the window attention's products, sums and softmax), each too small to fill the card;
-CUDA graphs (step.py) remove their launch cost, not their number. Compiled, the cell's update
-(cell.update) and the attention's sums (attention_torch) each become a few fused kernels.
-On CPU nothing is compiled this way (compiling the update measured no gain there): with batch norm
-the steps run step_cpu's loops, otherwise the eager ops with attention_cpu's loops.
-
-LARNN_COMPILE=0 in the environment turns compilation off (for debugging, or where a compiler
-is missing); results record whether it was on (train.py).
+CUDA graphs (cuda_graphs.py) remove their launch cost, not their number. Compiled, the cell's
+update (LARNNCell.update) and the attention's ops (attention_ops.py) each become a few fused
+kernels. On CPU nothing is compiled by default (compiling the update measured no gain there):
+with batch norm the steps run step_loops.py, otherwise the ops with attention_loops.py.
 """
 from __future__ import annotations
 
 import functools
-import os
 from typing import Callable, TypeVar
 
 import torch
 import torch._dynamo
 
 Fn = TypeVar("Fn", bound=Callable)
-
-DEVICE_TYPES = ("cuda",)  # where compiled functions run; tests add "cpu" to check them there
-
-
-def enabled(device: torch.device) -> bool:
-    return device.type in DEVICE_TYPES and os.environ.get("LARNN_COMPILE", "1") != "0"
 
 
 class CompileFailed(RuntimeError):
@@ -48,10 +38,6 @@ def compiled(fn: Fn) -> Fn:
                                 "Install a C compiler (gcc), or set LARNN_COMPILE=0 to run uncompiled.") from error
 
     return run
-
-
-def maybe_compiled(fn: Fn, device: torch.device) -> Fn:
-    return compiled(fn) if enabled(device) else fn
 
 
 def forget() -> None:

@@ -1,0 +1,50 @@
+"""Which code executes a training: the one place where that is decided.
+
+Three switches, each meaningful on one kind of device:
+
+    cpu_loops      CPU: numba loops with hand-written backward passes (step_loops.py for a whole
+                   step with batch norm, attention_loops.py for the window attention); off, the
+                   torch ops that CUDA runs (attention_ops.py, LARNNCell.update).
+    torch_compile  torch.compile of the cell's update and the attention's ops (torch_compile.py);
+                   on by default on CUDA only, where it fuses dozens of tiny kernels per step.
+    cuda_graphs    CUDA: each training step and evaluation forward replayed as a CUDA graph
+                   (cuda_graphs.py).
+
+`resolve` turns what the caller asked for (an argument; None means the default) and the
+environment (LARNN_COMPILE=0, LARNN_CUDA_GRAPHS=0: off for every training in a process, workers
+included) into an Execution, once per training; the model and the training step receive it and
+read nothing else, and the result records it (`as_record`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Execution:
+    cpu_loops: bool = True
+    torch_compile: bool = False
+    cuda_graphs: bool = False
+
+    def as_record(self) -> dict[str, bool]:
+        return dataclasses.asdict(self)
+
+
+def _switch(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "1") != "0"
+
+
+def resolve(device_type: str, *, cpu_loops: bool | None = None, torch_compile: bool | None = None,
+            cuda_graphs: bool | None = None, environ: Mapping[str, str] = os.environ) -> Execution:
+    """The execution of a training on a device of this type ("cpu", "cuda", ...). An explicit
+    True or False wins over the environment; graphs need CUDA, and loops apply on CPU only."""
+    on_cuda = device_type == "cuda"
+    if torch_compile is None:
+        torch_compile = on_cuda and _switch(environ, "LARNN_COMPILE")
+    if cuda_graphs is None:
+        cuda_graphs = _switch(environ, "LARNN_CUDA_GRAPHS")
+    return Execution(cpu_loops=(True if cpu_loops is None else cpu_loops) and device_type == "cpu",
+                     torch_compile=torch_compile, cuda_graphs=cuda_graphs and on_cuda)
