@@ -1,10 +1,18 @@
-# A GPU worker image: CUDA PyTorch, the project, and the offline HAR data package.
+# The larnn-hpo image: CUDA PyTorch, the project and the offline HAR data package, run as a
+# non-root user. The worker and CLI image installs no test dependencies; the compose file's test
+# service builds it with EXTRAS=hapt,dev.
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
-# a C compiler: torch.compile's Triton kernels build their launchers with it (larnn_core/compiled.py)
+# a C compiler: torch.compile's Triton kernels build their launchers with it
+# (larnn_core/execution/torch_compile.py)
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+ARG EXTRAS=hapt
 WORKDIR /app
 COPY . .
-RUN pip install --no-cache-dir -e ".[dev]"
-ENV LARNN_DATA=/data PYTHONUNBUFFERED=1
+RUN pip install --no-cache-dir ".[${EXTRAS}]"
+# HAR data, the result spool (XDG_CACHE_HOME/larnn/spool) and plots live under these: the compose
+# file mounts named volumes (and ./results) there, which take this ownership when first created
+RUN useradd --create-home --uid 1000 larnn && mkdir -p /data /cache /results && chown larnn /data /cache /results /app
+USER larnn
+ENV LARNN_DATA=/data XDG_CACHE_HOME=/cache PYTHONUNBUFFERED=1
 ENTRYPOINT ["larnn"]
 CMD ["--help"]

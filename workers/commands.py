@@ -71,10 +71,15 @@ def register_worker(subparsers) -> None:
         "worker", help="run trials from the store until stopped (one per GPU)",
         description="A long-lived worker: takes the next queued trial of any experiment with budget left "
                     "(or only --experiment), suggesting one when none is queued, trains it and reports. "
-                    "SIGTERM or Ctrl-C stops at the next epoch boundary and gives the trial back.")
+                    "SIGTERM or Ctrl-C stops at the next epoch boundary and gives the trial back. "
+                    "With --devices, one worker process per device, each restarted if it dies.")
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.add_argument("--experiment", default=None, help="work only on this experiment")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto): one worker")
+    where.add_argument("--devices", default=None, metavar="LIST",
+                       help="all (every visible CUDA device) or a list such as cuda:0,cuda:2 or cpu,cpu: "
+                            "one worker process per entry, restarted if it dies; SIGTERM stops them all")
     parser.add_argument("--max-trials", type=positive_int, default=None, help="exit after this many trials")
     parser.add_argument("--idle-exit", type=seconds, default=None, metavar="SECONDS",
                         help="exit after this long with nothing to do (for batch schedulers)")
@@ -86,10 +91,12 @@ def register_worker(subparsers) -> None:
 
 
 def _worker(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.devices is not None:
+        return _supervise(args)
     from larnn_core.provenance import resolve_device
     from workers.worker import ExperimentFailed, SpoolUnwritable, Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     resolve_device(args.device)  # a missing GPU is an error now, not at the first trial
     store = open_store(args.store)
     worker = Worker(store, experiment=args.experiment, device=args.device, heartbeat_s=args.heartbeat,
@@ -101,6 +108,22 @@ def _worker(args) -> int:
         print(f"larnn worker: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _supervise(args) -> int:
+    from workers.supervisor import Supervisor, parse_devices
+
+    def cuda_count() -> int:
+        import torch
+
+        return torch.cuda.device_count()
+
+    devices = parse_devices(args.devices, cuda_count)
+    passed_on = [("--experiment", args.experiment), ("--max-trials", args.max_trials), ("--idle-exit", args.idle_exit),
+                 ("--heartbeat", args.heartbeat), ("--stale-after", args.stale_after),
+                 ("--max-attempts", args.max_attempts)]
+    worker_args = [str(part) for option, value in passed_on if value is not None for part in (option, value)]
+    return Supervisor(devices, worker_args, store_url(args.store)).run()
 
 
 def register_status(subparsers) -> None:
@@ -160,12 +183,13 @@ def _search(args) -> int:
     har.load(args.source)  # prepared once here, with a progress bar, rather than in every worker
     logs = Path(args.logs) / args.name
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--store", url, "--experiment", args.name,
-               "--device", args.device]
-    # local CPU workers share the cores instead of each spinning one thread per core
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers)), **os.environ}
+    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--experiment", args.name, "--device", args.device]
+    # the store through the environment (a command line is public: `ps`); local CPU workers share
+    # the cores instead of each spinning one thread per core
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers)), **os.environ, "LARNN_STORE": url}
     workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(logs / f"worker-{i}.log", "w"),
                                 env=env, start_new_session=True) for i in range(args.workers)]
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the workers as Ctrl-C does
     print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
     total, best = experiment["max_evals"], []
     try:
@@ -191,6 +215,10 @@ def _search(args) -> int:
     _stop(workers)
     print(report.format_best(report.best_trials(store, args.name, 5), "table"))
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(workers: list[subprocess.Popen]) -> None:
