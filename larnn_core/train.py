@@ -81,12 +81,14 @@ def train(
     seed: int = 0,
     validation_subjects: int = 5,
     progress: bool = True,
-    on_epoch: Callable[[int, dict], None] | None = None,
+    on_epoch: Callable[[int, dict], bool | None] | None = None,
     cpu_loops: bool | None = None,
     torch_compile: bool | None = None,
     cuda_graphs: bool | None = None,
 ) -> dict:
-    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch.
+    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch, and
+    returning True stops the training there (a pruner's decision: the result then holds the
+    epochs trained, and `stopped_at_epoch`).
     cpu_loops, torch_compile, cuda_graphs: the execution (larnn_core/execution/choice.py; None:
     the device's default unless the environment turns it off), resolved here once and recorded
     as the result's `execution`."""
@@ -113,7 +115,9 @@ def train(
         "history": history,
     }
     try:
-        _fit(hp, splits, dev, execution, seed, history, progress, on_epoch)
+        stopped = _fit(hp, splits, dev, execution, seed, history, progress, on_epoch)
+        if stopped is not None:
+            result["stopped_at_epoch"] = stopped
         if not history["validation_accuracies"]:
             raise TrainingFailed("no epoch was trained")
         diverged = [epoch for epoch, losses in enumerate(zip(history["validation_losses"], history["test_losses"]), 1)
@@ -142,7 +146,8 @@ def train(
     return result
 
 
-def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> None:
+def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> int | None:
+    """Trains into history; returns the epoch at which on_epoch asked to stop, if it did."""
     seed_everything(seed)
     if execution.torch_compile:
         forget()
@@ -183,5 +188,6 @@ def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoc
             bar.set_postfix(loss=f"{history['train_losses'][-1]:.4f}",
                             val_acc=f"{history['validation_accuracies'][-1]:.4f}")
         history["epoch_seconds"].append(time.time() - epoch_start)
-        if on_epoch is not None:
-            on_epoch(epoch, history)
+        if on_epoch is not None and on_epoch(epoch, history) and epoch < hp.training_epochs:
+            return epoch
+    return None

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, UnknownExperiment, new_trial
+from workers.store import DONE, ERROR, NEW, PRUNED, RUNNING, ExperimentExists, UnknownExperiment, new_trial
 
 
 def experiment(name="exp", max_evals=10, created=None):
@@ -63,6 +63,32 @@ class StoreContract:
         with pytest.raises(ValueError, match="trial 0 is not finished"):
             store.create_experiment(experiment("imp"), [new_trial("imp", 0, {}, {})])
         assert [e["name"] for e in store.experiments()] == ["taken"] and store.trials("imp") == []
+
+    def test_epoch_reports_are_fenced_by_owner_and_round_trip(self, store):
+        queued(store, "exp", 1)
+        trial = store.reserve("w1", "exp")
+        metrics = [{"epoch": e, "train_loss": 1.0 / e, "validation_accuracy": 0.5 + 0.1 * e} for e in (1, 2)]
+        assert all(store.report_epoch("exp", trial["tid"], "w1", m) for m in metrics)
+        assert not store.report_epoch("exp", trial["tid"], "w2", {"epoch": 3})  # not w2's trial
+        assert store.requeue_stale(-1, max_attempts=5)  # w1's heartbeat is lost: superseded
+        assert not store.report_epoch("exp", trial["tid"], "w1", {"epoch": 3})
+        (stored,) = store.trials("exp")
+        assert stored["curve"] == metrics
+
+    def test_the_pruned_state_is_final_and_counted(self, store):
+        queued(store, "exp", 2)
+        first = store.reserve("w1", "exp")
+        assert store.finish("exp", first["tid"], "w1", PRUNED, {"status": "ok", "loss": -0.4, "pruned_at_epoch": 3})
+        assert store.counts("exp") == {"queued": 1, "running": 0, "done": 0, "failed": 0, "pruned": 1}
+        assert store.reserve("w2", "exp")["tid"] == 1  # a pruned trial is never taken again
+        assert store.trials("exp")[0]["result"]["pruned_at_epoch"] == 3
+
+    def test_rung_records_keep_arrival_order_and_a_trials_first_value(self, store):
+        assert store.record_rung("exp", 3, 7, 0.8) == [(7, 0.8)]
+        assert store.record_rung("exp", 3, 2, 0.6) == [(7, 0.8), (2, 0.6)]
+        assert store.record_rung("exp", 9, 7, 0.9) == [(7, 0.9)]  # another rung
+        assert store.record_rung("other", 3, 7, 0.1) == [(7, 0.1)]  # another experiment
+        assert store.record_rung("exp", 3, 7, 0.99) == [(7, 0.8), (2, 0.6)]  # a rerun of 7: its first value stays
 
     def test_lease_is_exclusive_until_released_or_expired(self, store):
         store.create_experiment(experiment())
@@ -130,7 +156,7 @@ class StoreContract:
         (trial,) = store.trials("exp")
         assert trial["state"] == DONE and trial["result"] == result
         assert not store.heartbeat("exp", 0, "w1")  # finished: nothing to refresh
-        assert store.counts("exp") == {"queued": 0, "running": 0, "done": 1, "failed": 0}
+        assert store.counts("exp") == {"queued": 0, "running": 0, "done": 1, "failed": 0, "pruned": 0}
 
     def test_release_gives_the_trial_back_without_counting_an_attempt(self, store):
         queued(store, "exp", 1)
@@ -200,5 +226,5 @@ class StoreContract:
         store.reserve("w2")
         store.finish("exp", 0, "w1", DONE, {"status": "ok", "loss": 0.0})
         assert {k: v for k, v in store.state_counts("exp").items() if v} == {NEW: 1, RUNNING: 1, DONE: 1}
-        assert store.counts("exp") == {"queued": 1, "running": 1, "done": 1, "failed": 0}
+        assert store.counts("exp") == {"queued": 1, "running": 1, "done": 1, "failed": 0, "pruned": 0}
         assert not any(store.state_counts("nothing").values())

@@ -171,3 +171,13 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
                           device="cpu", progress=False, torch_compile=True)
     assert lstm["execution"]["torch_compile"] is False  # an LSTM: nothing to compile
     assert forgotten == [True, True]
+
+
+def test_on_epoch_returning_true_stops_the_training_there(small_har):
+    """A pruner's stop: the result holds the epochs trained and says where it stopped."""
+    hp = HParams.from_dict({**TINY, "training_epochs": 5})
+    result = training.train(hp, small_har, device="cpu", progress=False, on_epoch=lambda epoch, history: epoch == 2)
+    assert result["status"] == "ok" and result["stopped_at_epoch"] == 2
+    assert len(result["history"]["validation_accuracies"]) == 2 and result["best_epoch"] <= 2
+    assert "stopped_at_epoch" not in training.train(hp, small_har, device="cpu", progress=False,
+                                                    on_epoch=lambda epoch, history: epoch == 5)

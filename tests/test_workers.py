@@ -15,7 +15,7 @@ from search_spaces import SpaceError
 from tests.fake_worker import sleepy_objective
 from tests.test_store_mongomock import AtomicClient
 from workers.experiment import submit
-from workers.store import DONE, ERROR, NEW, RUNNING, ExperimentExists, StoreUnavailable, new_trial, open_store
+from workers.store import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, ExperimentExists, StoreUnavailable, new_trial, open_store
 from workers.store.mongo import MongoStore
 from workers.worker import Worker
 
@@ -298,3 +298,19 @@ def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir
         result = trial["result"]
         assert result["data_source"] == "hapt" and result["device"].startswith("cpu") and result["code_version"]
         assert 0.0 < result["test_accuracy"] <= 1.0 and len(result["history"]["validation_accuracies"]) == 1
+
+
+@pytest.mark.slow
+def test_larnn_search_with_asha_on_the_offline_data_prunes_some_and_ends_at_max_evals(tmp_path, isolated_data_dir):
+    env = {**os.environ, "LARNN_DATA": str(isolated_data_dir), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "larnn_core.cli", "search", "smoke", "--name", "asha", "--workers", "2",
+                          "--max-evals", "8", "--epochs", "4", "--pruner", "asha", "--asha-min-epochs", "1",
+                          "--asha-eta", "2", "--algorithm", "rand"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr[-2000:]
+    trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("asha")
+    assert len(trials) == 8 and all(t["state"] in FINAL for t in trials)
+    pruned = [t for t in trials if t["state"] == PRUNED]
+    assert pruned, [t["result"].get("error") for t in trials]
+    assert all(t["result"]["pruned_at_epoch"] in (1, 2) and len(t["curve"]) == t["result"]["pruned_at_epoch"]
+               for t in pruned)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seconds, seed
-from workers import report
+from workers import pruners, report
 from workers.experiment import ALGORITHMS, submit
 from workers.store import open_store, store_url
 
@@ -36,12 +36,27 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
     parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--pruner", choices=pruners.KINDS, default="none",
+                        help="stop hopeless trials early: median or asha (asynchronous successive halving); "
+                             "default none")
+    parser.add_argument("--prune-warmup", type=positive_int, default=None, metavar="EPOCHS",
+                        help=f"median: epochs before any stop (default {pruners.DEFAULTS['median']['warmup']})")
+    parser.add_argument("--prune-min-trials", type=positive_int, default=None, metavar="N",
+                        help=f"median: other trials that must have reported the epoch "
+                             f"(default {pruners.DEFAULTS['median']['min_trials']})")
+    parser.add_argument("--asha-min-epochs", type=positive_int, default=None, metavar="R",
+                        help=f"asha: the first rung, in epochs (default {pruners.DEFAULTS['asha']['min_epochs']})")
+    parser.add_argument("--asha-eta", type=positive_int, default=None, metavar="ETA",
+                        help=f"asha: rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on "
+                             f"(default {pruners.DEFAULTS['asha']['eta']})")
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
 
 def _submit_options(args) -> dict:
+    pruner = pruners.settings(args.pruner, warmup=args.prune_warmup, min_trials=args.prune_min_trials,
+                              min_epochs=args.asha_min_epochs, eta=args.asha_eta)
     return dict(max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed, epochs=args.epochs,
-                source=args.source, validation_subjects=args.validation_subjects)
+                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner)
 
 
 def register_submit(subparsers) -> None:
@@ -127,7 +142,9 @@ def _supervise(args) -> int:
 
 
 def register_status(subparsers) -> None:
-    parser = subparsers.add_parser("status", help="progress of experiments: trials by state, best so far, workers, ETA")
+    parser = subparsers.add_parser("status", help="progress of experiments: trials by state, best so far, workers, ETA",
+                                   description="Trials by state (pruned counted apart), best so far, live workers and an "
+                                               "ETA; with NAMEs, also each running trial's latest epoch and accuracy.")
     parser.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_status)
@@ -139,6 +156,9 @@ def _status(args) -> None:
         store.get_experiment(name)  # unknown names are an error, not an empty table
     rows = report.status_rows(store, args.names or None)
     print(report.table(rows) if rows else f"no experiments in {redact(store_url(args.store))}")
+    for name in args.names:
+        for line in report.running_lines(store, name):
+            print(line)
     for line in report.failures(store, args.names or None):
         print(line)
 
@@ -148,6 +168,8 @@ def register_best(subparsers) -> None:
     parser.add_argument("name", help="experiment")
     parser.add_argument("--top", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--include-pruned", action="store_true",
+                        help="rank pruned trials too (their accuracy comes from fewer epochs)")
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_best)
 
@@ -155,7 +177,7 @@ def register_best(subparsers) -> None:
 def _best(args) -> None:
     store = open_store(args.store)
     failure = store.get_experiment(args.name).get("failure")
-    print(report.format_best(report.best_trials(store, args.name, args.top), args.format))
+    print(report.format_best(report.best_trials(store, args.name, args.top, args.include_pruned), args.format))
     if failure:  # on stderr, so that json and csv output stay parseable
         print(f"note: experiment {args.name} failed: {failure['reason']}", file=sys.stderr)
 
@@ -196,11 +218,11 @@ def _search(args) -> int:
         with tqdm(total=total, desc=args.name, unit="trial") as bar:
             while True:
                 counts = store.counts(args.name)
-                final = counts["done"] + counts["failed"]
+                final = counts["done"] + counts["failed"] + counts["pruned"]
                 if final != bar.n:  # trials are read only when one has finished, not every poll
                     best = report.best_trials(store, args.name, 1)
                 bar.update(final - bar.n)
-                bar.set_postfix(running=counts["running"], failed=counts["failed"],
+                bar.set_postfix(running=counts["running"], failed=counts["failed"], pruned=counts["pruned"],
                                 best_val=f"{best[0]['validation_accuracy']:.4f}" if best else "-")
                 if final >= total:
                     break

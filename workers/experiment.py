@@ -5,13 +5,16 @@ import json
 import time
 
 from search_spaces import Space, load_space
+from workers import pruners
 from workers.store import BaseStore, ExperimentExists
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
 
 
 def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,
-                    source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5) -> dict:
+                    source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
+                    pruner: dict | None = None) -> dict:
+    """pruner: pruners.settings(...) (default: none)."""
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"experiment name {name!r} must be letters, digits, '-', '_' or '.'")
     if algorithm not in ALGORITHMS:
@@ -28,6 +31,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
         "objective": {"source": source, "epochs": epochs, "validation_subjects": validation_subjects,
                       "metric": "validation_accuracy"},
         "seed": seed,
+        "pruner": pruner or pruners.settings("none"),
         "created": time.time(),
     }
 

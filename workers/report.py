@@ -6,23 +6,25 @@ import io
 import json
 import time
 
-from workers.store import DONE, RUNNING, STATE_NAMES, BaseStore
+from workers.store import DONE, PRUNED, RUNNING, STATE_NAMES, BaseStore
 
 
-def best_trials(store: BaseStore, name: str, top: int = 10) -> list[dict]:
-    """Finished trials by validation accuracy, best first (ties: earlier trial first)."""
-    return rank(store.trials(name), top)
+def best_trials(store: BaseStore, name: str, top: int = 10, include_pruned: bool = False) -> list[dict]:
+    """Finished trials by validation accuracy, best first (ties: earlier trial first); pruned
+    trials (their accuracy is from fewer epochs) only when asked for."""
+    return rank(store.trials(name), top, include_pruned)
 
 
-def rank(trials: list[dict], top: int) -> list[dict]:
+def rank(trials: list[dict], top: int, include_pruned: bool = False) -> list[dict]:
     """The best `top` of already-read trials, as best_trials rows."""
-    done = [t for t in trials if t["state"] == DONE]
+    done = [t for t in trials if t["state"] == DONE or include_pruned and t["state"] == PRUNED]
     done.sort(key=lambda t: (-t["result"]["best_validation_accuracy"], t["tid"]))
     rows = []
     for t in done[:top]:
         r = t["result"]
         rows.append({
             "tid": t["tid"],
+            **({"pruned_at": r.get("pruned_at_epoch")} if include_pruned else {}),
             "validation_accuracy": r["best_validation_accuracy"],
             "test_accuracy": r.get("test_accuracy"),
             "best_epoch": r.get("best_epoch"),
@@ -76,7 +78,7 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
         counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
         live = {t["owner"] for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s}
         durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
-        remaining = experiment["max_evals"] - counts["done"] - counts["failed"]
+        remaining = experiment["max_evals"] - counts["done"] - counts["failed"] - counts["pruned"]
         eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
         best = rank(trials, 1)
         rows.append({
@@ -88,6 +90,19 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
             ("done" if remaining <= 0 else "?"),
         })
     return rows
+
+
+def running_lines(store: BaseStore, name: str) -> list[str]:
+    """One line per running trial of an experiment: its latest reported epoch and accuracy."""
+    lines = []
+    for trial in store.trials(name):
+        if trial["state"] != RUNNING:
+            continue
+        last = trial["curve"][-1] if trial["curve"] else None
+        progress = (f"epoch {last['epoch']}, validation accuracy {_cell(last.get('validation_accuracy'))}"
+                    if last else "no epoch reported yet")
+        lines.append(f"{name} trial {trial['tid']} running on {trial['owner']}: {progress}")
+    return lines
 
 
 def failures(store: BaseStore, names: list[str] | None = None) -> list[str]:

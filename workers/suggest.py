@@ -8,6 +8,7 @@ from hyperopt import Domain, Trials
 
 from larnn_core.hparams import HParams
 from workers.experiment import ALGORITHMS, stored_space
+from workers.store import DONE, PRUNED
 
 SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in ALGORITHMS}  # hyperopt.tpe, ...
 
@@ -21,7 +22,10 @@ def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]
     """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
     domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
     history = Trials(exp_key=experiment["name"])
-    history.insert_trial_docs([{**t, "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}} for t in trials])
+    # a pruned trial is a measurement for TPE: its loss, minus the best validation accuracy before the
+    # stop, is what it reached, and pruning stops trials that rank low, as that loss says
+    history.insert_trial_docs([{**t, "state": DONE if t["state"] == PRUNED else t["state"],
+                                "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}} for t in trials])
     history.refresh()
     (doc,) = SUGGEST[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
     plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]

@@ -27,8 +27,13 @@ import uuid
 from pathlib import Path
 
 from workers.objective import Objective, train_objective
-from workers.store import DONE, ERROR, BaseStore, StoreUnavailable, new_trial
-from workers.suggest import hyperparameters, suggest, trial_seed
+from workers.pruners import pruner_for
+from workers.store import DONE, ERROR, PRUNED, BaseStore, StoreUnavailable, new_trial
+from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
+
+# a trial's curve entry: its name -> larnn_core.train's history list
+CURVE = {"train_loss": "train_losses", "train_accuracy": "train_accuracies", "validation_loss": "validation_losses",
+         "validation_accuracy": "validation_accuracies", "test_accuracy": "test_accuracies"}
 
 log = logging.getLogger("larnn.worker")
 
@@ -176,11 +181,24 @@ class Worker:
                 except StoreUnavailable as error:
                     log.warning("heartbeat for %s/%d failed: %s", name, tid, error)
 
-        def on_epoch(epoch: int, history: dict) -> None:
+        curve, pruned_at = [], []
+
+        def on_epoch(epoch: int, history: dict) -> bool:
+            """Report the epoch (fenced: a superseded worker writes nothing) and ask the pruner."""
             if lost.is_set():
                 raise TrialLost()
             if self.stopping.is_set():
                 raise StopRequested()
+            curve.append({"epoch": epoch, **{name: history[key][-1] for name, key in CURVE.items() if history.get(key)}})
+            try:
+                if not self.store.report_epoch(name, tid, self.owner, curve[-1]):
+                    raise TrialLost()
+                if pruner.prune(self.store, name, tid, curve):
+                    pruned_at.append(epoch)
+                    return True
+            except StoreUnavailable as error:  # the curve is in the result too; the trial goes on
+                log.warning("epoch %d of %s/%d not reported: %s", epoch, name, tid, error)
+            return False
 
         if experiment.get("failure"):  # a trial queued before its experiment failed
             self.report(name, tid, ERROR, {"status": "fail", "error": f"experiment failed: "
@@ -193,6 +211,7 @@ class Worker:
             self.fail_experiment(name, reason)
             self.report(name, tid, ERROR, {"status": "fail", "error": reason})
             return
+        pruner = pruner_for(experiment, trial_hparams(point, experiment["objective"]).training_epochs)
         thread = threading.Thread(target=heartbeats, daemon=True)
         thread.start()
         started = time.time()
@@ -200,6 +219,9 @@ class Worker:
             log.info("trial %s/%d: %s", name, tid, json.dumps(point))
             result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device, on_epoch)
             state, result = judge(result)
+            if state == DONE and pruned_at:  # counts towards max_evals; its loss is its best before the stop
+                state, result = PRUNED, {**result, "pruned_at_epoch": pruned_at[0]}
+                log.info("trial %s/%d pruned at epoch %d", name, tid, pruned_at[0])
         except StopRequested:
             self.store.release(name, tid, self.owner)
             log.info("trial %s/%d given back to the queue", name, tid)

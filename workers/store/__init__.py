@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from workers.store.base import (DONE, ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseStore,
+from workers.store.base import (DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, STATE_NAMES, BaseStore,
                                 ExperimentExists, StoreUnavailable, UnknownExperiment, new_trial)
 
 DEFAULT_URL = "sqlite:///larnn.db"
@@ -27,5 +27,5 @@ def open_store(url: str | None = None) -> BaseStore:
     raise ValueError(f"unknown store URL {url!r}: use sqlite:///PATH or mongodb://HOST/DB")
 
 
-__all__ = ["DONE", "ERROR", "FINAL", "NEW", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
+__all__ = ["DONE", "ERROR", "FINAL", "NEW", "PRUNED", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
            "StoreUnavailable", "UnknownExperiment", "new_trial", "open_store", "store_url"]

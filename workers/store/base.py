@@ -17,10 +17,11 @@ from __future__ import annotations
 import abc
 import time
 
-# hyperopt's job states
-NEW, RUNNING, DONE, ERROR = 0, 1, 2, 3
-STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed"}
-FINAL = (DONE, ERROR)
+# hyperopt's job states, and PRUNED: stopped early by the experiment's pruner (workers/pruners.py),
+# a final state that is no failure (5: not one of hyperopt's, whose 4 is "cancelled")
+NEW, RUNNING, DONE, ERROR, PRUNED = 0, 1, 2, 3, 5
+STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed", PRUNED: "pruned"}
+FINAL = (DONE, ERROR, PRUNED)
 ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost")
 
 
@@ -53,6 +54,7 @@ def new_trial(exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None 
         "book_time": now if owner else None, "refresh_time": now if owner else None,
         "attempts": 1 if owner else 0,
         "attempt_log": [attempt(owner, now)] if owner else [],
+        "curve": [],
     }
 
 
@@ -111,9 +113,21 @@ class BaseStore(abc.ABC):
         """Refresh a running trial; False if it is no longer this owner's (it was requeued)."""
 
     @abc.abstractmethod
+    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
+        """Append one epoch's metrics ({epoch, train_loss, ..., validation_accuracy}) to a running
+        trial's `curve`, as heartbeat and finish are fenced: False, and nothing written, if the
+        trial is no longer this owner's."""
+
+    @abc.abstractmethod
+    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
+        """Atomically add the trial's value at an ASHA rung (an epoch count) and return (tid, value)
+        of every trial that has reached the rung so far, in arrival order, its own included. A
+        trial already recorded there keeps its first value (a rerun decides from the record)."""
+
+    @abc.abstractmethod
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
-        """Record a final state and result; False (and nothing written) if the trial is no longer
-        this owner's."""
+        """Record a final state (one of FINAL) and result; False (and nothing written) if the trial
+        is no longer this owner's."""
 
     @abc.abstractmethod
     def release(self, name: str, tid: int, owner: str) -> bool:

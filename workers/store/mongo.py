@@ -18,8 +18,8 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                              WTimeoutError)
 from pymongo.write_concern import WriteConcern
 
-from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment, attempt, own_trials)
+from workers.store.base import (ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseStore, ExperimentExists,
+                                StoreUnavailable, UnknownExperiment, attempt, own_trials)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
@@ -58,9 +58,11 @@ class MongoStore(BaseStore):
         concern = WriteConcern(w="majority", j=True, wtimeout=30_000)
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
+        self.rungs_ = db.get_collection("rungs", write_concern=concern)  # one document per (experiment, rung)
         self.experiments_.create_index("name", unique=True)
         self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
         self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
+        self.rungs_.create_index([("exp_key", 1), ("rung", 1)], unique=True)
 
     # -- experiments
     def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
@@ -143,11 +145,11 @@ class MongoStore(BaseStore):
             raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
 
     def trials(self, name: str) -> list[dict]:
-        return list(self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)]))
+        trials = self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)])
+        return [{"curve": [], **trial} for trial in trials]  # trials stored before curves existed have none
 
     def state_counts(self, name: str) -> dict[int, int]:
-        return {state: self.trials_.count_documents({"exp_key": name, "state": state})
-                for state in (NEW, RUNNING, DONE, ERROR)}
+        return {state: self.trials_.count_documents({"exp_key": name, "state": state}) for state in STATE_NAMES}
 
     def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
         query = {"state": NEW, **({"exp_key": experiment} if experiment else {})}
@@ -175,8 +177,21 @@ class MongoStore(BaseStore):
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
         return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
 
+    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
+        return self._update_own(name, tid, owner, {"$push": {"curve": metrics}, "$set": {"refresh_time": time.time()}})
+
+    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
+        """One single-document update: its result is the rung as it stood after this arrival."""
+        try:
+            doc = self.rungs_.find_one_and_update(
+                {"exp_key": name, "rung": rung, "tids": {"$ne": tid}},
+                {"$push": {"tids": tid, "values": value}}, upsert=True, return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # the rung exists and already holds this trial (the filter missed)
+            doc = self.rungs_.find_one({"exp_key": name, "rung": rung})
+        return list(zip(doc["tids"], doc["values"]))
+
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
-        assert state in (DONE, ERROR)
+        assert state in FINAL
         if not self._update_own(name, tid, owner, {"$set": {"state": state, "result": result,
                                                             "refresh_time": time.time()}}):
             return False

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from workers.store.base import (DONE, ERROR, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
+from workers.store.base import (ERROR, FINAL, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
                                 UnknownExperiment, attempt, own_trials)
 
 SCHEMA = """
@@ -26,10 +26,14 @@ CREATE TABLE IF NOT EXISTS experiments (
 CREATE TABLE IF NOT EXISTS trials (
     exp_key TEXT NOT NULL, tid INTEGER NOT NULL, state INTEGER NOT NULL, owner TEXT,
     book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
-    attempt_log TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid));
+    attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid));
 CREATE INDEX IF NOT EXISTS trials_state ON trials (state, exp_key, tid);
+CREATE TABLE IF NOT EXISTS rungs (
+    arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, rung INTEGER NOT NULL,
+    tid INTEGER NOT NULL, value REAL NOT NULL, UNIQUE (exp_key, rung, tid));
 """
-COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log"
+COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve"
+ADDED_COLUMNS = ("attempt_log", "curve")  # columns that stores made before them get, empty
 
 
 class SQLiteStore(BaseStore):
@@ -45,13 +49,15 @@ class SQLiteStore(BaseStore):
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
         self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
-        self._transaction(self._add_attempt_log)
+        self._transaction(self._add_columns)
 
     @staticmethod
-    def _add_attempt_log(db) -> None:
-        """Stores made before attempt_log existed get the column (their trials start with an empty log)."""
-        if "attempt_log" not in [row[1] for row in db.execute("PRAGMA table_info(trials)")]:
-            db.execute("ALTER TABLE trials ADD COLUMN attempt_log TEXT NOT NULL DEFAULT '[]'")
+    def _add_columns(db) -> None:
+        """Stores made before a column existed get it (their trials start with an empty list)."""
+        present = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
+        for column in ADDED_COLUMNS:
+            if column not in present:
+                db.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
 
     @staticmethod
     def _log_attempt(db, name: str, tid: int, change) -> None:
@@ -171,19 +177,21 @@ class SQLiteStore(BaseStore):
     @staticmethod
     def _insert_trial(db, trial: dict) -> None:
         try:
-            db.execute(f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute(f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
                         trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]),
-                        json.dumps(trial["result"]), json.dumps(trial.get("attempt_log", []))))
+                        json.dumps(trial["result"]), json.dumps(trial.get("attempt_log", [])),
+                        json.dumps(trial.get("curve", []))))
         except sqlite3.IntegrityError:
             raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
 
     @staticmethod
     def _doc(row: tuple) -> dict:
-        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log = row
+        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve = row
         return {"exp_key": exp_key, "tid": tid, "spec": None, "version": 0, "state": state, "owner": owner,
                 "book_time": book_time, "refresh_time": refresh_time, "attempts": attempts,
-                "misc": json.loads(misc), "result": json.loads(result), "attempt_log": json.loads(attempt_log)}
+                "misc": json.loads(misc), "result": json.loads(result), "attempt_log": json.loads(attempt_log),
+                "curve": json.loads(curve)}
 
     def trials(self, name: str) -> list[dict]:
         return [self._doc(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))]
@@ -210,8 +218,27 @@ class SQLiteStore(BaseStore):
             "UPDATE trials SET refresh_time = ? WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
             (time.time(), name, tid, owner, RUNNING)).rowcount == 1)
 
+    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
+        def work(db):
+            rows = db.execute("SELECT curve FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                              (name, tid, owner, RUNNING)).fetchall()
+            if not rows:
+                return False
+            db.execute("UPDATE trials SET curve = ?, refresh_time = ? WHERE exp_key = ? AND tid = ?",
+                       (json.dumps(json.loads(rows[0][0]) + [metrics]), time.time(), name, tid))
+            return True
+        return self._transaction(work)
+
+    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
+        def work(db):  # one write transaction: the insert and the read see the same rung
+            db.execute("INSERT OR IGNORE INTO rungs (exp_key, rung, tid, value) VALUES (?, ?, ?, ?)",
+                       (name, rung, tid, value))
+            return [tuple(row) for row in db.execute(
+                "SELECT tid, value FROM rungs WHERE exp_key = ? AND rung = ? ORDER BY arrival", (name, rung))]
+        return self._transaction(work)
+
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
-        assert state in (DONE, ERROR)
+        assert state in FINAL
         now = time.time()
 
         def work(db):

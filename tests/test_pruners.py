@@ -1,0 +1,141 @@
+"""Pruning: median and ASHA decisions on hand-made curves, rung records that two processes update
+at once, and workers that stop pruned trials at the right epoch."""
+import multiprocessing
+import random
+
+import pytest
+
+from workers import pruners
+from workers.experiment import submit
+from workers.pruners import ASHAPruner, MedianPruner, promotable
+from workers.store import DONE, FINAL, PRUNED, new_trial, open_store
+from workers.worker import Worker
+
+
+@pytest.fixture
+def store(tmp_path):
+    return open_store(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def curve(*accuracies: float) -> list[dict]:
+    return [{"epoch": e, "validation_accuracy": a} for e, a in enumerate(accuracies, 1)]
+
+
+def add_finished(store, name: str, curves: list[list[dict]]) -> None:
+    for tid, points in enumerate(curves):
+        trial = new_trial(name, tid, {}, {})
+        trial.update(state=DONE, curve=points, result={"status": "ok", "loss": -points[-1]["validation_accuracy"]})
+        store.insert_trial(trial)
+
+
+def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_reported(store):
+    add_finished(store, "exp", [curve(0.5, 0.6, 0.7), curve(0.5, 0.7, 0.8), curve(0.4, 0.5, 0.9), curve(0.3)])
+    median = MedianPruner(warmup=1, min_trials=3)
+    # at epoch 2 the others' best-so-far are 0.6, 0.7, 0.5 (the fourth trial stopped at epoch 1): median 0.6
+    assert not median.prune(store, "exp", 99, curve(0.9, 0.55))  # its best so far, 0.9, is above
+    assert not median.prune(store, "exp", 99, curve(0.1, 0.65))
+    assert median.prune(store, "exp", 99, curve(0.1, 0.55))
+    assert not median.prune(store, "exp", 99, curve(0.1))  # epoch 1: within the warm-up
+    assert not MedianPruner(warmup=1, min_trials=4).prune(store, "exp", 99, curve(0.1, 0.2))  # 3 reported epoch 2
+
+
+def test_asha_promotes_the_top_one_in_eta_as_trials_arrive_in_any_order(store):
+    values = [0.91, 0.55, 0.83, 0.62, 0.70, 0.88, 0.47, 0.79, 0.66]
+    for order in range(5):
+        name = f"order{order}"
+        arrivals = list(enumerate(values))
+        random.Random(order).shuffle(arrivals)
+        asha = ASHAPruner(min_epochs=2, eta=3, max_epochs=20)
+        for n, (tid, value) in enumerate(arrivals, 1):
+            pruned = asha.prune(store, name, tid, curve(value - 0.1, value))
+            seen = sorted((v for _, v in arrivals[:n]), reverse=True)
+            top = max(1, n // 3)
+            assert pruned == (value < seen[top - 1]), (order, n)
+        # the last arrival of nine goes on only if it is in the top three of all nine
+        last_tid, last_value = arrivals[-1]
+        assert (last_value >= sorted(values, reverse=True)[2]) == promotable(last_value, values, 3)
+
+
+def test_asha_rungs_and_epochs_between_them():
+    asha = ASHAPruner(min_epochs=2, eta=3, max_epochs=60)
+    assert asha.rungs == [2, 6, 18, 54]
+    assert ASHAPruner(min_epochs=5, eta=3, max_epochs=5).rungs == []  # no rung at the last epoch
+
+
+def _record(url: str, tids: list[int], queue) -> None:
+    store = open_store(url)
+    rng = random.Random(tids[0])
+    queue.put([(tid, store.record_rung("race", 4, tid, rng.random())) for tid in tids])
+
+
+def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_path):
+    """Every decision is taken from a prefix of the one arrival order the store keeps: insert and
+    read are one transaction, so two workers never decide from rungs that disagree."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    open_store(url)
+    queue = multiprocessing.get_context("spawn").Queue()
+    procs = [multiprocessing.get_context("spawn").Process(target=_record, args=(url, tids, queue))
+             for tids in (list(range(0, 40)), list(range(100, 140)))]
+    for p in procs:
+        p.start()
+    seen = queue.get(timeout=120) + queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=60)
+    final = open_store(url).record_rung("race", 4, -1, 0.0)[:-1]  # the whole rung, in arrival order
+    assert len(final) == 80
+    for tid, returned in seen:
+        position = [t for t, _ in final].index(tid)
+        assert [tuple(r) for r in returned] == final[:position + 1], tid
+
+
+def test_pruner_settings_are_stored_with_defaults_and_refused_by_option_name():
+    assert pruners.settings("asha", eta=2) == {"kind": "asha", "min_epochs": 5, "eta": 2}
+    assert pruners.settings("none") == {"kind": "none"}
+    with pytest.raises(ValueError, match="--prune-warmup does not apply to --pruner asha"):
+        pruners.settings("asha", warmup=3)
+    with pytest.raises(ValueError, match="--asha-eta must be at least 2"):
+        pruners.settings("asha", eta=1)
+
+
+def curve_objective(epochs_run: list):
+    """Accuracy rises with the epoch towards a ceiling set by the learning rate; honours the
+    pruner's stop (on_epoch's True), as larnn_core.train does."""
+    def objective(hp, settings, seed, device, on_epoch):
+        ceiling = 0.5 + 40 * hp["learning_rate"]  # smoke's learning rates: 0.003-0.03
+        history = {"validation_accuracies": []}
+        for epoch in range(1, settings["epochs"] + 1):
+            history["validation_accuracies"].append(ceiling * (1 - 0.5 ** epoch))
+            if on_epoch(epoch, history):
+                break
+        epochs_run.append(epoch)
+        best = max(history["validation_accuracies"])
+        return {"status": "ok", "loss": -best, "best_validation_accuracy": best, "test_accuracy": best}
+    return objective
+
+
+def test_a_worker_stops_pruned_trials_at_a_rung_and_keeps_their_curves(tmp_path, store):
+    submit(store, "asha", "smoke", max_evals=12, epochs=8, algorithm="rand",
+           pruner=pruners.settings("asha", min_epochs=1, eta=2))
+    epochs_run = []
+    Worker(store, curve_objective(epochs_run), poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool").run()
+    trials = store.trials("asha")
+    assert len(trials) == 12 and all(t["state"] in FINAL for t in trials)
+    pruned = [t for t in trials if t["state"] == PRUNED]
+    assert pruned and len(pruned) < 12
+    for trial in pruned:
+        stopped = trial["result"]["pruned_at_epoch"]
+        assert stopped in (1, 2, 4) and len(trial["curve"]) == stopped  # a rung; nothing trained after it
+        assert trial["result"]["loss"] == -max(e["validation_accuracy"] for e in trial["curve"])
+    assert all(len(t["curve"]) == 8 for t in trials if t["state"] == DONE)
+    assert sum(epochs_run) < 12 * 8
+
+
+def test_status_shows_each_running_trials_latest_epoch(store, capsys):
+    from workers import report
+
+    submit(store, "live", "smoke", max_evals=2)
+    store.insert_trial(new_trial("live", 0, {}, {}, owner="host:1:abc"))
+    assert report.running_lines(store, "live") == ["live trial 0 running on host:1:abc: no epoch reported yet"]
+    store.report_epoch("live", 0, "host:1:abc", {"epoch": 3, "validation_accuracy": 0.8125})
+    assert report.running_lines(store, "live") == ["live trial 0 running on host:1:abc: epoch 3, validation "
+                                                   "accuracy 0.8125"]
