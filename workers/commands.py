@@ -16,7 +16,7 @@ from tqdm import tqdm
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seconds, seed
 from workers import pruners, report
-from workers.experiment import ALGORITHMS, submit
+from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.store import open_store, store_url
 
 STORE_HELP = "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
@@ -36,6 +36,9 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
     parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--liar", choices=LIARS, default="none",
+                        help="running trials count in each suggestion with the worst, mean or best finished "
+                             "loss (constant liar), so parallel workers spread out; default none")
     parser.add_argument("--pruner", choices=pruners.KINDS, default="none",
                         help="stop hopeless trials early: median or asha (asynchronous successive halving); "
                              "default none")
@@ -56,7 +59,7 @@ def _submit_options(args) -> dict:
     pruner = pruners.settings(args.pruner, warmup=args.prune_warmup, min_trials=args.prune_min_trials,
                               min_epochs=args.asha_min_epochs, eta=args.asha_eta)
     return dict(max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed, epochs=args.epochs,
-                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner)
+                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner, liar=args.liar)
 
 
 def register_submit(subparsers) -> None:

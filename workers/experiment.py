@@ -9,12 +9,15 @@ from workers import pruners
 from workers.store import BaseStore, ExperimentExists
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
+LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a suggestion (suggest.as_history)
 
 
 def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,
                     source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
-                    pruner: dict | None = None) -> dict:
+                    pruner: dict | None = None, liar: str = "none") -> dict:
     """pruner: pruners.settings(...) (default: none)."""
+    if liar not in LIARS:
+        raise ValueError(f"--liar must be one of {', '.join(LIARS)}, got {liar!r}")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"experiment name {name!r} must be letters, digits, '-', '_' or '.'")
     if algorithm not in ALGORITHMS:
@@ -32,6 +35,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
                       "metric": "validation_accuracy"},
         "seed": seed,
         "pruner": pruner or pruners.settings("none"),
+        "liar": liar,
         "created": time.time(),
     }
 

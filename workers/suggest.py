@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import importlib
+import statistics
 
 import hyperopt
 from hyperopt import Domain, Trials
 
 from larnn_core.hparams import HParams
 from workers.experiment import ALGORITHMS, stored_space
-from workers.store import DONE, PRUNED
+from workers.store import DONE, PRUNED, RUNNING
 
 SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in ALGORITHMS}  # hyperopt.tpe, ...
 
@@ -22,15 +23,34 @@ def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]
     """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
     domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
     history = Trials(exp_key=experiment["name"])
-    # a pruned trial is a measurement for TPE: its loss, minus the best validation accuracy before the
-    # stop, is what it reached, and pruning stops trials that rank low, as that loss says
-    history.insert_trial_docs([{**t, "state": DONE if t["state"] == PRUNED else t["state"],
-                                "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}} for t in trials])
+    history.insert_trial_docs(as_history(trials, experiment.get("liar", "none")))
     history.refresh()
     (doc,) = SUGGEST[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
     plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
                    for label, values in doc["misc"][key].items()} for key in ("idxs", "vals")}
     return plain["idxs"], plain["vals"]
+
+
+def as_history(trials: list[dict], liar: str) -> list[dict]:
+    """Stored trials as hyperopt's algorithms read them.
+
+    A pruned trial is a measurement: its loss, minus the best validation accuracy before the stop,
+    is what it reached, and pruning stops trials that rank low, as that loss says; it goes in as
+    done. With a liar (constant liar, Ginsbourger et al. 2010), each running trial goes in as done
+    with a made-up loss: the worst, mean or best loss of the finished trials. Workers that ask for
+    suggestions while others train then see those points taken, instead of all sampling the same
+    region."""
+    losses = [t["result"]["loss"] for t in trials if t["state"] in (DONE, PRUNED) and t["result"].get("status") == "ok"]
+    lie = {"worst": max, "best": min, "mean": statistics.fmean}[liar](losses) if liar != "none" and losses else None
+    history = []
+    for t in trials:
+        doc = {**t, "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}}
+        if t["state"] == PRUNED:
+            doc["state"] = DONE
+        elif t["state"] == RUNNING and lie is not None:
+            doc.update(state=DONE, result={"status": "ok", "loss": lie})
+        history.append(doc)
+    return history
 
 
 def hyperparameters(experiment: dict, trial: dict) -> dict:
