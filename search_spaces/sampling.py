@@ -71,3 +71,75 @@ def finalize(flat: dict[str, Any]) -> dict[str, Any]:
         values["hidden_size"] = round_half_up(hidden / heads) * heads
     HParams.from_dict(values)
     return values
+
+
+class PointMismatch(ValueError):
+    """A point that this space cannot produce, naming the field."""
+
+
+BOUNDED = ("uniform", "quniform", "loguniform", "qloguniform", "randint")  # kinds with [low, high] first
+
+
+def labels(nodes: dict[str, Node], prefix: str = "") -> list[str]:
+    """Every label of the space's hyperopt expression (to_hyperopt's), conditional ones included."""
+    found = []
+    for name in sorted(nodes):
+        node, label = nodes[name], f"{prefix}{name}"
+        if isinstance(node, Scaled):
+            found.append(f"{label}_mult")
+        elif isinstance(node, Branches):
+            found.append(label)
+            for i, option in enumerate(node.options):
+                found += labels(option, f"{label}[{i}].")
+        elif not isinstance(node, Fixed):
+            found.append(label)
+    return found
+
+
+def locate(nodes: dict[str, Node], point: dict[str, Any]) -> dict[str, Any]:
+    """The hyperopt values (misc.vals, one per label used) under which this space produces `point`,
+    a flat {hyperparameter: value}; PointMismatch naming the first field that does not fit. A
+    hyperparameter the space leaves out must be at its default."""
+    vals, covered = _locate(nodes, point, "")
+    for name, value in point.items():
+        if name not in covered and value != DEFAULTS.get(name, value):
+            raise PointMismatch(f"{name}: the space fixes it at its default {DEFAULTS[name]!r}, got {value!r}")
+    return vals
+
+
+def _locate(nodes: dict[str, Node], point: dict[str, Any], prefix: str) -> tuple[dict[str, Any], set[str]]:
+    vals, covered = {}, set(nodes)
+    for name in sorted(nodes):
+        node, label = nodes[name], f"{prefix}{name}"
+        value = point.get(name, DEFAULTS.get(name))
+        if isinstance(node, Branches):
+            misfits = []
+            for i, option in enumerate(node.options):
+                try:
+                    sub, sub_covered = _locate(option, point, f"{label}[{i}].")
+                except PointMismatch as misfit:
+                    misfits.append(f"option {i}: {misfit}")
+                    continue
+                vals.update({label: i, **sub})
+                covered |= sub_covered
+                break
+            else:
+                raise PointMismatch(f"{name}: no option fits ({'; '.join(misfits)})")
+        elif isinstance(node, Fixed):
+            if value != node.value:
+                raise PointMismatch(f"{name}: the space fixes it at {node.value!r}, got {value!r}")
+        elif isinstance(node, Choice):
+            if value not in node.options:
+                raise PointMismatch(f"{name}: {value!r} is not one of {list(node.options)}")
+            vals[label] = list(node.options).index(value)
+        elif isinstance(node, Scaled):
+            multiplier = math.log(value / node.base) if isinstance(value, (int, float)) and value > 0 else math.inf
+            if not node.low - 1e-9 <= multiplier <= node.high + 1e-9:
+                raise PointMismatch(f"{name}: {value!r} is outside {node.base:g} x exp([{node.low:g}, {node.high:g}])")
+            vals[f"{label}_mult"] = multiplier
+        else:
+            low, high = node.args[:2]
+            if not isinstance(value, (int, float)) or node.kind in BOUNDED and not low <= value <= high:
+                raise PointMismatch(f"{name}: {value!r} is outside the space's {node.kind} [{low:g}, {high:g}]")
+            vals[label] = value
+    return vals, covered

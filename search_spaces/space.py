@@ -46,6 +46,23 @@ class Space:
 
         return finalize(flatten(sample))
 
+    def trial_misc(self, point: dict[str, Any], tid: int) -> tuple[dict[str, list], dict[str, list]]:
+        """misc.idxs and misc.vals of a trial `tid` of this space at `point` (a flat, complete
+        hyperparameter set); sampling.PointMismatch naming the field if the space cannot produce it."""
+        from search_spaces.sampling import labels, locate
+
+        vals = locate(self.nodes, point)
+        every = labels(self.nodes)
+        return ({label: [tid] if label in vals else [] for label in every},
+                {label: [vals[label]] if label in vals else [] for label in every})
+
+    def point_of(self, vals: dict[str, list]) -> dict[str, Any]:
+        """The point a trial with these misc.vals trains (what workers.suggest.hyperparameters reads)."""
+        import hyperopt
+
+        chosen = {label: values[0] for label, values in vals.items() if values}
+        return self.point(hyperopt.space_eval(self.hyperopt(), chosen))
+
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         from hyperopt.pyll import stochastic
 

@@ -4,7 +4,7 @@ import pytest
 
 from workers.experiment import make_experiment
 from search_spaces import load_space
-from workers.store import DONE, PRUNED, RUNNING, new_trial
+from workers.store import DONE, NEW, PRUNED, RUNNING, new_trial
 from workers.suggest import as_history, suggest
 
 
@@ -52,3 +52,45 @@ def test_running_trials_are_told_the_chosen_lie_and_pruned_ones_count_as_done():
 def test_an_unknown_liar_is_refused():
     with pytest.raises(ValueError, match="--liar must be one of none, worst, mean, best"):
         make_experiment("h", load_space("smoke"), liar="optimist")
+
+
+def test_a_points_file_is_queued_first_and_a_point_outside_the_space_is_refused_by_index_and_field(tmp_path):
+    from workers.experiment import submit
+    from workers.store import open_store
+    from workers.suggest import hyperparameters
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    lstm = {"model": "lstm", "hidden_size": 12, "learning_rate": 0.01, "training_epochs": 2, "batch_size": 256,
+            "decay_each_N_epoch": 1, "l2_weight_reg": 1e-4, "dropout_drop_proba": 0.1, "num_layers": 2,
+            "is_stacked_residual": True}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"- {lstm}\n- {{**lstm}}\n".replace("{**lstm}", str({**lstm, "learning_rate": 0.5})))
+    with pytest.raises(ValueError, match=r"bad.yaml: point 1: learning_rate: 0.5 is outside the space's loguniform"):
+        submit(store, "p", "smoke", points=str(bad))
+    assert store.experiments() == []  # nothing written
+    good = tmp_path / "good.json"
+    good.write_text(f'[{str(lstm).replace(chr(39), chr(34)).replace("True", "true")}]')
+    experiment = submit(store, "p", "smoke", points=str(good), max_evals=3)
+    (queued,) = store.trials("p")
+    assert queued["state"] == NEW and queued["tid"] == 0
+    assert {k: v for k, v in hyperparameters(experiment, queued).items() if k in lstm} == lstm
+
+
+def test_a_warm_start_changes_the_first_suggestion_and_counts_what_does_not_fit(tmp_path):
+    from workers.experiment import submit
+    from workers.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    source = submit(store, "src", "smoke", algorithm="rand", max_evals=30)
+    for trial in history_of(24, 0):
+        point = load_space("smoke").point_of(trial["misc"]["vals"])
+        store.insert_trial({**trial, "exp_key": "src", "result": {**trial["result"], "space": point}})
+    odd = new_trial("src", 99, {}, {})  # a point from another space: window 38 is outside smoke's [2, 6]
+    odd.update(state=DONE, result={"status": "ok", "loss": -0.9, "space": {"model": "larnn", "larnn_window_size": 38}})
+    store.insert_trial(odd)
+    warm = submit(store, "warm", "smoke", seed=5, warm=["src"])
+    cold = submit(store, "cold", "smoke", seed=5)
+    assert warm["warm_start"]["left_out"] == 1 and len(warm["warm_start"]["trials"]) == 24
+    assert source["name"] == "src" and suggest(warm, [], 0) != suggest(cold, [], 0)
+    with pytest.raises(ValueError, match="no experiment named 'nope'"):
+        submit(store, "w2", "smoke", warm=["nope"])

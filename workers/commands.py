@@ -16,6 +16,7 @@ from tqdm import tqdm
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seconds, seed
 from workers import pruners, report
+from workers.stops import duration
 from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.store import open_store, store_url
 
@@ -36,6 +37,16 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
     parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
+    parser.add_argument("--points", default=None, metavar="FILE",
+                        help="a YAML or JSON list of points (hyperparameter mappings) to run first, each checked "
+                             "against the space")
+    parser.add_argument("--warm-start", default=None, metavar="EXPERIMENT[,EXPERIMENT...]",
+                        help="seed the suggestions with these experiments' finished trials whose points fit the "
+                             "space (imported 2018 results too); the others are left out and counted")
+    parser.add_argument("--stop-after-no-improvement", type=positive_int, default=None, metavar="N",
+                        help="stop the experiment after N completed trials without a new best")
+    parser.add_argument("--stop-after", type=_duration, default=None, metavar="DURATION",
+                        help="stop the experiment this long after it was submitted (3600, 90m, 12h, 2d)")
     parser.add_argument("--liar", choices=LIARS, default="none",
                         help="running trials count in each suggestion with the worst, mean or best finished "
                              "loss (constant liar), so parallel workers spread out; default none")
@@ -55,11 +66,21 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
 
+def _duration(text: str) -> float:
+    try:
+        return duration(text)
+    except ValueError as error:  # argparse reports an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--stop-after: ")) from None
+
+
 def _submit_options(args) -> dict:
     pruner = pruners.settings(args.pruner, warmup=args.prune_warmup, min_trials=args.prune_min_trials,
                               min_epochs=args.asha_min_epochs, eta=args.asha_eta)
-    return dict(max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed, epochs=args.epochs,
-                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner, liar=args.liar)
+    warm = [name.strip() for name in args.warm_start.split(",")] if args.warm_start else []
+    return dict(points=args.points, warm=warm, max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed,
+                epochs=args.epochs,
+                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner, liar=args.liar,
+                stop_after_no_improvement=args.stop_after_no_improvement, stop_after_s=args.stop_after)
 
 
 def register_submit(subparsers) -> None:
@@ -74,12 +95,19 @@ def register_submit(subparsers) -> None:
 
 def _submit(args) -> None:
     url = store_url(args.store)
-    experiment = submit(open_store(url), args.name, args.space, extend_to=args.extend_to, **_submit_options(args))
+    trials = open_store(url)
+    experiment = submit(trials, args.name, args.space, extend_to=args.extend_to, **_submit_options(args))
     store = "" if args.store is None else f" --store '{redact(url)}'"
     verb = "extended" if args.extend_to is not None else "submitted"
     print(f"{verb} {experiment['name']!r}: {experiment['max_evals']} trials, {experiment['algorithm']}, "
           f"store {redact(url)}")
-    print(f"  start workers:  larnn worker{store} --experiment {experiment['name']} --device cuda:0")
+    if args.points and args.extend_to is None:
+        print(f"  queued first:   the {len(trials.trials(args.name))} points of {args.points}")
+    if "warm_start" in experiment:
+        warm = experiment["warm_start"]
+        print(f"  warm start:     {len(warm['trials'])} finished trial(s) of {', '.join(warm['experiments'])}; "
+              f"{warm['left_out']} left out (their points do not fit the space)")
+    print(f"  start workers:  larnn worker{store} --experiment {experiment['name']} --devices all")
     print(f"  watch:          larnn status {experiment['name']}{store}")
     print(f"  best trials:    larnn best {experiment['name']}{store}")
 

@@ -6,7 +6,8 @@ import time
 
 from search_spaces import Space, load_space
 from workers import pruners
-from workers.store import BaseStore, ExperimentExists
+from larnn_core.hparams import HParams
+from workers.store import DONE, BaseStore, ExperimentExists, new_trial
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
 LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a suggestion (suggest.as_history)
@@ -14,8 +15,9 @@ LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a s
 
 def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,
                     source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
-                    pruner: dict | None = None, liar: str = "none") -> dict:
-    """pruner: pruners.settings(...) (default: none)."""
+                    pruner: dict | None = None, liar: str = "none", stop_after_no_improvement: int | None = None,
+                    stop_after_s: float | None = None) -> dict:
+    """pruner: pruners.settings(...) (default: none); the stop rules: workers/stops.py."""
     if liar not in LIARS:
         raise ValueError(f"--liar must be one of {', '.join(LIARS)}, got {liar!r}")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -36,6 +38,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
         "seed": seed,
         "pruner": pruner or pruners.settings("none"),
         "liar": liar,
+        "stop": {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
         "created": time.time(),
     }
 
@@ -44,9 +47,60 @@ def stored_space(experiment: dict) -> Space:
     return Space.from_json(json.dumps(experiment["space"]))
 
 
-def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: int | None = None, **options) -> dict:
-    """Validate the space, then register the experiment (or, with extend_to, raise an existing
-    one's budget). Nothing is written when validation fails."""
+WARM_TIDS = 1_000_000_000  # warm-start trials' tids in the suggestion history, past any real trial's
+
+
+def warm_start(store: BaseStore, space: Space, sources: list[str]) -> dict:
+    """Other experiments' finished trials whose points this space can produce, for the suggestion
+    history (suggest.as_history): {experiments, trials: [{source, idxs, vals, loss}], left_out}.
+    A point the space cannot produce (another range, a hyperparameter it fixes elsewhere) is left
+    out and counted; so are failed and pruned trials (a pruned loss comes from fewer epochs)."""
+    trials, left_out = [], 0
+    for source in sources:
+        for trial in store.trials(store.get_experiment(source)["name"]):
+            result = trial["result"]
+            if trial["state"] != DONE or result.get("status") != "ok" or not result.get("space"):
+                continue
+            tid = WARM_TIDS + len(trials)
+            try:
+                idxs, vals = space.trial_misc(result["space"], tid)
+            except ValueError:
+                left_out += 1
+                continue
+            trials.append({"source": source, "tid": tid, "idxs": idxs, "vals": vals, "loss": result["loss"]})
+    return {"experiments": list(sources), "trials": trials, "left_out": left_out}
+
+
+def read_points(path: str, space: Space) -> list[dict]:
+    """A YAML or JSON list of points (each a mapping of hyperparameters, completed with the
+    defaults), each checked against the space and the hyperparameter table; a ValueError naming
+    the file, the point's index and the field."""
+    from search_spaces.format import read_document
+
+    document = read_document(path)
+    if not isinstance(document, list) or not all(isinstance(p, dict) for p in document):
+        raise ValueError(f"{path}: expected a list of points, each a mapping of hyperparameters")
+    points = []
+    for index, given in enumerate(document):
+        try:
+            point = HParams.from_dict(given).to_dict()
+            runs = space.point_of(space.trial_misc(point, 0)[1])
+        except ValueError as error:
+            raise ValueError(f"{path}: point {index}: {error}") from None
+        changed = sorted(k for k in runs if runs[k] != point[k])
+        if changed:
+            raise ValueError(f"{path}: point {index}: {changed[0]}: the space's rounding makes {point[changed[0]]!r} "
+                             f"{runs[changed[0]]!r}")
+        points.append(point)
+    return points
+
+
+def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: int | None = None,
+           points: str | None = None, warm: list[str] = (), **options) -> dict:
+    """Validate the space (and the points file, and the warm-start experiments), then register the
+    experiment (or, with extend_to, raise an existing one's budget). Nothing is written when
+    validation fails. The points are queued as the first trials; the warm start enters every
+    suggestion's history."""
     if extend_to is not None:
         if extend_to < 1:
             raise ValueError(f"--extend-to must be positive, got {extend_to}")
@@ -54,13 +108,27 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
             raise ValueError(f"{name!r} holds imported results: it has no space to search further")
         if extend_to < len(store.trials(name)):
             raise ValueError(f"{name!r} already has {len(store.trials(name))} trials; --extend-to must not be lower")
-        store.set_max_evals(name, extend_to)
+        store.resume_experiment(name, extend_to)  # a stopped experiment starts again
         return store.get_experiment(name)
-    experiment = make_experiment(name, load_space(space_name_or_path), **options)
+    space = load_space(space_name_or_path)
+    experiment = make_experiment(name, space, **options)
+    queued = read_points(points, space) if points else []
+    if len(queued) > experiment["max_evals"]:
+        raise ValueError(f"{points}: {len(queued)} points, more than --max-evals {experiment['max_evals']}")
+    if warm:
+        experiment["warm_start"] = warm_start(store, space, list(warm))
     try:
         store.create_experiment(experiment)
     except ExperimentExists:
         raise ExperimentExists(f"experiment {name!r} already exists; choose another --name, or continue it: "
                                f"`larnn submit {space_name_or_path} --name {name} --extend-to N`, "
                                f"then `larnn worker --experiment {name}`") from None
+    if queued:  # under the suggestion lease: no worker inserts a trial of its own meanwhile
+        while not store.acquire_lease(name, "submit", 60.0):
+            time.sleep(0.1)
+        try:
+            for tid, point in enumerate(queued):
+                store.insert_trial(new_trial(name, tid, *space.trial_misc(point, tid)))
+        finally:
+            store.release_lease(name, "submit")
     return experiment

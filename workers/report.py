@@ -81,13 +81,13 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
         remaining = experiment["max_evals"] - counts["done"] - counts["failed"] - counts["pruned"]
         eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
         best = rank(trials, 1)
+        ended = "failed" if experiment.get("failure") else "done" if remaining <= 0 else \
+            "stopped" if experiment.get("stopped") else None
         rows.append({
-            "experiment": experiment["name"], "state": "failed" if experiment.get("failure") else
-            "done" if remaining <= 0 else "active", "algorithm": experiment["algorithm"], "budget": experiment["max_evals"],
-            **counts, "best_val": best[0]["validation_accuracy"] if best else None,
+            "experiment": experiment["name"], "state": ended or "active", "algorithm": experiment["algorithm"],
+            "budget": experiment["max_evals"], **counts, "best_val": best[0]["validation_accuracy"] if best else None,
             "its_test": best[0]["test_accuracy"] if best else None, "workers": len(live),
-            "eta": "-" if experiment.get("failure") else _duration(eta) if eta is not None else
-            ("done" if remaining <= 0 else "?"),
+            "eta": ended if ended else _duration(eta) if eta is not None else "?",
         })
     return rows
 
@@ -106,9 +106,16 @@ def running_lines(store: BaseStore, name: str) -> list[str]:
 
 
 def failures(store: BaseStore, names: list[str] | None = None) -> list[str]:
-    """One line per failed experiment: its name and why."""
-    return [f"{e['name']} failed: {e['failure']['reason']}" for e in store.experiments()
-            if e.get("failure") and (not names or e["name"] in names)]
+    """One line per failed or stopped experiment: its name and why."""
+    lines = []
+    for e in store.experiments():
+        if names and e["name"] not in names:
+            continue
+        if e.get("failure"):
+            lines.append(f"{e['name']} failed: {e['failure']['reason']}")
+        elif e.get("stopped"):
+            lines.append(f"{e['name']} stopped: {e['stopped']['reason']}")
+    return lines
 
 
 def _duration(seconds: float) -> str:

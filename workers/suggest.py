@@ -4,12 +4,11 @@ from __future__ import annotations
 import importlib
 import statistics
 
-import hyperopt
 from hyperopt import Domain, Trials
 
 from larnn_core.hparams import HParams
 from workers.experiment import ALGORITHMS, stored_space
-from workers.store import DONE, PRUNED, RUNNING
+from workers.store import DONE, PRUNED, RUNNING, new_trial
 
 SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in ALGORITHMS}  # hyperopt.tpe, ...
 
@@ -23,7 +22,9 @@ def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]
     """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
     domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
     history = Trials(exp_key=experiment["name"])
-    history.insert_trial_docs(as_history(trials, experiment.get("liar", "none")))
+    warm = [{**new_trial(experiment["name"], t["tid"], t["idxs"], t["vals"]), "state": DONE,
+             "result": {"status": "ok", "loss": t["loss"]}} for t in experiment.get("warm_start", {}).get("trials", [])]
+    history.insert_trial_docs(as_history(warm + trials, experiment.get("liar", "none")))
     history.refresh()
     (doc,) = SUGGEST[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
     plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
@@ -56,9 +57,7 @@ def as_history(trials: list[dict], liar: str) -> list[dict]:
 def hyperparameters(experiment: dict, trial: dict) -> dict:
     """The trial's complete point, rounded by the space's rule; a ValueError unless it is a valid
     hyperparameter set (every value in its range, larnn_core.hparams.RANGES)."""
-    space = stored_space(experiment)
-    chosen = {label: values[0] for label, values in trial["misc"]["vals"].items() if values}
-    point = space.point(hyperopt.space_eval(space.hyperopt(), chosen))
+    point = stored_space(experiment).point_of(trial["misc"]["vals"])
     trial_hparams(point, experiment["objective"])
     return point
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from workers.objective import Objective, train_objective
 from workers.pruners import pruner_for
+from workers.stops import stop_reason
 from workers.store import DONE, ERROR, PRUNED, BaseStore, StoreUnavailable, new_trial
 from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
 
@@ -138,7 +139,7 @@ class Worker:
         experiments = [self.store.get_experiment(self.experiment)] if self.experiment else self.store.experiments()
         for experiment in experiments:
             name = experiment["name"]
-            if experiment.get("failure"):
+            if experiment.get("failure") or experiment.get("stopped"):
                 continue
             if sum(self.store.state_counts(name).values()) >= experiment["max_evals"]:
                 continue  # budget spent: checked cheaply, before taking the lease and reading trials
@@ -147,6 +148,11 @@ class Worker:
             try:
                 experiment, trials = self.store.get_experiment(name), self.store.trials(name)
                 if len(trials) >= experiment["max_evals"]:
+                    continue
+                reason = stop_reason(experiment, trials, time.time())
+                if reason:
+                    log.info("experiment %s stopped: %s", name, reason)
+                    self.store.stop_experiment(name, reason)
                     continue
                 tid = max((t["tid"] for t in trials), default=-1) + 1
                 try:
@@ -189,7 +195,8 @@ class Worker:
                 raise TrialLost()
             if self.stopping.is_set():
                 raise StopRequested()
-            curve.append({"epoch": epoch, **{name: history[key][-1] for name, key in CURVE.items() if history.get(key)}})
+            curve.append({"epoch": epoch,
+                          **{name: history[key][-1] for name, key in CURVE.items() if history.get(key)}})
             try:
                 if not self.store.report_epoch(name, tid, self.owner, curve[-1]):
                     raise TrialLost()

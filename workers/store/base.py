@@ -78,13 +78,9 @@ class BaseStore(abc.ABC):
         """All experiments, oldest first."""
 
     @abc.abstractmethod
-    def set_max_evals(self, name: str, max_evals: int) -> None:
-        """Raise (or lower) an experiment's budget."""
-
-    @abc.abstractmethod
-    def fail_experiment(self, name: str, reason: str) -> None:
-        """Mark an experiment failed (its `failure`: reason and time): workers take no more of its
-        trials. A bad experiment ends itself, never the workers that share the store."""
+    def _update_experiment(self, name: str, fields: dict) -> None:
+        """Set these top-level fields of the experiment's document, in one atomic write;
+        UnknownExperiment if absent."""
 
     @abc.abstractmethod
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
@@ -144,6 +140,23 @@ class BaseStore(abc.ABC):
         """{state: number of trials} without reading the trials (status polls and budget checks)."""
 
     # -- derived, the same for every backend
+    def set_max_evals(self, name: str, max_evals: int) -> None:
+        """Raise (or lower) an experiment's budget."""
+        self._update_experiment(name, {"max_evals": max_evals})
+
+    def fail_experiment(self, name: str, reason: str) -> None:
+        """Mark an experiment failed (its `failure`: reason and time): workers take no more of its
+        trials. A bad experiment ends itself, never the workers that share the store."""
+        self._update_experiment(name, {"failure": {"reason": reason, "time": time.time()}})
+
+    def stop_experiment(self, name: str, reason: str) -> None:
+        """End an experiment early (its `stopped`: reason and time): no more suggestions for it."""
+        self._update_experiment(name, {"stopped": {"reason": reason, "time": time.time()}})
+
+    def resume_experiment(self, name: str, max_evals: int) -> None:
+        """A new budget for an experiment, stopped or not; its stop rules count from now (`resumed`)."""
+        self._update_experiment(name, {"max_evals": max_evals, "stopped": None, "resumed": time.time()})
+
     def counts(self, name: str) -> dict[str, int]:
         """Trials by state name, every state present."""
         by_state = self.state_counts(name)

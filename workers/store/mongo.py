@@ -120,12 +120,6 @@ class MongoStore(BaseStore):
         if self.experiments_.update_one({"name": name}, {"$set": fields}).matched_count != 1:
             raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
 
-    def set_max_evals(self, name: str, max_evals: int) -> None:
-        self._update_experiment(name, {"max_evals": max_evals})
-
-    def fail_experiment(self, name: str, reason: str) -> None:
-        self._update_experiment(name, {"failure": {"reason": reason, "time": time.time()}})
-
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
         taken = self.experiments_.find_one_and_update(

@@ -152,12 +152,6 @@ class SQLiteStore(BaseStore):
                                                                         name))
         self._transaction(work)
 
-    def set_max_evals(self, name: str, max_evals: int) -> None:
-        self._update_experiment(name, {"max_evals": max_evals})
-
-    def fail_experiment(self, name: str, reason: str) -> None:
-        self._update_experiment(name, {"failure": {"reason": reason, "time": time.time()}})
-
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
         return self._transaction(lambda db: db.execute(

@@ -1,0 +1,41 @@
+"""Search-level stops: `--stop-after-no-improvement N` and `--stop-after DURATION` end an
+experiment early. A worker checks them under the experiment's suggestion lease, before it suggests
+a trial; a stopped experiment gets no more suggestions (queued and running trials still finish).
+`submit --extend-to` gives it a new budget and starts its rules afresh from then (`resumed`)."""
+from __future__ import annotations
+
+import re
+
+from workers.store import DONE
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """`--stop-after`: a number of seconds, or with a unit: 90m, 12h, 2d. ValueError otherwise."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"--stop-after: expected a positive duration such as 3600, 90m, 12h or 2d, got {text[:40]!r}")
+    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+
+
+def stop_reason(experiment: dict, trials: list[dict], now: float) -> str | None:
+    """Why the experiment should stop now, or None."""
+    rules = experiment.get("stop") or {}
+    since = experiment.get("resumed") or experiment["created"]
+    if rules.get("after_s") is not None and now - since >= rules["after_s"]:
+        return f"ran for {rules['after_s']:.0f} s (--stop-after)"
+    patience = rules.get("no_improvement")
+    if patience is None:
+        return None
+    done = sorted((t for t in trials if t["state"] == DONE), key=lambda t: t["refresh_time"] or 0)
+    best, best_tid, without = -float("inf"), None, 0
+    for trial in done:
+        accuracy = trial["result"]["best_validation_accuracy"]
+        if accuracy > best:
+            best, best_tid, without = accuracy, trial["tid"], 0
+        elif (trial["refresh_time"] or 0) > since:
+            without += 1
+    if without >= patience:
+        return f"no new best in the last {without} completed trials (best {best:.4f}, trial {best_tid})"
+    return None
