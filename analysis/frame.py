@@ -13,7 +13,7 @@ from workers.store import STATE_NAMES, BaseStore
 
 METRICS = ["validation_accuracy", "test_accuracy", "best_epoch", "epochs", "wall_time_s"]
 INFO = ["experiment", "tid", "state", "status", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
-        "error", "history"]
+        "error", "history", "curve"]
 
 
 def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -37,6 +37,7 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
                 "wall_time_s": result.get("wall_time_s", result.get("trial_wall_time_s", np.nan)),
                 "book_time": trial.get("book_time"), "finish_time": trial.get("refresh_time"),
                 "worker": result.get("worker"), "error": result.get("error"), "history": history,
+                "curve": trial.get("curve") or [],  # epochs reported while it ran (running trials too)
                 "attempts": len(trial.get("attempt_log") or []) or trial.get("attempts", 0),
                 **{f"hp.{k}": v for k, v in point.items() if k != "model"},  # model has its own column
             })
@@ -55,4 +56,4 @@ def finished(frame: pd.DataFrame) -> pd.DataFrame:
 
 def export_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame without the nested per-epoch curves: for CSV."""
-    return frame.drop(columns=["history"])
+    return frame.drop(columns=["history", "curve"])

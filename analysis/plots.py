@@ -190,13 +190,55 @@ def history_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
     for experiment in experiments:
         part = frame[(frame["experiment"] == experiment) & frame[ACC].notna()].sort_values("tid")
         color = _color(experiments, experiment)
-        ax.scatter(part["tid"], part[ACC], s=12, alpha=0.5, color=color, label=f"{experiment}: trials")
+        pruned = part["state"] == "pruned"
+        ax.scatter(part["tid"][~pruned], part[ACC][~pruned], s=12, alpha=0.5, color=color, label=f"{experiment}: trials")
+        if pruned.any():
+            ax.scatter(part["tid"][pruned], part[ACC][pruned], s=16, marker="x", color=color,
+                       label=f"{experiment}: pruned (best before the stop)")
         ax.step(part["tid"], part[ACC].cummax(), where="post", color=color, lw=2, label=f"{experiment}: best so far")
     ax.set_xlabel("trial")
     ax.set_ylabel("validation accuracy")
     ax.set_title("Optimisation history", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return [_save(fig, out, "history", "Optimisation history")]
+
+
+PROGRESS_STYLES = {"running": dict(color="tab:blue", lw=1.6, ls="-"), "pruned": dict(color="tab:orange", lw=1, ls="--"),
+                   "done": dict(color="0.6", lw=0.8, ls="-")}
+
+
+def progress_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
+    """Every trial's curve as the workers reported it epoch by epoch: running trials (solid, a dot
+    at the latest epoch), pruned ones (dashed, a cross where they were stopped), finished ones."""
+    rows = [row for _, row in frame.iterrows() if row["state"] in PROGRESS_STYLES and _reported(row)[1]]
+    if not any(row["state"] != "done" for row in rows):
+        return []  # nothing running or pruned: the learning curves figure says the rest
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    seen = set()
+    for row in sorted(rows, key=lambda r: list(PROGRESS_STYLES)[::-1].index(r["state"])):  # running on top
+        epochs, values = _reported(row)
+        state = row["state"]
+        ax.plot(epochs, values, **PROGRESS_STYLES[state], label=None if state in seen else state)
+        seen.add(state)
+        if state != "done":
+            ax.scatter(epochs[-1:], values[-1:], marker="x" if state == "pruned" else "o", s=18,
+                       color=PROGRESS_STYLES[state]["color"], zorder=4)
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("Trials as they ran (x: pruned there; o: running, latest epoch)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return [_save(fig, out, "progress", "Trials as they ran: running, pruned and finished")]
+
+
+def _reported(row: pd.Series) -> tuple[list[int], list[float]]:
+    """(epochs, validation accuracies) of a trial: its live curve, else its result's history
+    (trials finished before curves were reported, and imports)."""
+    curve = [e for e in row["curve"] if "validation_accuracy" in e]
+    if curve:
+        return [e["epoch"] for e in curve], [e["validation_accuracy"] for e in curve]
+    values = list(row["history"].get("validation_accuracies") or [])
+    return list(range(1, len(values) + 1)), values
 
 
 def learning_curves_figure(done: pd.DataFrame, out: Path, top: int = 10) -> list[Figure]:

@@ -28,7 +28,7 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     experiments = [store.get_experiment(n) for n in names]
     log_names = plots.log_distributed(experiments)
     importance_figures, table = plots.importance_figure(done, hyperparameters, out)
-    figures = (plots.history_figure(frame, out) + importance_figures + plots.pair_figures(done, table, out, log_names)
+    figures = (plots.history_figure(frame, out) + plots.progress_figure(frame, out) + importance_figures + plots.pair_figures(done, table, out, log_names)
                + plots.hyperparameter_figures(done, hyperparameters, out, log_names)
                + plots.learning_curves_figure(done, out) + plots.model_figure(done, out)
                + plots.selection_figure(done, out))

@@ -13,7 +13,7 @@ from analysis.import2018 import import_results
 from analysis.importance import importance
 from larnn_core import cli
 from tests.analysis_fixtures import add_synthetic_experiment
-from workers.store import open_store
+from workers.store import new_trial, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -179,3 +179,25 @@ def test_an_import_cut_short_by_the_store_writes_nothing(tmp_path, url, monkeypa
     monkeypatch.undo()
     assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
     assert len(open_store(url).trials("paper-2018")) == 3
+
+
+def test_the_report_shows_running_trials_curves_and_marks_pruned_ones(store, url, tmp_path):
+    """A search in progress: one trial running (its epochs reported live), one pruned at epoch 2."""
+    from workers.store import PRUNED
+
+    running = new_trial("round3", 100, {}, {}, owner="host:1:live")
+    store.insert_trial(running)
+    for epoch, accuracy in enumerate((0.5, 0.62, 0.7), 1):
+        assert store.report_epoch("round3", 100, "host:1:live", {"epoch": epoch, "validation_accuracy": accuracy})
+    pruned = new_trial("round3", 101, {}, {})
+    pruned.update(state=PRUNED, curve=[{"epoch": 1, "validation_accuracy": 0.3}, {"epoch": 2, "validation_accuracy": 0.35}],
+                  result={"status": "ok", "loss": -0.35, "best_validation_accuracy": 0.35, "pruned_at_epoch": 2,
+                          "space": {"learning_rate": 0.01}})
+    store.insert_trial(pruned)
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "round3", "--out", str(out), "--store", url]) == 0
+    progress = (out / "progress.svg").read_text()
+    assert "running" in progress and "pruned" in progress and "done" in progress
+    assert "pruned (best before the stop)" in (out / "history.svg").read_text()
+    frame, _ = trials_frame(store, ["round3"])
+    assert frame.set_index("tid").loc[100, "curve"][-1] == {"epoch": 3, "validation_accuracy": 0.7}
