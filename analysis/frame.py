@@ -12,7 +12,7 @@ import pandas as pd
 from workers.store import STATE_NAMES, BaseStore
 
 METRICS = ["validation_accuracy", "test_accuracy", "best_epoch", "epochs", "wall_time_s"]
-INFO = ["experiment", "tid", "state", "status", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
+INFO = ["experiment", "tid", "state", "status", "protocol", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
         "error", "history", "curve"]
 
 
@@ -21,6 +21,7 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
     rows, hyperparameters = [], []
     for name in names:
         store.get_experiment(name)
+        imported = store.get_experiment(name)["algorithm"] == "imported"
         for trial in store.trials(name):
             result = trial.get("result") or {}
             point = result.get("space") or {}
@@ -29,6 +30,8 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
             rows.append({
                 "experiment": name, "tid": trial["tid"], "state": STATE_NAMES[trial["state"]],
                 "status": result.get("status"),
+                # results stored before they recorded it: imports are the 2018 protocol's, trainings honest
+                "protocol": result.get("protocol") or ("test-picked" if imported else "honest"),
                 "model": point.get("model", (result.get("hyperparameters") or {}).get("model", "larnn")),
                 "validation_accuracy": result.get("best_validation_accuracy", np.nan),
                 "test_accuracy": result.get("test_accuracy", np.nan),

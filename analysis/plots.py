@@ -16,6 +16,17 @@ import pandas as pd  # noqa: E402
 from analysis.importance import encode, importance  # noqa: E402
 
 ACC = "validation_accuracy"
+
+
+def accuracy_label(data: pd.DataFrame) -> str:
+    """What the accuracy column holds for these trials: honest validation accuracy, or the 2018
+    protocol's test-picked score (the best epoch on the test set), or both, which then says so."""
+    protocols = set(data["protocol"]) if "protocol" in data and len(data) else {"honest"}
+    if protocols == {"test-picked"}:
+        return "test-picked accuracy (2018: best test epoch)"
+    if "test-picked" in protocols:
+        return "accuracy: validation, or test-picked for 2018 imports"
+    return "validation accuracy"
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
                      "axes.spines.right": False, "font.size": 10})
@@ -134,7 +145,7 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
                            zorder=5, label="best trial")
             ax.set_xlim(x_all.min() / 1.1 if log else None, x_all.max() * 1.1 if log else None)
         ax.set_xlabel(name)
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel(accuracy_label(done))
         ax.set_title(f"{name}: accuracy by value (line: binned median)" if not is_categorical(data[name])
                      else f"{name}: accuracy by choice", fontsize=10)
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
@@ -178,7 +189,7 @@ def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
         ax.scatter([coded[a].iloc[0]], [coded[b].iloc[0]], marker="*", s=200, color="gold", edgecolor="black")
         ax.set_xlabel(a)
         ax.set_ylabel(b)
-        fig.colorbar(points, ax=ax, label="validation accuracy")
+        fig.colorbar(points, ax=ax, label=accuracy_label(done))
         ax.set_title(f"{a} x {b} (star: best trial, {best[ACC]:.4f})", fontsize=10)
         figures.append(_save(fig, out, f"pair_{_slug(a)}__{_slug(b)}", f"Validation accuracy over {a} and {b}"))
     return figures
@@ -197,7 +208,7 @@ def history_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
                        label=f"{experiment}: pruned (best before the stop)")
         ax.step(part["tid"], part[ACC].cummax(), where="post", color=color, lw=2, label=f"{experiment}: best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(accuracy_label(frame))
     ax.set_title("Optimisation history", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return [_save(fig, out, "history", "Optimisation history")]
@@ -225,7 +236,7 @@ def progress_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
                        color=PROGRESS_STYLES[state]["color"], zorder=4)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(accuracy_label(frame))
     ax.set_title("Trials as they ran (x: pruned there; o: running, latest epoch)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return [_save(fig, out, "progress", "Trials as they ran: running, pruned and finished")]
@@ -256,7 +267,7 @@ def learning_curves_figure(done: pd.DataFrame, out: Path, top: int = 10) -> list
             ax.scatter([row["best_epoch"]], [curve[int(row["best_epoch"]) - 1]], color="black", s=10, zorder=4)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(accuracy_label(done))
     ax.set_title(f"Learning curves of the top {len(best)} trials (dots: selected epoch)", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     return [_save(fig, out, "learning_curves", "Learning curves of the best trials")]
@@ -273,7 +284,7 @@ def model_figure(done: pd.DataFrame, out: Path) -> list[Figure]:
     rng = np.random.default_rng(0)
     for i, g in enumerate(groups):
         ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(g)), g, s=14, alpha=0.6, color=COLORS[i])
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(accuracy_label(done))
     ax.set_title("LARNN against LSTM, same protocol", fontsize=10)
     return [_save(fig, out, "larnn_vs_lstm", "LARNN against LSTM")]
 

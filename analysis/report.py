@@ -36,11 +36,17 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     return figures
 
 
+TEST_PICKED = ("Caveat: trials marked test-picked come from the 2018 protocol, which evaluated its "
+               "\"validation\" curves on the test set and kept their best epoch; their accuracy is a test-picked "
+               "score, optimistic against an honest validation accuracy, and they have no separate test "
+               "accuracy. Compare the two kinds only with that in mind.")
+
+
 def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     e = html.escape
     title = ", ".join(x["name"] for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
-    columns = ["experiment", "tid", "model", "validation_accuracy", "test_accuracy", "best_epoch", "epochs",
+    columns = ["experiment", "tid", "protocol", "model", "validation_accuracy", "test_accuracy", "best_epoch", "epochs",
                "wall_time_s", *[h for h in hyperparameters if h in done and h != "model"]]
     best = done.head(10)[columns]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
@@ -48,6 +54,7 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
              f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
              *[f"<p class='note'>Note: experiment {e(x['name'])} failed: {e(x['failure']['reason'])}</p>"
                for x in experiments if x.get("failure")],
+             *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
              "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
              best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
     if not table.empty:

@@ -201,3 +201,30 @@ def test_the_report_shows_running_trials_curves_and_marks_pruned_ones(store, url
     assert "pruned (best before the stop)" in (out / "history.svg").read_text()
     frame, _ = trials_frame(store, ["round3"])
     assert frame.set_index("tid").loc[100, "curve"][-1] == {"epoch": 3, "validation_accuracy": 0.7}
+
+
+def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_report(tmp_path, url):
+    """The 2018 code picked its epoch on the test set: its scores must not be called validation
+    accuracy, and wherever they meet honest results the report says so."""
+    paths = []
+    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88), (0.003, 0.85)]):
+        paths.append(tmp_path / f"{acc}.json")
+        paths[-1].write_text(json.dumps(result_2018(lr, acc)))
+    assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
+    export = tmp_path / "trials.csv"
+    assert cli.main(["trials", "paper-2018", "--export", str(export), "--store", url]) == 0
+    rows = list(csv.DictReader(export.open()))
+    assert {row["protocol"] for row in rows} == {"test-picked"}
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "paper-2018", "--out", str(out), "--store", url]) == 0
+    assert "test-picked accuracy" in (out / "history.svg").read_text()
+    assert "Caveat: trials marked test-picked" in (out / "index.html").read_text()
+    store = open_store(url)
+    add_synthetic_experiment(store, "honest", n=30, seed=2)
+    frame, _ = trials_frame(store, ["honest", "paper-2018"])
+    assert dict(frame.groupby("experiment")["protocol"].unique().map(list)) == {
+        "honest": ["honest"], "paper-2018": ["test-picked"]}
+    from analysis.plots import accuracy_label
+
+    assert accuracy_label(frame) == "accuracy: validation, or test-picked for 2018 imports"
+    assert accuracy_label(frame[frame["experiment"] == "honest"]) == "validation accuracy"

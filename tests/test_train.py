@@ -26,6 +26,7 @@ def test_training_learns_and_records_everything(small_har, model):
     for key in ("device", "data_source", "data_checksum", "code_version", "seed", "wall_time_s", "hyperparameters"):
         assert key in result
     assert result["execution"] == {"cpu_loops": model == "larnn", "torch_compile": False, "cuda_graphs": False}
+    assert result["protocol"] == "honest"  # the epoch picked on validation subjects, test read there once
     assert result["data_source"] == "synthetic" and result["data_checksum"] == small_har.checksum
     json.dumps(result)  # a plain JSON document, storable as is
 
