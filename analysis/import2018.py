@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from search_spaces import Space, load_space
 from workers.store import DONE, ERROR, BaseStore, new_trial
 
 REQUIRED = {"space": dict, "loss": (int, float), "status": str, "best_validation_accuracy": (int, float),
@@ -68,7 +69,25 @@ def read_result(path: Path) -> dict:
         "model_name": data.get("model_name"),
         "data_source": data.get("dataset_name"),
         "imported_from": path.name,
+        "finished_at": path.stat().st_mtime,  # the only time a result file keeps: when it was written
     }
+
+
+PAPER_SPACES = ("paper-round1", "paper-round2")  # the built-in spaces of the 2018 searches
+
+
+def fitting_space(points: list[dict]) -> Space | None:
+    """The first 2018 built-in space that can produce every point, so that the figures draw its
+    distributions (log axes for learning_rate and hidden_size); None if neither can."""
+    for name in PAPER_SPACES:
+        space = load_space(name)
+        try:
+            for point in points:
+                space.trial_misc(point, 0)
+        except ValueError:
+            continue
+        return space if points else None
+    return None
 
 
 def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int, list[str]]:
@@ -84,10 +103,16 @@ def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int,
             problems.append(f"{path}: {error}")
     if not results:
         return 0, problems
+    # in the order they were written (the 2018 file names begin with the accuracy: by name, the
+    # optimisation history would be a staircase that never happened)
+    results.sort(key=lambda r: (r["finished_at"], r["imported_from"]))
     trials = [new_trial(name, tid, {}, {}) for tid in range(len(results))]
     for trial, result in zip(trials, results):
         trial.update(state=DONE if result["status"] == "ok" else ERROR, result=result)
-    store.create_experiment({"name": name, "space": None, "algorithm": "imported", "max_evals": len(results),
-                             "objective": {"source": "2018 result files"}, "seed": None, "created": time.time(),
-                             "imported_from": [r["imported_from"] for r in results]}, trials)  # all or nothing
+    space = fitting_space([r["space"] for r in results if r["status"] == "ok"])
+    store.create_experiment({"name": name, "space": json.loads(space.to_json()) if space else None,
+                             "space_name": space.name if space else None, "algorithm": "imported",
+                             "max_evals": len(results), "objective": {"source": "2018 result files"}, "seed": None,
+                             "created": time.time(), "imported_from": [r["imported_from"] for r in results]},
+                            trials)  # all or nothing
     return len(results), problems

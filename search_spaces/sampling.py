@@ -98,13 +98,22 @@ def labels(nodes: dict[str, Node], prefix: str = "") -> list[str]:
 
 def locate(nodes: dict[str, Node], point: dict[str, Any]) -> dict[str, Any]:
     """The hyperopt values (misc.vals, one per label used) under which this space produces `point`,
-    a flat {hyperparameter: value}; PointMismatch naming the first field that does not fit. A
-    hyperparameter the space leaves out must be at its default."""
+    a flat {hyperparameter: value}, or a point the rounding rule made from it; PointMismatch naming
+    the first field that does not fit. A hyperparameter the space leaves out must be at its
+    default."""
     vals, covered = _locate(nodes, point, "")
     for name, value in point.items():
         if name not in covered and value != DEFAULTS.get(name, value):
             raise PointMismatch(f"{name}: the space fixes it at its default {DEFAULTS[name]!r}, got {value!r}")
     return vals
+
+
+def _rounding_slack(name: str, point: dict[str, Any]) -> float:
+    """How far outside a distribution's bounds the rounding rule (finalize) can move a value: half
+    a step for an integer, half the heads for a LARNN's hidden_size (rounded to a multiple of them)."""
+    if name == "hidden_size" and point.get("model", DEFAULTS["model"]) == "larnn":
+        return point.get("attention_heads", DEFAULTS["attention_heads"]) / 2
+    return 0.5 if FIELD_TYPES.get(name) == "int" else 0.0
 
 
 def _locate(nodes: dict[str, Node], point: dict[str, Any], prefix: str) -> tuple[dict[str, Any], set[str]]:
@@ -133,13 +142,17 @@ def _locate(nodes: dict[str, Node], point: dict[str, Any], prefix: str) -> tuple
                 raise PointMismatch(f"{name}: {value!r} is not one of {list(node.options)}")
             vals[label] = list(node.options).index(value)
         elif isinstance(node, Scaled):
-            multiplier = math.log(value / node.base) if isinstance(value, (int, float)) and value > 0 else math.inf
-            if not node.low - 1e-9 <= multiplier <= node.high + 1e-9:
+            if not isinstance(value, (int, float)) or value <= 0:
+                raise PointMismatch(f"{name}: {value!r} is not a positive number")
+            slack = _rounding_slack(name, point)
+            low, high = node.base * math.exp(node.low), node.base * math.exp(node.high)
+            if not low - slack - 1e-9 <= value <= high + slack + 1e-9:
                 raise PointMismatch(f"{name}: {value!r} is outside {node.base:g} x exp([{node.low:g}, {node.high:g}])")
-            vals[f"{label}_mult"] = multiplier
+            vals[f"{label}_mult"] = min(node.high, max(node.low, math.log(value / node.base)))
         else:
             low, high = node.args[:2]
-            if not isinstance(value, (int, float)) or node.kind in BOUNDED and not low <= value <= high:
+            slack = _rounding_slack(name, point)
+            if not isinstance(value, (int, float)) or node.kind in BOUNDED and not low - slack <= value <= high + slack:
                 raise PointMismatch(f"{name}: {value!r} is outside the space's {node.kind} [{low:g}, {high:g}]")
-            vals[label] = value
+            vals[label] = min(high, max(low, value)) if node.kind in BOUNDED else value
     return vals, covered

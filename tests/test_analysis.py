@@ -228,3 +228,32 @@ def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_repo
 
     assert accuracy_label(frame) == "accuracy: validation, or test-picked for 2018 imports"
     assert accuracy_label(frame[frame["experiment"] == "honest"]) == "validation accuracy"
+
+
+def test_imports_are_ordered_by_when_each_file_was_written_and_get_the_space_they_fit(tmp_path, url):
+    """2018 file names begin with the accuracy: ordered by name, the history was a fake staircase.
+    Points that paper-round1 can produce get its space, so the figures draw its distributions."""
+    import os
+
+    import numpy as np
+
+    from search_spaces import load_space
+
+    space = load_space("paper-round1")
+    paths = []
+    for i, acc in enumerate([0.95, 0.93, 0.91, 0.89]):  # names in falling accuracy ...
+        data = result_2018(0.005, acc)
+        data["space"] = space.sample(np.random.default_rng(i))
+        paths.append(tmp_path / f"{acc}.json")
+        paths[-1].write_text(json.dumps(data))
+        os.utime(paths[-1], (1e9 - 100 * i, 1e9 - 100 * i))  # ... written in rising accuracy
+    assert cli.main(["import-results", *map(str, paths), "--name", "r1", "--store", url]) == 0
+    store = open_store(url)
+    accuracies = [t["result"]["best_validation_accuracy"] for t in store.trials("r1")]
+    assert accuracies == [0.89, 0.91, 0.93, 0.95]
+    assert store.get_experiment("r1")["space_name"] == "paper-round1"
+    odd = json.loads(paths[0].read_text())
+    odd["space"]["num_layers"] = 16  # outside both 2018 spaces
+    paths[0].write_text(json.dumps(odd))
+    assert cli.main(["import-results", *map(str, paths), "--name", "mixed", "--store", url]) == 0
+    assert store.get_experiment("mixed")["space"] is None
