@@ -11,7 +11,7 @@ import pandas as pd
 
 from workers.store import STATE_NAMES, BaseStore
 
-METRICS = ["validation_accuracy", "test_accuracy", "best_epoch", "epochs", "wall_time_s"]
+METRICS = ["validation_accuracy", "test_accuracy", "validation_f1", "test_f1", "best_epoch", "epochs", "wall_time_s"]
 INFO = ["experiment", "tid", "state", "status", "protocol", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
         "error", "history", "curve"]
 
@@ -35,6 +35,8 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
                 "model": point.get("model", (result.get("hyperparameters") or {}).get("model", "larnn")),
                 "validation_accuracy": result.get("best_validation_accuracy", np.nan),
                 "test_accuracy": result.get("test_accuracy", np.nan),
+                "validation_f1": result.get("best_validation_f1_score", np.nan),  # weighted F1 at the selected epoch
+                "test_f1": result.get("test_f1_score", np.nan),
                 "best_epoch": result.get("best_epoch", np.nan),
                 "epochs": len(history.get("validation_accuracies", [])) or np.nan,
                 "wall_time_s": result.get("wall_time_s", result.get("trial_wall_time_s", np.nan)),

@@ -46,7 +46,8 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     e = html.escape
     title = ", ".join(x["name"] for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
-    columns = ["experiment", "tid", "protocol", "model", "validation_accuracy", "test_accuracy", "best_epoch", "epochs",
+    columns = ["experiment", "tid", "protocol", "model", "validation_accuracy", "test_accuracy", "validation_f1",
+               "test_f1", "best_epoch", "epochs",
                "wall_time_s", *[h for h in hyperparameters if h in done and h != "model"]]
     best = done.head(10)[columns]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",

@@ -215,10 +215,12 @@ def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_repo
     assert cli.main(["trials", "paper-2018", "--export", str(export), "--store", url]) == 0
     rows = list(csv.DictReader(export.open()))
     assert {row["protocol"] for row in rows} == {"test-picked"}
+    assert sorted(float(row["validation_f1"]) for row in rows) == pytest.approx([0.84, 0.87, 0.9, 0.9092])
     out = tmp_path / "plots"
     assert cli.main(["plot", "paper-2018", "--out", str(out), "--store", url]) == 0
     assert "test-picked accuracy" in (out / "history.svg").read_text()
     assert "Caveat: trials marked test-picked" in (out / "index.html").read_text()
+    assert "validation_f1" in (out / "index.html").read_text()  # F1 in the best-trials table
     store = open_store(url)
     add_synthetic_experiment(store, "honest", n=30, seed=2)
     frame, _ = trials_frame(store, ["honest", "paper-2018"])
