@@ -166,6 +166,27 @@ def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path)
     return [_save(fig, out, "importance", "Hyperparameter importance")], table
 
 
+def pair_coordinates(data: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Where each trial sits on a pair plot's axes: numbers as they are, a choice (also a numeric
+    one, such as attention_heads in {9, 27}) at its category's position, 0..n-1, the one its tick
+    names."""
+    coded = encode(data, names)
+    for name in names:
+        if is_categorical(data[name]):
+            order = categories(data[name])
+            coded[name] = data[name].map(lambda v: order.index(str(v)) if pd.notna(v) else np.nan).astype(float)
+    return coded
+
+
+def categories(values: pd.Series) -> list[str]:
+    """A choice's values as tick labels, in order: numbers by value (9 before 27), the rest as text."""
+    present = values.dropna()
+    numeric = pd.to_numeric(present, errors="coerce")
+    if numeric.notna().all() and not present.map(type).eq(bool).any():
+        return [str(v) for v in sorted(set(present), key=float)]
+    return sorted({str(v) for v in present})
+
+
 def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
                  log_names: set[str] = frozenset()) -> list[Figure]:
     """The two strongest pairs among the three most important hyperparameters."""
@@ -174,14 +195,14 @@ def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
     figures = []
     for a, b in pairs:
         data = done[done[a].notna() & done[b].notna()]
-        coded = encode(data, [a, b])
+        coded = pair_coordinates(data, [a, b])
         fig, ax = plt.subplots(figsize=(5.2, 4.0))
         points = ax.scatter(coded[a], coded[b], c=data[ACC], cmap="viridis", s=26, edgecolor="none")
         for name, setter, ticks, axis in ((a, ax.set_xscale, ax.set_xticks, ax.xaxis),
                                           (b, ax.set_yscale, ax.set_yticks, ax.yaxis)):
             if is_categorical(data[name]):
-                values = data[name].astype("string").astype("category")
-                ticks(range(len(values.cat.categories)), list(values.cat.categories))
+                labels = categories(data[name])
+                ticks(range(len(labels)), labels)
             elif is_log_scale(data[name], log_names):
                 setter("log")
                 _log_axis(axis)

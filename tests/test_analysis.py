@@ -259,3 +259,21 @@ def test_imports_are_ordered_by_when_each_file_was_written_and_get_the_space_the
     paths[0].write_text(json.dumps(odd))
     assert cli.main(["import-results", *map(str, paths), "--name", "mixed", "--store", url]) == 0
     assert store.get_experiment("mixed")["space"] is None
+
+
+def test_a_numeric_choice_sits_at_the_category_its_pair_plot_tick_names():
+    """The ticks of a choice are its categories at 0..n-1; its points sat at their raw numbers."""
+    import pandas as pd
+
+    from analysis.plots import pair_coordinates
+
+    rates = [0.001 * (i + 1) for i in range(8)]  # a number with many values: an axis of its own
+    data = pd.DataFrame({"attention_heads": [9, 27, 27, 9] * 2, "learning_rate": rates,
+                         "larnn_mode": ["layer", "residual", "layer", "layer"] * 2})
+    coded = pair_coordinates(data, ["attention_heads", "learning_rate"])
+    assert coded["attention_heads"].tolist() == [0.0, 1.0, 1.0, 0.0] * 2  # 9 before 27, by value
+    assert coded["learning_rate"].tolist() == rates
+    assert pair_coordinates(data, ["larnn_mode"])["larnn_mode"].tolist() == [0.0, 1.0, 0.0, 0.0] * 2
+    from analysis.plots import categories
+
+    assert categories(data["attention_heads"]) == ["9", "27"] and categories(data["larnn_mode"]) == ["layer", "residual"]
