@@ -49,7 +49,9 @@ def test_four_processes_run_forty_trials_exactly_once(tmp_path, url):
     store = open_store(url)
     submit(store, "race", "smoke", max_evals=40, algorithm="rand")
     runs = tmp_path / "runs"
-    workers = [spawn(url, runs, 0.0, 1) for _ in range(4)]
+    # 0.2 s a trial: eight seconds of work for one worker, so the others, which take seconds to
+    # import torch on a busy machine, get a share before it is done
+    workers = [spawn(url, runs, 0.2, 1) for _ in range(4)]
     for w in workers:
         assert w.wait(timeout=120) == 0
     trials = store.trials("race")
