@@ -80,22 +80,6 @@ class PointMismatch(ValueError):
 BOUNDED = ("uniform", "quniform", "loguniform", "qloguniform", "randint")  # kinds with [low, high] first
 
 
-def labels(nodes: dict[str, Node], prefix: str = "") -> list[str]:
-    """Every label of the space's hyperopt expression (to_hyperopt's), conditional ones included."""
-    found = []
-    for name in sorted(nodes):
-        node, label = nodes[name], f"{prefix}{name}"
-        if isinstance(node, Scaled):
-            found.append(f"{label}_mult")
-        elif isinstance(node, Branches):
-            found.append(label)
-            for i, option in enumerate(node.options):
-                found += labels(option, f"{label}[{i}].")
-        elif not isinstance(node, Fixed):
-            found.append(label)
-    return found
-
-
 def locate(nodes: dict[str, Node], point: dict[str, Any]) -> dict[str, Any]:
     """The hyperopt values (misc.vals, one per label used) under which this space produces `point`,
     a flat {hyperparameter: value}, or a point the rounding rule made from it; PointMismatch naming

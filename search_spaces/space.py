@@ -49,10 +49,12 @@ class Space:
     def trial_misc(self, point: dict[str, Any], tid: int) -> tuple[dict[str, list], dict[str, list]]:
         """misc.idxs and misc.vals of a trial `tid` of this space at `point` (a flat, complete
         hyperparameter set); sampling.PointMismatch naming the field if the space cannot produce it."""
-        from search_spaces.sampling import labels, locate
+        from hyperopt import Domain
+
+        from search_spaces.sampling import locate
 
         vals = locate(self.nodes, point)
-        every = labels(self.nodes)
+        every = Domain(lambda point: 0.0, self.hyperopt()).params  # every label, as hyperopt names them
         return ({label: [tid] if label in vals else [] for label in every},
                 {label: [vals[label]] if label in vals else [] for label in every})
 

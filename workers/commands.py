@@ -16,8 +16,8 @@ from tqdm import tqdm
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seconds, seed
 from workers import pruners, report
-from workers.stops import duration
 from workers.experiment import ALGORITHMS, LIARS, submit
+from workers.stops import duration
 from workers.store import open_store, store_url
 
 STORE_HELP = "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
@@ -78,8 +78,8 @@ def _submit_options(args) -> dict:
                               min_epochs=args.asha_min_epochs, eta=args.asha_eta)
     warm = [name.strip() for name in args.warm_start.split(",")] if args.warm_start else []
     return dict(points=args.points, warm=warm, max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed,
-                epochs=args.epochs,
-                source=args.source, validation_subjects=args.validation_subjects, pruner=pruner, liar=args.liar,
+                epochs=args.epochs, source=args.source, validation_subjects=args.validation_subjects, pruner=pruner,
+                liar=args.liar,
                 stop_after_no_improvement=args.stop_after_no_improvement, stop_after_s=args.stop_after)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import time
 
+from larnn_core.hparams import HParams
 from search_spaces import Space, load_space
 from workers import pruners
-from larnn_core.hparams import HParams
 from workers.store import DONE, BaseStore, ExperimentExists, new_trial
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
