@@ -132,7 +132,8 @@ def _locate(nodes: dict[str, Node], point: dict[str, Any], prefix: str) -> tuple
             low, high = node.base * math.exp(node.low), node.base * math.exp(node.high)
             if not low - slack - 1e-9 <= value <= high + slack + 1e-9:
                 raise PointMismatch(f"{name}: {value!r} is outside {node.base:g} x exp([{node.low:g}, {node.high:g}])")
-            vals[f"{label}_mult"] = min(node.high, max(node.low, math.log(value / node.base)))
+            # hyperopt's value of a loguniform is the multiplier itself, exp of the log drawn
+            vals[f"{label}_mult"] = math.exp(min(node.high, max(node.low, math.log(value / node.base))))
         else:
             low, high = node.args[:2]
             slack = _rounding_slack(name, point)

@@ -72,6 +72,20 @@ def test_stored_json_samples_the_same_points(name):
 
 
 @pytest.mark.parametrize("name", builtin_names())
+def test_a_point_located_in_its_space_trains_that_point(name):
+    """What --points and warm starts insert (trial_misc) is read back by workers (point_of) as the
+    same point: hyperopt's value of a log-scaled multiplier is the multiplier, not its log."""
+    space = load_space(name)
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        point = space.sample(rng)
+        again = space.point_of(space.trial_misc(point, 0)[1])
+        assert again.keys() == point.keys()
+        for key, value in point.items():
+            assert again[key] == (pytest.approx(value, rel=1e-9) if isinstance(value, float) else value), key
+
+
+@pytest.mark.parametrize("name", builtin_names())
 def test_a_thousand_samples_all_build_a_model(name):
     space = load_space(name)
     rng = np.random.default_rng(0)
