@@ -72,3 +72,27 @@ def _import(args) -> int:
         print(f"skipped {problem}", file=sys.stderr)
     print(f"imported {count} trial(s) into {args.name!r}" + (f"; {len(problems)} file(s) skipped" if problems else ""))
     return 0 if count else 2
+
+
+def register_dashboard(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dashboard", help="a live web page over the trial store (optuna-dashboard, read-only)",
+        description="Serve optuna-dashboard over the store: each experiment a study, each trial's epochs its "
+                    "learning curve (growing while it runs), counts by state, the best trials, hyperparameter "
+                    "plots and importance. Read-only: it never writes to the store. Works offline.")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.set_defaults(run=_dashboard)
+
+
+def _dashboard(args) -> None:
+    from analysis.dashboard import serve
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    store = open_store(args.store)
+    store.experiments()  # an unreachable store or a bad URL: one line now, not a page of errors later
+    print(f"larnn dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+    serve(store, args.host, args.port)

@@ -18,15 +18,19 @@ from analysis.importance import encode, importance  # noqa: E402
 ACC = "validation_accuracy"
 
 
+VALIDATION_LABEL, TEST_PICKED_LABEL = "validation accuracy", "test-picked accuracy (2018: best test epoch)"
+
+
 def accuracy_label(data: pd.DataFrame) -> str:
     """What the accuracy column holds for these trials: honest validation accuracy, or the 2018
     protocol's test-picked score (the best epoch on the test set), or both, which then says so."""
     protocols = set(data["protocol"]) if "protocol" in data and len(data) else {"honest"}
     if protocols == {"test-picked"}:
-        return "test-picked accuracy (2018: best test epoch)"
+        return TEST_PICKED_LABEL
     if "test-picked" in protocols:
         return "accuracy: validation, or test-picked for 2018 imports"
-    return "validation accuracy"
+    return VALIDATION_LABEL
+
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
                      "axes.spines.right": False, "font.size": 10})
@@ -66,23 +70,11 @@ def is_categorical(values: pd.Series) -> bool:
 
 def log_distributed(experiments: list[dict]) -> set[str]:
     """Hyperparameters the experiments' spaces draw log-uniformly (scaled form, (q)loguniform)."""
-    from search_spaces.format import Branches, Distribution, Scaled
+    from search_spaces.format import is_log_scaled
     from workers.experiment import stored_space
 
-    found = set()
-
-    def visit(nodes):
-        for name, node in nodes.items():
-            if isinstance(node, Scaled) or isinstance(node, Distribution) and "log" in node.kind:
-                found.add(name)
-            elif isinstance(node, Branches):
-                for option in node.options:
-                    visit(option)
-
-    for experiment in experiments:
-        if experiment.get("space"):
-            visit(stored_space(experiment).nodes)
-    return found
+    return {name for experiment in experiments if experiment.get("space")
+            for name, nodes in stored_space(experiment).hyperparameters().items() if any(map(is_log_scaled, nodes))}
 
 
 def is_log_scale(values: pd.Series, log_names: set[str] = frozenset()) -> bool:

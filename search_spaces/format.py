@@ -84,6 +84,11 @@ class Invalid:
     """A field with a structural problem, already reported; validation passes over it."""
 
 
+def is_log_scaled(node: "Node") -> bool:
+    """Drawn log-uniformly: the scaled form, (q)loguniform."""
+    return isinstance(node, Scaled) or isinstance(node, Distribution) and "log" in node.kind
+
+
 Node = Union[Fixed, Distribution, Scaled, Choice, Branches, Invalid]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search_spaces.format import Node, SpaceError, parse, read_document
+from search_spaces.format import Branches, Node, SpaceError, parse, read_document
 from search_spaces.validate import validate
 
 if TYPE_CHECKING:
@@ -64,6 +64,22 @@ class Space:
 
         chosen = {label: values[0] for label, values in vals.items() if values}
         return self.point(hyperopt.space_eval(self.hyperopt(), chosen))
+
+    def hyperparameters(self) -> dict[str, list[Node]]:
+        """Each hyperparameter the space names, with its nodes: one, or one per conditional branch
+        that names it (larnn-vs-lstm fixes `model` differently in each)."""
+        found: dict[str, list[Node]] = {}
+
+        def visit(nodes: dict[str, Node]) -> None:
+            for name, node in nodes.items():
+                if isinstance(node, Branches):
+                    for option in node.options:
+                        visit(option)
+                else:
+                    found.setdefault(name, []).append(node)
+
+        visit(self.nodes)
+        return found
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         from hyperopt.pyll import stochastic

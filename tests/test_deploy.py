@@ -44,10 +44,11 @@ def test_a_real_compose_implementation_accepts_every_profile():
 
 def test_services_and_profiles():
     profiles = {name: service.get("profiles", []) for name, service in SERVICES.items()}
-    assert profiles == {"mongo": [], "worker": [], "worker-cpu": ["cpu"], "cli": ["cli"], "test": ["test"]}
+    assert profiles == {"mongo": [], "worker": [], "worker-cpu": ["cpu"], "cli": ["cli"], "dashboard": ["dashboard"],
+                        "test": ["test"]}
     assert re.fullmatch(r"mongo:\d+", SERVICES["mongo"]["image"])  # the official image, major version pinned
     assert "mongosh" in SERVICES["mongo"]["healthcheck"]["test"]
-    for name in ("worker", "worker-cpu", "cli", "test"):
+    for name in ("worker", "worker-cpu", "cli", "dashboard", "test"):
         assert SERVICES[name]["depends_on"] == {"mongo": {"condition": "service_healthy"}}, name
 
 
@@ -62,7 +63,7 @@ def test_mongodb_authenticates_and_listens_on_loopback_by_default():
         for port in service.get("ports", []):  # HOST:PUBLISHED:TARGET once each ${VAR:-default} is its default
             host, _, _ = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", port).split(":")
             assert host == "127.0.0.1", (name, port)
-    assert env_example()["MONGO_BIND"] == "127.0.0.1"
+    assert env_example()["MONGO_BIND"] == env_example()["DASHBOARD_BIND"] == "127.0.0.1"
 
 
 def test_every_variable_is_in_env_example_and_no_credential_is_written_anywhere():

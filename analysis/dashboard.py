@@ -1,0 +1,180 @@
+"""`larnn dashboard`: a live web page over the trial store, served by optuna-dashboard, read-only.
+
+optuna-dashboard is the web UI Optuna users already know (study list, counts by state, best
+trials, intermediate-value curves, slice, parallel-coordinate and contour plots, importance),
+bundled with its scripts, so it works offline. It reads any optuna.storages.BaseStorage, and
+StoreStudies is one over our store: each experiment is a study maximising validation accuracy,
+each trial a trial (queued: waiting, running, done: complete, failed: fail, pruned), its
+reported epochs the intermediate values, the space's hyperparameters its distributions (log where
+the space draws them log-uniformly). The page polls, so a running trial's curve grows as epochs
+arrive. Every write method raises ReadOnly: the dashboard never writes to the store (its notes
+and other edits are refused).
+"""
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any, Container
+
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from analysis.plots import TEST_PICKED_LABEL, VALIDATION_LABEL
+from search_spaces.format import Choice, Fixed, is_log_scaled
+from search_spaces.validate import FIELD_TYPES
+from workers.experiment import stored_space
+from workers.store import DONE, ERROR, NEW, PRUNED, RUNNING, BaseStore
+
+STATES = {NEW: TrialState.WAITING, RUNNING: TrialState.RUNNING, DONE: TrialState.COMPLETE, ERROR: TrialState.FAIL,
+          PRUNED: TrialState.PRUNED}
+TRIAL_IDS = 1 << 32  # trial_id = study_id * TRIAL_IDS + tid: unique across studies, below 2^53 for JavaScript
+USER_ATTRS = ("test_accuracy", "best_epoch", "protocol", "pruned_at_epoch", "stopped_at_epoch", "worker",
+              "wall_time_s", "data_source", "code_version", "device")  # result fields shown beside each trial
+
+
+class ReadOnly(RuntimeError):
+    """The dashboard asked to write: it never does."""
+
+
+class StoreStudies(BaseStorage):
+    """The store's experiments as Optuna studies (read-only)."""
+
+    def __init__(self, store: BaseStore):
+        self.store = store
+
+    # -- studies: numbered in order of creation, the same for every reader of the store
+    def _experiments(self) -> list[dict]:
+        return sorted(self.store.experiments(), key=lambda e: (e.get("created") or 0, e["name"]))
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return [FrozenStudy(study_name=e["name"], direction=StudyDirection.MAXIMIZE, user_attrs=study_attrs(e),
+                            system_attrs={}, study_id=i) for i, e in enumerate(self._experiments())]
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        names = [e["name"] for e in self._experiments()]
+        if study_name not in names:
+            raise KeyError(f"no experiment {study_name!r}")
+        return names.index(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        experiments = self._experiments()
+        if not 0 <= study_id < len(experiments):
+            raise KeyError(f"no study {study_id}")
+        return experiments[study_id]["name"]
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return [StudyDirection.MAXIMIZE]
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return study_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        imported = self.store.get_experiment(self.get_study_name_from_id(study_id))["algorithm"] == "imported"
+        return {"study:metric_names": [TEST_PICKED_LABEL if imported else VALIDATION_LABEL]}  # Optuna's key
+
+    # -- trials
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        experiment = self.store.get_experiment(self.get_study_name_from_id(study_id))
+        trials = sorted(self.store.trials(experiment["name"]), key=lambda t: t["tid"])
+        points = [point_of(experiment, t) for t in trials]
+        distributions = distributions_of(experiment, points)
+        frozen = [frozen_trial(study_id, t, p, distributions) for t, p in zip(trials, points)]
+        return [t for t in frozen if states is None or t.state in states]
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        study_id, tid = divmod(trial_id, TRIAL_IDS)
+        for trial in self.get_all_trials(study_id):
+            if trial.number == tid:
+                return trial
+        raise KeyError(f"no trial {trial_id}")
+
+    # -- writes: refused
+    def _refuse(self, *args, **kwargs):
+        raise ReadOnly("larnn dashboard is read-only: it never writes to the trial store")
+
+    create_new_study = delete_study = set_study_user_attr = set_study_system_attr = _refuse
+    create_new_trial = set_trial_param = set_trial_state_values = set_trial_intermediate_value = _refuse
+    set_trial_user_attr = set_trial_system_attr = _refuse
+
+
+def study_attrs(experiment: dict) -> dict[str, Any]:
+    """What the study page shows of the experiment."""
+    attrs = {"space": experiment.get("space_name") or (experiment.get("space") or {}).get("name"),
+             "algorithm": experiment["algorithm"], "max_evals": experiment["max_evals"],
+             "pruner": (experiment.get("pruner") or {}).get("kind", "none"), "liar": experiment.get("liar", "none")}
+    if experiment["algorithm"] == "imported":
+        attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
+    for key in ("failure", "stopped"):
+        if experiment.get(key):
+            attrs[key] = experiment[key].get("reason")
+    return {key: value for key, value in attrs.items() if value is not None}
+
+
+def point_of(experiment: dict, trial: dict) -> dict[str, Any]:
+    """The trial's hyperparameters: from its result once finished, else from its suggestion."""
+    point = (trial.get("result") or {}).get("space")
+    if point:
+        return point
+    if experiment.get("space") and any(trial["misc"]["vals"].values()):
+        return stored_space(experiment).point_of(trial["misc"]["vals"])
+    return {}
+
+
+def distributions_of(experiment: dict, points: list[dict]) -> dict[str, BaseDistribution]:
+    """One distribution per hyperparameter that varies: the space's choices as categories, numbers
+    over the range the trials cover (log where the space draws them log-uniformly); a hyperparameter
+    the space fixes, or that never changes, is left out."""
+    nodes = stored_space(experiment).hyperparameters() if experiment.get("space") else {}
+    distributions: dict[str, BaseDistribution] = {}
+    for name in dict.fromkeys(key for point in points for key in point):
+        values = [point[name] for point in points if name in point]
+        given = nodes.get(name, [])
+        if all(isinstance(node, Fixed) for node in given) and len({repr(v) for v in values}) < 2:
+            continue
+        options = [o for node in given if isinstance(node, Choice) for o in node.options]
+        if options or any(isinstance(v, (str, bool)) for v in values):
+            distributions[name] = CategoricalDistribution(list(dict.fromkeys(options + values)))
+            continue
+        low, high = min(values), max(values)
+        log = any(map(is_log_scaled, given)) and low > 0
+        if FIELD_TYPES.get(name) == "int":
+            distributions[name] = IntDistribution(int(low), int(high), log=log)
+        else:
+            distributions[name] = FloatDistribution(float(low), float(high), log=log)
+    return distributions
+
+
+def _time(seconds: float | None) -> datetime.datetime | None:
+    return datetime.datetime.fromtimestamp(seconds) if seconds else None
+
+
+def frozen_trial(study_id: int, trial: dict, point: dict, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
+    result = trial.get("result") or {}
+    state = STATES[trial["state"]]
+    curve = {e["epoch"]: e["validation_accuracy"] for e in trial.get("curve") or [] if "validation_accuracy" in e}
+    if not curve:  # a result stored without live epochs (imports, older trials): its history
+        curve = dict(enumerate((result.get("history") or {}).get("validation_accuracies") or [], start=1))
+    finished = result.get("finished_at") or (trial.get("refresh_time") if state.is_finished() else None)
+    value = result.get("best_validation_accuracy")
+    return FrozenTrial(
+        number=trial["tid"], trial_id=study_id * TRIAL_IDS + trial["tid"], state=state,
+        value=float(value) if state == TrialState.COMPLETE and value is not None else None, values=None,
+        datetime_start=_time(trial.get("book_time") or finished), datetime_complete=_time(finished),
+        params={name: point[name] for name in distributions if name in point},
+        distributions={name: d for name, d in distributions.items() if name in point},
+        user_attrs={key: result[key] for key in USER_ATTRS if result.get(key) is not None},
+        system_attrs={},
+        intermediate_values={int(epoch): float(v) for epoch, v in curve.items()
+                             if isinstance(v, (int, float)) and math.isfinite(v)})
+
+
+def serve(store: BaseStore, host: str, port: int) -> None:
+    """Blocks until interrupted."""
+    from optuna_dashboard import run_server
+
+    run_server(StoreStudies(store), host=host, port=port)
+

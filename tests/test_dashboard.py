@@ -1,0 +1,161 @@
+"""`larnn dashboard`: the store as optuna-dashboard studies, read-only, live in a real browser."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+
+from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
+from search_spaces import load_space
+from tests.analysis_fixtures import add_synthetic_experiment
+from workers.store import PRUNED, new_trial, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def fixture_store(url: str) -> None:
+    """Two finished experiments, a running trial with two epochs and a pruned one in the second."""
+    store = open_store(url)
+    add_synthetic_experiment(store, "round-a", n=12)
+    add_synthetic_experiment(store, "round-b", space="paper-round2", n=10, seed=1)
+    space = load_space("paper-round2")
+    for tid, owner, seed in ((11, "gpu-7", 5), (12, "gpu-8", 6)):
+        point = space.sample(np.random.default_rng(seed))
+        store.insert_trial(new_trial("round-b", tid, *space.trial_misc(point, tid), owner=owner))
+        for epoch in (1, 2):
+            store.report_epoch("round-b", tid, owner, {"epoch": epoch, "validation_accuracy": 0.5 + 0.1 * epoch})
+    store.finish("round-b", 12, "gpu-8", PRUNED, {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7,
+                                                   "pruned_at_epoch": 2, "space": point})
+
+
+def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distributions(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    fixture_store(url)
+    studies = StoreStudies(open_store(url))
+    assert [s.study_name for s in studies.get_all_studies()] == ["round-a", "round-b"]
+    study = studies.get_study_id_from_name("round-b")
+    assert studies.get_study_system_attrs(study) == {"study:metric_names": ["validation accuracy"]}
+    trials = studies.get_all_trials(study)
+    assert [t.number for t in trials] == list(range(13))
+    assert [t.state for t in trials[9:]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING,
+                                             TrialState.PRUNED]
+    running, pruned = trials[11], trials[12]
+    assert running.intermediate_values == {1: 0.6, 2: 0.7} and running.value is None
+    assert pruned.user_attrs["pruned_at_epoch"] == 2
+    done = open_store(url).trials("round-b")[0]
+    assert trials[0].value == done["result"]["best_validation_accuracy"]
+    assert trials[0].intermediate_values == dict(enumerate(done["result"]["history"]["validation_accuracies"], 1))
+    assert running.distributions["learning_rate"] == FloatDistribution(
+        running.distributions["learning_rate"].low, running.distributions["learning_rate"].high, log=True)
+    assert running.distributions["larnn_mode"] == CategoricalDistribution(["residual", "layer"])
+    assert "batch_size" not in running.distributions  # fixed by the space
+    for trial in trials:
+        for name, value in trial.params.items():
+            assert trial.distributions[name]._contains(trial.distributions[name].to_internal_repr(value)), name
+    assert studies.get_trial(study * TRIAL_IDS + 11).intermediate_values == {1: 0.6, 2: 0.7}
+
+
+def test_the_dashboard_never_writes_to_the_store(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    fixture_store(url)
+    studies = StoreStudies(open_store(url))
+    before = [json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")]
+    writes = [("create_new_study", ([],)), ("delete_study", (0,)), ("set_study_user_attr", (0, "k", 1)),
+              ("set_study_system_attr", (0, "k", 1)), ("create_new_trial", (0,)),
+              ("set_trial_state_values", (11, TrialState.COMPLETE)), ("set_trial_intermediate_value", (11, 3, 0.9)),
+              ("set_trial_user_attr", (11, "k", 1)), ("set_trial_system_attr", (11, "k", 1))]
+    for method, args in writes:
+        with pytest.raises(ReadOnly):
+            getattr(studies, method)(*args)
+    assert before == [json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")]
+
+
+def test_imported_experiments_are_labelled_test_picked(tmp_path):
+    from analysis.import2018 import import_results
+    from tests.test_analysis import result_2018
+
+    paths = []
+    for i, (lr, acc) in enumerate([(0.005, 0.8), (0.007, 0.85)]):
+        paths.append(tmp_path / f"model_{acc}_{i}.txt.json")
+        paths[-1].write_text(json.dumps(result_2018(lr, acc)))
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    import_results(store, "paper-2018", paths)
+    studies = StoreStudies(store)
+    study = studies.get_study_id_from_name("paper-2018")
+    assert studies.get_study_system_attrs(study)["study:metric_names"][0].startswith("test-picked")
+    assert studies.get_study_user_attrs(study)["protocol"].startswith("test-picked")
+    assert {t.state for t in studies.get_all_trials(study)} == {TrialState.COMPLETE}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`larnn dashboard` on a fixture store, as a user starts it: (store URL, base URL)."""
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    fixture_store(url)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "larnn_core.cli", "dashboard", "--store", url, "--port", str(port)],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = server.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in banner, banner  # loopback unless the user says otherwise
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield url, f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
+                    "(.ci/run installs them with apt-get; apt-get install chromium chromium-driver)")
+def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_without_reload(dashboard, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, base = dashboard
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(f"{base}/dashboard")
+        WebDriverWait(browser, 30).until(lambda b: "round-b" in b.find_element("tag name", "body").text)
+        assert "round-a" in browser.find_element("tag name", "body").text
+        study = StoreStudies(open_store(url)).get_study_id_from_name("round-b")
+        browser.get(f"{base}/dashboard/studies/{study}")
+        curve = ("return (document.getElementById('graph-intermediate-values')?.data || [])"
+                 ".filter(t => t.name.startsWith('trial #11 ')).map(t => Array.from(t.y))[0] || null")
+        assert WebDriverWait(browser, 30).until(lambda b: b.execute_script(curve)) == [0.6, 0.7]
+        browser.save_screenshot(str(tmp_path / "dashboard.png"))
+        open_store(url).report_epoch("round-b", 11, "gpu-7", {"epoch": 3, "validation_accuracy": 0.8})
+        assert WebDriverWait(browser, 60, poll_frequency=1).until(
+            lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve))  # no reload
+        origins = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+        assert origins and all(o.startswith(base) for o in origins), origins  # offline: nothing from a CDN
+    finally:
+        browser.quit()
+    store = open_store(url)
+    assert store.trials("round-b")[11]["curve"][-1]["epoch"] == 3 and store.counts("round-b")["running"] == 1
+    assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
