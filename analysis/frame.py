@@ -11,7 +11,8 @@ import pandas as pd
 
 from workers.store import STATE_NAMES, BaseStore
 
-METRICS = ["validation_accuracy", "test_accuracy", "validation_f1", "test_f1", "best_epoch", "epochs", "wall_time_s"]
+METRICS = ["validation_accuracy", "test_accuracy", "validation_f1", "test_f1", "train_accuracy", "best_epoch", "epochs",
+           "wall_time_s"]
 INFO = ["experiment", "tid", "state", "status", "protocol", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
         "error", "history", "curve"]
 
@@ -37,6 +38,7 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
                 "test_accuracy": result.get("test_accuracy", np.nan),
                 "validation_f1": result.get("best_validation_f1_score", np.nan),  # weighted F1 at the selected epoch
                 "test_f1": result.get("test_f1_score", np.nan),
+                "train_accuracy": train_accuracy(result),
                 "best_epoch": result.get("best_epoch", np.nan),
                 "epochs": len(history.get("validation_accuracies", [])) or np.nan,
                 "wall_time_s": result.get("wall_time_s", result.get("trial_wall_time_s", np.nan)),
@@ -51,6 +53,14 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
     for column in ("book_time", "finish_time"):  # the store keeps seconds since the epoch
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     return frame, hyperparameters
+
+
+def train_accuracy(result: dict) -> float:
+    """Training accuracy at the selected epoch (2018 files keep their best over epochs instead)."""
+    if result.get("best_train_accuracy") is not None:
+        return result["best_train_accuracy"]
+    curve, epoch = (result.get("history") or {}).get("train_accuracies") or [], result.get("best_epoch")
+    return curve[epoch - 1] if isinstance(epoch, int) and 0 < epoch <= len(curve) else np.nan
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:

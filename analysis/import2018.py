@@ -63,6 +63,7 @@ def read_result(path: Path) -> dict:
         "loss": float(data["loss"]),
         "best_validation_accuracy": float(data["best_validation_accuracy"]),
         "best_validation_f1_score": data.get("best_validation_f1_score"),
+        "best_train_accuracy": data.get("best_train_accuracy") if _number(data.get("best_train_accuracy")) else None,
         "best_epoch": int(np.argmax(validation)) + 1 if validation else None,
         "history": history,
         "space": {"model": "lstm" if "lstm" in str(data.get("model_name", "")).lower() else "larnn", **data["space"]},

@@ -3,6 +3,10 @@
 The forest learns accuracy from the hyperparameters of the finished trials; a hyperparameter's
 importance is how much the forest's R^2 drops when that column is shuffled. Repeating the fit
 with other seeds (and the shuffles) gives the uncertainty.
+
+Several experiments are ranked each within itself: pooled, whatever tells the experiments apart
+(training_epochs between the two 2018 rounds) would rank first and only identify the experiment.
+The pooled ranking is given too, with the experiment as a feature of its own, shown as such.
 """
 from __future__ import annotations
 
@@ -47,3 +51,28 @@ def importance(frame: pd.DataFrame, columns: list[str], target: str = "validatio
     scores = np.concatenate(scores, axis=1)
     table = pd.DataFrame({"hyperparameter": columns, "mean": scores.mean(1), "std": scores.std(1)})
     return table.sort_values("mean", ascending=False, ignore_index=True)
+
+
+POOLED = "all (experiment as a feature)"
+
+
+def importance_by_experiment(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Rows (experiment, hyperparameter, mean, std): each experiment's own ranking, most important
+    first, then, for several experiments, the pooled ranking (experiment POOLED) in which
+    `experiment` is one of the features, standing also for the hyperparameters that only tell the
+    experiments apart (fixed within each)."""
+    parts = [importance(part, columns).assign(experiment=name)
+             for name, part in frame.groupby("experiment", sort=False)]
+    if frame["experiment"].nunique() > 1:  # a hyperparameter fixed within each experiment is the experiment
+        within = [c for c in columns if any(varying(part, [c]) for _, part in frame.groupby("experiment"))]
+        parts.append(importance(frame, ["experiment", *within]).assign(experiment=POOLED))
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return pd.DataFrame(columns=["experiment", "hyperparameter", "mean", "std"])
+    return pd.concat(parts, ignore_index=True)[["experiment", "hyperparameter", "mean", "std"]]
+
+
+def ranking(table: pd.DataFrame) -> list[str]:
+    """Hyperparameters by their largest importance within any one experiment."""
+    own = table[(table["experiment"] != POOLED) & (table["hyperparameter"] != "experiment")]
+    return list(own.groupby("hyperparameter")["mean"].max().sort_values(ascending=False, kind="stable").index)

@@ -1,5 +1,10 @@
 """The figures of a search, each saved as PNG and SVG. Every function returns the figures it
-wrote as (file stem, title, axes count)."""
+wrote as (file stem, title, axes count).
+
+Experiments are told apart by colour, one per experiment in every figure (`palette`, made once
+per report and passed to each), and their marks carry the SVG group id `experiment-<name>`.
+Boxes, trends and importance are drawn per experiment: pooled, the experiments' differences
+(another number of epochs, another range) would pass for a hyperparameter's effect."""
 from __future__ import annotations
 
 import re
@@ -13,7 +18,7 @@ from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.importance import encode, importance  # noqa: E402
+from analysis.importance import POOLED, encode, importance_by_experiment  # noqa: E402
 
 ACC = "validation_accuracy"
 
@@ -58,8 +63,20 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _color(experiments: list[str], name: str) -> str:
-    return COLORS[experiments.index(name) % len(COLORS)]
+def palette(names: list[str]) -> dict[str, str]:
+    """One colour per experiment, in the order the user named them, for every figure."""
+    return {name: COLORS[i % len(COLORS)] for i, name in enumerate(dict.fromkeys(names))}
+
+
+def tag(name: str) -> str:
+    """The SVG group id of an experiment's marks."""
+    return f"experiment-{_slug(name)}"
+
+
+def _offsets(count: int, width: float = 0.8) -> list[float]:
+    """Where each of `count` experiments sits beside a category's position, and its share of it."""
+    step = width / count
+    return [(k - (count - 1) / 2) * step for k in range(count)]
 
 
 def is_categorical(values: pd.Series) -> bool:
@@ -96,8 +113,10 @@ def binned_median(x: np.ndarray, y: np.ndarray, log: bool, bins: int = 8) -> tup
     return np.asarray(centres), np.asarray(medians)
 
 
-def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: Path,
+def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str],
                            log_names: set[str] = frozenset()) -> list[Figure]:
+    """Accuracy against each hyperparameter that varies: numbers on their axis (log where drawn so)
+    with a binned-median trend per experiment, choices as one box and strip per experiment."""
     experiments = list(dict.fromkeys(done["experiment"]))
     best = done.iloc[0]
     figures = []
@@ -106,29 +125,42 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
             continue  # model has its own figure; a value that never changes says nothing
         data = done[done[name].notna()]
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
-        if is_categorical(data[name]):
-            labels = sorted(data[name].astype(str).unique(), key=lambda v: (len(v), v))
-            groups = [data.loc[data[name].astype(str) == v, ACC].to_numpy() for v in labels]
-            ax.boxplot(groups, widths=0.5, showfliers=False, medianprops={"color": "black"})
-            ax.set_xticks(range(1, len(labels) + 1), labels)
+        categorical = is_categorical(data[name])
+        if categorical:
+            labels = categories(data[name])
+            offsets = dict(zip(experiments, _offsets(len(experiments))))
+            width = 0.8 / len(experiments)
             rng = np.random.default_rng(0)
             for experiment in experiments:
-                part = data[data["experiment"] == experiment]
-                x = [labels.index(str(v)) + 1 + rng.uniform(-0.15, 0.15) for v in part[name]]
-                ax.scatter(x, part[ACC], s=14, alpha=0.6, color=_color(experiments, experiment), label=experiment)
+                part, color = data[data["experiment"] == experiment], colors[experiment]
+                at = [(i + 1 + offsets[experiment], part.loc[part[name].astype(str) == v, ACC].to_numpy())
+                      for i, v in enumerate(labels)]
+                at = [(x, group) for x, group in at if len(group)]
+                if not at:
+                    continue
+                style = {"color": color}
+                boxes = ax.boxplot([group for _, group in at], positions=[x for x, _ in at], widths=0.8 * width,
+                                   showfliers=False, manage_ticks=False, medianprops={"color": color, "lw": 2},
+                                   boxprops=style, whiskerprops=style, capprops=style)
+                for artist in (a for artists in boxes.values() for a in artists):
+                    artist.set_gid(tag(experiment))
+                x = [labels.index(str(v)) + 1 + offsets[experiment] + rng.uniform(-width / 4, width / 4)
+                     for v in part[name]]
+                ax.scatter(x, part[ACC], s=12, alpha=0.6, color=color, label=experiment, gid=tag(experiment))
+            ax.set_xticks(range(1, len(labels) + 1), labels)
             if pd.notna(best[name]):
-                ax.scatter([labels.index(str(best[name])) + 1], [best[ACC]], marker="*", s=180, color="gold",
-                           edgecolor="black", zorder=5, label="best trial")
+                ax.scatter([labels.index(str(best[name])) + 1 + offsets[best["experiment"]]], [best[ACC]], marker="*",
+                           s=180, color="gold", edgecolor="black", zorder=5, label="best trial")
         else:
             x_all = pd.to_numeric(data[name]).to_numpy(dtype=float)
             log = is_log_scale(data[name], log_names)
             for experiment in experiments:
                 part = data[data["experiment"] == experiment]
                 x, y = pd.to_numeric(part[name]).to_numpy(dtype=float), part[ACC].to_numpy()
-                ax.scatter(x, y, s=14, alpha=0.6, color=_color(experiments, experiment), label=experiment)
+                ax.scatter(x, y, s=14, alpha=0.6, color=colors[experiment], label=experiment, gid=tag(experiment))
                 if len(x) >= 6:
                     cx, cy = binned_median(np.log(x) if log else x, y, log)
-                    ax.plot(np.exp(cx) if log else cx, cy, color=_color(experiments, experiment), lw=2)
+                    ax.plot(np.exp(cx) if log else cx, cy, color=colors[experiment], lw=2, gid=tag(experiment))
             if log:
                 ax.set_xscale("log")
                 _log_axis(ax.xaxis)
@@ -138,23 +170,36 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
             ax.set_xlim(x_all.min() / 1.1 if log else None, x_all.max() * 1.1 if log else None)
         ax.set_xlabel(name)
         ax.set_ylabel(accuracy_label(done))
-        ax.set_title(f"{name}: accuracy by value (line: binned median)" if not is_categorical(data[name])
-                     else f"{name}: accuracy by choice", fontsize=10)
+        ax.set_title(f"{name}: accuracy by choice, per experiment" if categorical
+                     else f"{name}: accuracy by value (line: binned median per experiment)", fontsize=10)
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
         figures.append(_save(fig, out, f"hp_{_slug(name)}", f"Validation accuracy against {name}"))
     return figures
 
 
-def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path) -> tuple[list[Figure], pd.DataFrame]:
-    table = importance(done, [h for h in hyperparameters if h in done])
+def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path,
+                      colors: dict[str, str]) -> tuple[list[Figure], pd.DataFrame]:
+    """Importance within each experiment (its colour), and pooled with the experiment as a
+    feature (grey); the table: importance.importance_by_experiment."""
+    table = importance_by_experiment(done, [h for h in hyperparameters if h in done])
     if table.empty:
         return [], table
-    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(table) + 1.8))
-    order = table.iloc[::-1]
-    ax.barh(order["hyperparameter"], order["mean"], xerr=order["std"], color=COLORS[0], alpha=0.85, capsize=3)
+    largest = table.groupby("hyperparameter", sort=False)["mean"].max()
+    names = [name for name, top in largest.items() if top >= 0.01 * largest.max() or name == "experiment"][::-1]
+    groups = list(dict.fromkeys(table["experiment"]))
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) * max(1.5, len(groups) * 0.7) + 1.8))
+    for group, offset in zip(groups, _offsets(len(groups))[::-1]):
+        part = table[table["experiment"] == group].set_index("hyperparameter")
+        rows = [i for i, name in enumerate(names) if name in part.index]
+        chosen = part.loc[[names[i] for i in rows]]
+        ax.barh([i + offset for i in rows], chosen["mean"], xerr=chosen["std"], height=0.8 / len(groups),
+                color="0.55" if group == POOLED else colors[group], alpha=0.85, capsize=2, label=group,
+                gid=None if group == POOLED else tag(group))
+    ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("drop in R² when shuffled (mean ± std)")
-    ax.set_title(f"Hyperparameter importance ({len(done)} trials)\npermutation importance of a random-forest "
-                 "surrogate,\n5 fits x 5 shuffles", fontsize=9)
+    ax.set_title(f"Hyperparameter importance within each experiment ({len(done)} trials)\npermutation importance "
+                 "of a random-forest surrogate, 5 fits x 5 shuffles\n(left out: below 1% of the largest)", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     return [_save(fig, out, "importance", "Hyperparameter importance")], table
 
 
@@ -179,10 +224,10 @@ def categories(values: pd.Series) -> list[str]:
     return sorted({str(v) for v in present})
 
 
-def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
+def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path,
                  log_names: set[str] = frozenset()) -> list[Figure]:
-    """The two strongest pairs among the three most important hyperparameters."""
-    top = list(table["hyperparameter"][:3])
+    """The two strongest pairs among the three most important hyperparameters (importance.ranking)."""
+    top = ranked[:3]
     pairs = [(top[0], top[1]), (top[0], top[2])] if len(top) == 3 else [tuple(top)] if len(top) == 2 else []
     figures = []
     for a, b in pairs:
@@ -208,18 +253,19 @@ def pair_figures(done: pd.DataFrame, table: pd.DataFrame, out: Path,
     return figures
 
 
-def history_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
+def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    experiments = list(dict.fromkeys(frame["experiment"]))
-    for experiment in experiments:
+    for experiment in dict.fromkeys(frame["experiment"]):
         part = frame[(frame["experiment"] == experiment) & frame[ACC].notna()].sort_values("tid")
-        color = _color(experiments, experiment)
+        color, gid = colors[experiment], tag(experiment)
         pruned = part["state"] == "pruned"
-        ax.scatter(part["tid"][~pruned], part[ACC][~pruned], s=12, alpha=0.5, color=color, label=f"{experiment}: trials")
+        ax.scatter(part["tid"][~pruned], part[ACC][~pruned], s=12, alpha=0.5, color=color, label=f"{experiment}: trials",
+                   gid=gid)
         if pruned.any():
             ax.scatter(part["tid"][pruned], part[ACC][pruned], s=16, marker="x", color=color,
-                       label=f"{experiment}: pruned (best before the stop)")
-        ax.step(part["tid"], part[ACC].cummax(), where="post", color=color, lw=2, label=f"{experiment}: best so far")
+                       label=f"{experiment}: pruned (best before the stop)", gid=gid)
+        ax.step(part["tid"], part[ACC].cummax(), where="post", color=color, lw=2, label=f"{experiment}: best so far",
+                gid=gid)
     ax.set_xlabel("trial")
     ax.set_ylabel(accuracy_label(frame))
     ax.set_title("Optimisation history", fontsize=10)
@@ -227,13 +273,13 @@ def history_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
     return [_save(fig, out, "history", "Optimisation history")]
 
 
-PROGRESS_STYLES = {"running": dict(color="tab:blue", lw=1.6, ls="-"), "pruned": dict(color="tab:orange", lw=1, ls="--"),
-                   "done": dict(color="0.6", lw=0.8, ls="-")}
+PROGRESS_STYLES = {"running": dict(lw=1.6, ls="-"), "pruned": dict(lw=1, ls="--"), "done": dict(lw=0.7, ls="-", alpha=0.4)}
 
 
-def progress_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
-    """Every trial's curve as the workers reported it epoch by epoch: running trials (solid, a dot
-    at the latest epoch), pruned ones (dashed, a cross where they were stopped), finished ones."""
+def progress_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
+    """Every trial's curve as the workers reported it epoch by epoch, in its experiment's colour:
+    running trials (solid, a dot at the latest epoch), pruned ones (dashed, a cross where they were
+    stopped), finished ones (thin)."""
     rows = [row for _, row in frame.iterrows() if row["state"] in PROGRESS_STYLES and _reported(row)[1]]
     if not any(row["state"] != "done" for row in rows):
         return []  # nothing running or pruned: the learning curves figure says the rest
@@ -241,12 +287,14 @@ def progress_figure(frame: pd.DataFrame, out: Path) -> list[Figure]:
     seen = set()
     for row in sorted(rows, key=lambda r: list(PROGRESS_STYLES)[::-1].index(r["state"])):  # running on top
         epochs, values = _reported(row)
-        state = row["state"]
-        ax.plot(epochs, values, **PROGRESS_STYLES[state], label=None if state in seen else state)
-        seen.add(state)
+        state, experiment = row["state"], row["experiment"]
+        label = f"{experiment}: {state}"
+        ax.plot(epochs, values, **PROGRESS_STYLES[state], color=colors[experiment], gid=tag(experiment),
+                label=None if label in seen else label)
+        seen.add(label)
         if state != "done":
             ax.scatter(epochs[-1:], values[-1:], marker="x" if state == "pruned" else "o", s=18,
-                       color=PROGRESS_STYLES[state]["color"], zorder=4)
+                       color=colors[experiment], zorder=4, gid=tag(experiment))
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(accuracy_label(frame))
@@ -265,15 +313,15 @@ def _reported(row: pd.Series) -> tuple[list[int], list[float]]:
     return list(range(1, len(values) + 1)), values
 
 
-def learning_curves_figure(done: pd.DataFrame, out: Path, top: int = 10) -> list[Figure]:
+def learning_curves_figure(done: pd.DataFrame, out: Path, colors: dict[str, str], top: int = 10) -> list[Figure]:
     best = [row for _, row in done.head(top).iterrows() if row["history"].get("validation_accuracies")]
     if not best:
         return []
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
-    cmap = plt.get_cmap("viridis")
     for rank, row in enumerate(best):
         curve = row["history"]["validation_accuracies"]
-        ax.plot(range(1, len(curve) + 1), curve, color=cmap(rank / max(1, len(best) - 1)), lw=1.4,
+        ax.plot(range(1, len(curve) + 1), curve, color=colors[row["experiment"]], lw=2.2 - 0.15 * rank,
+                alpha=1 - 0.06 * rank, gid=tag(row["experiment"]),
                 marker="o" if len(curve) < 5 else None, ms=4,  # a one-epoch trial is a point, not a line
                 label=f"#{rank + 1} {row['experiment']}/{row['tid']} ({row[ACC]:.4f})")
         if pd.notna(row["best_epoch"]):
@@ -281,12 +329,12 @@ def learning_curves_figure(done: pd.DataFrame, out: Path, top: int = 10) -> list
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(accuracy_label(done))
-    ax.set_title(f"Learning curves of the top {len(best)} trials (dots: selected epoch)", fontsize=10)
+    ax.set_title(f"Learning curves of the top {len(best)} trials (dots: selected epoch; thinner: lower rank)", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     return [_save(fig, out, "learning_curves", "Learning curves of the best trials")]
 
 
-def model_figure(done: pd.DataFrame, out: Path) -> list[Figure]:
+def model_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
     models = sorted(done["model"].dropna().unique())
     if len(models) < 2:
         return []
@@ -295,23 +343,26 @@ def model_figure(done: pd.DataFrame, out: Path) -> list[Figure]:
     ax.boxplot(groups, widths=0.5, showfliers=False, medianprops={"color": "black"})
     ax.set_xticks(range(1, len(models) + 1), [f"{m}\n(n={len(g)}, best {g.max():.4f})" for m, g in zip(models, groups)])
     rng = np.random.default_rng(0)
-    for i, g in enumerate(groups):
-        ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(g)), g, s=14, alpha=0.6, color=COLORS[i])
+    for i, model in enumerate(models):
+        for experiment in dict.fromkeys(done["experiment"]):
+            part = done.loc[(done["model"] == model) & (done["experiment"] == experiment), ACC]
+            ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(part)), part, s=14, alpha=0.6, color=colors[experiment],
+                       label=experiment if i == 0 else None, gid=tag(experiment))
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_ylabel(accuracy_label(done))
     ax.set_title("LARNN against LSTM, same protocol", fontsize=10)
     return [_save(fig, out, "larnn_vs_lstm", "LARNN against LSTM")]
 
 
-def selection_figure(done: pd.DataFrame, out: Path) -> list[Figure]:
+def selection_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
     data = done[done["test_accuracy"].notna()]
     if data.empty:
         return []
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    experiments = list(dict.fromkeys(data["experiment"]))
-    for experiment in experiments:
+    for experiment in dict.fromkeys(data["experiment"]):
         part = data[data["experiment"] == experiment]
-        ax.scatter(part[ACC], part["test_accuracy"], s=16, alpha=0.6, color=_color(experiments, experiment),
-                   label=experiment)
+        ax.scatter(part[ACC], part["test_accuracy"], s=16, alpha=0.6, color=colors[experiment], label=experiment,
+                   gid=tag(experiment))
     low = min(data[ACC].min(), data["test_accuracy"].min())
     high = max(data[ACC].max(), data["test_accuracy"].max())
     ax.plot([low, high], [low, high], color="gray", ls="--", lw=1, label="test = validation")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from analysis import plots
 from analysis.frame import finished, trials_frame
-from analysis.importance import METHOD
+from analysis.importance import METHOD, ranking
 from workers.store import BaseStore
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -27,11 +27,13 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
         raise ValueError(f"no finished trials in {', '.join(names)} yet: nothing to plot")
     experiments = [store.get_experiment(n) for n in names]
     log_names = plots.log_distributed(experiments)
-    importance_figures, table = plots.importance_figure(done, hyperparameters, out)
-    figures = (plots.history_figure(frame, out) + plots.progress_figure(frame, out) + importance_figures + plots.pair_figures(done, table, out, log_names)
-               + plots.hyperparameter_figures(done, hyperparameters, out, log_names)
-               + plots.learning_curves_figure(done, out) + plots.model_figure(done, out)
-               + plots.selection_figure(done, out))
+    colors = plots.palette(names)
+    importance_figures, table = plots.importance_figure(done, hyperparameters, out, colors)
+    figures = (plots.history_figure(frame, out, colors) + plots.progress_figure(frame, out, colors) + importance_figures
+               + plots.pair_figures(done, ranking(table), out, log_names)
+               + plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
+               + plots.learning_curves_figure(done, out, colors) + plots.model_figure(done, out, colors)
+               + plots.selection_figure(done, out, colors))
     (out / "index.html").write_text(_html(experiments, frame, done, hyperparameters, table, figures))
     return figures
 
@@ -47,7 +49,7 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     title = ", ".join(x["name"] for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
     columns = ["experiment", "tid", "protocol", "model", "validation_accuracy", "test_accuracy", "validation_f1",
-               "test_f1", "best_epoch", "epochs",
+               "test_f1", "train_accuracy", "best_epoch", "epochs",
                "wall_time_s", *[h for h in hyperparameters if h in done and h != "model"]]
     best = done.head(10)[columns]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",

@@ -6,14 +6,17 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 from analysis.frame import trials_frame
 from analysis.import2018 import import_results
-from analysis.importance import importance
+from analysis.importance import POOLED, importance, importance_by_experiment, ranking
 from larnn_core import cli
 from tests.analysis_fixtures import add_synthetic_experiment
-from workers.store import new_trial, open_store
+from workers.experiment import make_experiment
+from search_spaces import load_space
+from workers.store import DONE, new_trial, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +120,7 @@ def test_notebook_runs_as_a_script(store, url, tmp_path):
 def result_2018(lr: float, accuracy: float) -> dict:
     return {"space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
             "loss": -accuracy, "status": "ok", "best_validation_accuracy": accuracy,
-            "best_validation_f1_score": accuracy - 0.01,
+            "best_validation_f1_score": accuracy - 0.01, "best_train_accuracy": 0.8,
             "history": {"train_accuracies": [0.5, 0.8], "train_losses": [1.0, 0.5],
                         "validation_accuracies": [0.6, accuracy], "validation_losses": [0.9, 0.4]},
             "model_name": "LARNN", "dataset_name": "UCIHAR"}
@@ -215,6 +218,7 @@ def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_repo
     assert cli.main(["trials", "paper-2018", "--export", str(export), "--store", url]) == 0
     rows = list(csv.DictReader(export.open()))
     assert {row["protocol"] for row in rows} == {"test-picked"}
+    assert {row["train_accuracy"] for row in rows} == {"0.8"}  # the 2018 files' best_train_accuracy, kept
     assert sorted(float(row["validation_f1"]) for row in rows) == pytest.approx([0.84, 0.87, 0.9, 0.9092])
     out = tmp_path / "plots"
     assert cli.main(["plot", "paper-2018", "--out", str(out), "--store", url]) == 0
@@ -277,3 +281,67 @@ def test_a_numeric_choice_sits_at_the_category_its_pair_plot_tick_names():
     from analysis.plots import categories
 
     assert categories(data["attention_heads"]) == ["9", "27"] and categories(data["larnn_mode"]) == ["layer", "residual"]
+
+
+def add_two_rounds(store, n: int = 40) -> None:
+    """Two rounds that differ in epochs and level (as 2018's round 1 and round 2); within each,
+    only dropout moves accuracy."""
+    rng = np.random.default_rng(4)
+    for name, epochs, level in (("short", 25, 0.75), ("long", 100, 0.88)):
+        store.create_experiment(make_experiment(name, load_space("paper-round1"), max_evals=n))
+        for tid in range(n):
+            point = {"training_epochs": epochs, "dropout_drop_proba": float(rng.uniform(0.05, 0.5)),
+                     "learning_rate": float(rng.uniform(0.001, 0.01)) * (2 if epochs == 100 else 1),
+                     "hidden_size": int(rng.integers(40, 120))}
+            accuracy = level - 0.3 * abs(point["dropout_drop_proba"] - 0.2) + rng.normal(0, 0.002)
+            store.insert_trial(new_trial(name, tid, {}, {}, owner="synthetic"))
+            store.finish(name, tid, "synthetic", DONE, {"status": "ok", "loss": -accuracy, "space": point,
+                                                        "best_validation_accuracy": accuracy})
+
+
+def test_importance_is_ranked_within_each_experiment_and_pooled_only_with_the_experiment_as_a_feature(url):
+    store = open_store(url)
+    add_two_rounds(store)
+    frame, hyperparameters = trials_frame(store, ["short", "long"])
+    done = frame[frame["state"] == "done"]
+    assert importance(done, hyperparameters)["hyperparameter"].iloc[0] != "dropout_drop_proba"  # pooled: the round
+    table = importance_by_experiment(done, hyperparameters)
+    for name in ("short", "long"):
+        own = table[table["experiment"] == name]
+        assert own["hyperparameter"].iloc[0] == "dropout_drop_proba", own
+        assert "training_epochs" not in set(own["hyperparameter"])  # fixed within a round
+    pooled = table[table["experiment"] == POOLED]
+    assert pooled["hyperparameter"].iloc[0] == "experiment"  # what tells the rounds apart, named as such
+    assert ranking(table)[0] == "dropout_drop_proba"
+
+
+def svg_colours(path: Path) -> dict[str, set[str]]:
+    """The colours of each experiment's marks: fills and strokes under its group id."""
+    import xml.etree.ElementTree as ET
+
+    found: dict[str, set[str]] = {}
+    for group in ET.parse(path).getroot().iter("{http://www.w3.org/2000/svg}g"):
+        if group.get("id", "").startswith("experiment-"):
+            styles = " ".join(e.get("style", "") for e in group.iter())
+            colours = set(re.findall(r"(?:fill|stroke): (#[0-9a-f]{6})", styles))
+            found.setdefault(group.get("id")[len("experiment-"):], set()).update(colours)
+    return found
+
+
+def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
+    store = open_store(url)
+    add_synthetic_experiment(store, "round2", n=30, seed=0)
+    add_synthetic_experiment(store, "round3", n=30, seed=1)
+    add_two_rounds(store, n=12)
+    out = tmp_path / "plots"
+    names = ["round3", "short", "round2", "long"]
+    assert cli.main(["plot", *names, "--out", str(out), "--store", url]) == 0
+    colours: dict[str, set[str]] = {}
+    figures_with = {name: 0 for name in names}
+    for svg in out.glob("*.svg"):
+        for name, used in svg_colours(svg).items():
+            colours.setdefault(name, set()).update(used)
+            figures_with[name] += 1
+    assert all(len(colours[name]) == 1 for name in names), colours
+    assert len({next(iter(colours[name])) for name in names}) == len(names)  # and no two share one
+    assert min(figures_with.values()) >= 5, figures_with  # history, importance, hyperparameters, ...

@@ -32,6 +32,7 @@ args = parser.parse_args(sys.argv[1:] if "ipykernel" not in sys.modules else ["-
 # %%
 from analysis import plots
 from analysis.frame import finished, trials_frame
+from analysis.importance import ranking
 from workers.store import open_store
 
 store = open_store(args.store)
@@ -53,7 +54,8 @@ print(done[columns + [h for h in hyperparameters if h in done and h != "model"]]
 # %%
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
-figures, table = plots.importance_figure(done, hyperparameters, out)
+colors = plots.palette(args.experiment)
+figures, table = plots.importance_figure(done, hyperparameters, out, colors)
 print(table.to_string(index=False))
 
 # %% [markdown]
@@ -61,12 +63,12 @@ print(table.to_string(index=False))
 
 # %%
 log_names = plots.log_distributed([store.get_experiment(n) for n in args.experiment])
-figures += plots.hyperparameter_figures(done, hyperparameters, out, log_names)
-figures += plots.pair_figures(done, table, out, log_names)
+figures += plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
+figures += plots.pair_figures(done, ranking(table), out, log_names)
 
 # %% [markdown]
 # ## Is the validation-selected test accuracy honest?
 
 # %%
-figures += plots.selection_figure(done, out)
+figures += plots.selection_figure(done, out, colors)
 print(f"{len(figures)} figures in {out}/")
