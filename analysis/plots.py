@@ -117,7 +117,7 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
                            log_names: set[str] = frozenset()) -> list[Figure]:
     """Accuracy against each hyperparameter that varies: numbers on their axis (log where drawn so)
     with a binned-median trend per experiment, choices as one box and strip per experiment."""
-    experiments = list(dict.fromkeys(done["experiment"]))
+    experiments = [name for name in colors if name in set(done["experiment"])]  # legends in the palette's order
     best = done.iloc[0]
     figures = []
     for name in hyperparameters:
@@ -171,7 +171,7 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
         ax.set_xlabel(name)
         ax.set_ylabel(accuracy_label(done))
         ax.set_title(f"{name}: accuracy by choice, per experiment" if categorical
-                     else f"{name}: accuracy by value (line: binned median per experiment)", fontsize=10)
+                     else f"{name}: accuracy by value (lines: binned medians)", fontsize=10)
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
         figures.append(_save(fig, out, f"hp_{_slug(name)}", f"Validation accuracy against {name}"))
     return figures
@@ -199,7 +199,7 @@ def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path,
     ax.set_xlabel("drop in R² when shuffled (mean ± std)")
     ax.set_title(f"Hyperparameter importance within each experiment ({len(done)} trials)\npermutation importance "
                  "of a random-forest surrogate, 5 fits x 5 shuffles\n(left out: below 1% of the largest)", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     return [_save(fig, out, "importance", "Hyperparameter importance")], table
 
 
