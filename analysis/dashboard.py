@@ -51,7 +51,7 @@ class StoreStudies(BaseStorage):
 
     def get_all_studies(self) -> list[FrozenStudy]:
         return [FrozenStudy(study_name=e["name"], direction=StudyDirection.MAXIMIZE, user_attrs=study_attrs(e),
-                            system_attrs={}, study_id=i) for i, e in enumerate(self._experiments())]
+                            system_attrs=system_attrs(e), study_id=i) for i, e in enumerate(self._experiments())]
 
     def get_study_id_from_name(self, study_name: str) -> int:
         names = [e["name"] for e in self._experiments()]
@@ -72,8 +72,7 @@ class StoreStudies(BaseStorage):
         return study_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        imported = self.store.get_experiment(self.get_study_name_from_id(study_id))["algorithm"] == "imported"
-        return {"study:metric_names": [TEST_PICKED_LABEL if imported else VALIDATION_LABEL]}  # Optuna's key
+        return system_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
 
     # -- trials
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
@@ -112,6 +111,12 @@ def study_attrs(experiment: dict) -> dict[str, Any]:
         if experiment.get(key):
             attrs[key] = experiment[key].get("reason")
     return {key: value for key, value in attrs.items() if value is not None}
+
+
+def system_attrs(experiment: dict) -> dict[str, Any]:
+    """The objective's name, under Optuna's key for it."""
+    imported = experiment["algorithm"] == "imported"
+    return {"study:metric_names": [TEST_PICKED_LABEL if imported else VALIDATION_LABEL]}
 
 
 def point_of(experiment: dict, trial: dict) -> dict[str, Any]:

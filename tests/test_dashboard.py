@@ -42,6 +42,7 @@ def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distribut
     fixture_store(url)
     studies = StoreStudies(open_store(url))
     assert [s.study_name for s in studies.get_all_studies()] == ["round-a", "round-b"]
+    assert studies.get_all_studies()[1].system_attrs == {"study:metric_names": ["validation accuracy"]}
     study = studies.get_study_id_from_name("round-b")
     assert studies.get_study_system_attrs(study) == {"study:metric_names": ["validation accuracy"]}
     trials = studies.get_all_trials(study)
