@@ -4,19 +4,22 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from larnn_core.dropout import Dropout
+
 
 class LSTMStack(nn.Module):
     """num_layers single-layer torch.nn.LSTMs (cuDNN on GPU), dropout between layers and optional
     residual stacking, matching LARNN's is_stacked_residual."""
 
-    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False, dropout: float = 0.0):
+    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False, dropout: float = 0.0,
+                 generator: torch.Generator | None = None):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         self.layers = nn.ModuleList(
             nn.LSTM(hidden_size, hidden_size, batch_first=True) for _ in range(num_layers)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, generator)
         self.is_stacked_residual = is_stacked_residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

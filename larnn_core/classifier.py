@@ -24,12 +24,13 @@ class HARClassifier(nn.Module):
 
 
 def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int = SEQUENCE_STEPS,
-                execution: Execution = Execution()) -> HARClassifier:
+                execution: Execution = Execution(), generator: torch.Generator | None = None) -> HARClassifier:
     """The model a hyperparameter set describes, for sequences of `steps` time steps (the LARNN's
-    batch norms keep statistics per step), its LARNN steps run as `execution` says; raises
-    ValueError for an invalid combination."""
+    batch norms keep statistics per step), its LARNN steps run as `execution` says, its dropout
+    masks drawn from `generator` (None: torch's global one); raises ValueError for an invalid
+    combination."""
     if hp.model == "lstm":
-        body = LSTMStack(hp.hidden_size, hp.num_layers, hp.is_stacked_residual, hp.dropout_drop_proba)
+        body = LSTMStack(hp.hidden_size, hp.num_layers, hp.is_stacked_residual, hp.dropout_drop_proba, generator)
     else:
         body = LARNN(
             hp.hidden_size,
@@ -44,5 +45,6 @@ def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int =
             dropout=hp.dropout_drop_proba,
             norm=hp.norm,
             steps=steps,
+            generator=generator,
         )
     return HARClassifier(body, n_inputs, hp.hidden_size, n_classes)

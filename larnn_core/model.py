@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from larnn_core.dropout import Dropout
 from larnn_core.execution import Execution
 from larnn_core.execution.cell_step import attention, cell_step
 from larnn_core.execution.window import Window
@@ -128,6 +129,7 @@ class StepWeights(NamedTuple):
     pos_v: torch.Tensor | None
     norms: tuple[nn.Module, ...]  # attn, z, c, h, then key and value when activation_on_keys_and_values
     dropout: float  # the drop probability of h in training, 0 in evaluation
+    generator: torch.Generator | None  # where dropout masks come from (None: torch's global generator)
 
 
 class CellState(NamedTuple):
@@ -149,8 +151,10 @@ class LARNNCell(nn.Module):
         dropout: float = 0.0,
         norm: str = "batch",
         steps: int = SEQUENCE_STEPS,
+        generator: torch.Generator | None = None,
     ):
-        """steps: time steps that keep batch norm statistics of their own (StepBatchNorm)."""
+        """steps: time steps that keep batch norm statistics of their own (StepBatchNorm);
+        generator: the training's own, for dropout masks (larnn_core/dropout.py)."""
         super().__init__()
         if hidden_size % attention_heads != 0:
             raise ValueError(
@@ -189,7 +193,7 @@ class LARNNCell(nn.Module):
         self.norm_z = make_norm(norm, 4 * H, steps)
         self.norm_c = make_norm(norm, H, steps)
         self.norm_h = make_norm(norm, H, steps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout, generator)
 
     @property
     def use_positional_encoding(self) -> bool:
@@ -227,7 +231,7 @@ class LARNNCell(nn.Module):
             norms += (self.norm_key, self.norm_value)
         return StepWeights(self.query.weight[:, I:], self.attn_out.weight, self.attn_out.bias, w_ha,
                            torch.cat([self.key.weight, self.value.weight]), torch.cat([self.key.bias, self.value.bias]),
-                           pos_k, pos_v, norms, self.dropout.p if self.training else 0.0)
+                           pos_k, pos_v, norms, self.dropout.p if self.training else 0.0, self.dropout.generator)
 
     def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
                weights: StepWeights, t: int) -> tuple[torch.Tensor, ...]:

@@ -13,9 +13,11 @@ eligible epoch the trial fails.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
+import threading
 import time
 from typing import Callable
 
@@ -28,7 +30,7 @@ from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
-from larnn_core.execution.torch_compile import forget
+from larnn_core.execution.torch_compile import compiled_training
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
 
@@ -39,6 +41,9 @@ EVAL_BATCH = 1024
 
 class TrainingFailed(RuntimeError):
     pass
+
+
+GLOBAL_RNG = threading.Lock()  # torch's global generator, shared by every training thread of the process
 
 
 def seed_everything(seed: int) -> None:
@@ -150,12 +155,27 @@ def train(
 
 def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> int | None:
     """Trains into history; returns the epoch at which on_epoch asked to stop, if it did."""
-    seed_everything(seed)
-    if execution.torch_compile:
-        forget()
+    with compiled_training() if execution.torch_compile else contextlib.nullcontext():
+        return _epochs(hp, splits, dev, execution, seed, history, progress, on_epoch)
+
+
+def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> torch.Generator | None:
+    """The training's own generator for dropout masks, so that trainings running side by side in
+    one process (worker slots) each reproduce their seed. None under CUDA graphs: a captured graph
+    replays the device's default generator, and one of our own would have to be registered with
+    every capture (not done: dropout there draws from the default generator)."""
+    if execution.cuda_graphs:
+        return None
+    return torch.Generator(device=dev).manual_seed(seed + 1)  # not the shuffle's stream (seed)
+
+
+def _epochs(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> int | None:
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
     _, steps, n_inputs = splits.train[0].shape
-    model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps, execution=execution).to(dev)
+    with GLOBAL_RNG:  # initialisation draws from the global generator: one training at a time
+        seed_everything(seed)
+        model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps, execution=execution,
+                            generator=dropout_generator(dev, execution, seed)).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
     step = TrainStep(model, optimizer, hp.clip_grad_norm, execution.cuda_graphs)
     forward = Graphed(model) if execution.cuda_graphs else model

@@ -6,6 +6,7 @@ import torch
 
 from larnn_core import cli, train as training
 from larnn_core.data import dataset
+from larnn_core.execution import torch_compile
 from larnn_core.hparams import HParams
 
 TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
@@ -161,7 +162,7 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
     """A worker trains configuration after configuration in one process; past dynamo's limit of
     8 variants per function, later ones would run uncompiled without a word."""
     forgotten = []
-    monkeypatch.setattr(training, "forget", lambda: forgotten.append(True))
+    monkeypatch.setattr(torch_compile, "forget", lambda: forgotten.append(True))
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     for _ in range(2):
         result = training.train(hp, small_har, device="cpu", progress=False, cpu_loops=False, torch_compile=True)

@@ -427,8 +427,8 @@ class _Step(torch.autograd.Function):
         args_h = norm_h.args(r_, t)
         _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
-        if seq.weights.dropout > 0:  # seeded from torch's generator, so torch.manual_seed reproduces it
-            seed = int(torch.randint(2 ** 62, (), dtype=torch.int64))
+        if seq.weights.dropout > 0:  # seeded from the training's generator (or torch's), so its seed reproduces it
+            seed = int(torch.randint(2 ** 62, (), dtype=torch.int64, generator=seq.weights.generator))
             mask, dropped = torch.empty_like(h_new), torch.empty_like(h_new)
             _dropout(h_new.numpy(), seed, seq.weights.dropout, dropped.numpy(), mask.numpy())
             h_new = dropped

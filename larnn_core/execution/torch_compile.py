@@ -9,8 +9,10 @@ with batch norm the steps run step_loops.py, otherwise the ops with attention_lo
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Callable, TypeVar
+import threading
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch._dynamo
@@ -38,6 +40,28 @@ def compiled(fn: Fn) -> Fn:
                                 "Install a C compiler (gcc), or set LARNN_COMPILE=0 to run uncompiled.") from error
 
     return run
+
+
+class _InFlight:
+    """Compiled trainings running in this process now (worker slots run several at once)."""
+    count = 0
+    lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def compiled_training() -> Iterator[None]:
+    """Around a training that runs compiled code: the first of concurrent ones starts from no
+    compiled graphs (forget); dynamo's caches are the process's, so none is dropped while another
+    training is using them."""
+    with _InFlight.lock:
+        if _InFlight.count == 0:
+            forget()
+        _InFlight.count += 1
+    try:
+        yield
+    finally:
+        with _InFlight.lock:
+            _InFlight.count -= 1
 
 
 def forget() -> None:
