@@ -1,6 +1,6 @@
 """A worker process with a fast fake objective, for the multi-process tests (test_workers.py).
 
-usage: python tests/fake_worker.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER [SPOOL]]
+usage: python tests/fake_worker.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER [SPOOL [SLOTS]]]
 Each trial appends "exp tid pid" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
 (calling on_epoch between epochs) and reports accuracy = 1 - |learning_rate - 0.01|.
 """
@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+from workers.slots import run_slots
 from workers.store import open_store
 from workers.worker import Worker
 
@@ -30,5 +31,7 @@ if __name__ == "__main__":
     url, runs, epoch_s, epochs = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     heartbeat, stale = (float(sys.argv[5]), float(sys.argv[6])) if len(sys.argv) > 6 else (10.0, 120.0)
     spool = sys.argv[7] if len(sys.argv) > 7 else os.path.join(os.path.dirname(runs), f"spool-{os.getpid()}")
-    Worker(open_store(url), sleepy_objective(runs, epoch_s, epochs), heartbeat_s=heartbeat, stale_after_s=stale,
-           poll_s=0.05, idle_exit_s=2.0, spool=spool).run()
+    slots = int(sys.argv[8]) if len(sys.argv) > 8 else 1
+    store = open_store(url)
+    run_slots(lambda owner: Worker(store, sleepy_objective(runs, epoch_s, epochs), owner=owner, heartbeat_s=heartbeat,
+                                   stale_after_s=stale, poll_s=0.05, idle_exit_s=2.0, spool=spool), slots, "cpu")

@@ -126,7 +126,10 @@ def register_worker(subparsers) -> None:
     where.add_argument("--devices", default=None, metavar="LIST",
                        help="all (every visible CUDA device) or a list such as cuda:0,cuda:2 or cpu,cpu: "
                             "one worker process per entry, restarted if it dies; SIGTERM stops them all")
-    parser.add_argument("--max-trials", type=positive_int, default=None, help="exit after this many trials")
+    parser.add_argument("--slots", type=positive_int, default=1, metavar="N",
+                        help="trials at once on each device, in one process: one thread, CUDA stream and set of "
+                             "CUDA graphs each (default 1; README, Throughput, says when more pay)")
+    parser.add_argument("--max-trials", type=positive_int, default=None, help="exit after this many trials (per slot)")
     parser.add_argument("--idle-exit", type=seconds, default=None, metavar="SECONDS",
                         help="exit after this long with nothing to do (for batch schedulers)")
     parser.add_argument("--heartbeat", type=seconds, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)")
@@ -141,15 +144,19 @@ def _worker(args) -> int:
     if args.devices is not None:
         return _supervise(args)
     from larnn_core.provenance import resolve_device
+    from workers.slots import run_slots
     from workers.worker import ExperimentFailed, SpoolUnwritable, Worker
 
     resolve_device(args.device)  # a missing GPU is an error now, not at the first trial
     store = open_store(args.store)
-    worker = Worker(store, experiment=args.experiment, device=args.device, heartbeat_s=args.heartbeat,
-                    stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
-                    max_trials=args.max_trials)
+
+    def make_worker(owner: str | None) -> Worker:
+        return Worker(store, experiment=args.experiment, device=args.device, owner=owner, heartbeat_s=args.heartbeat,
+                      stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
+                      max_trials=args.max_trials)
+
     try:
-        worker.run()
+        run_slots(make_worker, args.slots, args.device)
     except (SpoolUnwritable, ExperimentFailed) as error:
         print(f"larnn worker: error: {error}", file=sys.stderr)
         return 1
@@ -165,7 +172,8 @@ def _supervise(args) -> int:
         return torch.cuda.device_count()
 
     devices = parse_devices(args.devices, cuda_count)
-    passed_on = [("--experiment", args.experiment), ("--max-trials", args.max_trials), ("--idle-exit", args.idle_exit),
+    passed_on = [("--experiment", args.experiment), ("--slots", args.slots), ("--max-trials", args.max_trials),
+                 ("--idle-exit", args.idle_exit),
                  ("--heartbeat", args.heartbeat), ("--stale-after", args.stale_after),
                  ("--max-attempts", args.max_attempts)]
     worker_args = [str(part) for option, value in passed_on if value is not None for part in (option, value)]
@@ -190,6 +198,8 @@ def _status(args) -> None:
     for name in args.names:
         for line in report.running_lines(store, name):
             print(line)
+    for line in report.worker_lines(store, args.names or None):
+        print(line)
     for line in report.failures(store, args.names or None):
         print(line)
 
@@ -223,6 +233,8 @@ def register_search(subparsers) -> None:
     _experiment_options(parser)
     parser.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--device", default="auto", help="device for every worker (default auto)")
+    parser.add_argument("--slots", type=positive_int, default=1, metavar="N",
+                        help="trials at once in each worker process (larnn worker --slots; default 1)")
     parser.add_argument("--logs", default="larnn-logs", help="directory for the workers' logs (default larnn-logs)")
     parser.set_defaults(run=_search)
 
@@ -236,7 +248,8 @@ def _search(args) -> int:
     har.load(args.source)  # prepared once here, with a progress bar, rather than in every worker
     logs = Path(args.logs) / args.name
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--experiment", args.name, "--device", args.device]
+    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--experiment", args.name, "--device", args.device,
+               "--slots", str(args.slots)]
     # the store through the environment (a command line is public: `ps`); local CPU workers share
     # the cores instead of each spinning one thread per core
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers)), **os.environ, "LARNN_STORE": url}

@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+from workers.slots import SLOT
 from workers.store import DONE, PRUNED, RUNNING, STATE_NAMES, BaseStore
 
 
@@ -76,10 +77,11 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
             continue
         trials = store.trials(experiment["name"])  # read once: counts, workers, ETA and best all come from it
         counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
-        live = {t["owner"] for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s}
+        in_flight = [t for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s]
+        live = {process(t["owner"]) for t in in_flight}  # worker processes (one per slot's owner's worker)
         durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
         remaining = experiment["max_evals"] - counts["done"] - counts["failed"] - counts["pruned"]
-        eta = (sum(durations) / len(durations) * remaining / max(1, len(live))) if durations and remaining else None
+        eta = (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
         best = rank(trials, 1)
         ended = "failed" if experiment.get("failure") else "done" if remaining <= 0 else \
             "stopped" if experiment.get("stopped") else None
@@ -90,6 +92,12 @@ def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s:
             "eta": ended if ended else _duration(eta) if eta is not None else "?",
         })
     return rows
+
+
+def process(owner: str) -> str:
+    """The worker process a trial's owner belongs to (a slot's owner names its worker)."""
+    match = SLOT.match(owner or "")
+    return match["worker"] if match else owner
 
 
 def running_lines(store: BaseStore, name: str) -> list[str]:
@@ -103,6 +111,24 @@ def running_lines(store: BaseStore, name: str) -> list[str]:
                     if last else "no epoch reported yet")
         lines.append(f"{name} trial {trial['tid']} running on {trial['owner']}: {progress}")
     return lines
+
+
+def worker_lines(store: BaseStore, names: list[str] | None = None, live_within_s: float = 120.0) -> list[str]:
+    """One line per live worker process: its busy slots (`larnn worker --slots N`) and their trials.
+    A slot that is between trials has nothing in the store, so only busy slots can be shown."""
+    now, busy = time.time(), {}
+    for experiment in store.experiments():
+        if names and experiment["name"] not in names:
+            continue
+        for t in store.trials(experiment["name"]):
+            if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s:
+                match = SLOT.match(t["owner"])
+                worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else \
+                    (t["owner"], 1, 1)
+                busy.setdefault((worker, slots), []).append((slot, f"{t['exp_key']}/{t['tid']}"))
+    return [f"worker {worker}: {len(running)} of {slots} slot(s) busy: "
+            + ", ".join(f"slot {slot} {trial}" for slot, trial in sorted(running))
+            for (worker, slots), running in sorted(busy.items())]
 
 
 def failures(store: BaseStore, names: list[str] | None = None) -> list[str]:

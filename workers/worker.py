@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import tempfile
@@ -55,6 +56,11 @@ class ExperimentFailed(RuntimeError):
     """The one experiment this worker was asked to work on is marked failed."""
 
 
+def default_owner() -> str:
+    """host:pid:random: unique across machines, processes and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
 def default_spool() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return base / "larnn" / "spool"
@@ -67,7 +73,7 @@ class Worker:
                  idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None,
                  retry_s: float = 1.0):
         self.store, self.objective, self.experiment, self.device = store, objective, experiment, device
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.owner = owner or default_owner()
         self.heartbeat_s, self.stale_after_s, self.max_attempts = heartbeat_s, stale_after_s, max_attempts
         self.lease_s, self.poll_s, self.idle_exit_s, self.max_trials = lease_s, poll_s, idle_exit_s, max_trials
         self.spool = Path(spool or default_spool())
@@ -249,7 +255,7 @@ class Worker:
         """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
         spool cannot be written, the result goes straight to the store and the worker stops."""
         record = {"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}
-        path = self.spool / f"{name}.{tid}.{self.owner.replace(':', '_')}.json"
+        path = self.spool / f"{name}.{tid}.{re.sub(r'[:/]', '_', self.owner)}.json"
         part = path.with_suffix(".part")
         try:
             self.spool.mkdir(parents=True, exist_ok=True)

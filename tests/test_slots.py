@@ -1,0 +1,116 @@
+"""`larnn worker --slots N`: several trials at once in one worker process."""
+import signal
+import threading
+import time
+
+import pytest
+
+from larnn_core.hparams import HParams
+from larnn_core.train import train
+from tests.test_workers import spawn, wait_for
+from workers import report
+from workers.experiment import submit
+from workers.slots import SLOT, run_slots, slot_owner
+from workers.store import DONE, ERROR, FINAL, NEW, RUNNING, new_trial, open_store
+from workers.suggest import trial_seed
+from workers.worker import Worker
+
+TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=2, batch_size=32, training_epochs=3,
+            learning_rate=0.01, decay_each_N_epoch=2, dropout_drop_proba=0.3)  # dropout: random draws every step
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def training_objective(data, spans: list, loops: bool, fail_below: float | None = None):
+    """Trains on the small synthetic data (on the CPU loops or torch ops); records when and in
+    which thread each trial ran; raises for learning rates below fail_below."""
+    def objective(hyperparameters, settings, seed, device, on_epoch):
+        started = time.monotonic()
+        if fail_below is not None and hyperparameters["learning_rate"] < fail_below:
+            raise RuntimeError("this slot's trial breaks")
+        hp = HParams.from_dict({**TINY, "model": hyperparameters.get("model", "larnn"),
+                                "learning_rate": hyperparameters["learning_rate"]})
+        result = train(hp, data, device="cpu", seed=seed, progress=False, on_epoch=on_epoch, cpu_loops=loops)
+        spans.append((started, time.monotonic(), threading.current_thread().name))
+        return result
+    return objective
+
+
+def slot_workers(store, objective, tmp_path, **options):
+    return lambda owner: Worker(store, objective, owner=owner, device="cpu", poll_s=0.05, idle_exit_s=0.5,
+                                spool=tmp_path / "spool", **options)
+
+
+@pytest.mark.parametrize("loops", [True, False], ids=["cpu-loops", "torch-ops"])
+def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, url, tmp_path, loops):
+    store = open_store(url)
+    submit(store, "pair", "smoke", max_evals=2, algorithm="rand", seed=3)
+    spans = []
+    assert run_slots(slot_workers(store, training_objective(small_har, spans, loops), tmp_path), 2, "cpu") == 2
+    (a_start, a_end, a_slot), (b_start, b_end, b_slot) = sorted(spans)
+    assert a_slot != b_slot and b_start < a_end  # two threads, overlapping in time
+    experiment = store.get_experiment("pair")
+    for trial in store.trials("pair"):
+        assert trial["state"] == DONE and SLOT.match(trial["owner"])
+        point = trial["result"]["space"]
+        alone = train(HParams.from_dict({**TINY, "model": point["model"], "learning_rate": point["learning_rate"]}),
+                      small_har, device="cpu",
+                      seed=trial_seed(experiment, trial["tid"]), progress=False, cpu_loops=loops)
+        for key in ("train_losses", "validation_losses", "validation_accuracies", "test_accuracies"):
+            assert trial["result"]["history"][key] == alone["history"][key], (trial["tid"], key)
+
+
+def test_an_exception_in_one_slot_fails_that_trial_only(small_har, url, tmp_path):
+    store = open_store(url)
+    submit(store, "faulty", "smoke", max_evals=4, algorithm="rand", seed=1)
+    objective = training_objective(small_har, [], loops=True, fail_below=0.01)  # smoke's rates: 0.003-0.03
+    run_slots(slot_workers(store, objective, tmp_path), 2, "cpu")
+    trials = store.trials("faulty")
+    assert len(trials) == 4 and all(t["state"] in FINAL for t in trials)
+    for trial in trials:
+        broken = trial["result"]["space"]["learning_rate"] < 0.01
+        assert trial["state"] == (ERROR if broken else DONE), trial["result"]
+        if broken:
+            assert "this slot's trial breaks" in trial["result"]["error"]
+    assert {t["state"] for t in trials} == {DONE, ERROR}  # both kinds happened, side by side
+
+
+def test_sigterm_gives_every_slots_trial_back(url, tmp_path):
+    store = open_store(url)
+    submit(store, "long", "smoke", max_evals=2, algorithm="rand")
+    runs = tmp_path / "runs"
+    worker = spawn(url, runs, 0.2, 200, 10.0, 120.0, tmp_path / "spool", 2)  # 40 s trials, two slots
+    wait_for(lambda: sum(t["state"] == RUNNING and len(t["curve"]) >= 1 for t in store.trials("long")) == 2)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    trials = store.trials("long")
+    assert [t["state"] for t in trials] == [NEW, NEW] and all(t["owner"] is None for t in trials)
+
+
+def test_slots_on_two_worker_processes_finish_exactly_max_evals(url, tmp_path):
+    store = open_store(url)
+    submit(store, "many", "smoke", max_evals=16, algorithm="rand")
+    runs = tmp_path / "runs"
+    workers = [spawn(url, runs, 0.1, 2, 10.0, 120.0, tmp_path / f"spool{i}", 3) for i in range(2)]
+    for w in workers:
+        assert w.wait(timeout=120) == 0
+    trials = store.trials("many")
+    assert len(trials) == 16 and all(t["state"] == DONE for t in trials)
+    assert len(runs.read_text().splitlines()) == 16  # each trial ran once
+    owners = {t["owner"] for t in trials}
+    assert len({SLOT.match(o)["worker"] for o in owners}) == 2 and len(owners) > 2
+
+
+def test_status_shows_each_live_workers_busy_slots(url):
+    store = open_store(url)
+    submit(store, "busy", "smoke", max_evals=4, algorithm="rand")
+    for tid, slot in ((0, 3), (1, 1)):
+        store.insert_trial(new_trial("busy", tid, {}, {}, owner=slot_owner("gpu-host:42:abc123", slot, 4)))
+    store.insert_trial(new_trial("busy", 2, {}, {}, owner="cpu-host:7:def456"))
+    assert report.worker_lines(store) == [
+        "worker cpu-host:7:def456: 1 of 1 slot(s) busy: slot 1 busy/2",
+        "worker gpu-host:42:abc123: 2 of 4 slot(s) busy: slot 1 busy/1, slot 3 busy/0"]
+    assert report.status_rows(store)[0]["workers"] == 2  # processes, not slots
