@@ -107,6 +107,7 @@ def study_attrs(experiment: dict) -> dict[str, Any]:
              "pruner": (experiment.get("pruner") or {}).get("kind", "none"), "liar": experiment.get("liar", "none")}
     if experiment["algorithm"] == "imported":
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
+        attrs["trial order"] = experiment.get("trial_order", "file times")  # unordered: numbers mean nothing
     for key in ("failure", "stopped"):
         if experiment.get(key):
             attrs[key] = experiment[key].get("reason")

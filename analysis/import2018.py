@@ -74,7 +74,16 @@ def read_result(path: Path) -> dict:
     }
 
 
-PAPER_SPACES = ("paper-round1", "paper-round2")  # the built-in spaces of the 2018 searches
+PAPER_SPACES = ("paper-round1", "paper-round2")
+MIN_TRIAL_S = 1.0  # a LARNN trial takes minutes: files written closer together were copied, not trained
+
+
+def trial_order(results: list[dict]) -> str:
+    """"file times" when the files' modification times can be when their trials ended (each at
+    least MIN_TRIAL_S after the one before), "unordered" when they cannot: a git clone or a copy
+    writes every file within moments, in name order, which for 2018 files is accuracy order."""
+    times = sorted(r["finished_at"] for r in results)
+    return "file times" if all(b - a >= MIN_TRIAL_S for a, b in zip(times, times[1:])) else "unordered"  # the built-in spaces of the 2018 searches
 
 
 def fitting_space(points: list[dict]) -> Space | None:
@@ -114,6 +123,7 @@ def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int,
     store.create_experiment({"name": name, "space": json.loads(space.to_json()) if space else None,
                              "space_name": space.name if space else None, "algorithm": "imported",
                              "max_evals": len(results), "objective": {"source": "2018 result files"}, "seed": None,
-                             "created": time.time(), "imported_from": [r["imported_from"] for r in results]},
+                             "created": time.time(), "imported_from": [r["imported_from"] for r in results],
+                             "trial_order": trial_order(results)},
                             trials)  # all or nothing
     return len(results), problems

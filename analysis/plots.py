@@ -253,9 +253,14 @@ def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path,
     return figures
 
 
-def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
+def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str],
+                   unordered: set[str] = frozenset()) -> list[Figure]:
+    """Accuracy by trial number; experiments whose trials have no known order are left out."""
+    experiments = [e for e in dict.fromkeys(frame["experiment"]) if e not in unordered]
+    if not experiments:
+        return []
     fig, ax = plt.subplots(figsize=(6.2, 3.6))
-    for experiment in dict.fromkeys(frame["experiment"]):
+    for experiment in experiments:
         part = frame[(frame["experiment"] == experiment) & frame[ACC].notna()].sort_values("tid")
         color, gid = colors[experiment], tag(experiment)
         pruned = part["state"] == "pruned"

@@ -29,7 +29,8 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     log_names = plots.log_distributed(experiments)
     colors = plots.palette(names)
     importance_figures, table = plots.importance_figure(done, hyperparameters, out, colors)
-    figures = (plots.history_figure(frame, out, colors) + plots.progress_figure(frame, out, colors) + importance_figures
+    unordered = {x["name"] for x in experiments if x.get("trial_order") == "unordered"}
+    figures = (plots.history_figure(frame, out, colors, unordered) + plots.progress_figure(frame, out, colors) + importance_figures
                + plots.pair_figures(done, ranking(table), out, log_names)
                + plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
                + plots.learning_curves_figure(done, out, colors) + plots.model_figure(done, out, colors)
@@ -58,6 +59,9 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
              *[f"<p class='note'>Note: experiment {e(x['name'])} failed: {e(x['failure']['reason'])}</p>"
                for x in experiments if x.get("failure")],
              *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
+             *[f"<p class='note'>Note: {e(x['name'])} is left out of the optimisation history: its trials are "
+               "unordered (its result files were all written within moments, by a copy or a clone, so their "
+               "times do not say when each trial ran).</p>" for x in experiments if x.get("trial_order") == "unordered"],
              "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
              best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
     if not table.empty:

@@ -258,6 +258,7 @@ def test_imports_are_ordered_by_when_each_file_was_written_and_get_the_space_the
     accuracies = [t["result"]["best_validation_accuracy"] for t in store.trials("r1")]
     assert accuracies == [0.89, 0.91, 0.93, 0.95]
     assert store.get_experiment("r1")["space_name"] == "paper-round1"
+    assert store.get_experiment("r1")["trial_order"] == "file times"
     odd = json.loads(paths[0].read_text())
     odd["space"]["num_layers"] = 16  # outside both 2018 spaces
     paths[0].write_text(json.dumps(odd))
@@ -345,3 +346,22 @@ def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
     assert all(len(colours[name]) == 1 for name in names), colours
     assert len({next(iter(colours[name])) for name in names}) == len(names)  # and no two share one
     assert min(figures_with.values()) >= 5, figures_with  # history, importance, hyperparameters, ...
+
+
+def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_the_history(tmp_path, url):
+    """A clone or a copy writes every 2018 file within moments, in name (accuracy) order: their
+    times say nothing about when each trial ran, and a history drawn from them would be a staircase."""
+    paths = []
+    for i, acc in enumerate([0.95, 0.93, 0.91, 0.89, 0.87, 0.85]):
+        paths.append(tmp_path / f"model_{acc}_{i}.txt.json")
+        paths[-1].write_text(json.dumps(result_2018(0.004 + 0.0005 * i, acc)))
+    assert cli.main(["import-results", *map(str, paths), "--name", "cloned", "--store", url]) == 0
+    assert open_store(url).get_experiment("cloned")["trial_order"] == "unordered"
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "cloned", "--out", str(out), "--store", url]) == 0
+    assert not (out / "history.svg").exists()
+    assert "cloned is left out of the optimisation history: its trials are unordered" in (out / "index.html").read_text()
+    add_synthetic_experiment(open_store(url), "honest", n=12, seed=3)
+    assert cli.main(["plot", "honest", "cloned", "--out", str(tmp_path / "both"), "--store", url]) == 0
+    history = (tmp_path / "both" / "history.svg").read_text()
+    assert "experiment-honest" in history and "experiment-cloned" not in history
