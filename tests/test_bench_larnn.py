@@ -1,4 +1,4 @@
-"""benchmarks/bench_larnn.py end to end on shrunken shapes: the JSON that runs are compared by."""
+"""benchmarks/bench_larnn.py and bench_throughput.py end to end on shrunken shapes: the JSON that runs are compared by."""
 import json
 import os
 import signal
@@ -56,3 +56,19 @@ def test_a_measurement_that_fails_reports_its_traceback(monkeypatch):
 
     with pytest.raises(RuntimeError, match="ValueError: no such configuration"):
         bench_larnn.measure_in_own_process(_fails)
+
+
+def test_throughput_benchmark_quick_run_writes_ratios_per_slot_count(tmp_path):
+    out = tmp_path / "throughput.json"
+    run = subprocess.run([sys.executable, "benchmarks/bench_throughput.py", "--quick", "--slots", "1,2", "--steps", "1",
+                          "--devices", "cpu", "--threads", "1", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    cpu = result["device"]["cpu"]
+    for workload in ("best", "mixed"):
+        assert set(cpu[workload]) == {"1", "2"}
+        for row in cpu[workload].values():
+            assert row["steps_per_s"] > 0 and row["ratio_to_one_slot"] > 0 and row["epochs_per_hour"] > 0
+    assert cpu["larnn_vs_lstm_step"] == cpu["larnn_step_ms"] / cpu["lstm_step_ms"]
+    assert "cpu best 2 slot(s)" in run.stderr

@@ -1,4 +1,4 @@
-"""Pruning: median and ASHA decisions on hand-made curves, rung records that two processes update
+"""Pruning: median, ASHA and Hyperband decisions on hand-made curves, rung records that two processes update
 at once, and workers that stop pruned trials at the right epoch."""
 import multiprocessing
 import random
@@ -7,7 +7,7 @@ import pytest
 
 from workers import pruners
 from workers.experiment import submit
-from workers.pruners import ASHAPruner, MedianPruner, promotable
+from workers.pruners import ASHAPruner, HyperbandPruner, MedianPruner, promotable
 from workers.store import DONE, FINAL, PRUNED, new_trial, open_store
 from workers.worker import Worker
 
@@ -88,6 +88,25 @@ def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_pa
         assert [tuple(r) for r in returned] == final[:position + 1], tid
 
 
+def test_hyperband_deals_trials_to_asha_brackets_by_hyperbands_budget_and_keeps_their_rungs_apart(store):
+    hyperband = HyperbandPruner(min_epochs=5, eta=3, max_epochs=100)
+    assert [b.rungs for b in hyperband.brackets] == [[5, 15, 45], [15, 45], [45], []]  # the last: no pruning
+    dealt = [hyperband.bracket_of(tid) for tid in range(1000)]
+    weights = [27 / 4, 9 / 3, 3 / 2, 1 / 1]  # eta^s / (s + 1), s the bracket's rungs
+    for bracket, weight in enumerate(weights):
+        assert dealt.count(bracket) / 1000 == pytest.approx(weight / sum(weights), abs=0.01)
+    assert dealt == [hyperband.bracket_of(tid) for tid in range(1000)]  # from the tid alone: workers agree
+    # two trials of different brackets at epoch 15: each is judged among its own bracket only
+    first, second = (next(t for t in range(100) if hyperband.bracket_of(t) == b) for b in (0, 1))
+    strong = curve(*[0.9] * 15)
+    assert not hyperband.prune(store, "hb", first, strong)  # bracket 0's rung 15: alone there, it goes on
+    assert not hyperband.prune(store, "hb", second, curve(*[0.2] * 15))  # bracket 1's rung 15: alone as well
+    assert [r[0] for r in store.record_rung("hb", pruners.BRACKET_KEYS + 15, -1, 0.0)] == [second, -1]
+    assert not hyperband.prune(store, "hb", first, curve(*[0.9] * 14))  # epoch 14: no rung in any bracket
+    last = next(t for t in range(100) if hyperband.bracket_of(t) == 3)
+    assert not any(hyperband.prune(store, "hb", last, curve(*[0.01] * e)) for e in range(1, 100))
+
+
 def test_pruner_settings_are_stored_with_defaults_and_refused_by_option_name():
     assert pruners.settings("asha", eta=2) == {"kind": "asha", "min_epochs": 5, "eta": 2}
     assert pruners.settings("none") == {"kind": "none"}
@@ -95,6 +114,8 @@ def test_pruner_settings_are_stored_with_defaults_and_refused_by_option_name():
         pruners.settings("asha", warmup=3)
     with pytest.raises(ValueError, match="--asha-eta must be at least 2"):
         pruners.settings("asha", eta=1)
+    assert pruners.settings("hyperband", min_epochs=2) == {"kind": "hyperband", "min_epochs": 2, "eta": 3}
+    assert isinstance(pruners.pruner_for({"pruner": pruners.settings("hyperband")}, 100), HyperbandPruner)
 
 
 def curve_objective(epochs_run: list):

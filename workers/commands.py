@@ -49,19 +49,19 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
                         help="stop the experiment this long after it was submitted (3600, 90m, 12h, 2d)")
     parser.add_argument("--liar", choices=LIARS, default="none",
                         help="running trials count in each suggestion with the worst, mean or best finished "
-                             "loss (constant liar), so parallel workers spread out; default none")
-    parser.add_argument("--pruner", choices=pruners.KINDS, default="none",
-                        help="stop hopeless trials early: median or asha (asynchronous successive halving); "
-                             "default none")
+                             "loss (constant liar); default none: TPE already counts them as the worst")
+    parser.add_argument("--pruner", choices=pruners.KINDS, default=pruners.DEFAULT,
+                        help="stop hopeless trials early: median, asha (asynchronous successive halving) or "
+                             f"hyperband (over ASHA brackets); default {pruners.DEFAULT}")
     parser.add_argument("--prune-warmup", type=positive_int, default=None, metavar="EPOCHS",
                         help=f"median: epochs before any stop (default {pruners.DEFAULTS['median']['warmup']})")
     parser.add_argument("--prune-min-trials", type=positive_int, default=None, metavar="N",
                         help=f"median: other trials that must have reported the epoch "
                              f"(default {pruners.DEFAULTS['median']['min_trials']})")
     parser.add_argument("--asha-min-epochs", type=positive_int, default=None, metavar="R",
-                        help=f"asha: the first rung, in epochs (default {pruners.DEFAULTS['asha']['min_epochs']})")
+                        help=f"asha, hyperband: the first rung, in epochs (default {pruners.DEFAULTS['asha']['min_epochs']})")
     parser.add_argument("--asha-eta", type=positive_int, default=None, metavar="ETA",
-                        help=f"asha: rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on "
+                        help=f"asha, hyperband: rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on "
                              f"(default {pruners.DEFAULTS['asha']['eta']})")
     parser.add_argument("--store", default=None, help=STORE_HELP)
 

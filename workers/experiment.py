@@ -17,7 +17,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
                     source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
                     pruner: dict | None = None, liar: str = "none", stop_after_no_improvement: int | None = None,
                     stop_after_s: float | None = None) -> dict:
-    """pruner: pruners.settings(...) (default: none); the stop rules: workers/stops.py."""
+    """pruner: pruners.settings(...) (default: pruners.DEFAULT); the stop rules: workers/stops.py."""
     if liar not in LIARS:
         raise ValueError(f"--liar must be one of {', '.join(LIARS)}, got {liar!r}")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -36,7 +36,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
         "objective": {"source": source, "epochs": epochs, "validation_subjects": validation_subjects,
                       "metric": "validation_accuracy"},
         "seed": seed,
-        "pruner": pruner or pruners.settings("none"),
+        "pruner": pruner or pruners.settings(pruners.DEFAULT),
         "liar": liar,
         "stop": {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
         "created": time.time(),
