@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -213,6 +214,7 @@ def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_repo
     for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88), (0.003, 0.85)]):
         paths.append(tmp_path / f"{acc}.json")
         paths[-1].write_text(json.dumps(result_2018(lr, acc)))
+        os.utime(paths[-1], (1e9 + 600 * i, 1e9 + 600 * i))  # written as the trials ended: ordered
     assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
     export = tmp_path / "trials.csv"
     assert cli.main(["trials", "paper-2018", "--export", str(export), "--store", url]) == 0

@@ -73,7 +73,9 @@ class Graphed:
             return outputs
         static_inputs = tuple(t.clone() for t in inputs)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: other threads (worker slots training beside this one) may go on launching
+        # and allocating while this thread captures; the default would fail their calls
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = self.fn(*static_inputs)
         graph.replay()  # capture records without running: this is the call itself
         self._graphs[shapes] = (graph, static_inputs, outputs)
