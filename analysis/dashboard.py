@@ -23,6 +23,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from analysis.plots import TEST_PICKED_LABEL, VALIDATION_LABEL
+from search_spaces import Space
 from search_spaces.format import Choice, Fixed, is_log_scaled
 from search_spaces.validate import FIELD_TYPES
 from workers.experiment import stored_space
@@ -79,8 +80,9 @@ class StoreStudies(BaseStorage):
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         experiment = self.store.get_experiment(self.get_study_name_from_id(study_id))
         trials = sorted(self.store.trials(experiment["name"]), key=lambda t: t["tid"])
-        points = [point_of(experiment, t) for t in trials]
-        distributions = distributions_of(experiment, points)
+        space = stored_space(experiment) if experiment.get("space") else None  # parsed once per read
+        points = [point_of(space, t) for t in trials]
+        distributions = distributions_of(space, points)
         frozen = [frozen_trial(study_id, t, p, distributions) for t, p in zip(trials, points)]
         return [t for t in frozen if states is None or t.state in states]
 
@@ -120,21 +122,21 @@ def system_attrs(experiment: dict) -> dict[str, Any]:
     return {"study:metric_names": [TEST_PICKED_LABEL if imported else VALIDATION_LABEL]}
 
 
-def point_of(experiment: dict, trial: dict) -> dict[str, Any]:
+def point_of(space: Space | None, trial: dict) -> dict[str, Any]:
     """The trial's hyperparameters: from its result once finished, else from its suggestion."""
     point = (trial.get("result") or {}).get("space")
     if point:
         return point
-    if experiment.get("space") and any(trial["misc"]["vals"].values()):
-        return stored_space(experiment).point_of(trial["misc"]["vals"])
+    if space is not None and any(trial["misc"]["vals"].values()):
+        return space.point_of(trial["misc"]["vals"])
     return {}
 
 
-def distributions_of(experiment: dict, points: list[dict]) -> dict[str, BaseDistribution]:
+def distributions_of(space: Space | None, points: list[dict]) -> dict[str, BaseDistribution]:
     """One distribution per hyperparameter that varies: the space's choices as categories, numbers
     over the range the trials cover (log where the space draws them log-uniformly); a hyperparameter
     the space fixes, or that never changes, is left out."""
-    nodes = stored_space(experiment).hyperparameters() if experiment.get("space") else {}
+    nodes = space.hyperparameters() if space is not None else {}
     distributions: dict[str, BaseDistribution] = {}
     for name in dict.fromkeys(key for point in points for key in point):
         values = [point[name] for point in points if name in point]
