@@ -156,7 +156,7 @@ def test_status_shows_each_running_trials_latest_epoch(store, capsys):
 
     submit(store, "live", "smoke", max_evals=2)
     store.insert_trial(new_trial("live", 0, {}, {}, owner="host:1:abc"))
-    assert report.running_lines(store, "live") == ["live trial 0 running on host:1:abc: no epoch reported yet"]
+    assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: no epoch reported yet"]
     store.report_epoch("live", 0, "host:1:abc", {"epoch": 3, "validation_accuracy": 0.8125})
-    assert report.running_lines(store, "live") == ["live trial 0 running on host:1:abc: epoch 3, validation "
-                                                   "accuracy 0.8125"]
+    assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: epoch 3, validation "
+                                                        "accuracy 0.8125"]

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from larnn_core import cli
 from larnn_core.hparams import HParams
 from larnn_core.train import train
 from tests.test_workers import spawn, wait_for
@@ -110,7 +111,21 @@ def test_status_shows_each_live_workers_busy_slots(url):
     for tid, slot in ((0, 3), (1, 1)):
         store.insert_trial(new_trial("busy", tid, {}, {}, owner=slot_owner("gpu-host:42:abc123", slot, 4)))
     store.insert_trial(new_trial("busy", 2, {}, {}, owner="cpu-host:7:def456"))
-    assert report.worker_lines(store) == [
+    assert report.worker_lines(report.read(store)) == [
         "worker cpu-host:7:def456: 1 of 1 slot(s) busy: slot 1 busy/2",
         "worker gpu-host:42:abc123: 2 of 4 slot(s) busy: slot 1 busy/1, slot 3 busy/0"]
-    assert report.status_rows(store)[0]["workers"] == 2  # processes, not slots
+    assert report.status_rows(report.read(store))[0]["workers"] == 2  # processes, not slots
+
+
+def test_status_reads_each_experiments_trials_once_for_all_it_prints(url, monkeypatch, capsys):
+    store = open_store(url)
+    submit(store, "busy", "smoke", max_evals=4, algorithm="rand")
+    store.insert_trial(new_trial("busy", 0, {}, {}, owner=slot_owner("gpu-host:42:abc123", 2, 4)))
+    reads = []
+    trials = type(store).trials
+    monkeypatch.setattr(type(store), "trials", lambda self, name: reads.append(name) or trials(self, name))
+    assert cli.main(["status", "busy", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "busy trial 0 running on gpu-host:42:abc123/slot2-of-4" in out  # the running trial's line
+    assert "worker gpu-host:42:abc123: 1 of 4 slot(s) busy: slot 2 busy/0" in out  # the worker's line
+    assert reads == ["busy"]

@@ -193,14 +193,12 @@ def _status(args) -> None:
     store = open_store(args.store)
     for name in args.names:
         store.get_experiment(name)  # unknown names are an error, not an empty table
-    rows = report.status_rows(store, args.names or None)
+    snapshot = report.read(store, args.names or None)
+    rows = report.status_rows(snapshot)
     print(report.table(rows) if rows else f"no experiments in {redact(store_url(args.store))}")
-    for name in args.names:
-        for line in report.running_lines(store, name):
-            print(line)
-    for line in report.worker_lines(store, args.names or None):
+    for line in report.running_lines(snapshot) if args.names else []:
         print(line)
-    for line in report.failures(store, args.names or None):
+    for line in report.worker_lines(snapshot) + report.failures(snapshot):
         print(line)
 
 

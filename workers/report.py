@@ -68,14 +68,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def status_rows(store: BaseStore, names: list[str] | None = None, live_within_s: float = 120.0) -> list[dict]:
+Snapshot = list[tuple[dict, list[dict]]]
+
+
+def read(store: BaseStore, names: list[str] | None = None) -> Snapshot:
+    """Each experiment (all, or those named) with its trials: `larnn status` reads the store once
+    and prints every part from this (on a shared MongoDB, trials carry whole learning curves)."""
+    return [(e, store.trials(e["name"])) for e in store.experiments() if not names or e["name"] in names]
+
+
+def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
     """Per experiment: trials by state, best so far, live workers and an ETA."""
     rows = []
     now = time.time()
-    for experiment in store.experiments():
-        if names and experiment["name"] not in names:
-            continue
-        trials = store.trials(experiment["name"])  # read once: counts, workers, ETA and best all come from it
+    for experiment, trials in snapshot:
         counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
         in_flight = [t for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s]
         live = {process(t["owner"]) for t in in_flight}  # worker processes (one per slot's owner's worker)
@@ -100,27 +106,27 @@ def process(owner: str) -> str:
     return match["worker"] if match else owner
 
 
-def running_lines(store: BaseStore, name: str) -> list[str]:
-    """One line per running trial of an experiment: its latest reported epoch and accuracy."""
+def running_lines(snapshot: Snapshot) -> list[str]:
+    """One line per running trial: its latest reported epoch and accuracy."""
     lines = []
-    for trial in store.trials(name):
-        if trial["state"] != RUNNING:
-            continue
-        last = trial["curve"][-1] if trial["curve"] else None
-        progress = (f"epoch {last['epoch']}, validation accuracy {_cell(last.get('validation_accuracy'))}"
-                    if last else "no epoch reported yet")
-        lines.append(f"{name} trial {trial['tid']} running on {trial['owner']}: {progress}")
+    for experiment, trials in snapshot:
+        lines += [_running_line(experiment["name"], t) for t in trials if t["state"] == RUNNING]
     return lines
 
 
-def worker_lines(store: BaseStore, names: list[str] | None = None, live_within_s: float = 120.0) -> list[str]:
+def _running_line(name: str, trial: dict) -> str:
+    last = trial["curve"][-1] if trial["curve"] else None
+    progress = (f"epoch {last['epoch']}, validation accuracy {_cell(last.get('validation_accuracy'))}"
+                if last else "no epoch reported yet")
+    return f"{name} trial {trial['tid']} running on {trial['owner']}: {progress}"
+
+
+def worker_lines(snapshot: Snapshot, live_within_s: float = 120.0) -> list[str]:
     """One line per live worker process: its busy slots (`larnn worker --slots N`) and their trials.
     A slot that is between trials has nothing in the store, so only busy slots can be shown."""
     now, busy = time.time(), {}
-    for experiment in store.experiments():
-        if names and experiment["name"] not in names:
-            continue
-        for t in store.trials(experiment["name"]):
+    for _, trials in snapshot:
+        for t in trials:
             if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s:
                 match = SLOT.match(t["owner"])
                 worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else \
@@ -131,12 +137,10 @@ def worker_lines(store: BaseStore, names: list[str] | None = None, live_within_s
             for (worker, slots), running in sorted(busy.items())]
 
 
-def failures(store: BaseStore, names: list[str] | None = None) -> list[str]:
+def failures(snapshot: Snapshot) -> list[str]:
     """One line per failed or stopped experiment: its name and why."""
     lines = []
-    for e in store.experiments():
-        if names and e["name"] not in names:
-            continue
+    for e, _ in snapshot:
         if e.get("failure"):
             lines.append(f"{e['name']} failed: {e['failure']['reason']}")
         elif e.get("stopped"):
