@@ -121,21 +121,24 @@ def measure(name: str, pick, dev: torch.device, slot_counts: list[int], steps: i
     return rows
 
 
+FULL = {"slots": "1,2,4,8,16", "batch": None, "sequence": SEQUENCE_STEPS, "steps": 20}  # batch None: each configuration's
+QUICK = {"slots": "1,2,4", "batch": 16, "sequence": 32, "steps": 3}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="1, 2 and 4 slots, batch 16, 32 time steps, 3 steps, unless given (under 2 minutes on 2 cores)")
-    parser.add_argument("--slots", default=None, help="slot counts (default 1,2,4,8,16)")
+                        help=f"{QUICK['slots']} slots, batch {QUICK['batch']}, {QUICK['sequence']} time steps, "
+                             f"{QUICK['steps']} steps, unless given (under 2 minutes on 2 cores)")
+    parser.add_argument("--slots", default=None, help=f"slot counts (default {FULL['slots']})")
     parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: cpu, and cuda when present)")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps per slot (default 20)")
-    parser.add_argument("--sequence", type=int, default=None, help="time steps (default 128, HAR's)")
+    parser.add_argument("--steps", type=int, default=None, help=f"timed training steps per slot (default {FULL['steps']})")
+    parser.add_argument("--sequence", type=int, default=None, help=f"time steps (default {FULL['sequence']}, HAR's)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: each configuration's)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
-    shapes = {"slots": "1,2,4", "batch": 16, "sequence": 32, "steps": 3} if args.quick else \
-        {"slots": "1,2,4,8,16", "batch": None, "sequence": SEQUENCE_STEPS, "steps": 20}
-    for key, default in shapes.items():  # what the command line gives wins over --quick's shapes
+    for key, default in (QUICK if args.quick else FULL).items():  # what the command line gives wins over --quick's shapes
         if getattr(args, key) is None:
             setattr(args, key, default)
     if args.threads:

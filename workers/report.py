@@ -80,11 +80,10 @@ def read(store: BaseStore, names: list[str] | None = None) -> Snapshot:
 def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
     """Per experiment: trials by state, best so far, live workers and an ETA."""
     rows = []
-    now = time.time()
     for experiment, trials in snapshot:
         counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
-        in_flight = [t for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s]
-        live = {process(t["owner"]) for t in in_flight}  # worker processes (one per slot's owner's worker)
+        in_flight = live(trials, live_within_s)
+        processes = {process(t["owner"]) for t in in_flight}  # worker processes (one per slot's owner's worker)
         durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
         remaining = experiment["max_evals"] - counts["done"] - counts["failed"] - counts["pruned"]
         eta = (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
@@ -94,10 +93,16 @@ def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
         rows.append({
             "experiment": experiment["name"], "state": ended or "active", "algorithm": experiment["algorithm"],
             "budget": experiment["max_evals"], **counts, "best_val": best[0]["validation_accuracy"] if best else None,
-            "its_test": best[0]["test_accuracy"] if best else None, "workers": len(live),
+            "its_test": best[0]["test_accuracy"] if best else None, "workers": len(processes),
             "eta": ended if ended else _duration(eta) if eta is not None else "?",
         })
     return rows
+
+
+def live(trials: list[dict], live_within_s: float) -> list[dict]:
+    """Running trials that their worker refreshed lately (a dead worker's trials go stale)."""
+    now = time.time()
+    return [t for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s]
 
 
 def process(owner: str) -> str:
@@ -124,14 +129,13 @@ def _running_line(name: str, trial: dict) -> str:
 def worker_lines(snapshot: Snapshot, live_within_s: float = 120.0) -> list[str]:
     """One line per live worker process: its busy slots (`larnn worker --slots N`) and their trials.
     A slot that is between trials has nothing in the store, so only busy slots can be shown."""
-    now, busy = time.time(), {}
+    busy = {}
     for _, trials in snapshot:
-        for t in trials:
-            if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s:
-                match = SLOT.match(t["owner"])
-                worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else \
-                    (t["owner"], 1, 1)
-                busy.setdefault((worker, slots), []).append((slot, f"{t['exp_key']}/{t['tid']}"))
+        for t in live(trials, live_within_s):
+            match = SLOT.match(t["owner"])
+            worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else \
+                (t["owner"], 1, 1)
+            busy.setdefault((worker, slots), []).append((slot, f"{t['exp_key']}/{t['tid']}"))
     return [f"worker {worker}: {len(running)} of {slots} slot(s) busy: "
             + ", ".join(f"slot {slot} {trial}" for slot, trial in sorted(running))
             for (worker, slots), running in sorted(busy.items())]
