@@ -32,6 +32,7 @@ from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
 from larnn_core.execution.torch_compile import compiled_training
 from larnn_core.hparams import HParams
+from larnn_core.statistics import REFRESH_SAMPLES, refresh
 from larnn_core.provenance import code_version, describe_device, resolve_device
 
 PROTOCOL = "honest"  # results say how their numbers were chosen; 2018's imports are "test-picked"
@@ -202,6 +203,8 @@ def _epochs(hp, splits, dev, execution: Execution, seed, history, progress, on_e
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             history["train_losses"].append(total_loss / len(X_train))
             history["train_accuracies"].append(correct / len(X_train))
+            # evaluation normalises with statistics of this epoch's final weights (statistics.py)
+            refresh(model, X_train[order[:REFRESH_SAMPLES]])
             for name in ("validation", "test"):
                 metrics = evaluate(model, *tensors[name], n_classes, forward)
                 history[f"{name}_losses"].append(metrics["loss"])

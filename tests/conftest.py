@@ -1,5 +1,8 @@
+import random
+
 import numpy as np
 import pytest
+import torch
 
 from larnn_core.data import HARData
 from larnn_core.data.dataset import TEST_SUBJECTS
@@ -26,3 +29,23 @@ def isolated_data_dir(tmp_path, monkeypatch):
     """No test reads or writes the user's data cache."""
     monkeypatch.setenv("LARNN_DATA", str(tmp_path / "larnn-data"))
     return tmp_path / "larnn-data"
+
+
+TEST_THREADS = 2  # torch's intra-op threads in every test: float rounding follows the thread count
+
+
+@pytest.fixture(autouse=True)
+def deterministic_globals():
+    """Each test starts from the same global state whatever ran before it or whatever the machine:
+    torch's intra-op thread count (its matrix products and reductions split their sums by thread,
+    so float32 rounding, and every trajectory trained from it, depends on it: one machine's default
+    of 1 thread gave results that another's 2 did not) and the global generators of random, numpy
+    and torch (which earlier tests would otherwise have consumed by an amount that depends on the
+    order). Restored afterwards, so a test that changes them leaks nothing."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TEST_THREADS)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

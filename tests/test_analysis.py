@@ -57,6 +57,7 @@ def axes_in_svg(path: Path) -> int:
     return len(re.findall(r'<g id="axes_\d+"', path.read_text()))
 
 
+@pytest.mark.slow
 def test_plot_writes_every_figure_and_an_offline_report(store, url, tmp_path, capsys):
     out = tmp_path / "plots"
     assert cli.main(["plot", "round2", "round3", "--out", str(out), "--store", url]) == 0
@@ -107,6 +108,7 @@ def test_trials_export(store, url, tmp_path, capsys):
     assert {row["attempts"] for row in rows} == {"1"}  # each synthetic trial was reserved once
 
 
+@pytest.mark.slow
 def test_notebook_runs_as_a_script(store, url, tmp_path):
     out = tmp_path / "nb"
     run = subprocess.run([sys.executable, str(ROOT / "analysis/notebooks/hyperparameter_influence.py"),
@@ -331,6 +333,7 @@ def svg_colours(path: Path) -> dict[str, set[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
     store = open_store(url)
     add_synthetic_experiment(store, "round2", n=30, seed=0)
@@ -350,6 +353,7 @@ def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
     assert min(figures_with.values()) >= 5, figures_with  # history, importance, hyperparameters, ...
 
 
+@pytest.mark.slow
 def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_the_history(tmp_path, url):
     """A clone or a copy writes every 2018 file within moments, in name (accuracy) order: their
     times say nothing about when each trial ran, and a history drawn from them would be a staircase."""

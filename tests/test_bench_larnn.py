@@ -1,4 +1,4 @@
-"""benchmarks/bench_larnn.py and bench_throughput.py end to end on shrunken shapes: the JSON that runs are compared by."""
+"""benchmarks/bench_larnn.py, bench_throughput.py and bench_eval_agreement.py end to end on shrunken shapes: the JSON that runs are compared by."""
 import json
 import os
 import signal
@@ -13,6 +13,7 @@ ROW_KEYS = ("reference_train_ms", "fast_train_ms", "lstm_train_ms", "reference_i
             "lstm_infer_ms", "fast_vs_reference_train", "fast_vs_lstm_train", "peak_mem_ratio")
 
 
+@pytest.mark.slow
 def test_quick_run_writes_the_documented_shape(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
@@ -58,6 +59,7 @@ def test_a_measurement_that_fails_reports_its_traceback(monkeypatch):
         bench_larnn.measure_in_own_process(_fails)
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_quick_run_writes_ratios_per_slot_count(tmp_path):
     out = tmp_path / "throughput.json"
     run = subprocess.run([sys.executable, "benchmarks/bench_throughput.py", "--quick", "--slots", "1,2", "--steps", "1",
@@ -72,3 +74,19 @@ def test_throughput_benchmark_quick_run_writes_ratios_per_slot_count(tmp_path):
             assert row["steps_per_s"] > 0 and row["ratio_to_one_slot"] > 0 and row["epochs_per_hour"] > 0
     assert cpu["larnn_vs_lstm_step"] == cpu["larnn_step_ms"] / cpu["lstm_step_ms"]
     assert "cpu best 2 slot(s)" in run.stderr
+
+
+@pytest.mark.slow
+def test_eval_agreement_benchmark_smoke_run_writes_both_statistics(tmp_path):
+    out = tmp_path / "agreement.json"
+    run = subprocess.run([sys.executable, "benchmarks/bench_eval_agreement.py", "--seeds", "0", "--steps", "2",
+                          "--samples", "64", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LARNN_DATA": str(tmp_path / "data")})
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    (row,) = result["seeds"]
+    for kind in ("trailing", "refreshed"):
+        assert len({"ratio_max", "ratio_min", "eval_loss", "train_loss"} & row[kind].keys()) == 4
+        assert row[kind]["ratio_min"] <= row[kind]["ratio_max"]
+        assert result["worst"][kind]["ratio_max"] == row[kind]["ratio_max"]

@@ -15,6 +15,7 @@ from larnn_core.data.dataset import load
 from larnn_core.execution.cell_step import cell_step
 from larnn_core.hparams import HParams
 from larnn_core.model import LARNN, StepBatchNorm
+from larnn_core.statistics import REFRESH_SAMPLES, agreement, refresh
 from tests.conftest import synthetic_har
 
 TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
@@ -95,30 +96,50 @@ def test_inference_does_not_depend_on_the_batch():
     assert torch.allclose(together, shuffled.flip(0), atol=1e-5)
 
 
-def per_step_scale_and_loss(model, X, y, train_mode: bool) -> tuple[torch.Tensor, float]:
-    """Mean |h| of the last layer at each time step [T], and the loss, on one batch; in train mode
-    with the batch's statistics, leaving the running statistics as they were."""
-    scales, buffers = [], {n: b.clone() for n, b in model.named_buffers()}
-    hook = model.body.cells[-1].register_forward_hook(lambda module, args, out: scales.append(out.abs().mean((0, 2))))
-    model.train(train_mode)
-    with torch.no_grad():
-        loss = F.cross_entropy(model(X), y).item()
-    hook.remove()
-    model.load_state_dict(buffers, strict=False)
-    return scales[0], loss
+def test_training_evaluates_with_statistics_of_each_epochs_weights(small_har, monkeypatch):
+    """Every epoch's evaluations come after the batch norms' statistics are refreshed from the
+    epoch's own sequences under its final weights (larnn_core/statistics.py)."""
+    events, real_refresh, real_evaluate = [], training.refresh, training.evaluate
+    monkeypatch.setattr(training, "refresh", lambda model, X: events.append(("refresh", len(X))) or real_refresh(model, X))
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: events.append(("evaluate",)) or real_evaluate(*a, **k))
+    training.train(HParams.from_dict({**TINY, "training_epochs": 2}), small_har, device="cpu", progress=False)
+    train_size = len(make_splits(small_har, 5, 0).train[1])
+    assert events == [("refresh", min(REFRESH_SAMPLES, train_size)), ("evaluate",), ("evaluate",)] * 2
+
+
+def test_refreshed_statistics_are_those_of_the_current_weights():
+    """Whatever the running statistics held before, a refresh from a batch leaves the ones that
+    batch has under the current weights: evaluation of that batch then scales every step as
+    training's batch statistics do. Parameters, dropout's generator and the global generator are
+    untouched, and the momentum is restored."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(5)
+    model = build_model(HParams.from_dict({**TINY, "dropout_drop_proba": 0.3}), steps=16, generator=generator)
+    X, y = torch.randn(300, 16, 9), torch.randint(6, (300,))
+    for module in model.modules():
+        if isinstance(module, StepBatchNorm):
+            module.running_mean.fill_(5.0)
+            module.running_var.fill_(100.0)
+    parameters = {n: p.clone() for n, p in model.named_parameters()}
+    draws, masks = torch.get_rng_state(), generator.get_state()
+    assert refresh(model, X) == 1
+    assert not model.training and all(torch.equal(p, parameters[n]) for n, p in model.named_parameters())
+    assert torch.equal(torch.get_rng_state(), draws) and torch.equal(generator.get_state(), masks)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, StepBatchNorm))
+    model.body.cells[0].dropout.p = 0.0  # train mode without dropout, to compare scales
+    assert_train_and_eval_agree(model, X, y, factor=1.02, loss_factor=1.02)
 
 
 def assert_train_and_eval_agree(model, X, y, factor: float, loss_factor: float) -> None:
-    train_scale, train_loss = per_step_scale_and_loss(model, X, y, True)
-    eval_scale, eval_loss = per_step_scale_and_loss(model, X, y, False)
-    ratio = eval_scale / train_scale
+    ratio, eval_loss, train_loss = agreement(model, X, y)
     assert ratio.min() > 1 / factor and ratio.max() < factor, ratio
     assert math.isfinite(eval_loss) and eval_loss < loss_factor * train_loss + 0.05, (eval_loss, train_loss)
 
 
-def train_steps(model, X, y, steps: int, batch: int, lr: float) -> None:
+def train_steps(model, X, y, steps: int, batch: int, lr: float, seed: int) -> None:
+    """Some training steps, then the statistics refreshed as training does before it evaluates."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
         index = torch.randint(len(X), (batch,), generator=generator)
@@ -126,31 +147,37 @@ def train_steps(model, X, y, steps: int, batch: int, lr: float) -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    refresh(model, X[torch.randperm(len(X), generator=generator)[:REFRESH_SAMPLES]])
 
 
-def test_train_and_eval_agree_at_every_step_after_training():
-    """The issue's probe as a test: after some hundred training steps on HAR-like data, the eval-mode
-    hidden scale at every time step and the eval loss stay within a factor 1.5 of train mode's
-    on the same batch (the 2018 model normalised in the recurrence with one set of statistics
-    shared by all steps: its eval scale at t=0 was 0.41 of train mode's)."""
-    torch.manual_seed(0)
-    data = synthetic_har(windows_per_subject=20, steps=32)
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("norm, mode", [("batch", "residual"), ("batch", "layer"), ("layer", "residual")])
+def test_train_and_eval_agree_at_every_step_after_training(norm, mode, seed):
+    """The issue's probe as a property over trajectories: 20 steps into training at a high learning
+    rate, where the weights move fastest, the eval-mode hidden scale at every time step and the
+    eval loss stay within a factor 1.1 of train mode's on the same batch. Without the refreshed
+    statistics, running statistics that trail the weights gave 0.71-1.66 here (seed 0); the 2018
+    model, normalised in the recurrence with one set of statistics shared by all steps, 0.41 at t=0."""
+    torch.manual_seed(seed)
+    data = synthetic_har(windows_per_subject=20, steps=32, seed=seed)
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
-    model = build_model(HParams.from_dict({**TINY, "hidden_size": 16, "attention_heads": 4, "num_layers": 2,
-                                           "larnn_window_size": 6, "dropout_drop_proba": 0.0}), steps=32)
-    train_steps(model, X, y, steps=200, batch=64, lr=0.01)
-    assert_train_and_eval_agree(model, X[:256], y[:256], factor=1.5, loss_factor=1.5)
+    model = build_model(HParams.from_dict({**TINY, "hidden_size": 16, "attention_heads": 4, "larnn_window_size": 6,
+                                           "dropout_drop_proba": 0.0, "norm": norm, "larnn_mode": mode}), steps=32)
+    train_steps(model, X, y, steps=20, batch=64, lr=0.05, seed=seed)
+    assert_train_and_eval_agree(model, X[:256], y[:256], factor=1.1, loss_factor=1.1)
 
 
 @pytest.mark.slow
 def test_train_and_eval_agree_for_the_best_2018_configuration():
-    """The same on the offline HAR data with the 2018 best configuration (defaults), on a slice. The
-    loss is allowed a factor 3: 60 steps in, at the 2018 learning rate, the running statistics
-    (momentum 0.1: about the last 10 batches) trail weights that still move fast."""
-    torch.manual_seed(0)
+    """The same on the offline HAR data with the 2018 best configuration (defaults), 60 steps in, at
+    the 2018 learning rate, where the weights still move fast. Seed 0 is the one of ten whose
+    running statistics had drifted furthest (eval/train 1.48 by the last step, on 2 threads);
+    benchmarks/bench_eval_agreement.py measures all ten."""
+    seed = 0
+    torch.manual_seed(seed)
     splits = make_splits(load("hapt", progress=False), 5, 0)
     X, y = torch.from_numpy(splits.train[0]), torch.from_numpy(splits.train[1])
     model = build_model(HParams.from_dict({"dropout_drop_proba": 0.0}), steps=X.shape[1])
-    train_steps(model, X, y, steps=60, batch=128, lr=HParams().learning_rate)
+    train_steps(model, X, y, steps=60, batch=128, lr=HParams().learning_rate, seed=seed)
     index = torch.from_numpy(np.random.default_rng(0).choice(len(X), 512, replace=False))
-    assert_train_and_eval_agree(model, X[index], y[index], factor=1.5, loss_factor=3)
+    assert_train_and_eval_agree(model, X[index], y[index], factor=1.1, loss_factor=1.5)

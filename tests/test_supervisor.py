@@ -62,6 +62,7 @@ def owner_pid(trial: dict) -> int:
     return int(trial["owner"].split(":")[1])  # owners are host:pid:nonce
 
 
+@pytest.mark.slow
 def test_two_children_a_killed_one_restarted_and_its_trial_rerun_exactly_max_evals(tmp_path, search):
     store, env = search
     supervisor = supervise(tmp_path, env, "--stale-after", "3", "--idle-exit", "4")

@@ -158,6 +158,7 @@ def test_larnn_train_passes_no_cuda_graphs(small_har, monkeypatch, capsys):
     assert calls == [None, False]  # None: graphs on CUDA unless LARNN_CUDA_GRAPHS=0
 
 
+@pytest.mark.slow
 def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkeypatch):
     """A worker trains configuration after configuration in one process; past dynamo's limit of
     8 variants per function, later ones would run uncompiled without a word."""

@@ -75,6 +75,7 @@ time.sleep(float(sys.argv[2]))
 """
 
 
+@pytest.mark.slow
 def test_a_result_survives_an_outage_and_a_sigkill(tmp_path, url):
     """Another process holds SQLite's write lock while the trial ends; the worker spools the result,
     logs the outage and is killed with SIGKILL; the next worker on the machine delivers the

@@ -45,6 +45,7 @@ def logs_of(tmp_path) -> str:
     return "".join(p.read_text() for p in tmp_path.glob("*.log"))
 
 
+@pytest.mark.slow
 def test_four_processes_run_forty_trials_exactly_once(tmp_path, url):
     store = open_store(url)
     submit(store, "race", "smoke", max_evals=40, algorithm="rand")
