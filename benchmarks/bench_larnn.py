@@ -147,7 +147,7 @@ def measure_epoch(kind: str, config: dict, device_name: str, threads: int, batch
         larnn_core.train.build_model = lambda *args, **kwargs: as_reference(build(*args, **kwargs))
     hp = hparams_for(kind, {**config, "training_epochs": 1}, batch)
     result = larnn_core.train.train(hp, load("hapt", progress=False), device=device_name, progress=False)
-    return {"epoch_s": result["history"]["epoch_seconds"][0]}
+    return {"epoch_s": result.epochs[0].seconds}
 
 
 def _child(sender, work, *args) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from hyperopt import Domain
 
+from larnn_core.records import EpochReport
 from search_spaces import Space, load_space
 from workers import pruners
 from workers.experiment import make_experiment
@@ -133,12 +134,13 @@ def search(replay: Replay, space: Space, pruner: dict, liar: str, workers: int, 
         for worker in sorted(running):
             trial, curve, pruner_of_trial = running[worker]
             epoch = len(trial["curve"]) + 1
-            trial["curve"].append({"epoch": epoch, "validation_accuracy": float(curve[epoch - 1])})
+            trial["curve"].append(EpochReport(epoch, validation_accuracy=float(curve[epoch - 1])).to_document())
+            reports = [EpochReport.from_document(e) for e in trial["curve"]]
             spent += 1
-            stop = pruner_of_trial.prune(memory, "replay", trial["tid"], trial["curve"])
+            stop = pruner_of_trial.prune(memory, "replay", trial["tid"], reports)
             if stop or epoch == len(curve):
                 trial.update(state=PRUNED if stop and epoch < len(curve) else DONE,
-                             result={"status": "ok", "loss": -pruners.best_so_far(trial["curve"], epoch)})
+                             result={"status": "ok", "loss": -pruners.best_so_far(reports, epoch)})
                 finished.append(trial)
                 del running[worker]
                 if reached is None and target is not None and best() >= target:

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from larnn_core.records import OK, EpochReport, TrainResult
 from workers.experiment import make_experiment, submit
 from workers.store import DONE, new_trial, open_store
 from workers.suggest import suggest
@@ -61,8 +62,9 @@ def tpe_suggest_ms(n_trials: int = 200, repeats: int = 5) -> float:
 def _sleep_objective(seconds: float):
     def objective(hyperparameters, settings, seed, device, on_epoch):
         time.sleep(seconds)
-        on_epoch(1, {})
-        return {"status": "ok", "loss": -0.5, "best_validation_accuracy": 0.5}
+        report = EpochReport(1, validation_accuracy=0.5)
+        on_epoch(report)
+        return TrainResult(OK, (report,), best_epoch=1)
     return objective
 
 

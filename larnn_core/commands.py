@@ -9,6 +9,7 @@ from pathlib import Path
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seed
 from larnn_core.hparams import MODELS, HParams, describe
+from larnn_core.records import OK
 
 
 def register_data(subparsers) -> None:
@@ -138,9 +139,9 @@ def _train(args) -> int:
     result = train(hp, data, device=args.device, seed=args.seed,
                    validation_subjects=args.validation_subjects, progress=not args.no_progress,
                    cuda_graphs=False if args.no_cuda_graphs else None)
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result.to_document(), indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     print(text)
-    return 0 if result["status"] == "ok" else 1
+    return 0 if result.status == OK else 1

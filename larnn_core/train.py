@@ -1,8 +1,10 @@
 """The training protocol: Adam + L2, the 2018 step decay, epoch chosen on validation subjects,
 test accuracy read at that epoch only (2018 defect 5, docs/design.md: it took the best test epoch).
 
-`train` returns a hyperopt-valid result dict: `loss` is minus the best validation accuracy and
-`status` is "ok" or "fail"; a NaN training loss or a CUDA out-of-memory is a "fail" with a reason.
+`train` reports each epoch as an EpochReport and returns a TrainResult (larnn_core/records.py),
+whose document is a hyperopt-valid result: `loss` is minus the selected epoch's validation
+accuracy and `status` is "ok" or "fail"; a NaN training loss or a CUDA out-of-memory is a "fail"
+with a reason.
 
 An epoch whose validation or test loss is not finite (the model diverged in evaluation) is never
 selected. The result counts such epochs (`nonfinite_evaluation_epochs`, the first in
@@ -32,8 +34,9 @@ from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
 from larnn_core.execution.torch_compile import compiled_training
 from larnn_core.hparams import HParams
-from larnn_core.statistics import REFRESH_SAMPLES, refresh
 from larnn_core.provenance import code_version, describe_device, resolve_device
+from larnn_core.records import FAIL, OK, EpochReport, TrainResult
+from larnn_core.statistics import REFRESH_SAMPLES, refresh
 
 PROTOCOL = "honest"  # results say how their numbers were chosen; 2018's imports are "test-picked"
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
@@ -88,12 +91,12 @@ def train(
     seed: int = 0,
     validation_subjects: int = 5,
     progress: bool = True,
-    on_epoch: Callable[[int, dict], bool | None] | None = None,
+    on_epoch: Callable[[EpochReport], bool | None] | None = None,
     cpu_loops: bool | None = None,
     torch_compile: bool | None = None,
     cuda_graphs: bool | None = None,
-) -> dict:
-    """Train one model and return its result; on_epoch(epoch, history) runs after each epoch, and
+) -> TrainResult:
+    """Train one model and return its result; on_epoch(report) runs after each epoch, and
     returning True stops the training there (a pruner's decision: the result then holds the
     epochs trained, and `stopped_at_epoch`).
     cpu_loops, torch_compile, cuda_graphs: the execution (larnn_core/execution/choice.py; None:
@@ -105,59 +108,37 @@ def train(
     if hp.model == "lstm":  # torch.nn.LSTM: no LARNN steps to run on loops or to compile
         execution = dataclasses.replace(execution, cpu_loops=False, torch_compile=False)
     splits = make_splits(data, validation_subjects, seed)
-    history = {key: [] for key in (
-        "train_losses", "train_accuracies", "validation_losses", "validation_accuracies",
-        "validation_f1_scores", "test_losses", "test_accuracies", "test_f1_scores", "epoch_seconds")}
-    result = {
-        "model": hp.model,
-        "protocol": PROTOCOL,
-        "hyperparameters": hp.to_dict(),
-        "seed": seed,
-        "device": describe_device(dev),
-        "execution": execution.as_record(),
-        "data_source": data.source,
-        "data_origin": data.origin,
-        "data_checksum": data.checksum,
-        "validation_subjects": splits.validation_subjects,
-        "code_version": code_version(),
-        "history": history,
-    }
+    epochs: list[EpochReport] = []
+    provenance = dict(model=hp.model, protocol=PROTOCOL, hyperparameters=hp.to_dict(), seed=seed,
+                      device=describe_device(dev), execution=execution.as_record(), data_source=data.source,
+                      data_origin=data.origin, data_checksum=data.checksum,
+                      validation_subjects=splits.validation_subjects, code_version=code_version())
+    outcome: dict = {"status": FAIL}
     try:
-        stopped = _fit(hp, splits, dev, execution, seed, history, progress, on_epoch)
-        if stopped is not None:
-            result["stopped_at_epoch"] = stopped
-        if not history["validation_accuracies"]:
+        stopped = _fit(hp, splits, dev, execution, seed, epochs, progress, on_epoch)
+        outcome["stopped_at_epoch"] = stopped
+        if not epochs:
             raise TrainingFailed("no epoch was trained")
-        diverged = [epoch for epoch, losses in enumerate(zip(history["validation_losses"], history["test_losses"]), 1)
-                    if not all(map(math.isfinite, losses))]
-        result.update(nonfinite_evaluation_epochs=len(diverged), evaluation_diverged=bool(diverged),
-                      first_nonfinite_evaluation_epoch=diverged[0] if diverged else None)
-        eligible = np.array([epoch not in diverged for epoch in range(1, len(history["validation_losses"]) + 1)])
-        if not eligible.any():
+        diverged = [e.epoch for e in epochs if not e.evaluation_finite]
+        outcome.update(nonfinite_evaluation_epochs=len(diverged), evaluation_diverged=bool(diverged),
+                       first_nonfinite_evaluation_epoch=diverged[0] if diverged else None)
+        eligible = [e for e in epochs if e.evaluation_finite]
+        if not eligible:
             raise TrainingFailed(f"evaluation diverged at every epoch (non-finite validation or test loss from "
                                  f"epoch {diverged[0]})")
-        best = int(np.argmax(np.where(eligible, history["validation_accuracies"], -np.inf)))  # first maximum
-        result.update(
-            status="ok",
-            loss=-history["validation_accuracies"][best],
-            best_validation_accuracy=history["validation_accuracies"][best],
-            best_validation_f1_score=history["validation_f1_scores"][best],
-            best_epoch=best + 1,
-            test_accuracy=history["test_accuracies"][best],
-            test_f1_score=history["test_f1_scores"][best],
-        )
+        best = max(eligible, key=lambda e: e.validation_accuracy)  # the first maximum
+        outcome.update(status=OK, best_epoch=best.epoch)
     except TrainingFailed as error:
-        result.update(status="fail", error=str(error))
+        outcome["error"] = str(error)
     except torch.cuda.OutOfMemoryError as error:
-        result.update(status="fail", error=f"CUDA out of memory: {error}")
-    result["wall_time_s"] = time.time() - started
-    return result
+        outcome["error"] = f"CUDA out of memory: {error}"
+    return TrainResult(epochs=tuple(epochs), wall_time_s=time.time() - started, **provenance, **outcome)
 
 
-def _fit(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> int | None:
-    """Trains into history; returns the epoch at which on_epoch asked to stop, if it did."""
+def _fit(hp, splits, dev, execution: Execution, seed, epochs, progress, on_epoch) -> int | None:
+    """Trains, appending each epoch's report; returns the epoch at which on_epoch asked to stop, if it did."""
     with compiled_training() if execution.torch_compile else contextlib.nullcontext():
-        return _epochs(hp, splits, dev, execution, seed, history, progress, on_epoch)
+        return _epochs(hp, splits, dev, execution, seed, epochs, progress, on_epoch)
 
 
 def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> torch.Generator | None:
@@ -170,7 +151,7 @@ def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> tor
     return torch.Generator(device=dev).manual_seed(seed + 1)  # not the shuffle's stream (seed)
 
 
-def _epochs(hp, splits, dev, execution: Execution, seed, history, progress, on_epoch) -> int | None:
+def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_epoch) -> int | None:
     n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
     _, steps, n_inputs = splits.train[0].shape
     with GLOBAL_RNG:  # initialisation draws from the global generator: one training at a time
@@ -201,18 +182,13 @@ def _epochs(hp, splits, dev, execution: Execution, seed, history, progress, on_e
                 correct += (logits.argmax(1) == y_train[index]).sum().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            history["train_losses"].append(total_loss / len(X_train))
-            history["train_accuracies"].append(correct / len(X_train))
             # evaluation normalises with statistics of this epoch's final weights (statistics.py)
             refresh(model, X_train[order[:REFRESH_SAMPLES]])
-            for name in ("validation", "test"):
-                metrics = evaluate(model, *tensors[name], n_classes, forward)
-                history[f"{name}_losses"].append(metrics["loss"])
-                history[f"{name}_accuracies"].append(metrics["accuracy"])
-                history[f"{name}_f1_scores"].append(metrics["f1"])
-            bar.set_postfix(loss=f"{history['train_losses'][-1]:.4f}",
-                            val_acc=f"{history['validation_accuracies'][-1]:.4f}")
-        history["epoch_seconds"].append(time.time() - epoch_start)
-        if on_epoch is not None and on_epoch(epoch, history) and epoch < hp.training_epochs:
+            measured = {f"{name}_{metric}": value for name in ("validation", "test")
+                        for metric, value in evaluate(model, *tensors[name], n_classes, forward).items()}
+            bar.set_postfix(loss=f"{total_loss / len(X_train):.4f}", val_acc=f"{measured['validation_accuracy']:.4f}")
+        epochs.append(EpochReport(epoch, train_loss=total_loss / len(X_train), train_accuracy=correct / len(X_train),
+                                  seconds=time.time() - epoch_start, **measured))
+        if on_epoch is not None and on_epoch(epochs[-1]) and epoch < hp.training_epochs:
             return epoch
     return None

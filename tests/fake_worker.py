@@ -9,6 +9,8 @@ import os
 import sys
 import time
 
+from larnn_core.records import EpochReport
+from tests.support.results import result_with
 from workers.slots import run_slots
 from workers.store import open_store
 from workers.worker import Worker
@@ -20,9 +22,8 @@ def sleepy_objective(log_path: str, epoch_s: float, epochs: int):
             f.write(f"{os.getpid()} {hyperparameters['learning_rate']!r}\n")
         for epoch in range(1, epochs + 1):
             time.sleep(epoch_s)
-            on_epoch(epoch, {})
-        accuracy = 1 - abs(hyperparameters["learning_rate"] - 0.01)
-        return {"status": "ok", "loss": -accuracy, "best_validation_accuracy": accuracy, "test_accuracy": accuracy}
+            on_epoch(EpochReport(epoch))
+        return result_with([1 - abs(hyperparameters["learning_rate"] - 0.01)])
     return objective
 
 

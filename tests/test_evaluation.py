@@ -38,23 +38,23 @@ def scripted_evaluation(monkeypatch, small_har, epochs: list[tuple[float, float]
 def test_an_epoch_whose_evaluation_diverged_is_never_selected(small_har, monkeypatch):
     scripted_evaluation(monkeypatch, small_har, [(0.7, 0.9), (0.95, math.nan), (0.8, 0.5)])
     result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
-    assert result["status"] == "ok"
-    assert result["best_epoch"] == 3 and result["best_validation_accuracy"] == 0.8
-    assert result["evaluation_diverged"] is True
-    assert result["nonfinite_evaluation_epochs"] == 1 and result["first_nonfinite_evaluation_epoch"] == 2
+    assert result.status == "ok"
+    assert result.best_epoch == 3 and result.selected.validation_accuracy == 0.8
+    assert result.evaluation_diverged is True
+    assert result.nonfinite_evaluation_epochs == 1 and result.first_nonfinite_evaluation_epoch == 2
 
 
 def test_a_training_whose_evaluation_always_diverged_fails(small_har, monkeypatch):
     scripted_evaluation(monkeypatch, small_har, [(0.7, math.inf), (0.95, math.nan), (0.8, 1e308 * 10)])
     result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
-    assert result["status"] == "fail" and "evaluation diverged at every epoch" in result["error"]
-    assert result["nonfinite_evaluation_epochs"] == 3 and "best_epoch" not in result
+    assert result.status == "fail" and "evaluation diverged at every epoch" in result.error
+    assert result.nonfinite_evaluation_epochs == 3 and "best_epoch" not in result.to_document()
 
 
 def test_a_healthy_training_says_its_evaluation_did_not_diverge(small_har):
     result = training.train(HParams.from_dict({**TINY, "training_epochs": 1}), small_har, device="cpu", progress=False)
-    assert result["evaluation_diverged"] is False and result["nonfinite_evaluation_epochs"] == 0
-    assert result["first_nonfinite_evaluation_epoch"] is None
+    assert result.evaluation_diverged is False and result.nonfinite_evaluation_epochs == 0
+    assert result.first_nonfinite_evaluation_epoch is None
 
 
 @pytest.mark.parametrize("norm", ["batch", "layer"])

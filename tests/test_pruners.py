@@ -5,6 +5,8 @@ import random
 
 import pytest
 
+from larnn_core.records import EpochReport
+from tests.support.results import result_with
 from workers import pruners
 from workers.experiment import submit
 from workers.pruners import ASHAPruner, HyperbandPruner, MedianPruner, promotable
@@ -17,14 +19,15 @@ def store(tmp_path):
     return open_store(f"sqlite:///{tmp_path / 'store.db'}")
 
 
-def curve(*accuracies: float) -> list[dict]:
-    return [{"epoch": e, "validation_accuracy": a} for e, a in enumerate(accuracies, 1)]
+def curve(*accuracies: float) -> list[EpochReport]:
+    return [EpochReport(e, validation_accuracy=a) for e, a in enumerate(accuracies, 1)]
 
 
-def add_finished(store, name: str, curves: list[list[dict]]) -> None:
+def add_finished(store, name: str, curves: list[list[EpochReport]]) -> None:
     for tid, points in enumerate(curves):
         trial = new_trial(name, tid, {}, {})
-        trial.update(state=DONE, curve=points, result={"status": "ok", "loss": -points[-1]["validation_accuracy"]})
+        trial.update(state=DONE, curve=[p.to_document() for p in points],
+                     result={"status": "ok", "loss": -points[-1].validation_accuracy})
         store.insert_trial(trial)
 
 
@@ -123,14 +126,13 @@ def curve_objective(epochs_run: list):
     pruner's stop (on_epoch's True), as larnn_core.train does."""
     def objective(hp, settings, seed, device, on_epoch):
         ceiling = 0.5 + 40 * hp["learning_rate"]  # smoke's learning rates: 0.003-0.03
-        history = {"validation_accuracies": []}
+        accuracies = []
         for epoch in range(1, settings["epochs"] + 1):
-            history["validation_accuracies"].append(ceiling * (1 - 0.5 ** epoch))
-            if on_epoch(epoch, history):
+            accuracies.append(ceiling * (1 - 0.5 ** epoch))
+            if on_epoch(EpochReport(epoch, validation_accuracy=accuracies[-1])):
                 break
         epochs_run.append(epoch)
-        best = max(history["validation_accuracies"])
-        return {"status": "ok", "loss": -best, "best_validation_accuracy": best, "test_accuracy": best}
+        return result_with(accuracies)
     return objective
 
 

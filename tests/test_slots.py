@@ -61,7 +61,7 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
                       small_har, device="cpu",
                       seed=trial_seed(experiment, trial["tid"]), progress=False, cpu_loops=loops)
         for key in ("train_losses", "validation_losses", "validation_accuracies", "test_accuracies"):
-            assert trial["result"]["history"][key] == alone["history"][key], (trial["tid"], key)
+            assert trial["result"]["history"][key] == alone.to_document()["history"][key], (trial["tid"], key)
 
 
 def test_an_exception_in_one_slot_fails_that_trial_only(small_har, url, tmp_path):

@@ -67,10 +67,11 @@ def test_training_on_cuda_with_graphs_follows_eager_training(small_har):
     hp = HParams.from_dict({**TINY, "dropout_drop_proba": 0.0})
     graphed, eager = (training.train(hp, small_har, device="cuda", seed=1, progress=False, cuda_graphs=graphs)
                       for graphs in (True, False))
-    assert graphed["status"] == eager["status"] == "ok"
-    assert graphed["execution"]["cuda_graphs"] is True and eager["execution"]["cuda_graphs"] is False
-    for key in ("train_losses", "validation_losses", "test_losses"):
-        torch.testing.assert_close(graphed["history"][key], eager["history"][key], rtol=1e-4, atol=0, msg=key)
+    assert graphed.status == eager.status == "ok"
+    assert graphed.execution["cuda_graphs"] is True and eager.execution["cuda_graphs"] is False
+    for metric in ("train_loss", "validation_loss", "test_loss"):
+        torch.testing.assert_close([getattr(e, metric) for e in graphed.epochs], [getattr(e, metric) for e in eager.epochs],
+                                   rtol=1e-4, atol=0, msg=metric)
 
 
 def test_a_graphed_step_is_freed_without_the_garbage_collector():

@@ -2,6 +2,7 @@
 import pytest
 
 from larnn_core import cli
+from tests.support.results import result_with
 from workers.experiment import submit
 from workers.stops import duration
 from workers.store import DONE, open_store
@@ -17,7 +18,7 @@ def scripted_objective():
     def objective(hp, settings, seed, device, on_epoch):
         accuracy = ACCURACIES[len(calls)]
         calls.append(accuracy)
-        return {"status": "ok", "loss": -accuracy, "best_validation_accuracy": accuracy}
+        return result_with([accuracy])
     return objective
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ from larnn_core import cli, train as training
 from larnn_core.data import dataset
 from larnn_core.execution import torch_compile
 from larnn_core.hparams import HParams
+from larnn_core.records import TrainResult
 
 TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
             training_epochs=3, learning_rate=0.01, decay_each_N_epoch=2)
@@ -16,10 +18,13 @@ TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1,
 @pytest.mark.parametrize("model", ["larnn", "lstm"])
 def test_training_learns_and_records_everything(small_har, model):
     hp = HParams.from_dict({**TINY, "model": model, "training_epochs": 6})
-    result = training.train(hp, small_har, device="cpu", seed=1, progress=False)
-    assert result["status"] == "ok"
+    trained = training.train(hp, small_har, device="cpu", seed=1, progress=False)
+    assert trained.status == "ok" and [e.epoch for e in trained.epochs] == [1, 2, 3, 4, 5, 6]
+    assert all(None not in (e.train_loss, e.train_accuracy, e.validation_loss, e.validation_accuracy,
+                            e.validation_f1, e.test_loss, e.test_accuracy, e.test_f1, e.seconds) for e in trained.epochs)
+    result = trained.to_document()
     history = result["history"]
-    assert all(len(v) == 6 for v in history.values())
+    assert len(history) == 9 and all(len(v) == 6 for v in history.values())
     # chance is 1/6; in 6 epochs the LARNN reached 0.6-0.97 over seeds 1-16 (in 3, 0.3-0.85)
     assert result["best_validation_accuracy"] > 0.5
     assert result["loss"] == -result["best_validation_accuracy"]
@@ -29,14 +34,15 @@ def test_training_learns_and_records_everything(small_har, model):
     assert result["execution"] == {"cpu_loops": model == "larnn", "torch_compile": False, "cuda_graphs": False}
     assert result["protocol"] == "honest"  # the epoch picked on validation subjects, test read there once
     assert result["data_source"] == "synthetic" and result["data_checksum"] == small_har.checksum
-    json.dumps(result)  # a plain JSON document, storable as is
+    assert json.loads(json.dumps(result)) == result  # a plain JSON document, storable as is
 
 
 def test_same_seed_same_result(small_har):
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     a = training.train(hp, small_har, device="cpu", seed=5, progress=False)
     b = training.train(hp, small_har, device="cpu", seed=5, progress=False)
-    assert a["history"]["train_losses"] == b["history"]["train_losses"]
+    assert [dataclasses.replace(e, seconds=None) for e in a.epochs] == [dataclasses.replace(e, seconds=None)
+                                                                       for e in b.epochs]  # all but the time
 
 
 def test_epoch_is_chosen_on_validation_and_test_read_there(small_har, monkeypatch):
@@ -54,9 +60,9 @@ def test_epoch_is_chosen_on_validation_and_test_read_there(small_har, monkeypatc
     current = [0.0, 0.0]
     monkeypatch.setattr(training, "evaluate", fake_evaluate)
     result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
-    assert result["best_epoch"] == 2
-    assert result["best_validation_accuracy"] == 0.9
-    assert result["test_accuracy"] == 0.60
+    assert result.best_epoch == 2
+    assert result.selected.validation_accuracy == 0.9
+    assert result.selected.test_accuracy == 0.60
 
 
 def test_lr_decays_by_three_quarters_every_n_epochs(small_har, monkeypatch):
@@ -77,7 +83,7 @@ def test_lr_decays_by_three_quarters_every_n_epochs(small_har, monkeypatch):
 def test_nan_loss_ends_in_a_failed_result(small_har):
     small_har.X[:] = np.nan
     result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
-    assert result["status"] == "fail" and "loss became nan" in result["error"]
+    assert result.status == "fail" and "loss became nan" in result.error
 
 
 def test_cuda_out_of_memory_ends_in_a_failed_result(small_har, monkeypatch):
@@ -86,7 +92,7 @@ def test_cuda_out_of_memory_ends_in_a_failed_result(small_har, monkeypatch):
 
     monkeypatch.setattr(torch.nn.Module, "__call__", oom)
     result = training.train(HParams.from_dict(TINY), small_har, device="cpu", progress=False)
-    assert result["status"] == "fail" and "CUDA out of memory" in result["error"]
+    assert result.status == "fail" and "CUDA out of memory" in result.error
 
 
 def test_missing_gpu_is_an_error_not_a_fallback(monkeypatch):
@@ -150,7 +156,7 @@ def test_larnn_train_passes_no_cuda_graphs(small_har, monkeypatch, capsys):
 
     def fake_train(hp, data, **kwargs):
         calls.append(kwargs["cuda_graphs"])
-        return {"status": "ok"}
+        return TrainResult("ok")
 
     monkeypatch.setattr(training, "train", fake_train)
     assert cli.main(["train", "--no-progress"]) == 0
@@ -167,20 +173,22 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     for _ in range(2):
         result = training.train(hp, small_har, device="cpu", progress=False, cpu_loops=False, torch_compile=True)
-        assert result["execution"] == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": False}
+        assert result.execution == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": False}
     assert forgotten == [True, True]
     training.train(hp, small_har, device="cpu", progress=False, torch_compile=False)
     lstm = training.train(HParams.from_dict({**TINY, "model": "lstm", "training_epochs": 1}), small_har,
                           device="cpu", progress=False, torch_compile=True)
-    assert lstm["execution"]["torch_compile"] is False  # an LSTM: nothing to compile
+    assert lstm.execution["torch_compile"] is False  # an LSTM: nothing to compile
     assert forgotten == [True, True]
 
 
 def test_on_epoch_returning_true_stops_the_training_there(small_har):
     """A pruner's stop: the result holds the epochs trained and says where it stopped."""
     hp = HParams.from_dict({**TINY, "training_epochs": 5})
-    result = training.train(hp, small_har, device="cpu", progress=False, on_epoch=lambda epoch, history: epoch == 2)
-    assert result["status"] == "ok" and result["stopped_at_epoch"] == 2
-    assert len(result["history"]["validation_accuracies"]) == 2 and result["best_epoch"] <= 2
-    assert "stopped_at_epoch" not in training.train(hp, small_har, device="cpu", progress=False,
-                                                    on_epoch=lambda epoch, history: epoch == 5)
+    reports = []
+    result = training.train(hp, small_har, device="cpu", progress=False,
+                            on_epoch=lambda report: reports.append(report) or report.epoch == 2)
+    assert result.status == "ok" and result.stopped_at_epoch == 2
+    assert reports == list(result.epochs) and len(result.epochs) == 2 and result.best_epoch <= 2
+    assert training.train(hp, small_har, device="cpu", progress=False,
+                          on_epoch=lambda report: report.epoch == 5).stopped_at_epoch is None

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from larnn_core import cli
+from larnn_core.records import TrainResult
 from search_spaces import SpaceError
 from tests.fake_worker import sleepy_objective
+from tests.support.results import result_with
 from tests.test_store_mongomock import AtomicClient
 from workers.experiment import submit
 from workers.store import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, ExperimentExists, StoreUnavailable, new_trial, open_store
@@ -107,7 +109,7 @@ def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, ur
         calls.append(seed)
         if len(calls) == 2:
             raise RuntimeError("CUDA error: device-side assert triggered")
-        return {"status": "ok", "loss": -0.5, "best_validation_accuracy": 0.5}
+        return result_with([0.5])
 
     assert in_process_worker(store, objective, tmp_path).run() == 3
     states = [t["state"] for t in store.trials("raise")]
@@ -118,13 +120,13 @@ def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, ur
 
 
 @pytest.mark.parametrize("result, reason", [
-    ({"status": "ok", "loss": math.nan}, "loss nan"),
-    ({"status": "fail", "error": "CUDA out of memory"}, "CUDA out of memory"),
+    (result_with([math.nan]), "loss nan"),
+    (TrainResult("fail", error="CUDA out of memory"), "CUDA out of memory"),
 ])
 def test_nan_or_failed_results_are_marked_failed(tmp_path, url, result, reason):
     store = open_store(url)
     submit(store, "nan", "smoke", max_evals=1)
-    in_process_worker(store, lambda *a: dict(result), tmp_path).run()
+    in_process_worker(store, lambda *a: result, tmp_path).run()
     (trial,) = store.trials("nan")
     assert trial["state"] == ERROR and reason in trial["result"]["error"]
 

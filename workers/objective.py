@@ -1,10 +1,10 @@
 """The objective a worker runs for each trial: train one model with larnn_core's protocol.
 
-An objective is any callable (hyperparameters, settings, seed, device, on_epoch) -> result dict;
-tests inject a fast one. on_epoch(epoch, history) must be called after each epoch, with the
-history of larnn_core.train (lists per metric): it reports the epoch to the store, raises for the
-worker's stop requests, and returns True when the pruner stops the trial, which must then end
-with the epochs it has.
+An objective is any callable (hyperparameters, settings, seed, device, on_epoch) -> TrainResult
+(larnn_core/records.py); tests inject a fast one. on_epoch(report) must be called after each
+epoch with its EpochReport: it reports the epoch to the store, raises for the worker's stop
+requests, and returns True when the pruner stops the trial, which must then end with the epochs
+it has.
 """
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import functools
 from typing import Callable
 
 from larnn_core import data as har
+from larnn_core.records import EpochReport, TrainResult
 from larnn_core.train import train
 from workers.suggest import trial_hparams
 
-Objective = Callable[[dict, dict, int, str, Callable[[int, dict], bool]], dict]
+Objective = Callable[[dict, dict, int, str, Callable[[EpochReport], bool]], TrainResult]
 
 
 @functools.lru_cache(maxsize=2)
@@ -25,6 +26,6 @@ def _dataset(source: str) -> har.HARData:
 
 
 def train_objective(hyperparameters: dict, settings: dict, seed: int, device: str,
-                    on_epoch: Callable[[int, dict], bool]) -> dict:
+                    on_epoch: Callable[[EpochReport], bool]) -> TrainResult:
     return train(trial_hparams(hyperparameters, settings), _dataset(settings.get("source", "hapt")), device=device, seed=seed,
                  validation_subjects=settings.get("validation_subjects", 5), progress=False, on_epoch=on_epoch)

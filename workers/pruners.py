@@ -29,6 +29,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from larnn_core.records import EpochReport
 from workers.store import BaseStore
 
 KINDS = ("none", "median", "asha", "hyperband")
@@ -40,20 +41,20 @@ OPTIONS = {"warmup": "--prune-warmup", "min_trials": "--prune-min-trials", "min_
            "eta": "--asha-eta"}  # each parameter's command-line option
 
 
-def best_so_far(curve: list[dict], epoch: int) -> float:
+def best_so_far(curve: list[EpochReport], epoch: int) -> float:
     """The best validation accuracy of the curve's epochs up to `epoch` (-inf before any)."""
-    return max((e["validation_accuracy"] for e in curve if e["epoch"] <= epoch and "validation_accuracy" in e),
+    return max((e.validation_accuracy for e in curve if e.epoch <= epoch and e.validation_accuracy is not None),
                default=-math.inf)
 
 
 class Pruner(abc.ABC):
     @abc.abstractmethod
-    def prune(self, store: BaseStore, name: str, tid: int, curve: list[dict]) -> bool:
+    def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         """After an epoch: stop this trial? curve: its epochs so far, the last one just ended."""
 
 
 class NoPruner(Pruner):
-    def prune(self, store: BaseStore, name: str, tid: int, curve: list[dict]) -> bool:
+    def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         return False
 
 
@@ -62,12 +63,12 @@ class MedianPruner(Pruner):
     warmup: int
     min_trials: int
 
-    def prune(self, store: BaseStore, name: str, tid: int, curve: list[dict]) -> bool:
-        epoch = curve[-1]["epoch"]
+    def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
+        epoch = curve[-1].epoch
         if epoch <= self.warmup:
             return False
-        others = [best_so_far(t["curve"], epoch) for t in store.trials(name)
-                  if t["tid"] != tid and any(e["epoch"] >= epoch for e in t["curve"])]
+        curves = [[EpochReport.from_document(e) for e in t["curve"]] for t in store.trials(name) if t["tid"] != tid]
+        others = [best_so_far(other, epoch) for other in curves if any(e.epoch >= epoch for e in other)]
         return len(others) >= self.min_trials and best_so_far(curve, epoch) < statistics.median(others)
 
 
@@ -84,8 +85,8 @@ class ASHAPruner(Pruner):
 
     key_offset: int = 0  # where this pruner's rung records sit among the experiment's (Hyperband brackets)
 
-    def prune(self, store: BaseStore, name: str, tid: int, curve: list[dict]) -> bool:
-        epoch = curve[-1]["epoch"]
+    def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
+        epoch = curve[-1].epoch
         if epoch not in self.rungs:
             return False
         reached = store.record_rung(name, self.key_offset + epoch, tid, best_so_far(curve, epoch))
@@ -109,7 +110,7 @@ class HyperbandPruner(Pruner):
         point = (tid * 0.6180339887498949) % 1.0 * sum(weights)
         return next(b for b, edge in enumerate(itertools.accumulate(weights)) if point < edge or b == len(weights) - 1)
 
-    def prune(self, store: BaseStore, name: str, tid: int, curve: list[dict]) -> bool:
+    def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         return self.brackets[self.bracket_of(tid)].prune(store, name, tid, curve)
 
 

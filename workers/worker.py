@@ -27,15 +27,12 @@ import traceback
 import uuid
 from pathlib import Path
 
+from larnn_core.records import FAIL, OK, EpochReport, TrainResult
 from workers.objective import Objective, train_objective
-from workers.pruners import pruner_for
+from workers.pruners import Pruner, pruner_for
 from workers.stops import stop_reason
 from workers.store import DONE, ERROR, PRUNED, BaseStore, StoreUnavailable, new_trial
 from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
-
-# a trial's curve entry: its name -> larnn_core.train's history list
-CURVE = {"train_loss": "train_losses", "train_accuracy": "train_accuracies", "validation_loss": "validation_losses",
-         "validation_accuracy": "validation_accuracies", "test_accuracy": "test_accuracies"}
 
 log = logging.getLogger("larnn.worker")
 
@@ -179,77 +176,45 @@ class Worker:
 
     # -- one trial
     def run_trial(self, trial: dict) -> None:
+        """Train a reserved trial and report its result; a stop request gives it back, a lost
+        reservation drops it, and an exception of the objective is the trial's failure."""
         name, tid = trial["exp_key"], trial["tid"]
         experiment = self.store.get_experiment(name)
-        lost = threading.Event()
-        beating = threading.Event()
-
-        def heartbeats():
-            while not beating.wait(self.heartbeat_s):
-                try:
-                    if not self.store.heartbeat(name, tid, self.owner):
-                        lost.set()
-                        return
-                except StoreUnavailable as error:
-                    log.warning("heartbeat for %s/%d failed: %s", name, tid, error)
-
-        curve, pruned_at = [], []
-
-        def on_epoch(epoch: int, history: dict) -> bool:
-            """Report the epoch (fenced: a superseded worker writes nothing) and ask the pruner."""
-            if lost.is_set():
-                raise TrialLost()
-            if self.stopping.is_set():
-                raise StopRequested()
-            curve.append({"epoch": epoch,
-                          **{name: history[key][-1] for name, key in CURVE.items() if history.get(key)}})
-            try:
-                if not self.store.report_epoch(name, tid, self.owner, curve[-1]):
-                    raise TrialLost()
-                if pruner.prune(self.store, name, tid, curve):
-                    pruned_at.append(epoch)
-                    return True
-            except StoreUnavailable as error:  # the curve is in the result too; the trial goes on
-                log.warning("epoch %d of %s/%d not reported: %s", epoch, name, tid, error)
-            return False
-
         if experiment.get("failure"):  # a trial queued before its experiment failed
-            self.report(name, tid, ERROR, {"status": "fail", "error": f"experiment failed: "
-                                                                     f"{experiment['failure']['reason']}"})
+            self.report(name, tid, ERROR, {"status": FAIL, "error": f"experiment failed: "
+                                                                   f"{experiment['failure']['reason']}"})
             return
         try:
             point = hyperparameters(experiment, trial)
         except Exception as error:  # the experiment's space cannot build this point: the experiment's fault
             reason = f"building the hyperparameters of trial {tid} failed: {_summary(error)}"
             self.fail_experiment(name, reason)
-            self.report(name, tid, ERROR, {"status": "fail", "error": reason})
+            self.report(name, tid, ERROR, {"status": FAIL, "error": reason})
             return
         pruner = pruner_for(experiment, trial_hparams(point, experiment["objective"]).training_epochs)
-        thread = threading.Thread(target=heartbeats, daemon=True)
-        thread.start()
         started = time.time()
-        try:
-            log.info("trial %s/%d: %s", name, tid, json.dumps(point))
-            result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device, on_epoch)
-            state, result = judge(result)
-            if state == DONE and pruned_at:  # counts towards max_evals; its loss is its best before the stop
-                state, result = PRUNED, {**result, "pruned_at_epoch": pruned_at[0]}
-                log.info("trial %s/%d pruned at epoch %d", name, tid, pruned_at[0])
-        except StopRequested:
-            self.store.release(name, tid, self.owner)
-            log.info("trial %s/%d given back to the queue", name, tid)
-            return
-        except TrialLost:
-            log.warning("trial %s/%d was requeued to another worker; dropping this run", name, tid)
-            return
-        except Exception as error:  # the objective's failure is the trial's result, not the worker's end
-            state, result = ERROR, {"status": "fail", "error": f"{type(error).__name__}: {error}",
-                                    "traceback": traceback.format_exc()}
-        finally:
-            beating.set()  # the heartbeat thread ends after its current call; reporting never waits for it
+        with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
+            epochs = EpochReporter(self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping)
+            try:
+                log.info("trial %s/%d: %s", name, tid, json.dumps(point))
+                result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device,
+                                        epochs)
+            except StopRequested:
+                self.store.release(name, tid, self.owner)
+                log.info("trial %s/%d given back to the queue", name, tid)
+                return
+            except TrialLost:
+                log.warning("trial %s/%d was requeued to another worker; dropping this run", name, tid)
+                return
+            except Exception as error:  # the objective's failure is the trial's result, not the worker's end
+                result = TrainResult(FAIL, error=f"{type(error).__name__}: {error}",
+                                     extra={"traceback": traceback.format_exc()})
+        state, document = judge(result, epochs.pruned_at)
+        if state == PRUNED:
+            log.info("trial %s/%d pruned at epoch %d", name, tid, epochs.pruned_at)
         # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
-        result.update(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
-        self.report(name, tid, state, result)
+        document.update(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
+        self.report(name, tid, state, document)
 
     def report(self, name: str, tid: int, state: int, result: dict) -> None:
         """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
@@ -319,14 +284,74 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def judge(result: dict) -> tuple[int, dict]:
-    """DONE for an ok result with a finite loss; ERROR (with the reason) otherwise."""
-    loss = result.get("loss")
-    if result.get("status") != "ok":
-        return ERROR, {**result, "status": "fail", "error": result.get("error", "objective reported failure")}
-    if not isinstance(loss, (int, float)) or math.isnan(loss):
-        return ERROR, {**result, "status": "fail", "error": f"objective returned loss {loss!r}"}
-    return DONE, result
+class Heartbeats:
+    """Refreshes a running trial in the store from a thread of its own while the trial trains;
+    `lost` is set once the store says the trial is no longer this owner's (it was requeued)."""
+
+    def __init__(self, store: BaseStore, name: str, tid: int, owner: str, period_s: float):
+        self.store, self.name, self.tid, self.owner, self.period_s = store, name, tid, owner, period_s
+        self.lost, self._ended = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self) -> Heartbeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ended.set()  # the thread ends after its current call; the caller never waits for it
+
+    def _beat(self) -> None:
+        while not self._ended.wait(self.period_s):
+            try:
+                if not self.store.heartbeat(self.name, self.tid, self.owner):
+                    self.lost.set()
+                    return
+            except StoreUnavailable as error:
+                log.warning("heartbeat for %s/%d failed: %s", self.name, self.tid, error)
+
+
+class EpochReporter:
+    """The objective's on_epoch for one trial: leaves at the epoch boundary when the worker stops
+    (StopRequested) or lost the trial (TrialLost), stores the epoch's report (fenced by owner: a
+    superseded worker writes nothing) and asks the pruner, which decides from the store."""
+
+    def __init__(self, store: BaseStore, name: str, tid: int, owner: str, pruner: Pruner, lost: threading.Event,
+                 stopping: threading.Event):
+        self.store, self.name, self.tid, self.owner, self.pruner = store, name, tid, owner, pruner
+        self.lost, self.stopping = lost, stopping
+        self.curve: list[EpochReport] = []
+        self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
+
+    def __call__(self, report: EpochReport) -> bool:
+        """True: the pruner stops the trial here."""
+        if self.lost.is_set():
+            raise TrialLost()
+        if self.stopping.is_set():
+            raise StopRequested()
+        self.curve.append(report)
+        try:
+            if not self.store.report_epoch(self.name, self.tid, self.owner, report.to_document()):
+                raise TrialLost()
+            if self.pruner.prune(self.store, self.name, self.tid, self.curve):
+                self.pruned_at = report.epoch
+                return True
+        except StoreUnavailable as error:  # the curve is in the result too; the trial goes on
+            log.warning("epoch %d of %s/%d not reported: %s", report.epoch, self.name, self.tid, error)
+        return False
+
+
+def judge(result: TrainResult, pruned_at: int | None = None) -> tuple[int, dict]:
+    """The trial's final state and result document: DONE for an ok result with a finite loss,
+    PRUNED for one its pruner stopped (it counts towards max_evals; its loss is its best before
+    the stop), ERROR with the reason otherwise."""
+    document = result.to_document()
+    if result.status != OK:
+        return ERROR, {**document, "status": FAIL, "error": result.error or "objective reported failure"}
+    if result.loss is None or math.isnan(result.loss):
+        return ERROR, {**document, "status": FAIL, "error": f"objective returned loss {result.loss!r}"}
+    if pruned_at is not None:
+        return PRUNED, {**document, "pruned_at_epoch": pruned_at}
+    return DONE, document
 
 
 def _summary(error: BaseException) -> str:

@@ -1,0 +1,141 @@
+"""What a training emits: an EpochReport after every epoch, a TrainResult at the end.
+
+These records are the names the whole service uses for a training's numbers: a worker stores each
+EpochReport as one entry of its trial's curve, pruners and `larnn status` read the curve back, and
+the stored result is a TrainResult's document. Changing what an epoch reports is a change to
+EpochReport and to the code that fills it (larnn_core/train.py).
+
+Stored documents keep the format of earlier releases, so stores and the 2018 result files read
+unchanged: a result's `history` holds one list per metric (HISTORY names them), and the selected
+epoch's numbers sit at the top level under their 2018 names (`best_validation_accuracy`, ...).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, FAIL = "ok", "fail"  # a result's status (hyperopt's words)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """One epoch's numbers; a metric not measured is None (older stored curves lack some)."""
+
+    epoch: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    validation_loss: float | None = None
+    validation_accuracy: float | None = None
+    validation_f1: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    test_f1: float | None = None
+    seconds: float | None = None
+
+    def to_document(self) -> dict[str, Any]:
+        """Its curve entry: the metrics measured."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> EpochReport:
+        return cls(**{name: document.get(name) for name in FIELDS})
+
+    @property
+    def evaluation_finite(self) -> bool:
+        """Whether the model's evaluation stayed finite (an epoch whose evaluation diverged is never selected)."""
+        return all(value is not None and math.isfinite(value) for value in (self.validation_loss, self.test_loss))
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(EpochReport))
+# a result document's `history`: one list per metric, under the names the 2018 result files use
+HISTORY = {"train_loss": "train_losses", "train_accuracy": "train_accuracies", "validation_loss": "validation_losses",
+           "validation_accuracy": "validation_accuracies", "validation_f1": "validation_f1_scores",
+           "test_loss": "test_losses", "test_accuracy": "test_accuracies", "test_f1": "test_f1_scores",
+           "seconds": "epoch_seconds"}
+# the selected epoch's numbers at a result document's top level, under their 2018 names
+SELECTED = {"validation_accuracy": "best_validation_accuracy", "validation_f1": "best_validation_f1_score",
+            "test_accuracy": "test_accuracy", "test_f1": "test_f1_score"}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A training's outcome: its epochs, the one chosen on validation, and where it came from.
+
+    `loss` is minus the selected epoch's validation accuracy (what hyperopt minimises). Provenance
+    (model, protocol, device, execution, data, code version) is filled by larnn_core.train; a
+    test's objective may leave it out."""
+
+    status: str
+    epochs: tuple[EpochReport, ...] = ()
+    best_epoch: int | None = None
+    error: str | None = None
+    model: str | None = None
+    protocol: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    seed: int | None = None
+    device: str | None = None
+    execution: dict[str, bool] | None = None
+    data_source: str | None = None
+    data_origin: str | None = None
+    data_checksum: str | None = None
+    validation_subjects: list[int] | None = None
+    code_version: str | None = None
+    stopped_at_epoch: int | None = None
+    nonfinite_evaluation_epochs: int | None = None
+    first_nonfinite_evaluation_epoch: int | None = None
+    evaluation_diverged: bool | None = None
+    wall_time_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of other producers (2018 files, workers), kept
+
+    @property
+    def selected(self) -> EpochReport | None:
+        return self.epochs[self.best_epoch - 1] if self.best_epoch else None
+
+    @property
+    def loss(self) -> float | None:
+        selected = self.selected
+        return None if selected is None or selected.validation_accuracy is None else -selected.validation_accuracy
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored result: hyperopt's status and loss, the selected epoch's numbers, the history
+        (one list per metric measured, when an epoch was trained)."""
+        document = {"status": self.status}
+        if self.loss is not None:
+            document["loss"] = self.loss
+        selected = self.selected
+        if selected is not None:
+            document.update({name: getattr(selected, metric) for metric, name in SELECTED.items()
+                             if getattr(selected, metric) is not None})
+        for f in dataclasses.fields(self):
+            if f.name not in ("status", "epochs", "extra") and getattr(self, f.name) is not None:
+                document[f.name] = getattr(self, f.name)
+        if self.epochs:
+            document["history"] = {HISTORY[metric]: [getattr(e, metric) for e in self.epochs]
+                                   for metric in HISTORY if any(getattr(e, metric) is not None for e in self.epochs)}
+        return {**document, **self.extra}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> TrainResult:
+        """A stored result of any release, a 2018 result file's included (the selected epoch's
+        numbers there are kept in `extra` when no epoch of the history holds them)."""
+        history = document.get("history") or {}
+        length = max((len(values) for values in history.values() if isinstance(values, list)), default=0)
+        epochs = tuple(EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
+                       for epoch in range(1, length + 1))
+        known = {f.name for f in dataclasses.fields(cls)} - {"epochs", "extra"}
+        values = {name: document[name] for name in known if name in document}
+        values.setdefault("status", FAIL)
+        result = cls(epochs=epochs, **values)
+        derived = result.to_document()
+        extra = {key: value for key, value in document.items()
+                 if key not in known and key != "history" and derived.get(key, _MISSING) != value}
+        return dataclasses.replace(result, extra=extra)
+
+
+_MISSING = object()
+
+
+def _at(values: list | None, epoch: int) -> float | None:
+    return values[epoch - 1] if isinstance(values, list) and epoch <= len(values) else None
