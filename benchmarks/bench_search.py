@@ -42,6 +42,7 @@ from hyperopt import Domain
 from larnn_core.records import EpochReport
 from search_spaces import Space, load_space
 from workers import pruners
+from workers.commands import add_pruner_options
 from workers.experiment import make_experiment
 from workers.store import DONE, PRUNED, new_trial
 from workers.suggest import suggest
@@ -93,22 +94,22 @@ class Replay:
 
 
 class Memory:
-    """What the pruners read from the store: the trials with their curves, and ASHA's rungs."""
+    """What the pruners read from the store: the trials with their curves, and records (ASHA's rungs)."""
 
     def __init__(self):
         self.docs: list[dict] = []
-        self.rungs: dict[int, list[tuple[int, float]]] = defaultdict(list)
+        self.records: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
     def trials(self, name: str) -> list[dict]:
         return self.docs
 
-    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
-        if tid not in dict(self.rungs[rung]):
-            self.rungs[rung].append((tid, value))
-        return list(self.rungs[rung])
+    def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
+        if key not in dict(self.records[record]):
+            self.records[record].append((key, value))
+        return list(self.records[record])
 
 
-def search(replay: Replay, space: Space, pruner: dict, liar: str, workers: int, seed: int, max_trials: int,
+def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: str, workers: int, seed: int, max_trials: int,
            epoch_budget: int | None = None, target: float | None = None) -> dict:
     """One simulated search: {best_accuracy, epochs, trials, evaluations_to_target}. Trials start
     while fewer than max_trials have started and, with epoch_budget, while epochs are left; at the
@@ -128,7 +129,8 @@ def search(replay: Replay, space: Space, pruner: dict, liar: str, workers: int, 
                 trial = new_trial("replay", tid, idxs, vals, owner=f"w{worker}")
                 memory.docs.append(trial)
                 curve = replay.curve(vals, np.random.default_rng([seed, tid]))
-                running[worker] = (trial, curve, pruners.pruner_for(experiment, len(curve)))
+                running[worker] = (trial, curve, pruners.PrunerSettings.from_document(experiment["pruner"])
+                                   .for_trial(len(curve)))
         if not running:
             break
         for worker in sorted(running):
@@ -165,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", default="paper-round2", help="a built-in space whose epochs a 2018 round used")
     parser.add_argument("--liar", default="best", help="the liar compared against none")
     parser.add_argument("--target", type=float, help="target accuracy (default: the 2018 curves' 95th percentile of best)")
-    for key, option in pruners.OPTIONS.items():
-        kinds_of = [kind for kind, defaults in pruners.DEFAULTS.items() if key in defaults]
-        parser.add_argument(option, type=int, dest=key, help=f"{' and '.join(kinds_of)}: as for larnn submit "
-                                                             f"(default {pruners.DEFAULTS[kinds_of[0]][key]})")
+    add_pruner_options(parser, kind=False)  # every kind is measured
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--make-fixture", metavar="DIR", help="rebuild the fixture from a 2018 checkout, then exit")
     args = parser.parse_args(argv)
@@ -181,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space)
     replay = Replay(space, json.loads(FIXTURE.read_text()))
     target = args.target or float(np.quantile(replay.curves.max(axis=1), 0.95))
-    kinds = {"none": pruners.settings("none"),
-             **{kind: pruners.settings(kind, **{key: getattr(args, key) for key in pruners.DEFAULTS[kind]})
-                for kind in pruners.DEFAULTS}}
+    kinds = {kind: pruners.PrunerSettings.of(kind, **{p.name: getattr(args, p.name) for p in cls.parameters})
+             for kind, cls in pruners.PRUNERS.items()}
     seeds = range(args.seeds)
     runs = {kind: [] for kind in kinds}
     same_budget = {kind: [] for kind in kinds}
@@ -208,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "space": args.space, "curves": len(replay.curves), "epochs": int(replay.curves.shape[1]),
         "seeds": args.seeds, "trials": args.trials, "workers": args.workers, "liar_kind": args.liar,
-        "pruner_settings": kinds,
+        "pruner_settings": {kind: settings.to_document() for kind, settings in kinds.items()},
         "target": round(target, 5),
         "pruners": {kind: {"best_accuracy": mean([r["best_accuracy"] for r in rs]),
                            "epochs": mean([r["epochs"] for r in rs]),

@@ -83,12 +83,12 @@ class StoreContract:
         assert store.reserve("w2", "exp")["tid"] == 1  # a pruned trial is never taken again
         assert store.trials("exp")[0]["result"]["pruned_at_epoch"] == 3
 
-    def test_rung_records_keep_arrival_order_and_a_trials_first_value(self, store):
-        assert store.record_rung("exp", 3, 7, 0.8) == [(7, 0.8)]
-        assert store.record_rung("exp", 3, 2, 0.6) == [(7, 0.8), (2, 0.6)]
-        assert store.record_rung("exp", 9, 7, 0.9) == [(7, 0.9)]  # another rung
-        assert store.record_rung("other", 3, 7, 0.1) == [(7, 0.1)]  # another experiment
-        assert store.record_rung("exp", 3, 7, 0.99) == [(7, 0.8), (2, 0.6)]  # a rerun of 7: its first value stays
+    def test_named_records_keep_arrival_order_and_a_keys_first_value(self, store):
+        assert store.append_record("exp", "rung 3", 7, 0.8) == [(7, 0.8)]
+        assert store.append_record("exp", "rung 3", 2, 0.6) == [(7, 0.8), (2, 0.6)]
+        assert store.append_record("exp", "rung 9", 7, 0.9) == [(7, 0.9)]  # another record
+        assert store.append_record("other", "rung 3", 7, 0.1) == [(7, 0.1)]  # another experiment
+        assert store.append_record("exp", "rung 3", 7, 0.99) == [(7, 0.8), (2, 0.6)]  # 7 again: its first value stays
 
     def test_lease_is_exclusive_until_released_or_expired(self, store):
         store.create_experiment(experiment())

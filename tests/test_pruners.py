@@ -5,11 +5,12 @@ import random
 
 import pytest
 
+from larnn_core import cli
 from larnn_core.records import EpochReport
 from tests.support.results import result_with
-from workers import pruners
 from workers.experiment import submit
-from workers.pruners import ASHAPruner, HyperbandPruner, MedianPruner, promotable
+from workers.pruners import (ASHAPruner, HyperbandPruner, MedianPruner, NoPruner, PrunerSettingError,
+                             PrunerSettings, promotable)
 from workers.store import DONE, FINAL, PRUNED, new_trial, open_store
 from workers.worker import Worker
 
@@ -68,7 +69,7 @@ def test_asha_rungs_and_epochs_between_them():
 def _record(url: str, tids: list[int], queue) -> None:
     store = open_store(url)
     rng = random.Random(tids[0])
-    queue.put([(tid, store.record_rung("race", 4, tid, rng.random())) for tid in tids])
+    queue.put([(tid, store.append_record("race", "rung 4", tid, rng.random())) for tid in tids])
 
 
 def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_path):
@@ -84,7 +85,7 @@ def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_pa
     seen = queue.get(timeout=120) + queue.get(timeout=120)
     for p in procs:
         p.join(timeout=60)
-    final = open_store(url).record_rung("race", 4, -1, 0.0)[:-1]  # the whole rung, in arrival order
+    final = open_store(url).append_record("race", "rung 4", -1, 0.0)[:-1]  # the whole rung, in arrival order
     assert len(final) == 80
     for tid, returned in seen:
         position = [t for t, _ in final].index(tid)
@@ -104,21 +105,46 @@ def test_hyperband_deals_trials_to_asha_brackets_by_hyperbands_budget_and_keeps_
     strong = curve(*[0.9] * 15)
     assert not hyperband.prune(store, "hb", first, strong)  # bracket 0's rung 15: alone there, it goes on
     assert not hyperband.prune(store, "hb", second, curve(*[0.2] * 15))  # bracket 1's rung 15: alone as well
-    assert [r[0] for r in store.record_rung("hb", pruners.BRACKET_KEYS + 15, -1, 0.0)] == [second, -1]
+    assert [r[0] for r in store.append_record("hb", "bracket 1 rung 15", -1, 0.0)] == [second, -1]
     assert not hyperband.prune(store, "hb", first, curve(*[0.9] * 14))  # epoch 14: no rung in any bracket
     last = next(t for t in range(100) if hyperband.bracket_of(t) == 3)
     assert not any(hyperband.prune(store, "hb", last, curve(*[0.01] * e)) for e in range(1, 100))
 
 
-def test_pruner_settings_are_stored_with_defaults_and_refused_by_option_name():
-    assert pruners.settings("asha", eta=2) == {"kind": "asha", "min_epochs": 5, "eta": 2}
-    assert pruners.settings("none") == {"kind": "none"}
-    with pytest.raises(ValueError, match="--prune-warmup does not apply to --pruner asha"):
-        pruners.settings("asha", warmup=3)
-    with pytest.raises(ValueError, match="--asha-eta must be at least 2"):
-        pruners.settings("asha", eta=1)
-    assert pruners.settings("hyperband", min_epochs=2) == {"kind": "hyperband", "min_epochs": 2, "eta": 3}
-    assert isinstance(pruners.pruner_for({"pruner": pruners.settings("hyperband")}, 100), HyperbandPruner)
+def test_pruner_settings_are_stored_with_defaults_and_refused_by_parameter_name():
+    assert PrunerSettings.of("asha", eta=2).to_document() == {"kind": "asha", "min_epochs": 5, "eta": 2}
+    assert PrunerSettings.of("none").to_document() == {"kind": "none"}
+    with pytest.raises(PrunerSettingError, match="^warmup does not apply to the asha pruner$"):
+        PrunerSettings.of("asha", warmup=3)
+    with pytest.raises(PrunerSettingError, match="^eta must be a whole number of at least 2, got 1$"):
+        PrunerSettings.of("asha", eta=1)
+    with pytest.raises(PrunerSettingError, match="^kind must be one of none, median, asha, hyperband"):
+        PrunerSettings.of("patience")
+    settings = PrunerSettings.of("hyperband", min_epochs=2)
+    assert settings.to_document() == {"kind": "hyperband", "min_epochs": 2, "eta": 3}
+    assert PrunerSettings.from_document(settings.to_document()) == settings
+    assert isinstance(settings.for_trial(100), HyperbandPruner) and settings.for_trial(100).max_epochs == 100
+    assert isinstance(PrunerSettings.from_document(None).for_trial(100), NoPruner)  # experiments before pruners
+
+
+def test_the_command_line_refuses_a_pruner_setting_under_its_flag_and_writes_nothing(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    for options, message in ((["--asha-eta", "1"], "--asha-eta must be a whole number of at least 2, got 1"),
+                             (["--prune-warmup", "3"], "--prune-warmup does not apply to the asha pruner"),
+                             (["--pruner", "median", "--asha-eta", "3"], "--asha-eta does not apply to the median pruner")):
+        assert cli.main(["submit", "smoke", "--name", "x", "--store", url, *options]) == 2
+        assert capsys.readouterr().err.strip() == f"larnn submit: error: {message}"
+    assert open_store(url).experiments() == []
+
+
+@pytest.mark.parametrize("make, parameter", [
+    (lambda: ASHAPruner(eta=1), "eta"), (lambda: ASHAPruner(min_epochs=0), "min_epochs"),
+    (lambda: HyperbandPruner(eta=True), "eta"), (lambda: MedianPruner(warmup=2.5), "warmup"),
+    (lambda: MedianPruner(min_trials=-1), "min_trials")])
+def test_each_pruner_refuses_its_own_bad_parameters(make, parameter):
+    with pytest.raises(PrunerSettingError) as refused:
+        make()
+    assert refused.value.parameter == parameter
 
 
 def curve_objective(epochs_run: list):
@@ -138,7 +164,7 @@ def curve_objective(epochs_run: list):
 
 def test_a_worker_stops_pruned_trials_at_a_rung_and_keeps_their_curves(tmp_path, store):
     submit(store, "asha", "smoke", max_evals=12, epochs=8, algorithm="rand",
-           pruner=pruners.settings("asha", min_epochs=1, eta=2))
+           pruner=PrunerSettings.of("asha", min_epochs=1, eta=2))
     epochs_run = []
     Worker(store, curve_objective(epochs_run), poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool").run()
     trials = store.trials("asha")

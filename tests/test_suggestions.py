@@ -50,7 +50,7 @@ def test_running_trials_are_told_the_chosen_lie_and_pruned_ones_count_as_done():
 
 
 def test_an_unknown_liar_is_refused():
-    with pytest.raises(ValueError, match="--liar must be one of none, worst, mean, best"):
+    with pytest.raises(ValueError, match="liar must be one of none, worst, mean, best"):
         make_experiment("h", load_space("smoke"), liar="optimist")
 
 

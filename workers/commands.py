@@ -50,19 +50,7 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--liar", choices=LIARS, default="none",
                         help="running trials count in each suggestion with the worst, mean or best finished "
                              "loss (constant liar); default none: TPE already counts them as the worst")
-    parser.add_argument("--pruner", choices=pruners.KINDS, default=pruners.DEFAULT,
-                        help="stop hopeless trials early: median, asha (asynchronous successive halving) or "
-                             f"hyperband (over ASHA brackets); default {pruners.DEFAULT}")
-    parser.add_argument("--prune-warmup", type=positive_int, default=None, metavar="EPOCHS",
-                        help=f"median: epochs before any stop (default {pruners.DEFAULTS['median']['warmup']})")
-    parser.add_argument("--prune-min-trials", type=positive_int, default=None, metavar="N",
-                        help=f"median: other trials that must have reported the epoch "
-                             f"(default {pruners.DEFAULTS['median']['min_trials']})")
-    parser.add_argument("--asha-min-epochs", type=positive_int, default=None, metavar="R",
-                        help=f"asha, hyperband: the first rung, in epochs (default {pruners.DEFAULTS['asha']['min_epochs']})")
-    parser.add_argument("--asha-eta", type=positive_int, default=None, metavar="ETA",
-                        help=f"asha, hyperband: rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on "
-                             f"(default {pruners.DEFAULTS['asha']['eta']})")
+    add_pruner_options(parser)
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
 
@@ -73,9 +61,31 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--stop-after: ")) from None
 
 
+def add_pruner_options(parser: argparse.ArgumentParser, kind: bool = True) -> None:
+    """--pruner (unless kind is False) and every registered pruner's parameters (workers/pruners.py),
+    each under its flag."""
+    if kind:
+        parser.add_argument("--pruner", choices=tuple(pruners.PRUNERS), default=pruners.DEFAULT,
+                            help="stop hopeless trials early: median, asha (asynchronous successive halving) or "
+                                 f"hyperband (over ASHA brackets); default {pruners.DEFAULT}")
+    for flag, parameter in pruners.flags().items():
+        kinds = [kind for kind, cls in pruners.PRUNERS.items() if parameter in cls.parameters]
+        parser.add_argument(flag, type=positive_int, default=None, dest=parameter.name, metavar=parameter.name.upper(),
+                            help=f"{', '.join(kinds)}: {parameter.help} (default {parameter.default})")
+
+
+def pruner_settings(args: argparse.Namespace) -> pruners.PrunerSettings:
+    """The --pruner options as an experiment's PrunerSettings; a refusal names the flag."""
+    flags = pruners.flags()
+    try:
+        return pruners.PrunerSettings.of(args.pruner, **{p.name: getattr(args, p.name) for p in flags.values()})
+    except pruners.PrunerSettingError as error:
+        flag = next((flag for flag, p in flags.items() if p.name == error.parameter), "--pruner")
+        raise ValueError(f"{flag} {error.problem}") from None
+
+
 def _submit_options(args) -> dict:
-    pruner = pruners.settings(args.pruner, warmup=args.prune_warmup, min_trials=args.prune_min_trials,
-                              min_epochs=args.asha_min_epochs, eta=args.asha_eta)
+    pruner = pruner_settings(args)
     warm = [name.strip() for name in args.warm_start.split(",")] if args.warm_start else []
     return dict(points=args.points, warm=warm, max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed,
                 epochs=args.epochs, source=args.source, validation_subjects=args.validation_subjects, pruner=pruner,

@@ -15,28 +15,28 @@ LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a s
 
 def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,
                     source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
-                    pruner: dict | None = None, liar: str = "none", stop_after_no_improvement: int | None = None,
+                    pruner: pruners.PrunerSettings | None = None, liar: str = "none",
+                    stop_after_no_improvement: int | None = None,
                     stop_after_s: float | None = None) -> dict:
-    """pruner: pruners.settings(...) (default: pruners.DEFAULT); the stop rules: workers/stops.py."""
+    """pruner: default pruners.DEFAULT with its default parameters; the stop rules: workers/stops.py."""
     if liar not in LIARS:
-        raise ValueError(f"--liar must be one of {', '.join(LIARS)}, got {liar!r}")
+        raise ValueError(f"liar must be one of {', '.join(LIARS)}, got {liar!r}")
     if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise ValueError(f"experiment name {name!r} must be letters, digits, '-', '_' or '.'")
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if max_evals < 1:
-        raise ValueError(f"--max-evals must be positive, got {max_evals}")
+        raise ValueError(f"max_evals must be positive, got {max_evals}")
     if epochs is not None and epochs < 1:
-        raise ValueError(f"--epochs must be positive, got {epochs}")
+        raise ValueError(f"epochs must be positive, got {epochs}")
     return {
         "name": name,
         "space": json.loads(space.to_json()),
         "algorithm": algorithm,
         "max_evals": max_evals,
-        "objective": {"source": source, "epochs": epochs, "validation_subjects": validation_subjects,
-                      "metric": "validation_accuracy"},
+        "objective": {"source": source, "epochs": epochs, "validation_subjects": validation_subjects},
         "seed": seed,
-        "pruner": pruner or pruners.settings(pruners.DEFAULT),
+        "pruner": (pruner or pruners.PrunerSettings.of()).to_document(),
         "liar": liar,
         "stop": {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
         "created": time.time(),

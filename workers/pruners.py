@@ -1,4 +1,4 @@
-"""Stopping hopeless trials early, per experiment (`--pruner none|median|asha`).
+"""Stopping hopeless trials early, per experiment (`--pruner none|median|asha|hyperband`).
 
 The worker asks its pruner after every epoch, with the trial's curve so far; the pruner decides
 from what the store holds (other trials' curves, ASHA's rung records), so workers on different
@@ -20,6 +20,12 @@ a trial's best validation accuracy so far (robust to one noisy epoch).
             bracket follows from its tid alone (all workers agree), the aggressive brackets taking
             more trials as Hyperband's budget rule says (n_b proportional to eta^s / (s + 1), s
             the bracket's rungs); each bracket keeps rung records of its own.
+
+Every pruner is a class here, registered under its kind in PRUNERS, declaring its parameters
+(name, command-line flag, default, least value) and checking them when it is made: a wrong value
+is a PrunerSettingError naming the parameter, which `larnn submit` reports under the flag. The
+command line's options, the stored `pruner` document (PrunerSettings) and the worker's pruner
+for each trial all come from the registry, so a new pruner is a class here and its test.
 """
 from __future__ import annotations
 
@@ -28,17 +34,31 @@ import itertools
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from larnn_core.records import EpochReport
 from workers.store import BaseStore
 
-KINDS = ("none", "median", "asha", "hyperband")
-DEFAULTS = {"median": {"warmup": 5, "min_trials": 5}, "asha": {"min_epochs": 5, "eta": 3},
-            "hyperband": {"min_epochs": 5, "eta": 3}}
 DEFAULT = "asha"  # from benchmarks/bench_search.py: README, "Live curves and pruning", says why
-BRACKET_KEYS = 1_000_000  # a Hyperband bracket's rung record key: bracket * BRACKET_KEYS + epoch
-OPTIONS = {"warmup": "--prune-warmup", "min_trials": "--prune-min-trials", "min_epochs": "--asha-min-epochs",
-           "eta": "--asha-eta"}  # each parameter's command-line option
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A pruner's setting: its name (the pruner's field and the stored key), the command-line flag
+    that sets it, its default, its least value and what it means."""
+    name: str
+    flag: str
+    default: int
+    least: int
+    help: str
+
+
+class PrunerSettingError(ValueError):
+    """A pruner's setting that cannot be; `parameter` names it (the command line maps it to its flag)."""
+
+    def __init__(self, parameter: str, problem: str):
+        super().__init__(f"{parameter} {problem}")
+        self.parameter, self.problem = parameter, problem
 
 
 def best_so_far(curve: list[EpochReport], epoch: int) -> float:
@@ -48,20 +68,52 @@ def best_so_far(curve: list[EpochReport], epoch: int) -> float:
 
 
 class Pruner(abc.ABC):
+    kind: ClassVar[str]
+    parameters: ClassVar[tuple[Parameter, ...]] = ()
+
+    def __post_init__(self) -> None:
+        """Each parameter a whole number of at least its least value (dataclass pruners)."""
+        for parameter in self.parameters:
+            value = getattr(self, parameter.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < parameter.least:
+                raise PrunerSettingError(parameter.name, f"must be a whole number of at least {parameter.least}, "
+                                                         f"got {value!r}")
+
+    @classmethod
+    def for_trial(cls, values: dict[str, int], max_epochs: int) -> Pruner:
+        """The pruner of one trial that trains at most max_epochs epochs."""
+        return cls(**values)
+
     @abc.abstractmethod
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         """After an epoch: stop this trial? curve: its epochs so far, the last one just ended."""
 
 
+PRUNERS: dict[str, type[Pruner]] = {}
+
+
+def registered(cls: type[Pruner]) -> type[Pruner]:
+    PRUNERS[cls.kind] = cls
+    return cls
+
+
+@registered
 class NoPruner(Pruner):
+    kind = "none"
+
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         return False
 
 
+@registered
 @dataclass(frozen=True)
 class MedianPruner(Pruner):
-    warmup: int
-    min_trials: int
+    kind: ClassVar[str] = "median"
+    parameters: ClassVar[tuple[Parameter, ...]] = (
+        Parameter("warmup", "--prune-warmup", 5, 1, "epochs before any stop"),
+        Parameter("min_trials", "--prune-min-trials", 5, 1, "other trials that must have reported the epoch"))
+    warmup: int = 5
+    min_trials: int = 5
 
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         epoch = curve[-1].epoch
@@ -73,36 +125,51 @@ class MedianPruner(Pruner):
 
 
 @dataclass(frozen=True)
-class ASHAPruner(Pruner):
-    min_epochs: int
-    eta: int
-    max_epochs: int  # the trial's training_epochs: no rung at or past it
+class RungPruner(Pruner):
+    """What ASHA and Hyperband share: rungs at min_epochs * eta^k epochs, below the trial's last."""
+    parameters: ClassVar[tuple[Parameter, ...]] = (
+        Parameter("min_epochs", "--asha-min-epochs", 5, 1, "the first rung, in epochs"),
+        Parameter("eta", "--asha-eta", 3, 2, "rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on"))
+    min_epochs: int = 5
+    eta: int = 3
+    max_epochs: int | None = None  # the trial's training_epochs: no rung at or past it
+
+    @classmethod
+    def for_trial(cls, values: dict[str, int], max_epochs: int) -> RungPruner:
+        return cls(**values, max_epochs=max_epochs)
 
     @property
     def rungs(self) -> list[int]:
         return [self.min_epochs * self.eta ** k for k in range(64)
                 if self.min_epochs * self.eta ** k < self.max_epochs]
 
-    key_offset: int = 0  # where this pruner's rung records sit among the experiment's (Hyperband brackets)
+
+@registered
+@dataclass(frozen=True)
+class ASHAPruner(RungPruner):
+    kind: ClassVar[str] = "asha"
+    record: str = "rung"  # its rung records' names in the store: "<record> <epoch>"
 
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
         epoch = curve[-1].epoch
         if epoch not in self.rungs:
             return False
-        reached = store.record_rung(name, self.key_offset + epoch, tid, best_so_far(curve, epoch))
+        reached = store.append_record(name, f"{self.record} {epoch}", tid, best_so_far(curve, epoch))
         return not promotable(dict(reached)[tid], [value for _, value in reached], self.eta)
 
 
+@registered
 @dataclass(frozen=True)
-class HyperbandPruner(Pruner):
-    min_epochs: int
-    eta: int
-    max_epochs: int
+class HyperbandPruner(RungPruner):
+    kind: ClassVar[str] = "hyperband"
 
     @property
     def brackets(self) -> list[ASHAPruner]:
-        firsts = ASHAPruner(self.min_epochs, self.eta, self.max_epochs).rungs + [self.max_epochs]  # the last: no rung
-        return [ASHAPruner(rung, self.eta, self.max_epochs, key_offset=b * BRACKET_KEYS) for b, rung in enumerate(firsts)]
+        """Bracket b: ASHA from the b-th rung, with rung records "bracket b rung <epoch>" (bracket 0's
+        are plain ASHA's, "rung <epoch>")."""
+        firsts = self.rungs + [self.max_epochs]  # the last: no rung
+        return [ASHAPruner(rung, self.eta, self.max_epochs, record=f"bracket {b} rung" if b else "rung")
+                for b, rung in enumerate(firsts)]
 
     def bracket_of(self, tid: int) -> int:
         """Hyperband's share of trials per bracket, dealt by a low-discrepancy sequence of tids."""
@@ -121,29 +188,39 @@ def promotable(value: float, competing: list[float], eta: int) -> bool:
     return value >= sorted(competing, reverse=True)[keep - 1]
 
 
-def settings(kind: str, **options: int | None) -> dict:
-    """An experiment's `pruner` document: kind and its parameters (defaults filled in); ValueError
-    naming the option that is wrong."""
-    if kind not in KINDS:
-        raise ValueError(f"--pruner must be one of {', '.join(KINDS)}, got {kind!r}")
-    given = {key: value for key, value in options.items() if value is not None}
-    unused = sorted(set(given) - set(DEFAULTS.get(kind, {})))
-    if unused:
-        raise ValueError(f"{OPTIONS[unused[0]]} does not apply to --pruner {kind}")
-    chosen = {**DEFAULTS.get(kind, {}), **given}
-    if chosen.get("eta", 2) < 2:
-        raise ValueError(f"--asha-eta must be at least 2, got {chosen['eta']}")
-    return {"kind": kind, **chosen}
+def flags() -> dict[str, Parameter]:
+    """Every pruner parameter by its command-line flag (pruners may share one, as ASHA and Hyperband do)."""
+    return {parameter.flag: parameter for cls in PRUNERS.values() for parameter in cls.parameters}
 
 
-def pruner_for(experiment: dict, max_epochs: int) -> Pruner:
-    """The experiment's pruner for a trial of max_epochs epochs (experiments made before pruners
-    existed have none)."""
-    chosen = experiment.get("pruner") or {"kind": "none"}
-    if chosen["kind"] == "median":
-        return MedianPruner(chosen["warmup"], chosen["min_trials"])
-    if chosen["kind"] == "asha":
-        return ASHAPruner(chosen["min_epochs"], chosen["eta"], max_epochs)
-    if chosen["kind"] == "hyperband":
-        return HyperbandPruner(chosen["min_epochs"], chosen["eta"], max_epochs)
-    return NoPruner()
+@dataclass(frozen=True)
+class PrunerSettings:
+    """An experiment's pruner as stored with it: the kind and its parameters, defaults filled in."""
+    kind: str
+    values: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, kind: str = DEFAULT, **given: int | None) -> PrunerSettings:
+        """Checked as the pruner checks itself; PrunerSettingError naming the parameter (or `kind`)."""
+        if kind not in PRUNERS:
+            raise PrunerSettingError("kind", f"must be one of {', '.join(PRUNERS)}, got {kind!r}")
+        pruner = PRUNERS[kind]
+        given = {name: value for name, value in given.items() if value is not None}
+        for name in given:
+            if name not in {p.name for p in pruner.parameters}:
+                raise PrunerSettingError(name, f"does not apply to the {kind} pruner")
+        values = {p.name: given.get(p.name, p.default) for p in pruner.parameters}
+        pruner(**values)  # checks them
+        return cls(kind, tuple(values.items()))
+
+    def to_document(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dict(self.values)}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any] | None) -> PrunerSettings:
+        """Experiments made before pruners existed have none."""
+        document = document or {"kind": "none"}
+        return cls.of(document["kind"], **{k: v for k, v in document.items() if k != "kind"})
+
+    def for_trial(self, max_epochs: int) -> Pruner:
+        return PRUNERS[self.kind].for_trial(dict(self.values), max_epochs)

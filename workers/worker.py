@@ -29,7 +29,7 @@ from pathlib import Path
 
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
 from workers.objective import Objective, train_objective
-from workers.pruners import Pruner, pruner_for
+from workers.pruners import Pruner, PrunerSettings
 from workers.stops import stop_reason
 from workers.store import DONE, ERROR, PRUNED, BaseStore, StoreUnavailable, new_trial
 from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
@@ -191,7 +191,8 @@ class Worker:
             self.fail_experiment(name, reason)
             self.report(name, tid, ERROR, {"status": FAIL, "error": reason})
             return
-        pruner = pruner_for(experiment, trial_hparams(point, experiment["objective"]).training_epochs)
+        pruner = PrunerSettings.from_document(experiment.get("pruner")).for_trial(
+            trial_hparams(point, experiment["objective"]).training_epochs)
         started = time.time()
         with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
             epochs = EpochReporter(self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping)

@@ -115,10 +115,12 @@ class BaseStore(abc.ABC):
         trial is no longer this owner's."""
 
     @abc.abstractmethod
-    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
-        """Atomically add the trial's value at an ASHA rung (an epoch count) and return (tid, value)
-        of every trial that has reached the rung so far, in arrival order, its own included. A
-        trial already recorded there keeps its first value (a rerun decides from the record)."""
+    def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
+        """Atomically append (key, value) to the experiment's record named `record` (created empty
+        on first use) and return all its (key, value) entries in arrival order, this one's
+        included; a key already there keeps its first value. Callers that decide from what this
+        returns decide from prefixes of one serial order (ASHA's rungs: key a tid, value its
+        accuracy at the rung; a rerun of the trial decides from the record)."""
 
     @abc.abstractmethod
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:

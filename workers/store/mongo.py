@@ -24,6 +24,7 @@ from workers.store.base import (ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseSto
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
 DUPLICATE_KEY = 11000  # MongoDB's error code
+VERSION = 2  # the store's layout (MongoStore._migrate); SQLite's VERSION counts the same steps
 UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # ConnectionFailure: also server selection
 
 
@@ -58,11 +59,30 @@ class MongoStore(BaseStore):
         concern = WriteConcern(w="majority", j=True, wtimeout=30_000)
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
-        self.rungs_ = db.get_collection("rungs", write_concern=concern)  # one document per (experiment, rung)
+        self.records_ = db.get_collection("records", write_concern=concern)  # one document per (experiment, record)
         self.experiments_.create_index("name", unique=True)
         self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
         self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
-        self.rungs_.create_index([("exp_key", 1), ("rung", 1)], unique=True)
+        self.records_.create_index([("exp_key", 1), ("record", 1)], unique=True)
+        self._migrate(db.get_collection("meta", write_concern=concern), db.get_collection("rungs", write_concern=concern))
+
+    def _migrate(self, meta, rungs) -> None:
+        """Upgrade a database of an earlier release in place; each step is safe to run twice, and
+        by several workers opening the store at once. Version 1 needs no step (trials stored
+        before attempt logs and live curves are read with empty ones); version 2 moves ASHA's
+        `rungs` into the generic `records` (as SQLite's migration names them)."""
+        version = (meta.find_one({"_id": "schema"}) or {"version": 0})["version"]
+        if version > VERSION:
+            raise ValueError(f"this MongoDB store was written by a newer larnn-hpo (store version {version}; this "
+                             f"one reads up to {VERSION})")
+        if version < 2:
+            for doc in rungs.find({}, sort=[("_id", 1)]):
+                bracket, epoch = divmod(doc["rung"], 1_000_000)
+                record = f"bracket {bracket} rung {epoch}" if bracket else f"rung {epoch}"
+                self.records_.update_one({"exp_key": doc["exp_key"], "record": record},
+                                         {"$setOnInsert": {"keys": doc["tids"], "values": doc["values"]}}, upsert=True)
+                rungs.delete_one({"_id": doc["_id"]})
+        meta.update_one({"_id": "schema"}, {"$max": {"version": VERSION}}, upsert=True)
 
     # -- experiments
     def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
@@ -174,15 +194,15 @@ class MongoStore(BaseStore):
     def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
         return self._update_own(name, tid, owner, {"$push": {"curve": metrics}, "$set": {"refresh_time": time.time()}})
 
-    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
-        """One single-document update: its result is the rung as it stood after this arrival."""
+    def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
+        """One single-document update: its result is the record as it stood after this arrival."""
         try:
-            doc = self.rungs_.find_one_and_update(
-                {"exp_key": name, "rung": rung, "tids": {"$ne": tid}},
-                {"$push": {"tids": tid, "values": value}}, upsert=True, return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:  # the rung exists and already holds this trial (the filter missed)
-            doc = self.rungs_.find_one({"exp_key": name, "rung": rung})
-        return list(zip(doc["tids"], doc["values"]))
+            doc = self.records_.find_one_and_update(
+                {"exp_key": name, "record": record, "keys": {"$ne": key}},
+                {"$push": {"keys": key, "values": value}}, upsert=True, return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError:  # the record exists and already holds this key (the filter missed)
+            doc = self.records_.find_one({"exp_key": name, "record": record})
+        return list(zip(doc["keys"], doc["values"]))
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
         assert state in FINAL

@@ -19,21 +19,46 @@ from pathlib import Path
 from workers.store.base import (ERROR, FINAL, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
                                 UnknownExperiment, attempt, own_trials)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS experiments (
+RECORDS = """CREATE TABLE records (
+    arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, record TEXT NOT NULL,
+    key INTEGER NOT NULL, value REAL NOT NULL, UNIQUE (exp_key, record, key))"""
+SCHEMA = (  # a new store's tables, at VERSION
+    """CREATE TABLE experiments (
     name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL,
-    lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS trials (
+    lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0)""",
+    """CREATE TABLE trials (
     exp_key TEXT NOT NULL, tid INTEGER NOT NULL, state INTEGER NOT NULL, owner TEXT,
     book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
-    attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid));
-CREATE INDEX IF NOT EXISTS trials_state ON trials (state, exp_key, tid);
-CREATE TABLE IF NOT EXISTS rungs (
-    arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, rung INTEGER NOT NULL,
-    tid INTEGER NOT NULL, value REAL NOT NULL, UNIQUE (exp_key, rung, tid));
-"""
+    attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid))""",
+    "CREATE INDEX trials_state ON trials (state, exp_key, tid)",
+    RECORDS)
 COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve"
-ADDED_COLUMNS = ("attempt_log", "curve")  # columns that stores made before them get, empty
+
+
+def _add_attempt_logs_and_curves(db) -> None:
+    """Version 1: trials keep the log of their attempts and their live curve (empty for older trials)."""
+    present = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
+    for column in ("attempt_log", "curve"):
+        if column not in present:
+            db.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
+
+
+def _rungs_to_records(db) -> None:
+    """Version 2: ASHA's rung table becomes the store's generic named records, in the same arrival
+    order; rung r (Hyperband's bracket b kept b * 1000000 + epoch) is the record "rung r" (or
+    "bracket b rung epoch"), as workers/pruners.py names them."""
+    db.execute(RECORDS)
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rungs'").fetchall():
+        db.execute("INSERT INTO records (arrival, exp_key, record, key, value) "
+                   "SELECT arrival, exp_key, CASE WHEN rung >= 1000000 "
+                   "THEN 'bracket ' || (rung / 1000000) || ' rung ' || (rung % 1000000) ELSE 'rung ' || rung END, "
+                   "tid, value FROM rungs ORDER BY arrival")
+        db.execute("DROP TABLE rungs")
+
+
+# each version's step from the one before; a store made before versions were kept is version 0
+MIGRATIONS = {1: _add_attempt_logs_and_curves, 2: _rungs_to_records}
+VERSION = max(MIGRATIONS)
 
 
 class SQLiteStore(BaseStore):
@@ -48,16 +73,24 @@ class SQLiteStore(BaseStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
-        self._transaction(lambda db: db.executescript(SCHEMA), begin=False)
-        self._transaction(self._add_columns)
+        self._transaction(self._migrate)
 
-    @staticmethod
-    def _add_columns(db) -> None:
-        """Stores made before a column existed get it (their trials start with an empty list)."""
-        present = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
-        for column in ADDED_COLUMNS:
-            if column not in present:
-                db.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'")
+    def _migrate(self, db) -> None:
+        """A new store gets the current schema; an older one is upgraded in place, one version's
+        step at a time (MIGRATIONS), in the one transaction that also sets its version."""
+        (version,), = db.execute("PRAGMA user_version").fetchall()
+        if version > VERSION:
+            raise ValueError(f"{self.path} was written by a newer larnn-hpo (store version {version}; this one "
+                             f"reads up to {VERSION})")
+        if version == VERSION:
+            return
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'").fetchall():
+            for statement in SCHEMA:
+                db.execute(statement)
+        else:
+            for step in range(version + 1, VERSION + 1):
+                MIGRATIONS[step](db)
+        db.execute(f"PRAGMA user_version = {VERSION}")
 
     @staticmethod
     def _log_attempt(db, name: str, tid: int, change) -> None:
@@ -223,12 +256,12 @@ class SQLiteStore(BaseStore):
             return True
         return self._transaction(work)
 
-    def record_rung(self, name: str, rung: int, tid: int, value: float) -> list[tuple[int, float]]:
-        def work(db):  # one write transaction: the insert and the read see the same rung
-            db.execute("INSERT OR IGNORE INTO rungs (exp_key, rung, tid, value) VALUES (?, ?, ?, ?)",
-                       (name, rung, tid, value))
+    def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
+        def work(db):  # one write transaction: the insert and the read see the same record
+            db.execute("INSERT OR IGNORE INTO records (exp_key, record, key, value) VALUES (?, ?, ?, ?)",
+                       (name, record, key, value))
             return [tuple(row) for row in db.execute(
-                "SELECT tid, value FROM rungs WHERE exp_key = ? AND rung = ? ORDER BY arrival", (name, rung))]
+                "SELECT key, value FROM records WHERE exp_key = ? AND record = ? ORDER BY arrival", (name, record))]
         return self._transaction(work)
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
