@@ -29,7 +29,7 @@ def _plot(args) -> None:
         figures = make_report(store, args.names, Path(args.out))
     print(f"{len(figures)} figures and {Path(args.out) / 'index.html'}")
     for name in args.names:
-        failure = store.get_experiment(name).get("failure")
+        failure = store.get_experiment(name).failure
         if failure:
             print(f"note: experiment {name} failed: {failure['reason']}")
 

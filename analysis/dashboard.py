@@ -23,16 +23,18 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from analysis.plots import TEST_PICKED_LABEL, VALIDATION_LABEL
+from larnn_core.records import TEST_ACCURACY
 from search_spaces import Space
 from search_spaces.format import Choice, Fixed, is_log_scaled
 from search_spaces.validate import FIELD_TYPES
 from workers.experiment import stored_space
-from workers.store import DONE, ERROR, NEW, PRUNED, RUNNING, BaseStore
+from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Experiment, Trial
+from workers.store import BaseStore
 
 STATES = {NEW: TrialState.WAITING, RUNNING: TrialState.RUNNING, DONE: TrialState.COMPLETE, ERROR: TrialState.FAIL,
           PRUNED: TrialState.PRUNED}
 TRIAL_IDS = 1 << 32  # trial_id = study_id * TRIAL_IDS + tid: unique across studies, below 2^53 for JavaScript
-USER_ATTRS = ("test_accuracy", "best_epoch", "protocol", "pruned_at_epoch", "stopped_at_epoch", "worker",
+USER_ATTRS = (TEST_ACCURACY, "best_epoch", "protocol", "pruned_at_epoch", "stopped_at_epoch", "worker",
               "wall_time_s", "data_source", "code_version", "device")  # result fields shown beside each trial
 
 
@@ -47,15 +49,15 @@ class StoreStudies(BaseStorage):
         self.store = store
 
     # -- studies: numbered in order of creation, the same for every reader of the store
-    def _experiments(self) -> list[dict]:
-        return sorted(self.store.experiments(), key=lambda e: (e.get("created") or 0, e["name"]))
+    def _experiments(self) -> list[Experiment]:
+        return sorted(self.store.experiments(), key=lambda e: (e.created or 0, e.name))
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        return [FrozenStudy(study_name=e["name"], direction=StudyDirection.MAXIMIZE, user_attrs=study_attrs(e),
+        return [FrozenStudy(study_name=e.name, direction=StudyDirection.MAXIMIZE, user_attrs=study_attrs(e),
                             system_attrs=system_attrs(e), study_id=i) for i, e in enumerate(self._experiments())]
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        names = [e["name"] for e in self._experiments()]
+        names = [e.name for e in self._experiments()]
         if study_name not in names:
             raise KeyError(f"no experiment {study_name!r}")
         return names.index(study_name)
@@ -64,7 +66,7 @@ class StoreStudies(BaseStorage):
         experiments = self._experiments()
         if not 0 <= study_id < len(experiments):
             raise KeyError(f"no study {study_id}")
-        return experiments[study_id]["name"]
+        return experiments[study_id].name
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
         return [StudyDirection.MAXIMIZE]
@@ -79,8 +81,8 @@ class StoreStudies(BaseStorage):
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         experiment = self.store.get_experiment(self.get_study_name_from_id(study_id))
-        trials = sorted(self.store.trials(experiment["name"]), key=lambda t: t["tid"])
-        space = stored_space(experiment) if experiment.get("space") else None  # parsed once per read
+        trials = sorted(self.store.trials(experiment.name), key=lambda t: t.tid)
+        space = stored_space(experiment) if experiment.space else None  # parsed once per read
         points = [point_of(space, t) for t in trials]
         distributions = distributions_of(space, points)
         frozen = [frozen_trial(study_id, t, p, distributions) for t, p in zip(trials, points)]
@@ -102,33 +104,31 @@ class StoreStudies(BaseStorage):
     set_trial_user_attr = set_trial_system_attr = _refuse
 
 
-def study_attrs(experiment: dict) -> dict[str, Any]:
+def study_attrs(experiment: Experiment) -> dict[str, Any]:
     """What the study page shows of the experiment."""
-    attrs = {"space": experiment.get("space_name") or (experiment.get("space") or {}).get("name"),
-             "algorithm": experiment["algorithm"], "max_evals": experiment["max_evals"],
-             "pruner": (experiment.get("pruner") or {}).get("kind", "none"), "liar": experiment.get("liar", "none")}
-    if experiment["algorithm"] == "imported":
+    attrs = {"space": experiment.space_name or (experiment.space or {}).get("name"),
+             "algorithm": experiment.algorithm, "max_evals": experiment.max_evals,
+             "pruner": experiment.pruner.kind, "liar": experiment.liar}
+    if experiment.imported:
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
-        attrs["trial order"] = experiment.get("trial_order", "file times")  # unordered: numbers mean nothing
-    for key in ("failure", "stopped"):
-        if experiment.get(key):
-            attrs[key] = experiment[key].get("reason")
+        attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
+    for key, ended in (("failure", experiment.failure), ("stopped", experiment.stopped)):
+        if ended:
+            attrs[key] = ended.get("reason")
     return {key: value for key, value in attrs.items() if value is not None}
 
 
-def system_attrs(experiment: dict) -> dict[str, Any]:
+def system_attrs(experiment: Experiment) -> dict[str, Any]:
     """The objective's name, under Optuna's key for it."""
-    imported = experiment["algorithm"] == "imported"
-    return {"study:metric_names": [TEST_PICKED_LABEL if imported else VALIDATION_LABEL]}
+    return {"study:metric_names": [TEST_PICKED_LABEL if experiment.imported else VALIDATION_LABEL]}
 
 
-def point_of(space: Space | None, trial: dict) -> dict[str, Any]:
+def point_of(space: Space | None, trial: Trial) -> dict[str, Any]:
     """The trial's hyperparameters: from its result once finished, else from its suggestion."""
-    point = (trial.get("result") or {}).get("space")
-    if point:
-        return point
-    if space is not None and any(trial["misc"]["vals"].values()):
-        return space.point_of(trial["misc"]["vals"])
+    if trial.point:
+        return trial.point
+    if space is not None and any(trial.vals.values()):
+        return space.point_of(trial.vals)
     return {}
 
 
@@ -160,24 +160,23 @@ def _time(seconds: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(seconds) if seconds else None
 
 
-def frozen_trial(study_id: int, trial: dict, point: dict, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
-    result = trial.get("result") or {}
-    state = STATES[trial["state"]]
-    curve = {e["epoch"]: e["validation_accuracy"] for e in trial.get("curve") or [] if "validation_accuracy" in e}
-    if not curve:  # a result stored without live epochs (imports, older trials): its history
-        curve = dict(enumerate((result.get("history") or {}).get("validation_accuracies") or [], start=1))
-    finished = result.get("finished_at") or (trial.get("refresh_time") if state.is_finished() else None)
-    value = result.get("best_validation_accuracy")
+def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
+    result = trial.result
+    state = STATES[trial.state]
+    epochs = trial.curve or result.epochs  # live epochs; a result stored without them (imports, older trials): its history
+    finished = result.extra.get("finished_at") or (trial.refresh_time if state.is_finished() else None)
+    value = result.chosen.validation_accuracy
+    attrs = {**result.to_document(), TEST_ACCURACY: result.chosen.test_accuracy}
     return FrozenTrial(
-        number=trial["tid"], trial_id=study_id * TRIAL_IDS + trial["tid"], state=state,
+        number=trial.tid, trial_id=study_id * TRIAL_IDS + trial.tid, state=state,
         value=float(value) if state == TrialState.COMPLETE and value is not None else None, values=None,
-        datetime_start=_time(trial.get("book_time") or finished), datetime_complete=_time(finished),
+        datetime_start=_time(trial.book_time or finished), datetime_complete=_time(finished),
         params={name: point[name] for name in distributions if name in point},
         distributions={name: d for name, d in distributions.items() if name in point},
-        user_attrs={key: result[key] for key in USER_ATTRS if result.get(key) is not None},
+        user_attrs={key: attrs[key] for key in USER_ATTRS if attrs.get(key) is not None},
         system_attrs={},
-        intermediate_values={int(epoch): float(v) for epoch, v in curve.items()
-                             if isinstance(v, (int, float)) and math.isfinite(v)})
+        intermediate_values={e.epoch: float(e.validation_accuracy) for e in epochs
+                             if e.validation_accuracy is not None and math.isfinite(e.validation_accuracy)})
 
 
 def serve(store: BaseStore, host: str, port: int) -> None:

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from search_spaces import Space, load_space
-from workers.store import DONE, ERROR, BaseStore, new_trial
+from larnn_core.records import HISTORY, SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
+from workers.records import DONE, ERROR, Experiment, Objective, Trial
+from workers.store import BaseStore
 
-REQUIRED = {"space": dict, "loss": (int, float), "status": str, "best_validation_accuracy": (int, float),
-            "history": dict}
-CURVES = ("train_accuracies", "train_losses", "validation_accuracies", "validation_losses")
+# the 2018 files use the names our result documents keep (larnn_core/records.py: SELECTED, HISTORY)
+BEST = SELECTED[VALIDATION_ACCURACY]
+REQUIRED = {"space": dict, "loss": (int, float), "status": str, BEST: (int, float), "history": dict}
+CURVES = tuple(HISTORY[metric] for metric in (TRAIN_ACCURACY, "train_loss", VALIDATION_ACCURACY, "validation_loss"))
 
 
 MAX_BYTES = 16 << 20  # a 2018 result file is a few kilobytes
@@ -47,7 +50,7 @@ def read_result(path: Path) -> dict:
             raise ValueError(f"missing key {key!r}")
         if not isinstance(data[key], kind) or isinstance(data[key], bool):
             raise ValueError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
-    for key in ("loss", "best_validation_accuracy"):
+    for key in ("loss", BEST):
         if not _number(data[key]):
             raise ValueError(f"{key!r} must be a finite number")
     history = data["history"]
@@ -55,14 +58,14 @@ def read_result(path: Path) -> dict:
         values = history.get(curve)
         if not isinstance(values, list) or not all(_number(v, finite=False) for v in values):
             raise ValueError(f"history.{curve} must be a list of numbers")
-    validation = history["validation_accuracies"]
+    validation = history[HISTORY[VALIDATION_ACCURACY]]
     return {
         "status": "ok" if data["status"] == "ok" else "fail",
         # the 2018 code evaluated its "validation" curves on the test set and kept their maximum
         "protocol": "test-picked",
         "loss": float(data["loss"]),
-        "best_validation_accuracy": float(data["best_validation_accuracy"]),
-        "best_validation_f1_score": data.get("best_validation_f1_score"),
+        BEST: float(data[BEST]),
+        SELECTED["validation_f1"]: data.get(SELECTED["validation_f1"]),
         "best_train_accuracy": data.get("best_train_accuracy") if _number(data.get("best_train_accuracy")) else None,
         "best_epoch": int(np.argmax(validation)) + 1 if validation else None,
         "history": history,
@@ -102,7 +105,7 @@ def fitting_space(points: list[dict]) -> Space | None:
 
 def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int, list[str]]:
     """(trials imported, problems as 'file: reason'). Refuses an existing name before reading."""
-    existing = {e["name"] for e in store.experiments()}
+    existing = {e.name for e in store.experiments()}
     if name in existing:
         raise ValueError(f"experiment {name!r} already exists; import under another --name")
     results, problems = [], []
@@ -116,14 +119,13 @@ def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int,
     # in the order they were written (the 2018 file names begin with the accuracy: by name, the
     # optimisation history would be a staircase that never happened)
     results.sort(key=lambda r: (r["finished_at"], r["imported_from"]))
-    trials = [new_trial(name, tid, {}, {}) for tid in range(len(results))]
-    for trial, result in zip(trials, results):
-        trial.update(state=DONE if result["status"] == "ok" else ERROR, result=result)
+    trials = [Trial(name, tid, state=DONE if result["status"] == "ok" else ERROR, result=TrainResult.from_document(result))
+              for tid, result in enumerate(results)]
     space = fitting_space([r["space"] for r in results if r["status"] == "ok"])
-    store.create_experiment({"name": name, "space": json.loads(space.to_json()) if space else None,
-                             "space_name": space.name if space else None, "algorithm": "imported",
-                             "max_evals": len(results), "objective": {"source": "2018 result files"}, "seed": None,
-                             "created": time.time(), "imported_from": [r["imported_from"] for r in results],
-                             "trial_order": trial_order(results)},
+    store.create_experiment(Experiment(name, json.loads(space.to_json()) if space else None, "imported", len(results),
+                                       Objective(source="2018 result files"), None, time.time(),
+                                       space_name=space.name if space else None,
+                                       imported_from=[r["imported_from"] for r in results],
+                                       trial_order=trial_order(results)),
                             trials)  # all or nothing
     return len(results), problems

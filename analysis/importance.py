@@ -15,6 +15,8 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.inspection import permutation_importance
 
+from larnn_core.records import VALIDATION_ACCURACY
+
 METHOD = "permutation importance (drop in R²) of a random-forest surrogate"
 
 
@@ -36,7 +38,7 @@ def varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if frame[c].astype("string").nunique(dropna=False) > 1]
 
 
-def importance(frame: pd.DataFrame, columns: list[str], target: str = "validation_accuracy",
+def importance(frame: pd.DataFrame, columns: list[str], target: str = VALIDATION_ACCURACY,
                fits: int = 5, shuffles: int = 5, seed: int = 0) -> pd.DataFrame:
     """Rows (hyperparameter, mean, std), most important first; only hyperparameters that vary."""
     columns = varying(frame, columns)

@@ -19,8 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.importance import POOLED, encode, importance_by_experiment  # noqa: E402
+from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY  # noqa: E402
+from workers.records import Experiment  # noqa: E402
 
-ACC = "validation_accuracy"
+ACC, TEST = VALIDATION_ACCURACY, TEST_ACCURACY  # the frame's columns
 
 
 VALIDATION_LABEL, TEST_PICKED_LABEL = "validation accuracy", "test-picked accuracy (2018: best test epoch)"
@@ -85,12 +87,12 @@ def is_categorical(values: pd.Series) -> bool:
     return present.map(type).isin([str, bool]).any() or present.nunique() <= 6
 
 
-def log_distributed(experiments: list[dict]) -> set[str]:
+def log_distributed(experiments: list[Experiment]) -> set[str]:
     """Hyperparameters the experiments' spaces draw log-uniformly (scaled form, (q)loguniform)."""
     from search_spaces.format import is_log_scaled
     from workers.experiment import stored_space
 
-    return {name for experiment in experiments if experiment.get("space")
+    return {name for experiment in experiments if experiment.space
             for name, nodes in stored_space(experiment).hyperparameters().items() if any(map(is_log_scaled, nodes))}
 
 
@@ -311,20 +313,17 @@ def progress_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> l
 def _reported(row: pd.Series) -> tuple[list[int], list[float]]:
     """(epochs, validation accuracies) of a trial: its live curve, else its result's history
     (trials finished before curves were reported, and imports)."""
-    curve = [e for e in row["curve"] if "validation_accuracy" in e]
-    if curve:
-        return [e["epoch"] for e in curve], [e["validation_accuracy"] for e in curve]
-    values = list(row["history"].get("validation_accuracies") or [])
-    return list(range(1, len(values) + 1)), values
+    measured = [e for e in row["curve"] or row["history"] if e.validation_accuracy is not None]
+    return [e.epoch for e in measured], [e.validation_accuracy for e in measured]
 
 
 def learning_curves_figure(done: pd.DataFrame, out: Path, colors: dict[str, str], top: int = 10) -> list[Figure]:
-    best = [row for _, row in done.head(top).iterrows() if row["history"].get("validation_accuracies")]
+    best = [row for _, row in done.head(top).iterrows() if row["history"]]
     if not best:
         return []
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     for rank, row in enumerate(best):
-        curve = row["history"]["validation_accuracies"]
+        curve = [e.validation_accuracy for e in row["history"]]
         ax.plot(range(1, len(curve) + 1), curve, color=colors[row["experiment"]], lw=2.2 - 0.15 * rank,
                 alpha=1 - 0.06 * rank, gid=tag(row["experiment"]),
                 marker="o" if len(curve) < 5 else None, ms=4,  # a one-epoch trial is a point, not a line
@@ -360,18 +359,18 @@ def model_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[
 
 
 def selection_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
-    data = done[done["test_accuracy"].notna()]
+    data = done[done[TEST].notna()]
     if data.empty:
         return []
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for experiment in dict.fromkeys(data["experiment"]):
         part = data[data["experiment"] == experiment]
-        ax.scatter(part[ACC], part["test_accuracy"], s=16, alpha=0.6, color=colors[experiment], label=experiment,
+        ax.scatter(part[ACC], part[TEST], s=16, alpha=0.6, color=colors[experiment], label=experiment,
                    gid=tag(experiment))
-    low = min(data[ACC].min(), data["test_accuracy"].min())
-    high = max(data[ACC].max(), data["test_accuracy"].max())
+    low = min(data[ACC].min(), data[TEST].min())
+    high = max(data[ACC].max(), data[TEST].max())
     ax.plot([low, high], [low, high], color="gray", ls="--", lw=1, label="test = validation")
-    r = np.corrcoef(data[ACC], data["test_accuracy"])[0, 1] if len(data) > 2 else np.nan
+    r = np.corrcoef(data[ACC], data[TEST])[0, 1] if len(data) > 2 else np.nan
     ax.set_xlabel("validation accuracy (selects the epoch)")
     ax.set_ylabel("test accuracy at that epoch")
     ax.set_title(f"Is selection honest? Pearson r = {r:.2f}", fontsize=10)

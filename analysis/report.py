@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from analysis import plots
-from analysis.frame import finished, trials_frame
+from analysis.frame import METRICS, finished, trials_frame
 from analysis.importance import METHOD, ranking
 from workers.store import BaseStore
 
@@ -29,7 +29,7 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     log_names = plots.log_distributed(experiments)
     colors = plots.palette(names)
     importance_figures, table = plots.importance_figure(done, hyperparameters, out, colors)
-    unordered = {x["name"] for x in experiments if x.get("trial_order") == "unordered"}
+    unordered = {x.name for x in experiments if x.trial_order == "unordered"}
     figures = (plots.history_figure(frame, out, colors, unordered) + plots.progress_figure(frame, out, colors) + importance_figures
                + plots.pair_figures(done, ranking(table), out, log_names)
                + plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
@@ -47,21 +47,19 @@ TEST_PICKED = ("Caveat: trials marked test-picked come from the 2018 protocol, w
 
 def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     e = html.escape
-    title = ", ".join(x["name"] for x in experiments)
+    title = ", ".join(x.name for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
-    columns = ["experiment", "tid", "protocol", "model", "validation_accuracy", "test_accuracy", "validation_f1",
-               "test_f1", "train_accuracy", "best_epoch", "epochs",
-               "wall_time_s", *[h for h in hyperparameters if h in done and h != "model"]]
+    columns = ["experiment", "tid", "protocol", "model", *METRICS, *[h for h in hyperparameters if h in done and h != "model"]]
     best = done.head(10)[columns]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
              f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
              f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
-             *[f"<p class='note'>Note: experiment {e(x['name'])} failed: {e(x['failure']['reason'])}</p>"
-               for x in experiments if x.get("failure")],
+             *[f"<p class='note'>Note: experiment {e(x.name)} failed: {e(x.failure['reason'])}</p>"
+               for x in experiments if x.failure],
              *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
-             *[f"<p class='note'>Note: {e(x['name'])} is left out of the optimisation history: its trials are "
+             *[f"<p class='note'>Note: {e(x.name)} is left out of the optimisation history: its trials are "
                "unordered (its result files were all written within moments, by a copy or a clone, so their "
-               "times do not say when each trial ran).</p>" for x in experiments if x.get("trial_order") == "unordered"],
+               "times do not say when each trial ran).</p>" for x in experiments if x.trial_order == "unordered"],
              "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
              best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
     if not table.empty:
@@ -72,8 +70,8 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
                      f"<figcaption>{e(caption)}</figcaption></figure>")
     parts.append("<h2>Experiments</h2>")
     for x in experiments:
-        settings = {k: v for k, v in x.items() if k not in ("space",)}
-        parts += [f"<h3>{e(x['name'])}</h3><pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
-                  f"<p>Space:</p><pre>{e(json.dumps(x.get('space'), indent=2))}</pre>"]
+        settings = {k: v for k, v in x.to_document().items() if k != "space"}
+        parts += [f"<h3>{e(x.name)}</h3><pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
+                  f"<p>Space:</p><pre>{e(json.dumps(x.space, indent=2))}</pre>"]
     parts.append("</body></html>")
     return "\n".join(parts)

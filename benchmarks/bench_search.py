@@ -27,6 +27,7 @@ worker whose trial ends asks for the next suggestion while the others' trials ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -39,15 +40,16 @@ from pathlib import Path
 import numpy as np
 from hyperopt import Domain
 
-from larnn_core.records import EpochReport
+from larnn_core.records import HISTORY, OK, VALIDATION_ACCURACY, EpochReport, TrainResult
 from search_spaces import Space, load_space
 from workers import pruners
 from workers.commands import add_pruner_options
 from workers.experiment import make_experiment
-from workers.store import DONE, PRUNED, new_trial
+from workers.records import DONE, PRUNED, Trial
 from workers.suggest import suggest
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "curves_2018.json"
+CURVE = HISTORY[VALIDATION_ACCURACY]  # the fixture keeps each curve under its result-document name
 LOG_DISTRIBUTIONS = ("loguniform", "qloguniform", "lognormal", "qlognormal")  # hyperopt's node names
 
 
@@ -57,9 +59,9 @@ def make_fixture(checkout: Path, out: Path = FIXTURE) -> int:
 
     curves = []
     for path in sorted(checkout.glob("results_round_*/UCIHAR/*.json")):
-        result = read_result(path)
-        curves.append({"file": f"{path.parent.parent.name}/{path.name}", "point": result["space"],
-                       "validation_accuracies": [round(v, 5) for v in result["history"]["validation_accuracies"]]})
+        result = TrainResult.from_document(read_result(path))
+        curves.append({"file": f"{path.parent.parent.name}/{path.name}", "point": result.extra["space"],
+                       CURVE: [round(e.validation_accuracy, 5) for e in result.epochs]})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "source": "github.com/guillaume-chevalier/Linear-Attention-Recurrent-Neural-Network, results_round_*/UCIHAR "
@@ -73,13 +75,13 @@ class Replay:
 
     def __init__(self, space: Space, fixture: dict, neighbours: int = 3, noise: float = 0.004):
         epochs = space.document["space"]["training_epochs"]
-        chosen = [c for c in fixture["curves"] if len(c["validation_accuracies"]) == epochs]
+        chosen = [c for c in fixture["curves"] if len(c[CURVE]) == epochs]
         params = Domain(lambda point: 0.0, space.hyperopt()).params
         self.labels = sorted(params)
         self.log = {label for label in self.labels if params[label].name in LOG_DISTRIBUTIONS}
         self.points = np.array([self.coordinates(space.trial_misc(c["point"], 0)[1]) for c in chosen])
         self.scale = np.where(self.points.std(axis=0) > 0, self.points.std(axis=0), 1.0)
-        self.curves = np.array([c["validation_accuracies"] for c in chosen])
+        self.curves = np.array([c[CURVE] for c in chosen])
         self.neighbours, self.noise = neighbours, noise
 
     def coordinates(self, vals: dict[str, list]) -> list[float]:
@@ -97,10 +99,10 @@ class Memory:
     """What the pruners read from the store: the trials with their curves, and records (ASHA's rungs)."""
 
     def __init__(self):
-        self.docs: list[dict] = []
+        self.docs: list[Trial] = []
         self.records: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
-    def trials(self, name: str) -> list[dict]:
+    def trials(self, name: str) -> list[Trial]:
         return self.docs
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
@@ -116,33 +118,34 @@ def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: s
     budget everything stops (running trials are cut off and do not count)."""
     experiment = make_experiment("replay", space, max_evals=max_trials, seed=seed, pruner=pruner, liar=liar)
     memory, running, spent, reached = Memory(), {}, 0, None
-    finished: list[dict] = []
+    finished: list[Trial] = []
 
     def best(states: tuple[int, ...] = (DONE,)) -> float:
-        return max((-t["result"]["loss"] for t in finished if t["state"] in states), default=math.nan)
+        return max((-t.result.loss for t in finished if t.state in states), default=math.nan)
 
     while True:
         for worker in range(workers):
             if worker not in running and len(memory.docs) < max_trials and (epoch_budget is None or spent < epoch_budget):
                 tid = len(memory.docs)
                 idxs, vals = suggest(experiment, memory.docs, tid)
-                trial = new_trial("replay", tid, idxs, vals, owner=f"w{worker}")
-                memory.docs.append(trial)
+                memory.docs.append(Trial.new("replay", tid, idxs, vals, owner=f"w{worker}"))
                 curve = replay.curve(vals, np.random.default_rng([seed, tid]))
-                running[worker] = (trial, curve, pruners.PrunerSettings.from_document(experiment["pruner"])
-                                   .for_trial(len(curve)))
+                running[worker] = (tid, curve, experiment.pruner.for_trial(len(curve)))
         if not running:
             break
         for worker in sorted(running):
-            trial, curve, pruner_of_trial = running[worker]
-            epoch = len(trial["curve"]) + 1
-            trial["curve"].append(EpochReport(epoch, validation_accuracy=float(curve[epoch - 1])).to_document())
-            reports = [EpochReport.from_document(e) for e in trial["curve"]]
+            tid, curve, pruner_of_trial = running[worker]
+            trial = memory.docs[tid]
+            epoch = len(trial.curve) + 1
+            reports = [*trial.curve, EpochReport(epoch, validation_accuracy=float(curve[epoch - 1]))]
+            trial = memory.docs[tid] = dataclasses.replace(trial, curve=tuple(reports))
             spent += 1
-            stop = pruner_of_trial.prune(memory, "replay", trial["tid"], reports)
+            stop = pruner_of_trial.prune(memory, "replay", tid, reports)
             if stop or epoch == len(curve):
-                trial.update(state=PRUNED if stop and epoch < len(curve) else DONE,
-                             result={"status": "ok", "loss": -pruners.best_so_far(reports, epoch)})
+                best_epoch = max(reports, key=lambda e: e.validation_accuracy).epoch
+                trial = memory.docs[tid] = dataclasses.replace(
+                    trial, state=PRUNED if stop and epoch < len(curve) else DONE,
+                    result=TrainResult(OK, tuple(reports), best_epoch=best_epoch))
                 finished.append(trial)
                 del running[worker]
                 if reached is None and target is not None and best() >= target:
@@ -151,7 +154,7 @@ def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: s
                 running.clear()
                 break
     return {"best_accuracy": best(), "epochs": spent, "trials": len(finished),
-            "pruned": sum(t["state"] == PRUNED for t in finished), "evaluations_to_target": reached}
+            "pruned": sum(t.state == PRUNED for t in finished), "evaluations_to_target": reached}
 
 
 def mean(values: list[float]) -> float:

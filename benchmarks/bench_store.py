@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -23,7 +24,8 @@ import numpy as np
 
 from larnn_core.records import OK, EpochReport, TrainResult
 from workers.experiment import make_experiment, submit
-from workers.store import DONE, new_trial, open_store
+from workers.records import DONE, Trial
+from workers.store import open_store
 from workers.suggest import suggest
 from workers.worker import Worker
 from search_spaces import load_space
@@ -32,13 +34,13 @@ from search_spaces import load_space
 def store_cycle_ms(store, cycles: int) -> float:
     store.create_experiment(make_experiment("bench", load_space("smoke"), max_evals=cycles))
     for tid in range(cycles):
-        store.insert_trial(new_trial("bench", tid, {"x": [tid]}, {"x": [0.1]}))
-    result = {"status": "ok", "loss": -0.9, "history": {"validation_accuracies": [0.5] * 100}}
+        store.insert_trial(Trial.new("bench", tid, {"x": [tid]}, {"x": [0.1]}))
+    result = TrainResult(OK, tuple(EpochReport(e, validation_accuracy=0.5) for e in range(1, 101)), best_epoch=1)
     started = time.perf_counter()
     for _ in range(cycles):
         trial = store.reserve("bench-worker")
-        store.heartbeat("bench", trial["tid"], "bench-worker")
-        store.finish("bench", trial["tid"], "bench-worker", DONE, result)
+        store.heartbeat("bench", trial.tid, "bench-worker")
+        store.finish("bench", trial.tid, "bench-worker", DONE, result)
     return (time.perf_counter() - started) / cycles * 1000
 
 
@@ -47,10 +49,10 @@ def tpe_suggest_ms(n_trials: int = 200, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     trials = []
     for tid in range(n_trials):
-        idxs, vals = suggest({**experiment, "algorithm": "rand"}, trials, tid)
-        trial = new_trial("tpe", tid, idxs, vals)
-        trial.update(state=DONE, result={"status": "ok", "loss": -float(rng.uniform(0.8, 0.95))})
-        trials.append(trial)
+        idxs, vals = suggest(dataclasses.replace(experiment, algorithm="rand"), trials, tid)
+        accuracy = float(rng.uniform(0.8, 0.95))
+        trials.append(Trial("tpe", tid, idxs, vals, DONE, result=TrainResult(
+            OK, (EpochReport(1, validation_accuracy=accuracy),), best_epoch=1)))
     times = []
     for i in range(repeats):
         started = time.perf_counter()

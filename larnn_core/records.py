@@ -49,14 +49,17 @@ class EpochReport:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(EpochReport))
+# metrics named where they are keys or columns (`larnn best`, the analysis frame): EpochReport's field names
+TRAIN_ACCURACY, VALIDATION_ACCURACY, TEST_ACCURACY = "train_accuracy", "validation_accuracy", "test_accuracy"
 # a result document's `history`: one list per metric, under the names the 2018 result files use
-HISTORY = {"train_loss": "train_losses", "train_accuracy": "train_accuracies", "validation_loss": "validation_losses",
-           "validation_accuracy": "validation_accuracies", "validation_f1": "validation_f1_scores",
-           "test_loss": "test_losses", "test_accuracy": "test_accuracies", "test_f1": "test_f1_scores",
+HISTORY = {"train_loss": "train_losses", TRAIN_ACCURACY: "train_accuracies", "validation_loss": "validation_losses",
+           VALIDATION_ACCURACY: "validation_accuracies", "validation_f1": "validation_f1_scores",
+           "test_loss": "test_losses", TEST_ACCURACY: "test_accuracies", "test_f1": "test_f1_scores",
            "seconds": "epoch_seconds"}
 # the selected epoch's numbers at a result document's top level, under their 2018 names
-SELECTED = {"validation_accuracy": "best_validation_accuracy", "validation_f1": "best_validation_f1_score",
-            "test_accuracy": "test_accuracy", "test_f1": "test_f1_score"}
+SELECTED = {VALIDATION_ACCURACY: "best_validation_accuracy", "validation_f1": "best_validation_f1_score",
+            TEST_ACCURACY: TEST_ACCURACY, "test_f1": "test_f1_score"}
+assert set(HISTORY) == set(FIELDS[1:]) and set(SELECTED) <= set(FIELDS)  # each names EpochReport's fields
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,26 @@ class TrainResult:
 
     @property
     def selected(self) -> EpochReport | None:
-        return self.epochs[self.best_epoch - 1] if self.best_epoch else None
+        return self.epochs[self.best_epoch - 1] if self.best_epoch and self.best_epoch <= len(self.epochs) else None
+
+    @property
+    def chosen(self) -> EpochReport:
+        """The selected epoch's numbers as its result reports them: the epoch's report, where a
+        stored document's own top-level number wins if it differs (from_document keeps it in
+        `extra`) or stands in for an epoch its history lacks (a test's document, another
+        producer's). Every metric None before a selection."""
+        selected = self.selected or EpochReport(self.best_epoch or 0)
+        stored = {metric: self.extra[name] for metric, name in SELECTED.items() if self.extra.get(name) is not None}
+        return dataclasses.replace(selected, **stored)
 
     @property
     def loss(self) -> float | None:
-        selected = self.selected
-        return None if selected is None or selected.validation_accuracy is None else -selected.validation_accuracy
+        """What hyperopt minimises: minus the selected epoch's validation accuracy (a stored loss
+        that differs wins, as in `chosen`)."""
+        if self.extra.get("loss") is not None:
+            return self.extra["loss"]
+        accuracy = self.chosen.validation_accuracy
+        return None if accuracy is None else -accuracy
 
     def to_document(self) -> dict[str, Any]:
         """The stored result: hyperopt's status and loss, the selected epoch's numbers, the history

@@ -186,9 +186,10 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
             refresh(model, X_train[order[:REFRESH_SAMPLES]])
             measured = {f"{name}_{metric}": value for name in ("validation", "test")
                         for metric, value in evaluate(model, *tensors[name], n_classes, forward).items()}
-            bar.set_postfix(loss=f"{total_loss / len(X_train):.4f}", val_acc=f"{measured['validation_accuracy']:.4f}")
-        epochs.append(EpochReport(epoch, train_loss=total_loss / len(X_train), train_accuracy=correct / len(X_train),
-                                  seconds=time.time() - epoch_start, **measured))
+            report = EpochReport(epoch, train_loss=total_loss / len(X_train), train_accuracy=correct / len(X_train),
+                                 seconds=time.time() - epoch_start, **measured)
+            bar.set_postfix(loss=f"{report.train_loss:.4f}", val_acc=f"{report.validation_accuracy:.4f}")
+        epochs.append(report)
         if on_epoch is not None and on_epoch(epochs[-1]) and epoch < hp.training_epochs:
             return epoch
     return None

@@ -14,10 +14,12 @@ from analysis.frame import trials_frame
 from analysis.import2018 import import_results
 from analysis.importance import POOLED, importance, importance_by_experiment, ranking
 from larnn_core import cli
-from tests.analysis_fixtures import add_synthetic_experiment
+from larnn_core.records import EpochReport, TrainResult
+from tests.support.searches import add_synthetic_experiment, result_2018
 from workers.experiment import make_experiment
 from search_spaces import load_space
-from workers.store import DONE, new_trial, open_store
+from workers.records import DONE, Trial
+from workers.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,15 +122,6 @@ def test_notebook_runs_as_a_script(store, url, tmp_path):
     assert run.stdout.count("# %%") == 0 and "figures in" in run.stdout
 
 
-def result_2018(lr: float, accuracy: float) -> dict:
-    return {"space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
-            "loss": -accuracy, "status": "ok", "best_validation_accuracy": accuracy,
-            "best_validation_f1_score": accuracy - 0.01, "best_train_accuracy": 0.8,
-            "history": {"train_accuracies": [0.5, 0.8], "train_losses": [1.0, 0.5],
-                        "validation_accuracies": [0.6, accuracy], "validation_losses": [0.9, 0.4]},
-            "model_name": "LARNN", "dataset_name": "UCIHAR"}
-
-
 def test_import_of_2018_results_round_trips_and_skips_malformed_files(tmp_path, url, capsys):
     files = []
     for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
@@ -173,7 +166,7 @@ def test_an_import_cut_short_by_the_store_writes_nothing(tmp_path, url, monkeypa
     insert = SQLiteStore._insert_trial
 
     def fail_at_third(db, trial):
-        if trial["tid"] == 2:
+        if trial.tid == 2:
             raise StoreUnavailable("SQLite store: database is locked")
         insert(db, trial)
 
@@ -191,22 +184,20 @@ def test_the_report_shows_running_trials_curves_and_marks_pruned_ones(store, url
     """A search in progress: one trial running (its epochs reported live), one pruned at epoch 2."""
     from workers.store import PRUNED
 
-    running = new_trial("round3", 100, {}, {}, owner="host:1:live")
+    running = Trial.new("round3", 100, {}, {}, owner="host:1:live")
     store.insert_trial(running)
     for epoch, accuracy in enumerate((0.5, 0.62, 0.7), 1):
-        assert store.report_epoch("round3", 100, "host:1:live", {"epoch": epoch, "validation_accuracy": accuracy})
-    pruned = new_trial("round3", 101, {}, {})
-    pruned.update(state=PRUNED, curve=[{"epoch": 1, "validation_accuracy": 0.3}, {"epoch": 2, "validation_accuracy": 0.35}],
-                  result={"status": "ok", "loss": -0.35, "best_validation_accuracy": 0.35, "pruned_at_epoch": 2,
-                          "space": {"learning_rate": 0.01}})
-    store.insert_trial(pruned)
+        assert store.report_epoch("round3", 100, "host:1:live", EpochReport(epoch, validation_accuracy=accuracy))
+    curve = (EpochReport(1, validation_accuracy=0.3), EpochReport(2, validation_accuracy=0.35))
+    store.insert_trial(Trial("round3", 101, state=PRUNED, curve=curve, result=TrainResult(
+        "ok", curve, best_epoch=2, extra={"pruned_at_epoch": 2, "space": {"learning_rate": 0.01}})))
     out = tmp_path / "plots"
     assert cli.main(["plot", "round3", "--out", str(out), "--store", url]) == 0
     progress = (out / "progress.svg").read_text()
     assert "running" in progress and "pruned" in progress and "done" in progress
     assert "pruned (best before the stop)" in (out / "history.svg").read_text()
     frame, _ = trials_frame(store, ["round3"])
-    assert frame.set_index("tid").loc[100, "curve"][-1] == {"epoch": 3, "validation_accuracy": 0.7}
+    assert frame.set_index("tid").loc[100, "curve"][-1] == EpochReport(3, validation_accuracy=0.7)
 
 
 def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_report(tmp_path, url):
@@ -259,15 +250,15 @@ def test_imports_are_ordered_by_when_each_file_was_written_and_get_the_space_the
         os.utime(paths[-1], (1e9 - 100 * i, 1e9 - 100 * i))  # ... written in rising accuracy
     assert cli.main(["import-results", *map(str, paths), "--name", "r1", "--store", url]) == 0
     store = open_store(url)
-    accuracies = [t["result"]["best_validation_accuracy"] for t in store.trials("r1")]
+    accuracies = [t.result.chosen.validation_accuracy for t in store.trials("r1")]
     assert accuracies == [0.89, 0.91, 0.93, 0.95]
-    assert store.get_experiment("r1")["space_name"] == "paper-round1"
-    assert store.get_experiment("r1")["trial_order"] == "file times"
+    assert store.get_experiment("r1").space_name == "paper-round1"
+    assert store.get_experiment("r1").trial_order == "file times"
     odd = json.loads(paths[0].read_text())
     odd["space"]["num_layers"] = 16  # outside both 2018 spaces
     paths[0].write_text(json.dumps(odd))
     assert cli.main(["import-results", *map(str, paths), "--name", "mixed", "--store", url]) == 0
-    assert store.get_experiment("mixed")["space"] is None
+    assert store.get_experiment("mixed").space is None
 
 
 def test_a_numeric_choice_sits_at_the_category_its_pair_plot_tick_names():
@@ -299,9 +290,9 @@ def add_two_rounds(store, n: int = 40) -> None:
                      "learning_rate": float(rng.uniform(0.001, 0.01)) * (2 if epochs == 100 else 1),
                      "hidden_size": int(rng.integers(40, 120))}
             accuracy = level - 0.3 * abs(point["dropout_drop_proba"] - 0.2) + rng.normal(0, 0.002)
-            store.insert_trial(new_trial(name, tid, {}, {}, owner="synthetic"))
-            store.finish(name, tid, "synthetic", DONE, {"status": "ok", "loss": -accuracy, "space": point,
-                                                        "best_validation_accuracy": accuracy})
+            store.insert_trial(Trial.new(name, tid, {}, {}, owner="synthetic"))
+            store.finish(name, tid, "synthetic", DONE, TrainResult.from_document(
+                {"status": "ok", "loss": -accuracy, "space": point, "best_validation_accuracy": accuracy}))
 
 
 def test_importance_is_ranked_within_each_experiment_and_pooled_only_with_the_experiment_as_a_feature(url):
@@ -362,7 +353,7 @@ def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_
         paths.append(tmp_path / f"model_{acc}_{i}.txt.json")
         paths[-1].write_text(json.dumps(result_2018(0.004 + 0.0005 * i, acc)))
     assert cli.main(["import-results", *map(str, paths), "--name", "cloned", "--store", url]) == 0
-    assert open_store(url).get_experiment("cloned")["trial_order"] == "unordered"
+    assert open_store(url).get_experiment("cloned").trial_order == "unordered"
     out = tmp_path / "plots"
     assert cli.main(["plot", "cloned", "--out", str(out), "--store", url]) == 0
     assert not (out / "history.svg").exists()

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from larnn_core.records import EpochReport, TrainResult
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
 from search_spaces import load_space
-from tests.analysis_fixtures import add_synthetic_experiment
-from workers.store import PRUNED, new_trial, open_store
+from tests.support.searches import add_synthetic_experiment
+from workers.records import PRUNED, Trial
+from workers.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -30,11 +32,11 @@ def fixture_store(url: str) -> None:
     space = load_space("paper-round2")
     for tid, owner, seed in ((11, "gpu-7", 5), (12, "gpu-8", 6)):
         point = space.sample(np.random.default_rng(seed))
-        store.insert_trial(new_trial("round-b", tid, *space.trial_misc(point, tid), owner=owner))
+        store.insert_trial(Trial.new("round-b", tid, *space.trial_misc(point, tid), owner=owner))
         for epoch in (1, 2):
-            store.report_epoch("round-b", tid, owner, {"epoch": epoch, "validation_accuracy": 0.5 + 0.1 * epoch})
-    store.finish("round-b", 12, "gpu-8", PRUNED, {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7,
-                                                   "pruned_at_epoch": 2, "space": point})
+            store.report_epoch("round-b", tid, owner, EpochReport(epoch, validation_accuracy=0.5 + 0.1 * epoch))
+    store.finish("round-b", 12, "gpu-8", PRUNED, TrainResult.from_document(
+        {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7, "pruned_at_epoch": 2, "space": point}))
 
 
 def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distributions(tmp_path):
@@ -53,8 +55,8 @@ def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distribut
     assert running.intermediate_values == {1: 0.6, 2: 0.7} and running.value is None
     assert pruned.user_attrs["pruned_at_epoch"] == 2
     done = open_store(url).trials("round-b")[0]
-    assert trials[0].value == done["result"]["best_validation_accuracy"]
-    assert trials[0].intermediate_values == dict(enumerate(done["result"]["history"]["validation_accuracies"], 1))
+    assert trials[0].value == done.result.chosen.validation_accuracy
+    assert trials[0].intermediate_values == {e.epoch: e.validation_accuracy for e in done.result.epochs}
     assert running.distributions["learning_rate"] == FloatDistribution(
         running.distributions["learning_rate"].low, running.distributions["learning_rate"].high, log=True)
     assert running.distributions["larnn_mode"] == CategoricalDistribution(["residual", "layer"])
@@ -82,7 +84,7 @@ def test_the_dashboard_never_writes_to_the_store(tmp_path):
 
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
     from analysis.import2018 import import_results
-    from tests.test_analysis import result_2018
+    from tests.support.searches import result_2018
 
     paths = []
     for i, (lr, acc) in enumerate([(0.005, 0.8), (0.007, 0.85)]):
@@ -150,7 +152,7 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
                  ".filter(t => t.name.startsWith('trial #11 ')).map(t => Array.from(t.y))[0] || null")
         assert WebDriverWait(browser, 30).until(lambda b: b.execute_script(curve)) == [0.6, 0.7]
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
-        open_store(url).report_epoch("round-b", 11, "gpu-7", {"epoch": 3, "validation_accuracy": 0.8})
+        open_store(url).report_epoch("round-b", 11, "gpu-7", EpochReport(3, validation_accuracy=0.8))
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve))  # no reload
         origins = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
@@ -158,5 +160,5 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
     finally:
         browser.quit()
     store = open_store(url)
-    assert store.trials("round-b")[11]["curve"][-1]["epoch"] == 3 and store.counts("round-b")["running"] == 1
+    assert store.trials("round-b")[11].curve[-1].epoch == 3 and store.counts("round-b")["running"] == 1
     assert os.path.getsize(tmp_path / "dashboard.png") > 10_000

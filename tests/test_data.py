@@ -10,6 +10,7 @@ import pytest
 from larnn_core import data as har
 from larnn_core.data import dataset, hapt, uci
 from larnn_core.data.splits import make_splits
+from tests.support.data import write_uci_zip
 
 OFFICIAL_TRAIN = (1226, 1073, 986, 1286, 1374, 1407)
 OFFICIAL_TEST = (496, 471, 420, 491, 532, 537)
@@ -87,32 +88,6 @@ def test_cache_round_trip_and_corrupt_cache_is_rebuilt(small_har, monkeypatch, i
     with pytest.warns(UserWarning, match="corrupt"):
         assert har.load("hapt").checksum == small_har.checksum
     assert len(builds) == 3
-
-
-def write_uci_zip(path, n_train=4, n_test=3, nested=False):
-    """A miniature 'UCI HAR Dataset.zip' with the official layout."""
-    rng = np.random.default_rng(1)
-    buffer = io.BytesIO()
-    expected = {}
-    with zipfile.ZipFile(buffer, "w") as z:
-        for split, n in (("train", n_train), ("test", n_test)):
-            X = rng.normal(size=(n, 128, 9)).round(6)
-            y = np.arange(n) % 6 + 1
-            subject = np.arange(n) + (1 if split == "train" else 2)
-            for c, name in enumerate(har.CHANNELS):
-                text = "\n".join("  " + "  ".join(f"{v:.6e}" for v in row) for row in X[:, :, c])
-                z.writestr(f"UCI HAR Dataset/{split}/Inertial Signals/{name}_{split}.txt", text + "\n")
-            z.writestr(f"UCI HAR Dataset/{split}/y_{split}.txt", "\n".join(map(str, y)) + "\n")
-            z.writestr(f"UCI HAR Dataset/{split}/subject_{split}.txt", "\n".join(map(str, subject)) + "\n")
-            expected[split] = (X, y - 1, subject)
-    payload = buffer.getvalue()
-    if nested:  # the current UCI download wraps the dataset zip in another zip
-        outer = io.BytesIO()
-        with zipfile.ZipFile(outer, "w") as z:
-            z.writestr("UCI HAR Dataset.zip", payload)
-        payload = outer.getvalue()
-    path.write_bytes(payload)
-    return expected
 
 
 @pytest.mark.parametrize("nested", [False, True])

@@ -16,10 +16,7 @@ from larnn_core.execution.cell_step import cell_step
 from larnn_core.hparams import HParams
 from larnn_core.model import LARNN, StepBatchNorm
 from larnn_core.statistics import REFRESH_SAMPLES, agreement, refresh
-from tests.conftest import synthetic_har
-
-TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
-            training_epochs=3, learning_rate=0.01, decay_each_N_epoch=2)
+from tests.support.data import TINY, synthetic_har
 
 
 def scripted_evaluation(monkeypatch, small_har, epochs: list[tuple[float, float]]) -> None:

@@ -11,7 +11,8 @@ from tests.support.results import result_with
 from workers.experiment import submit
 from workers.pruners import (ASHAPruner, HyperbandPruner, MedianPruner, NoPruner, PrunerSettingError,
                              PrunerSettings, promotable)
-from workers.store import DONE, FINAL, PRUNED, new_trial, open_store
+from workers.records import DONE, FINAL, PRUNED, Trial
+from workers.store import open_store
 from workers.worker import Worker
 
 
@@ -26,10 +27,8 @@ def curve(*accuracies: float) -> list[EpochReport]:
 
 def add_finished(store, name: str, curves: list[list[EpochReport]]) -> None:
     for tid, points in enumerate(curves):
-        trial = new_trial(name, tid, {}, {})
-        trial.update(state=DONE, curve=[p.to_document() for p in points],
-                     result={"status": "ok", "loss": -points[-1].validation_accuracy})
-        store.insert_trial(trial)
+        store.insert_trial(Trial(name, tid, state=DONE, curve=tuple(points),
+                                 result=result_with([p.validation_accuracy for p in points])))
 
 
 def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_reported(store):
@@ -153,7 +152,7 @@ def curve_objective(epochs_run: list):
     def objective(hp, settings, seed, device, on_epoch):
         ceiling = 0.5 + 40 * hp["learning_rate"]  # smoke's learning rates: 0.003-0.03
         accuracies = []
-        for epoch in range(1, settings["epochs"] + 1):
+        for epoch in range(1, settings.epochs + 1):
             accuracies.append(ceiling * (1 - 0.5 ** epoch))
             if on_epoch(EpochReport(epoch, validation_accuracy=accuracies[-1])):
                 break
@@ -168,14 +167,14 @@ def test_a_worker_stops_pruned_trials_at_a_rung_and_keeps_their_curves(tmp_path,
     epochs_run = []
     Worker(store, curve_objective(epochs_run), poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool").run()
     trials = store.trials("asha")
-    assert len(trials) == 12 and all(t["state"] in FINAL for t in trials)
-    pruned = [t for t in trials if t["state"] == PRUNED]
+    assert len(trials) == 12 and all(t.state in FINAL for t in trials)
+    pruned = [t for t in trials if t.state == PRUNED]
     assert pruned and len(pruned) < 12
     for trial in pruned:
-        stopped = trial["result"]["pruned_at_epoch"]
-        assert stopped in (1, 2, 4) and len(trial["curve"]) == stopped  # a rung; nothing trained after it
-        assert trial["result"]["loss"] == -max(e["validation_accuracy"] for e in trial["curve"])
-    assert all(len(t["curve"]) == 8 for t in trials if t["state"] == DONE)
+        stopped = trial.result.extra["pruned_at_epoch"]
+        assert stopped in (1, 2, 4) and len(trial.curve) == stopped  # a rung; nothing trained after it
+        assert trial.result.loss == -max(e.validation_accuracy for e in trial.curve)
+    assert all(len(t.curve) == 8 for t in trials if t.state == DONE)
     assert sum(epochs_run) < 12 * 8
 
 
@@ -183,8 +182,8 @@ def test_status_shows_each_running_trials_latest_epoch(store, capsys):
     from workers import report
 
     submit(store, "live", "smoke", max_evals=2)
-    store.insert_trial(new_trial("live", 0, {}, {}, owner="host:1:abc"))
+    store.insert_trial(Trial.new("live", 0, {}, {}, owner="host:1:abc"))
     assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: no epoch reported yet"]
-    store.report_epoch("live", 0, "host:1:abc", {"epoch": 3, "validation_accuracy": 0.8125})
+    store.report_epoch("live", 0, "host:1:abc", EpochReport(3, validation_accuracy=0.8125))
     assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: epoch 3, validation "
                                                         "accuracy 0.8125"]

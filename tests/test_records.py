@@ -5,8 +5,7 @@ import json
 from larnn_core import train as training
 from larnn_core.hparams import HParams
 from larnn_core.records import EpochReport, TrainResult
-
-TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32, training_epochs=2)
+from tests.support.data import TINY
 
 
 def test_an_epoch_report_stores_what_was_measured_and_reads_older_curves():
@@ -19,7 +18,7 @@ def test_an_epoch_report_stores_what_was_measured_and_reads_older_curves():
 
 
 def test_a_training_result_round_trips_through_its_document(small_har):
-    trained = training.train(HParams.from_dict(TINY), small_har, device="cpu", seed=2, progress=False)
+    trained = training.train(HParams.from_dict({**TINY, "training_epochs": 2}), small_har, device="cpu", seed=2, progress=False)
     document = json.loads(json.dumps(trained.to_document()))  # as a store keeps it
     assert TrainResult.from_document(document) == trained
     assert document["loss"] == -document["best_validation_accuracy"] == trained.loss

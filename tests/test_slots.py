@@ -8,16 +8,17 @@ import pytest
 from larnn_core import cli
 from larnn_core.hparams import HParams
 from larnn_core.train import train
-from tests.test_workers import spawn, wait_for
+from tests.support.fake_workers import spawn, wait_for
 from workers import report
 from workers.experiment import submit
 from workers.slots import SLOT, run_slots, slot_owner
-from workers.store import DONE, ERROR, FINAL, NEW, RUNNING, new_trial, open_store
+from workers.records import DONE, ERROR, FINAL, NEW, RUNNING, Trial
+from workers.store import open_store
 from workers.suggest import trial_seed
 from workers.worker import Worker
+from tests.support import data
 
-TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=2, batch_size=32, training_epochs=3,
-            learning_rate=0.01, decay_each_N_epoch=2, dropout_drop_proba=0.3)  # dropout: random draws every step
+TINY = {**data.TINY, "num_layers": 2, "dropout_drop_proba": 0.3}  # dropout: random draws every step
 
 
 @pytest.fixture
@@ -55,13 +56,13 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
     assert a_slot != b_slot and b_start < a_end  # two threads, overlapping in time
     experiment = store.get_experiment("pair")
     for trial in store.trials("pair"):
-        assert trial["state"] == DONE and SLOT.match(trial["owner"])
-        point = trial["result"]["space"]
+        assert trial.state == DONE and SLOT.match(trial.owner)
+        point = trial.point
         alone = train(HParams.from_dict({**TINY, "model": point["model"], "learning_rate": point["learning_rate"]}),
                       small_har, device="cpu",
-                      seed=trial_seed(experiment, trial["tid"]), progress=False, cpu_loops=loops)
+                      seed=trial_seed(experiment, trial.tid), progress=False, cpu_loops=loops)
         for key in ("train_losses", "validation_losses", "validation_accuracies", "test_accuracies"):
-            assert trial["result"]["history"][key] == alone.to_document()["history"][key], (trial["tid"], key)
+            assert trial.result.to_document()["history"][key] == alone.to_document()["history"][key], (trial.tid, key)
 
 
 def test_an_exception_in_one_slot_fails_that_trial_only(small_har, url, tmp_path):
@@ -70,13 +71,13 @@ def test_an_exception_in_one_slot_fails_that_trial_only(small_har, url, tmp_path
     objective = training_objective(small_har, [], loops=True, fail_below=0.01)  # smoke's rates: 0.003-0.03
     run_slots(slot_workers(store, objective, tmp_path), 2, "cpu")
     trials = store.trials("faulty")
-    assert len(trials) == 4 and all(t["state"] in FINAL for t in trials)
+    assert len(trials) == 4 and all(t.state in FINAL for t in trials)
     for trial in trials:
-        broken = trial["result"]["space"]["learning_rate"] < 0.01
-        assert trial["state"] == (ERROR if broken else DONE), trial["result"]
+        broken = trial.point["learning_rate"] < 0.01
+        assert trial.state == (ERROR if broken else DONE), trial.result
         if broken:
-            assert "this slot's trial breaks" in trial["result"]["error"]
-    assert {t["state"] for t in trials} == {DONE, ERROR}  # both kinds happened, side by side
+            assert "this slot's trial breaks" in trial.result.error
+    assert {t.state for t in trials} == {DONE, ERROR}  # both kinds happened, side by side
 
 
 def test_sigterm_gives_every_slots_trial_back(url, tmp_path):
@@ -84,11 +85,11 @@ def test_sigterm_gives_every_slots_trial_back(url, tmp_path):
     submit(store, "long", "smoke", max_evals=2, algorithm="rand")
     runs = tmp_path / "runs"
     worker = spawn(url, runs, 0.2, 200, 10.0, 120.0, tmp_path / "spool", 2)  # 40 s trials, two slots
-    wait_for(lambda: sum(t["state"] == RUNNING and len(t["curve"]) >= 1 for t in store.trials("long")) == 2)
+    wait_for(lambda: sum(t.state == RUNNING and len(t.curve) >= 1 for t in store.trials("long")) == 2)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     trials = store.trials("long")
-    assert [t["state"] for t in trials] == [NEW, NEW] and all(t["owner"] is None for t in trials)
+    assert [t.state for t in trials] == [NEW, NEW] and all(t.owner is None for t in trials)
 
 
 def test_slots_on_two_worker_processes_finish_exactly_max_evals(url, tmp_path):
@@ -99,9 +100,9 @@ def test_slots_on_two_worker_processes_finish_exactly_max_evals(url, tmp_path):
     for w in workers:
         assert w.wait(timeout=120) == 0
     trials = store.trials("many")
-    assert len(trials) == 16 and all(t["state"] == DONE for t in trials)
+    assert len(trials) == 16 and all(t.state == DONE for t in trials)
     assert len(runs.read_text().splitlines()) == 16  # each trial ran once
-    owners = {t["owner"] for t in trials}
+    owners = {t.owner for t in trials}
     assert len({SLOT.match(o)["worker"] for o in owners}) == 2 and len(owners) > 2
 
 
@@ -109,8 +110,8 @@ def test_status_shows_each_live_workers_busy_slots(url):
     store = open_store(url)
     submit(store, "busy", "smoke", max_evals=4, algorithm="rand")
     for tid, slot in ((0, 3), (1, 1)):
-        store.insert_trial(new_trial("busy", tid, {}, {}, owner=slot_owner("gpu-host:42:abc123", slot, 4)))
-    store.insert_trial(new_trial("busy", 2, {}, {}, owner="cpu-host:7:def456"))
+        store.insert_trial(Trial.new("busy", tid, {}, {}, owner=slot_owner("gpu-host:42:abc123", slot, 4)))
+    store.insert_trial(Trial.new("busy", 2, {}, {}, owner="cpu-host:7:def456"))
     assert report.worker_lines(report.read(store)) == [
         "worker cpu-host:7:def456: 1 of 1 slot(s) busy: slot 1 busy/2",
         "worker gpu-host:42:abc123: 2 of 4 slot(s) busy: slot 1 busy/1, slot 3 busy/0"]
@@ -120,7 +121,7 @@ def test_status_shows_each_live_workers_busy_slots(url):
 def test_status_reads_each_experiments_trials_once_for_all_it_prints(url, monkeypatch, capsys):
     store = open_store(url)
     submit(store, "busy", "smoke", max_evals=4, algorithm="rand")
-    store.insert_trial(new_trial("busy", 0, {}, {}, owner=slot_owner("gpu-host:42:abc123", 2, 4)))
+    store.insert_trial(Trial.new("busy", 0, {}, {}, owner=slot_owner("gpu-host:42:abc123", 2, 4)))
     reads = []
     trials = type(store).trials
     monkeypatch.setattr(type(store), "trials", lambda self, name: reads.append(name) or trials(self, name))

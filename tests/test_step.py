@@ -8,7 +8,7 @@ from larnn_core.classifier import build_model
 from larnn_core.hparams import HParams
 from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
-from tests.test_train import TINY
+from tests.support.data import TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
 

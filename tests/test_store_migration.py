@@ -10,6 +10,7 @@ from pathlib import Path
 import mongomock
 import pytest
 
+from workers.records import DONE, ERROR, PRUNED, RUNNING, Experiment, Trial
 from workers.store.mongo import MongoStore
 from workers.store.sqlite import VERSION, SQLiteStore
 
@@ -37,9 +38,16 @@ def store_and_reads(request, tmp_path):
 
 
 def test_a_previous_release_store_reads_as_that_release_read_it(store_and_reads):
+    """The records read from the upgraded store are the records of that release's own reads."""
     store, reads = store_and_reads
-    assert json.loads(json.dumps(store.experiments())) == reads["experiments"]
-    assert json.loads(json.dumps(store.trials("round3"))) == reads["trials"]
+    assert store.experiments() == [Experiment.from_document(d) for d in reads["experiments"]]
+    trials = store.trials("round3")
+    assert trials == [Trial.from_document(d) for d in reads["trials"]]
+    assert [t.state for t in trials] == [DONE, PRUNED, ERROR, RUNNING]
+    assert all(len(t.curve) == 5 and t.curve[-1].validation_accuracy == 0.65 for t in trials)
+    assert trials[0].result.chosen.test_accuracy == 0.6 and trials[1].result.extra["pruned_at_epoch"] == 5
+    assert trials[2].result.error == "CUDA out of memory" and trials[3].attempt_log[0].outcome == "running"
+    assert store.get_experiment("round3").pruner.to_document() == {"kind": "asha", "min_epochs": 5, "eta": 3}
 
 
 def test_its_asha_rungs_are_records_that_go_on_in_arrival_order(store_and_reads):

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.store_contract import StoreContract
+from tests.support.store_contract import StoreContract
 
 URI = os.environ.get("LARNN_TEST_MONGO_URI")
 pytestmark = pytest.mark.skipif(not URI, reason="LARNN_TEST_MONGO_URI is not set: no real MongoDB server to test against")

@@ -3,7 +3,7 @@ import sqlite3
 
 import pytest
 
-from tests.store_contract import StoreContract
+from tests.support.store_contract import StoreContract
 from workers.store import open_store
 
 
@@ -38,8 +38,8 @@ def test_a_store_made_before_attempt_logs_is_upgraded_in_place(tmp_path):
     old.commit()
     old.close()
     store = open_store(f"sqlite:///{path}")
-    assert store.trials("exp")[0]["attempt_log"] == []
-    assert store.reserve("w1")["attempt_log"][0]["owner"] == "w1"
+    assert store.trials("exp")[0].attempt_log == ()
+    assert store.reserve("w1").attempt_log[0].owner == "w1"
 
 
 def test_connections_of_ended_threads_are_closed(make_store):

@@ -1,10 +1,13 @@
 """Suggestions from the stored history: the constant liar for running trials, pruned trials as
 measurements."""
+import dataclasses
+
 import pytest
 
 from workers.experiment import make_experiment
 from search_spaces import load_space
-from workers.store import DONE, NEW, PRUNED, RUNNING, new_trial
+from tests.support.results import result_with
+from workers.records import DONE, NEW, PRUNED, RUNNING, Trial
 from workers.suggest import as_history, suggest
 
 
@@ -14,9 +17,9 @@ def history_of(n_done: int, n_running: int) -> list[dict]:
     trials = []
     for tid in range(n_done + n_running):
         idxs, vals = suggest(rand, trials, tid)
-        trial = new_trial("h", tid, idxs, vals, owner="w")
+        trial = Trial.new("h", tid, idxs, vals, owner="w")
         if tid < n_done:
-            trial.update(state=DONE, result={"status": "ok", "loss": -1 + abs(vals["learning_rate"][0] - 0.01)})
+            trial = dataclasses.replace(trial, state=DONE, result=result_with([1 - abs(vals["learning_rate"][0] - 0.01)]))
         trials.append(trial)
     return trials
 
@@ -32,7 +35,7 @@ def test_the_liar_changes_the_next_suggestion_when_trials_are_running(seed):
     plain = make_experiment("h", load_space("smoke"), seed=seed)
     lying = make_experiment("h", load_space("smoke"), seed=seed, liar=liar)
     idxs, vals = suggest(plain, finished, 28)
-    running = [new_trial("h", tid, {label: [tid] if ids else [] for label, ids in idxs.items()}, vals, owner=f"w{tid}")
+    running = [Trial.new("h", tid, {label: [tid] if ids else [] for label, ids in idxs.items()}, vals, owner=f"w{tid}")
                for tid in range(24, 28)]
     assert suggest(lying, finished + running, 28) not in (suggest(plain, finished + running, 28), (idxs, vals))
     assert suggest(lying, finished, 28) == (idxs, vals)  # with nothing running, the liar has nothing to say
@@ -40,8 +43,8 @@ def test_the_liar_changes_the_next_suggestion_when_trials_are_running(seed):
 
 def test_running_trials_are_told_the_chosen_lie_and_pruned_ones_count_as_done():
     trials = history_of(3, 1)
-    trials[0]["state"] = PRUNED
-    losses = [t["result"]["loss"] for t in trials[:3]]
+    trials[0] = dataclasses.replace(trials[0], state=PRUNED)
+    losses = [t.result.loss for t in trials[:3]]
     for liar, lie in (("worst", max(losses)), ("best", min(losses)), ("mean", sum(losses) / 3)):
         history = as_history(trials, liar)
         assert history[3]["state"] == DONE and history[3]["result"]["loss"] == pytest.approx(lie)
@@ -72,7 +75,7 @@ def test_a_points_file_is_queued_first_and_a_point_outside_the_space_is_refused_
     good.write_text(f'[{str(lstm).replace(chr(39), chr(34)).replace("True", "true")}]')
     experiment = submit(store, "p", "smoke", points=str(good), max_evals=3)
     (queued,) = store.trials("p")
-    assert queued["state"] == NEW and queued["tid"] == 0
+    assert queued.state == NEW and queued.tid == 0
     assert {k: v for k, v in hyperparameters(experiment, queued).items() if k in lstm} == lstm
 
 
@@ -83,14 +86,14 @@ def test_a_warm_start_changes_the_first_suggestion_and_counts_what_does_not_fit(
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     source = submit(store, "src", "smoke", algorithm="rand", max_evals=30)
     for trial in history_of(24, 0):
-        point = load_space("smoke").point_of(trial["misc"]["vals"])
-        store.insert_trial({**trial, "exp_key": "src", "result": {**trial["result"], "space": point}})
-    odd = new_trial("src", 99, {}, {})  # a point from another space: window 38 is outside smoke's [2, 6]
-    odd.update(state=DONE, result={"status": "ok", "loss": -0.9, "space": {"model": "larnn", "larnn_window_size": 38}})
-    store.insert_trial(odd)
+        point = load_space("smoke").point_of(trial.vals)
+        store.insert_trial(dataclasses.replace(trial, exp_key="src", result=dataclasses.replace(
+            trial.result, extra={"space": point})))
+    odd = dataclasses.replace(result_with([0.9]), extra={"space": {"model": "larnn", "larnn_window_size": 38}})
+    store.insert_trial(Trial("src", 99, state=DONE, result=odd))  # another space's point: window 38 is outside [2, 6]
     warm = submit(store, "warm", "smoke", seed=5, warm=["src"])
     cold = submit(store, "cold", "smoke", seed=5)
-    assert warm["warm_start"]["left_out"] == 1 and len(warm["warm_start"]["trials"]) == 24
-    assert source["name"] == "src" and suggest(warm, [], 0) != suggest(cold, [], 0)
+    assert warm.warm_start["left_out"] == 1 and len(warm.warm_start["trials"]) == 24
+    assert source.name == "src" and suggest(warm, [], 0) != suggest(cold, [], 0)
     with pytest.raises(ValueError, match="no experiment named 'nope'"):
         submit(store, "w2", "smoke", warm=["nope"])

@@ -11,8 +11,9 @@ import pytest
 
 from larnn_core import cli
 from larnn_core.data import dataset
-from tests.conftest import synthetic_har
-from workers.store import DONE, NEW, RUNNING, open_store
+from tests.support.data import synthetic_har
+from workers.records import DONE, NEW, RUNNING
+from workers.store import open_store
 from workers.supervisor import parse_devices
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,11 +56,11 @@ def wait_for(condition, timeout=120.0):
 
 
 def running(store) -> list[dict]:
-    return [t for t in store.trials("sup") if t["state"] == RUNNING]
+    return [t for t in store.trials("sup") if t.state == RUNNING]
 
 
 def owner_pid(trial: dict) -> int:
-    return int(trial["owner"].split(":")[1])  # owners are host:pid:nonce
+    return int(trial.owner.split(":")[1])  # owners are host:pid:nonce
 
 
 @pytest.mark.slow
@@ -75,9 +76,9 @@ def test_two_children_a_killed_one_restarted_and_its_trial_rerun_exactly_max_eva
     finally:
         supervisor.kill()
     trials = store.trials("sup")
-    assert len(trials) == 4 and all(t["state"] == DONE for t in trials), [t["result"].get("error") for t in trials]
-    rerun = next(t for t in trials if t["tid"] == victim["tid"])
-    assert rerun["attempts"] == 2 and owner_pid(victim) not in {owner_pid(t) for t in trials}
+    assert len(trials) == 4 and all(t.state == DONE for t in trials), [t.result.error for t in trials]
+    rerun = next(t for t in trials if t.tid == victim.tid)
+    assert rerun.attempts == 2 and owner_pid(victim) not in {owner_pid(t) for t in trials}
     assert len({owner_pid(t) for t in trials}) >= 2  # both children (or the restarted one) delivered
 
 
@@ -91,9 +92,9 @@ def test_sigterm_reaches_every_child_and_each_gives_its_trial_back(tmp_path, sea
     finally:
         supervisor.kill()
     trials = store.trials("sup")
-    given_back = [t for t in trials if any(a["outcome"] == "given back" for a in t["attempt_log"])]
-    assert len(given_back) == 2 and all(t["state"] == NEW for t in given_back)  # back in the queue
-    assert RUNNING not in [t["state"] for t in trials]
+    given_back = [t for t in trials if any(a.outcome == "given back" for a in t.attempt_log)]
+    assert len(given_back) == 2 and all(t.state == NEW for t in given_back)  # back in the queue
+    assert RUNNING not in [t.state for t in trials]
     assert "restarting" not in (tmp_path / "supervisor.log").read_text()
 
 
@@ -138,12 +139,12 @@ def test_sigterm_to_larnn_search_stops_its_workers_and_they_give_their_trials_ba
                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     searched = open_store(env["LARNN_STORE"])
     try:
-        wait_for(lambda: "s" in {e["name"] for e in searched.experiments()}
-                 and sum(t["state"] == RUNNING for t in searched.trials("s")) == 2)
+        wait_for(lambda: "s" in {e.name for e in searched.experiments()}
+                 and sum(t.state == RUNNING for t in searched.trials("s")) == 2)
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=120) == 130, run.stderr.read()[-2000:]
     finally:
         run.kill()
-    wait_for(lambda: RUNNING not in [t["state"] for t in searched.trials("s")], timeout=60)  # the workers stopped
-    given_back = [t for t in searched.trials("s") if any(a["outcome"] == "given back" for a in t["attempt_log"])]
+    wait_for(lambda: RUNNING not in [t.state for t in searched.trials("s")], timeout=60)  # the workers stopped
+    given_back = [t for t in searched.trials("s") if any(a.outcome == "given back" for a in t.attempt_log)]
     assert len(given_back) == 2

@@ -10,9 +10,9 @@ from larnn_core.data import dataset
 from larnn_core.execution import torch_compile
 from larnn_core.hparams import HParams
 from larnn_core.records import TrainResult
+from tests.support.data import TINY
 
-TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
-            training_epochs=3, learning_rate=0.01, decay_each_N_epoch=2)
+
 
 
 @pytest.mark.parametrize("model", ["larnn", "lstm"])
@@ -135,7 +135,7 @@ def test_sha256_option_is_refused_for_the_offline_source(capsys):
 
 
 def test_larnn_data_prepare_uci(tmp_path, capsys, isolated_data_dir):
-    from tests.test_data import write_uci_zip
+    from tests.support.data import write_uci_zip
 
     archive = tmp_path / "uci.zip"
     write_uci_zip(archive)

@@ -8,11 +8,12 @@ import sys
 import pytest
 
 from larnn_core import cli
-from tests.fake_worker import sleepy_objective
-from tests.test_workers import in_process_worker, logs_of, spawn, wait_for
+from tests.support.fake_workers import sleepy_objective
+from tests.support.fake_workers import in_process_worker, logs_of, spawn, wait_for
 from search_spaces import load_space
 from workers.experiment import make_experiment, submit
-from workers.store import DONE, ERROR, RUNNING, new_trial, open_store
+from workers.records import DONE, ERROR, RUNNING, Trial
+from workers.store import open_store
 from workers.worker import SpoolUnwritable
 
 
@@ -25,7 +26,7 @@ def poison(store, name: str) -> None:
     """An experiment whose space hyperopt refuses (uniform with low > high), as if an older
     validator had let it in."""
     experiment = make_experiment(name, load_space("smoke"), algorithm="rand", max_evals=3)
-    experiment["space"]["document"]["space"]["dropout_drop_proba"] = {"uniform": [0.3, 0.1]}
+    experiment.space["document"]["space"]["dropout_drop_proba"] = {"uniform": [0.3, 0.1]}
     store.create_experiment(experiment)
 
 
@@ -35,8 +36,8 @@ def test_a_poisoned_experiment_fails_and_the_healthy_one_is_finished(tmp_path, u
     submit(store, "healthy", "smoke", max_evals=4, algorithm="rand")
     worker = spawn(url, tmp_path / "runs", 0.0, 1)
     assert worker.wait(timeout=120) == 0  # exited on --idle-exit, not on the bad experiment
-    assert [t["state"] for t in store.trials("healthy")] == [DONE] * 4
-    failure = store.get_experiment("poisoned")["failure"]
+    assert [t.state for t in store.trials("healthy")] == [DONE] * 4
+    failure = store.get_experiment("poisoned").failure
     assert failure["reason"].startswith("suggesting trial 0 failed:")
     assert store.trials("poisoned") == []
     assert cli.main(["status", "--store", url]) == 0
@@ -59,11 +60,11 @@ def test_a_worker_asked_for_a_failed_experiment_says_why_and_exits(tmp_path, url
 def test_a_trial_of_an_experiment_that_failed_meanwhile_is_failed_without_training(tmp_path, url):
     store = open_store(url)
     submit(store, "late", "smoke", max_evals=1, algorithm="rand")
-    store.insert_trial(new_trial("late", 0, {}, {}))
+    store.insert_trial(Trial.new("late", 0, {}, {}))
     store.fail_experiment("late", "building the hyperparameters of trial 0 failed")
     in_process_worker(store, lambda *a: pytest.fail("nothing should train"), tmp_path).run()
     (trial,) = store.trials("late")
-    assert trial["state"] == ERROR and "experiment failed" in trial["result"]["error"]
+    assert trial.state == ERROR and "experiment failed" in trial.result.error
 
 
 LOCK_HOLDER = """
@@ -96,11 +97,11 @@ def test_a_result_survives_an_outage_and_a_sigkill(tmp_path, url):
     holder.kill()
     holder.wait()
     (trial,) = store.trials("outage")
-    assert trial["state"] == RUNNING  # the store never heard of the result
+    assert trial.state == RUNNING  # the store never heard of the result
     second = spawn(url, runs, 1.0, 2, 0.5, 120, spool)
     assert second.wait(timeout=60) == 0
     (trial,) = store.trials("outage")
-    assert trial["state"] == DONE and trial["result"]["status"] == "ok"
+    assert trial.state == DONE and trial.result.status == "ok"
     assert runs.read_text().count("\n") == 1  # trained once
     assert not list(spool.glob("outage.*"))
 
@@ -137,4 +138,4 @@ def test_a_result_that_cannot_be_spooled_is_delivered_directly(tmp_path, url):
     with pytest.raises(SpoolUnwritable):
         worker.run()
     (trial,) = store.trials("direct")
-    assert trial["state"] == DONE
+    assert trial.state == DONE

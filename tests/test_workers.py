@@ -13,13 +13,13 @@ import pytest
 from larnn_core import cli
 from larnn_core.records import TrainResult
 from search_spaces import SpaceError
-from tests.fake_worker import sleepy_objective
+from tests.support.fake_workers import in_process_worker, logs_of, sleepy_objective, spawn, wait_for
 from tests.support.results import result_with
-from tests.test_store_mongomock import AtomicClient
+from tests.support.stores import AtomicClient
 from workers.experiment import submit
-from workers.store import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, ExperimentExists, StoreUnavailable, new_trial, open_store
+from workers.records import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, Trial
+from workers.store import ExperimentExists, StoreUnavailable, open_store
 from workers.store.mongo import MongoStore
-from workers.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,24 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def url(tmp_path):
     return f"sqlite:///{tmp_path / 'store.db'}"
-
-
-def spawn(url, runs, epoch_s, epochs, *timing):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    log = open(f"{runs}.{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_worker.py"), url, str(runs), str(epoch_s),
-                             str(epochs), *map(str, timing)], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def logs_of(tmp_path) -> str:
-    return "".join(p.read_text() for p in tmp_path.glob("*.log"))
 
 
 @pytest.mark.slow
@@ -58,11 +40,11 @@ def test_four_processes_run_forty_trials_exactly_once(tmp_path, url):
     for w in workers:
         assert w.wait(timeout=120) == 0
     trials = store.trials("race")
-    assert len(trials) == 40 and all(t["state"] == DONE for t in trials)
-    assert [t["tid"] for t in trials] == list(range(40))
+    assert len(trials) == 40 and all(t.state == DONE for t in trials)
+    assert [t.tid for t in trials] == list(range(40))
     started = runs.read_text().splitlines()
     assert len(started) == 40  # every trial ran exactly once
-    assert len({t["result"]["worker"] for t in trials}) > 1, "the work should be shared"
+    assert len({t.result.extra["worker"] for t in trials}) > 1, "the work should be shared"
     assert "locked" not in logs_of(tmp_path) and "Traceback" not in logs_of(tmp_path)
 
 
@@ -71,33 +53,29 @@ def test_sigkilled_workers_trial_is_rerun_and_the_budget_is_exact(tmp_path, url)
     submit(store, "kill", "smoke", max_evals=5, algorithm="rand")
     runs = tmp_path / "runs"
     victim = spawn(url, runs, 0.1, 20, 0.2, 1.0)  # 2 s trials, heartbeat 0.2 s, stale after 1 s
-    wait_for(lambda: any(t["state"] == RUNNING for t in store.trials("kill")))
+    wait_for(lambda: any(t.state == RUNNING for t in store.trials("kill")))
     time.sleep(0.5)
-    (running,) = [t for t in store.trials("kill") if t["state"] == RUNNING]
+    (running,) = [t for t in store.trials("kill") if t.state == RUNNING]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivor = spawn(url, runs, 0.02, 5, 0.2, 1.0)
     assert survivor.wait(timeout=120) == 0
     trials = store.trials("kill")
-    assert len(trials) == 5 and all(t["state"] == DONE for t in trials)
-    rerun = trials[running["tid"]]
-    assert rerun["attempts"] == 2 and rerun["result"]["worker"] != running["owner"]
+    assert len(trials) == 5 and all(t.state == DONE for t in trials)
+    rerun = trials[running.tid]
+    assert rerun.attempts == 2 and rerun.result.extra["worker"] != running.owner
 
 
 def test_sigterm_gives_the_trial_back_and_exits_cleanly(tmp_path, url):
     store = open_store(url)
     submit(store, "term", "smoke", max_evals=3)
     worker = spawn(url, tmp_path / "runs", 0.1, 100)
-    wait_for(lambda: any(t["state"] == RUNNING for t in store.trials("term")))
+    wait_for(lambda: any(t.state == RUNNING for t in store.trials("term")))
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     (trial,) = store.trials("term")
-    assert trial["state"] == NEW and trial["attempts"] == 0 and trial["owner"] is None
+    assert trial.state == NEW and trial.attempts == 0 and trial.owner is None
     assert "given back to the queue" in logs_of(tmp_path)
-
-
-def in_process_worker(store, objective, tmp_path, **options):
-    return Worker(store, objective, poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool", retry_s=0.01, **options)
 
 
 def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, url):
@@ -112,11 +90,11 @@ def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, ur
         return result_with([0.5])
 
     assert in_process_worker(store, objective, tmp_path).run() == 3
-    states = [t["state"] for t in store.trials("raise")]
+    states = [t.state for t in store.trials("raise")]
     assert states == [DONE, ERROR, DONE]
-    failed = store.trials("raise")[1]["result"]
-    assert failed["status"] == "fail" and "device-side assert" in failed["error"]
-    assert "Traceback" in failed["traceback"] and "RuntimeError" in failed["traceback"]
+    failed = store.trials("raise")[1].result
+    assert failed.status == "fail" and "device-side assert" in failed.error
+    assert "Traceback" in failed.extra["traceback"] and "RuntimeError" in failed.extra["traceback"]
 
 
 @pytest.mark.parametrize("result, reason", [
@@ -128,7 +106,7 @@ def test_nan_or_failed_results_are_marked_failed(tmp_path, url, result, reason):
     submit(store, "nan", "smoke", max_evals=1)
     in_process_worker(store, lambda *a: result, tmp_path).run()
     (trial,) = store.trials("nan")
-    assert trial["state"] == ERROR and reason in trial["result"]["error"]
+    assert trial.state == ERROR and reason in trial.result.error
 
 
 class Flaky:
@@ -172,7 +150,7 @@ def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
     flaky = Flaky(store, 2, ["finish"], before=look_at_the_spool)
     in_process_worker(flaky, sleepy_objective(str(tmp_path / "runs"), 0.0, 1), tmp_path).run()
     assert len(spooled) == 3 and json.loads(spooled[0])["state"] == DONE  # on disk while the store was away
-    assert store.trials("spool")[0]["state"] == DONE
+    assert store.trials("spool")[0].state == DONE
     assert not list((tmp_path / "spool").iterdir())
     assert caplog.text.count("store unavailable (store unreachable (finish)); result of spool/0 kept in") == 2
 
@@ -180,7 +158,7 @@ def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
 def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url):
     store = open_store(url)
     submit(store, "respool", "smoke", max_evals=1)
-    store.insert_trial(new_trial("respool", 0, {}, {}, owner="dead-worker"))  # suggested and reserved, then killed
+    store.insert_trial(Trial.new("respool", 0, {}, {}, owner="dead-worker"))  # suggested and reserved, then killed
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "respool.0.dead-worker.json").write_text(json.dumps(
@@ -188,14 +166,14 @@ def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url)
          "result": {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7}}))
     in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
     (trial,) = store.trials("respool")
-    assert trial["state"] == DONE and trial["result"]["loss"] == -0.7
+    assert trial.state == DONE and trial.result.loss == -0.7
     assert not list(spool.iterdir())
 
 
 def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path, url):
     store = open_store(url)
     submit(store, "claimed", "smoke", max_evals=1)
-    store.insert_trial(new_trial("claimed", 0, {}, {}, owner="dead-worker"))
+    store.insert_trial(Trial.new("claimed", 0, {}, {}, owner="dead-worker"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     spool = tmp_path / "spool"
@@ -205,7 +183,7 @@ def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path,
          "result": {"status": "ok", "loss": -0.6, "best_validation_accuracy": 0.6}}))
     (spool / f"other.0.live.json.claimed-{os.getpid()}").write_text("{}")  # a live worker's claim: left alone
     in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
-    assert store.trials("claimed")[0]["state"] == DONE
+    assert store.trials("claimed")[0].state == DONE
     assert [p.name for p in spool.iterdir()] == [f"other.0.live.json.claimed-{os.getpid()}"]
 
 
@@ -221,7 +199,7 @@ def test_threads_on_mongodb_run_each_trial_once(tmp_path):
     for t in threads:
         t.join()
     trials = store.trials("mongo")
-    assert len(trials) == 12 and all(t["state"] == DONE for t in trials)
+    assert len(trials) == 12 and all(t.state == DONE for t in trials)
     assert len(runs.read_text().splitlines()) == 12
 
 
@@ -244,7 +222,7 @@ def test_submit_refuses_an_existing_name_unless_extended(url, capsys):
     assert cli.main(["submit", "smoke", "--name", "r3", "--store", url]) == 2
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["submit", "smoke", "--name", "r3", "--extend-to", "9", "--store", url]) == 0
-    assert open_store(url).get_experiment("r3")["max_evals"] == 9
+    assert open_store(url).get_experiment("r3").max_evals == 9
     with pytest.raises(ExperimentExists):
         submit(open_store(url), "r3", "smoke")
     with pytest.raises(SpaceError):
@@ -298,11 +276,11 @@ def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir
     assert run.returncode == 0, run.stderr[-2000:]
     assert "validation_accuracy" in run.stdout
     trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("e2e")
-    assert len(trials) == 3 and all(t["state"] == DONE for t in trials), [t["result"].get("error") for t in trials]
+    assert len(trials) == 3 and all(t.state == DONE for t in trials), [t.result.error for t in trials]
     for trial in trials:
-        result = trial["result"]
-        assert result["data_source"] == "hapt" and result["device"].startswith("cpu") and result["code_version"]
-        assert 0.0 < result["test_accuracy"] <= 1.0 and len(result["history"]["validation_accuracies"]) == 1
+        result = trial.result
+        assert result.data_source == "hapt" and result.device.startswith("cpu") and result.code_version
+        assert 0.0 < result.chosen.test_accuracy <= 1.0 and len(result.epochs) == 1
 
 
 @pytest.mark.slow
@@ -314,8 +292,8 @@ def test_larnn_search_with_asha_on_the_offline_data_prunes_some_and_ends_at_max_
                          text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-2000:]
     trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("asha")
-    assert len(trials) == 8 and all(t["state"] in FINAL for t in trials)
-    pruned = [t for t in trials if t["state"] == PRUNED]
-    assert pruned, [t["result"].get("error") for t in trials]
-    assert all(t["result"]["pruned_at_epoch"] in (1, 2) and len(t["curve"]) == t["result"]["pruned_at_epoch"]
+    assert len(trials) == 8 and all(t.state in FINAL for t in trials)
+    pruned = [t for t in trials if t.state == PRUNED]
+    assert pruned, [t.result.error for t in trials]
+    assert all(t.result.extra["pruned_at_epoch"] in (1, 2) and len(t.curve) == t.result.extra["pruned_at_epoch"]
                for t in pruned)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from larnn_core import data as har
 from larnn_core.cli import positive_int, seconds, seed
+from larnn_core.records import VALIDATION_ACCURACY
 from workers import pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.stops import duration
@@ -109,17 +110,16 @@ def _submit(args) -> None:
     experiment = submit(trials, args.name, args.space, extend_to=args.extend_to, **_submit_options(args))
     store = "" if args.store is None else f" --store '{redact(url)}'"
     verb = "extended" if args.extend_to is not None else "submitted"
-    print(f"{verb} {experiment['name']!r}: {experiment['max_evals']} trials, {experiment['algorithm']}, "
-          f"store {redact(url)}")
+    print(f"{verb} {experiment.name!r}: {experiment.max_evals} trials, {experiment.algorithm}, store {redact(url)}")
     if args.points and args.extend_to is None:
         print(f"  queued first:   the {len(trials.trials(args.name))} points of {args.points}")
-    if "warm_start" in experiment:
-        warm = experiment["warm_start"]
+    if experiment.warm_start:
+        warm = experiment.warm_start
         print(f"  warm start:     {len(warm['trials'])} finished trial(s) of {', '.join(warm['experiments'])}; "
               f"{warm['left_out']} left out (their points do not fit the space)")
-    print(f"  start workers:  larnn worker{store} --experiment {experiment['name']} --devices all")
-    print(f"  watch:          larnn status {experiment['name']}{store}")
-    print(f"  best trials:    larnn best {experiment['name']}{store}")
+    print(f"  start workers:  larnn worker{store} --experiment {experiment.name} --devices all")
+    print(f"  watch:          larnn status {experiment.name}{store}")
+    print(f"  best trials:    larnn best {experiment.name}{store}")
 
 
 def register_worker(subparsers) -> None:
@@ -225,7 +225,7 @@ def register_best(subparsers) -> None:
 
 def _best(args) -> None:
     store = open_store(args.store)
-    failure = store.get_experiment(args.name).get("failure")
+    failure = store.get_experiment(args.name).failure
     print(report.format_best(report.best_trials(store, args.name, args.top, args.include_pruned), args.format))
     if failure:  # on stderr, so that json and csv output stay parseable
         print(f"note: experiment {args.name} failed: {failure['reason']}", file=sys.stderr)
@@ -265,7 +265,7 @@ def _search(args) -> int:
                                 env=env, start_new_session=True) for i in range(args.workers)]
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the workers as Ctrl-C does
     print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
-    total, best = experiment["max_evals"], []
+    total, best = experiment.max_evals, []
     try:
         with tqdm(total=total, desc=args.name, unit="trial") as bar:
             while True:
@@ -275,7 +275,7 @@ def _search(args) -> int:
                     best = report.best_trials(store, args.name, 1)
                 bar.update(final - bar.n)
                 bar.set_postfix(running=counts["running"], failed=counts["failed"], pruned=counts["pruned"],
-                                best_val=f"{best[0]['validation_accuracy']:.4f}" if best else "-")
+                                best_val=f"{best[0][VALIDATION_ACCURACY]:.4f}" if best else "-")
                 if final >= total:
                     break
                 if all(w.poll() is not None for w in workers):

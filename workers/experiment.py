@@ -1,13 +1,16 @@
 """Experiments are data: name, space (declarative JSON), algorithm, budget, objective settings, seed."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
 from larnn_core.hparams import HParams
 from search_spaces import Space, load_space
+from larnn_core.records import OK
 from workers import pruners
-from workers.store import DONE, BaseStore, ExperimentExists, new_trial
+from workers.records import DONE, Experiment, Objective, Trial
+from workers.store import BaseStore, ExperimentExists
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
 LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a suggestion (suggest.as_history)
@@ -17,7 +20,7 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
                     source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
                     pruner: pruners.PrunerSettings | None = None, liar: str = "none",
                     stop_after_no_improvement: int | None = None,
-                    stop_after_s: float | None = None) -> dict:
+                    stop_after_s: float | None = None) -> Experiment:
     """pruner: default pruners.DEFAULT with its default parameters; the stop rules: workers/stops.py."""
     if liar not in LIARS:
         raise ValueError(f"liar must be one of {', '.join(LIARS)}, got {liar!r}")
@@ -29,22 +32,14 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
         raise ValueError(f"max_evals must be positive, got {max_evals}")
     if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
-    return {
-        "name": name,
-        "space": json.loads(space.to_json()),
-        "algorithm": algorithm,
-        "max_evals": max_evals,
-        "objective": {"source": source, "epochs": epochs, "validation_subjects": validation_subjects},
-        "seed": seed,
-        "pruner": (pruner or pruners.PrunerSettings.of()).to_document(),
-        "liar": liar,
-        "stop": {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
-        "created": time.time(),
-    }
+    return Experiment(name, json.loads(space.to_json()), algorithm, max_evals,
+                      Objective(source, epochs, validation_subjects), seed, time.time(),
+                      pruner or pruners.PrunerSettings.of(), liar,
+                      {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s})
 
 
-def stored_space(experiment: dict) -> Space:
-    return Space.from_json(json.dumps(experiment["space"]))
+def stored_space(experiment: Experiment) -> Space:
+    return Space.from_json(json.dumps(experiment.space))
 
 
 WARM_TIDS = 1_000_000_000  # warm-start trials' tids in the suggestion history, past any real trial's
@@ -57,17 +52,16 @@ def warm_start(store: BaseStore, space: Space, sources: list[str]) -> dict:
     out and counted; so are failed and pruned trials (a pruned loss comes from fewer epochs)."""
     trials, left_out = [], 0
     for source in sources:
-        for trial in store.trials(store.get_experiment(source)["name"]):
-            result = trial["result"]
-            if trial["state"] != DONE or result.get("status") != "ok" or not result.get("space"):
+        for trial in store.trials(store.get_experiment(source).name):
+            if trial.state != DONE or trial.result.status != OK or not trial.point:
                 continue
             tid = WARM_TIDS + len(trials)
             try:
-                idxs, vals = space.trial_misc(result["space"], tid)
+                idxs, vals = space.trial_misc(trial.point, tid)
             except ValueError:
                 left_out += 1
                 continue
-            trials.append({"source": source, "tid": tid, "idxs": idxs, "vals": vals, "loss": result["loss"]})
+            trials.append({"source": source, "tid": tid, "idxs": idxs, "vals": vals, "loss": trial.result.loss})
     return {"experiments": list(sources), "trials": trials, "left_out": left_out}
 
 
@@ -96,7 +90,7 @@ def read_points(path: str, space: Space) -> list[dict]:
 
 
 def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: int | None = None,
-           points: str | None = None, warm: list[str] = (), **options) -> dict:
+           points: str | None = None, warm: list[str] = (), **options) -> Experiment:
     """Validate the space (and the points file, and the warm-start experiments), then register the
     experiment (or, with extend_to, raise an existing one's budget). Nothing is written when
     validation fails. The points are queued as the first trials; the warm start enters every
@@ -104,7 +98,7 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
     if extend_to is not None:
         if extend_to < 1:
             raise ValueError(f"--extend-to must be positive, got {extend_to}")
-        if store.get_experiment(name)["algorithm"] == "imported":
+        if store.get_experiment(name).imported:
             raise ValueError(f"{name!r} holds imported results: it has no space to search further")
         if extend_to < len(store.trials(name)):
             raise ValueError(f"{name!r} already has {len(store.trials(name))} trials; --extend-to must not be lower")
@@ -113,10 +107,10 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
     space = load_space(space_name_or_path)
     experiment = make_experiment(name, space, **options)
     queued = read_points(points, space) if points else []
-    if len(queued) > experiment["max_evals"]:
-        raise ValueError(f"{points}: {len(queued)} points, more than --max-evals {experiment['max_evals']}")
+    if len(queued) > experiment.max_evals:
+        raise ValueError(f"{points}: {len(queued)} points, more than --max-evals {experiment.max_evals}")
     if warm:
-        experiment["warm_start"] = warm_start(store, space, list(warm))
+        experiment = dataclasses.replace(experiment, warm_start=warm_start(store, space, list(warm)))
     try:
         store.create_experiment(experiment)
     except ExperimentExists:
@@ -128,7 +122,7 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
             time.sleep(0.1)
         try:
             for tid, point in enumerate(queued):
-                store.insert_trial(new_trial(name, tid, *space.trial_misc(point, tid)))
+                store.insert_trial(Trial.new(name, tid, *space.trial_misc(point, tid)))
         finally:
             store.release_lease(name, "submit")
     return experiment

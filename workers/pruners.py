@@ -34,10 +34,12 @@ import itertools
 import math
 import statistics
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from larnn_core.records import EpochReport
-from workers.store import BaseStore
+
+if TYPE_CHECKING:  # the store's records name PrunerSettings: no import of the store at run time
+    from workers.store import BaseStore
 
 DEFAULT = "asha"  # from benchmarks/bench_search.py: README, "Live curves and pruning", says why
 
@@ -119,8 +121,8 @@ class MedianPruner(Pruner):
         epoch = curve[-1].epoch
         if epoch <= self.warmup:
             return False
-        curves = [[EpochReport.from_document(e) for e in t["curve"]] for t in store.trials(name) if t["tid"] != tid]
-        others = [best_so_far(other, epoch) for other in curves if any(e.epoch >= epoch for e in other)]
+        others = [best_so_far(t.curve, epoch) for t in store.trials(name)
+                  if t.tid != tid and any(e.epoch >= epoch for e in t.curve)]
         return len(others) >= self.min_trials and best_so_far(curve, epoch) < statistics.median(others)
 
 

@@ -6,8 +6,10 @@ import io
 import json
 import time
 
+from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY
+from workers.records import DONE, PRUNED, RUNNING, STATE_NAMES, Experiment, Trial
 from workers.slots import SLOT
-from workers.store import DONE, PRUNED, RUNNING, STATE_NAMES, BaseStore
+from workers.store import BaseStore
 
 
 def best_trials(store: BaseStore, name: str, top: int = 10, include_pruned: bool = False) -> list[dict]:
@@ -16,22 +18,22 @@ def best_trials(store: BaseStore, name: str, top: int = 10, include_pruned: bool
     return rank(store.trials(name), top, include_pruned)
 
 
-def rank(trials: list[dict], top: int, include_pruned: bool = False) -> list[dict]:
+def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[dict]:
     """The best `top` of already-read trials, as best_trials rows."""
-    done = [t for t in trials if t["state"] == DONE or include_pruned and t["state"] == PRUNED]
-    done.sort(key=lambda t: (-t["result"]["best_validation_accuracy"], t["tid"]))
+    done = [t for t in trials if t.state == DONE or include_pruned and t.state == PRUNED]
+    done.sort(key=lambda t: (-t.result.chosen.validation_accuracy, t.tid))
     rows = []
     for t in done[:top]:
-        r = t["result"]
+        r, chosen = t.result, t.result.chosen
         rows.append({
-            "tid": t["tid"],
-            **({"pruned_at": r.get("pruned_at_epoch")} if include_pruned else {}),
-            "validation_accuracy": r["best_validation_accuracy"],
-            "test_accuracy": r.get("test_accuracy"),
-            "best_epoch": r.get("best_epoch"),
-            "epochs": len(r.get("history", {}).get("validation_accuracies", [])) or None,
-            "wall_time_s": r.get("wall_time_s", r.get("trial_wall_time_s")),
-            "hyperparameters": r.get("space") or {},
+            "tid": t.tid,
+            **({"pruned_at": r.extra.get("pruned_at_epoch")} if include_pruned else {}),
+            VALIDATION_ACCURACY: chosen.validation_accuracy,
+            TEST_ACCURACY: chosen.test_accuracy,
+            "best_epoch": r.best_epoch,
+            "epochs": len(r.epochs) or None,
+            "wall_time_s": r.wall_time_s if r.wall_time_s is not None else r.extra.get("trial_wall_time_s"),
+            "hyperparameters": t.point,
         })
     return rows
 
@@ -68,41 +70,40 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-Snapshot = list[tuple[dict, list[dict]]]
+Snapshot = list[tuple[Experiment, list[Trial]]]
 
 
 def read(store: BaseStore, names: list[str] | None = None) -> Snapshot:
     """Each experiment (all, or those named) with its trials: `larnn status` reads the store once
     and prints every part from this (on a shared MongoDB, trials carry whole learning curves)."""
-    return [(e, store.trials(e["name"])) for e in store.experiments() if not names or e["name"] in names]
+    return [(e, store.trials(e.name)) for e in store.experiments() if not names or e.name in names]
 
 
 def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
     """Per experiment: trials by state, best so far, live workers and an ETA."""
     rows = []
     for experiment, trials in snapshot:
-        counts = {label: sum(t["state"] == state for t in trials) for state, label in STATE_NAMES.items()}
+        counts = {label: sum(t.state == state for t in trials) for state, label in STATE_NAMES.items()}
         in_flight = live(trials, live_within_s)
-        processes = {process(t["owner"]) for t in in_flight}  # worker processes (one per slot's owner's worker)
-        durations = [t["refresh_time"] - t["book_time"] for t in trials if t["state"] == DONE and t["book_time"]]
-        remaining = experiment["max_evals"] - counts["done"] - counts["failed"] - counts["pruned"]
+        processes = {process(t.owner) for t in in_flight}  # worker processes (one per slot's owner's worker)
+        durations = [t.refresh_time - t.book_time for t in trials if t.state == DONE and t.book_time]
+        remaining = experiment.max_evals - counts["done"] - counts["failed"] - counts["pruned"]
         eta = (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
         best = rank(trials, 1)
-        ended = "failed" if experiment.get("failure") else "done" if remaining <= 0 else \
-            "stopped" if experiment.get("stopped") else None
+        ended = "failed" if experiment.failure else "done" if remaining <= 0 else "stopped" if experiment.stopped else None
         rows.append({
-            "experiment": experiment["name"], "state": ended or "active", "algorithm": experiment["algorithm"],
-            "budget": experiment["max_evals"], **counts, "best_val": best[0]["validation_accuracy"] if best else None,
-            "its_test": best[0]["test_accuracy"] if best else None, "workers": len(processes),
+            "experiment": experiment.name, "state": ended or "active", "algorithm": experiment.algorithm,
+            "budget": experiment.max_evals, **counts, "best_val": best[0][VALIDATION_ACCURACY] if best else None,
+            "its_test": best[0][TEST_ACCURACY] if best else None, "workers": len(processes),
             "eta": ended if ended else _duration(eta) if eta is not None else "?",
         })
     return rows
 
 
-def live(trials: list[dict], live_within_s: float) -> list[dict]:
+def live(trials: list[Trial], live_within_s: float) -> list[Trial]:
     """Running trials that their worker refreshed lately (a dead worker's trials go stale)."""
     now = time.time()
-    return [t for t in trials if t["state"] == RUNNING and now - (t["refresh_time"] or 0) < live_within_s]
+    return [t for t in trials if t.state == RUNNING and now - (t.refresh_time or 0) < live_within_s]
 
 
 def process(owner: str) -> str:
@@ -115,15 +116,15 @@ def running_lines(snapshot: Snapshot) -> list[str]:
     """One line per running trial: its latest reported epoch and accuracy."""
     lines = []
     for experiment, trials in snapshot:
-        lines += [_running_line(experiment["name"], t) for t in trials if t["state"] == RUNNING]
+        lines += [_running_line(experiment.name, t) for t in trials if t.state == RUNNING]
     return lines
 
 
-def _running_line(name: str, trial: dict) -> str:
-    last = trial["curve"][-1] if trial["curve"] else None
-    progress = (f"epoch {last['epoch']}, validation accuracy {_cell(last.get('validation_accuracy'))}"
+def _running_line(name: str, trial: Trial) -> str:
+    last = trial.curve[-1] if trial.curve else None
+    progress = (f"epoch {last.epoch}, validation accuracy {_cell(last.validation_accuracy)}"
                 if last else "no epoch reported yet")
-    return f"{name} trial {trial['tid']} running on {trial['owner']}: {progress}"
+    return f"{name} trial {trial.tid} running on {trial.owner}: {progress}"
 
 
 def worker_lines(snapshot: Snapshot, live_within_s: float = 120.0) -> list[str]:
@@ -132,10 +133,9 @@ def worker_lines(snapshot: Snapshot, live_within_s: float = 120.0) -> list[str]:
     busy = {}
     for _, trials in snapshot:
         for t in live(trials, live_within_s):
-            match = SLOT.match(t["owner"])
-            worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else \
-                (t["owner"], 1, 1)
-            busy.setdefault((worker, slots), []).append((slot, f"{t['exp_key']}/{t['tid']}"))
+            match = SLOT.match(t.owner)
+            worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else (t.owner, 1, 1)
+            busy.setdefault((worker, slots), []).append((slot, f"{t.exp_key}/{t.tid}"))
     return [f"worker {worker}: {len(running)} of {slots} slot(s) busy: "
             + ", ".join(f"slot {slot} {trial}" for slot, trial in sorted(running))
             for (worker, slots), running in sorted(busy.items())]
@@ -145,10 +145,10 @@ def failures(snapshot: Snapshot) -> list[str]:
     """One line per failed or stopped experiment: its name and why."""
     lines = []
     for e, _ in snapshot:
-        if e.get("failure"):
-            lines.append(f"{e['name']} failed: {e['failure']['reason']}")
-        elif e.get("stopped"):
-            lines.append(f"{e['name']} stopped: {e['stopped']['reason']}")
+        if e.failure:
+            lines.append(f"{e.name} failed: {e.failure['reason']}")
+        elif e.stopped:
+            lines.append(f"{e.name} stopped: {e.stopped['reason']}")
     return lines
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from workers.store import DONE
+from workers.records import DONE, Experiment, Trial
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -19,22 +19,22 @@ def duration(text: str) -> float:
     return float(match.group(1)) * UNITS[match.group(2) or "s"]
 
 
-def stop_reason(experiment: dict, trials: list[dict], now: float) -> str | None:
+def stop_reason(experiment: Experiment, trials: list[Trial], now: float) -> str | None:
     """Why the experiment should stop now, or None."""
-    rules = experiment.get("stop") or {}
-    since = experiment.get("resumed") or experiment["created"]
+    rules = experiment.stop
+    since = experiment.resumed or experiment.created
     if rules.get("after_s") is not None and now - since >= rules["after_s"]:
         return f"ran for {rules['after_s']:.0f} s (--stop-after)"
     patience = rules.get("no_improvement")
     if patience is None:
         return None
-    done = sorted((t for t in trials if t["state"] == DONE), key=lambda t: t["refresh_time"] or 0)
+    done = sorted((t for t in trials if t.state == DONE), key=lambda t: t.refresh_time or 0)
     best, best_tid, without = -float("inf"), None, 0
     for trial in done:
-        accuracy = trial["result"]["best_validation_accuracy"]
+        accuracy = trial.result.chosen.validation_accuracy
         if accuracy > best:
-            best, best_tid, without = accuracy, trial["tid"], 0
-        elif (trial["refresh_time"] or 0) > since:
+            best, best_tid, without = accuracy, trial.tid, 0
+        elif (trial.refresh_time or 0) > since:
             without += 1
     if without >= patience:
         return f"no new best in the last {without} completed trials (best {best:.4f}, trial {best_tid})"

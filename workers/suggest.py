@@ -7,32 +7,33 @@ import statistics
 from hyperopt import Domain, Trials
 
 from larnn_core.hparams import HParams
+from larnn_core.records import OK
 from workers.experiment import ALGORITHMS, stored_space
-from workers.store import DONE, PRUNED, RUNNING, new_trial
+from workers.records import DONE, PRUNED, RUNNING, Experiment, Objective, Trial
 
 SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in ALGORITHMS}  # hyperopt.tpe, ...
 
 
-def trial_seed(experiment: dict, tid: int) -> int:
+def trial_seed(experiment: Experiment, tid: int) -> int:
     """One seed per (experiment, trial): suggestions and trainings are reproducible."""
-    return (experiment["seed"] * 1_000_003 + tid) % (2**31 - 1)
+    return (experiment.seed * 1_000_003 + tid) % (2**31 - 1)
 
 
-def suggest(experiment: dict, trials: list[dict], tid: int) -> tuple[dict, dict]:
+def suggest(experiment: Experiment, trials: list[Trial], tid: int) -> tuple[dict, dict]:
     """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
     domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
-    history = Trials(exp_key=experiment["name"])
-    warm = [{**new_trial(experiment["name"], t["tid"], t["idxs"], t["vals"]), "state": DONE,
-             "result": {"status": "ok", "loss": t["loss"]}} for t in experiment.get("warm_start", {}).get("trials", [])]
-    history.insert_trial_docs(as_history(warm + trials, experiment.get("liar", "none")))
+    history = Trials(exp_key=experiment.name)
+    warm = [(Trial(experiment.name, t["tid"], t["idxs"], t["vals"], DONE), t["loss"])
+            for t in (experiment.warm_start or {}).get("trials", [])]
+    history.insert_trial_docs([trial.hyperopt(loss=loss) for trial, loss in warm] + as_history(trials, experiment.liar))
     history.refresh()
-    (doc,) = SUGGEST[experiment["algorithm"]]([tid], domain, history, trial_seed(experiment, tid))
+    (doc,) = SUGGEST[experiment.algorithm]([tid], domain, history, trial_seed(experiment, tid))
     plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
                    for label, values in doc["misc"][key].items()} for key in ("idxs", "vals")}
     return plain["idxs"], plain["vals"]
 
 
-def as_history(trials: list[dict], liar: str) -> list[dict]:
+def as_history(trials: list[Trial], liar: str) -> list[dict]:
     """Stored trials as hyperopt's algorithms read them.
 
     A pruned trial is a measurement: its loss, minus the best validation accuracy before the stop,
@@ -44,28 +45,28 @@ def as_history(trials: list[dict], liar: str) -> list[dict]:
     them in the same group (TPE ranks, it does not weigh losses) and changes nothing; a best lie
     makes them good points, which draws the next suggestions towards them
     (benchmarks/bench_search.py measured that as more evaluations to a target)."""
-    losses = [t["result"]["loss"] for t in trials if t["state"] in (DONE, PRUNED) and t["result"].get("status") == "ok"]
+    losses = [t.result.loss for t in trials if t.state in (DONE, PRUNED) and t.result.status == OK]
     lie = {"worst": max, "best": min, "mean": statistics.fmean}[liar](losses) if liar != "none" and losses else None
     history = []
     for t in trials:
-        doc = {**t, "misc": {**t["misc"], "cmd": tuple(t["misc"]["cmd"])}}
-        if t["state"] == PRUNED:
-            doc["state"] = DONE
-        elif t["state"] == RUNNING and lie is not None:
-            doc.update(state=DONE, result={"status": "ok", "loss": lie})
-        history.append(doc)
+        if t.state == PRUNED:
+            history.append(t.hyperopt(state=DONE))
+        elif t.state == RUNNING and lie is not None:
+            history.append(t.hyperopt(state=DONE, loss=lie))
+        else:
+            history.append(t.hyperopt())
     return history
 
 
-def hyperparameters(experiment: dict, trial: dict) -> dict:
+def hyperparameters(experiment: Experiment, trial: Trial) -> dict:
     """The trial's complete point, rounded by the space's rule; a ValueError unless it is a valid
     hyperparameter set (every value in its range, larnn_core.hparams.RANGES)."""
-    point = stored_space(experiment).point_of(trial["misc"]["vals"])
-    trial_hparams(point, experiment["objective"])
+    point = stored_space(experiment).point_of(trial.vals)
+    trial_hparams(point, experiment.objective)
     return point
 
 
-def trial_hparams(point: dict, settings: dict) -> HParams:
+def trial_hparams(point: dict, objective: Objective) -> HParams:
     """What a trial trains: its point, with the experiment's epochs override when it sets one;
     a ValueError unless every value is in its range."""
-    return HParams.from_dict({**point, **({"training_epochs": settings["epochs"]} if settings.get("epochs") else {})})
+    return HParams.from_dict({**point, **({"training_epochs": objective.epochs} if objective.epochs else {})})

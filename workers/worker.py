@@ -13,6 +13,7 @@ hyperparameters fail is marked failed and skipped; the worker goes on with the o
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,10 +29,11 @@ import uuid
 from pathlib import Path
 
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
-from workers.objective import Objective, train_objective
-from workers.pruners import Pruner, PrunerSettings
+from workers.objective import ObjectiveFunction, train_objective
+from workers.pruners import Pruner
+from workers.records import DONE, ERROR, PRUNED, Trial
 from workers.stops import stop_reason
-from workers.store import DONE, ERROR, PRUNED, BaseStore, StoreUnavailable, new_trial
+from workers.store import BaseStore, StoreUnavailable
 from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
 
 log = logging.getLogger("larnn.worker")
@@ -64,7 +66,7 @@ def default_spool() -> Path:
 
 
 class Worker:
-    def __init__(self, store: BaseStore, objective: Objective = train_objective, *, experiment: str | None = None,
+    def __init__(self, store: BaseStore, objective: ObjectiveFunction = train_objective, *, experiment: str | None = None,
                  device: str = "auto", owner: str | None = None, heartbeat_s: float = 10.0,
                  stale_after_s: float = 120.0, max_attempts: int = 3, lease_s: float = 60.0, poll_s: float = 2.0,
                  idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None,
@@ -107,7 +109,7 @@ class Worker:
             try:
                 self.run_trial(trial)
             except StoreUnavailable as error:  # the trial goes back to the queue when its heartbeats stop
-                log.warning("trial %s/%d abandoned: the store went away (%s)", trial["exp_key"], trial["tid"], error)
+                log.warning("trial %s/%d abandoned: the store went away (%s)", trial.exp_key, trial.tid, error)
             idle_since = time.monotonic()
         log.info("worker %s stopped after %d trial(s)", self.owner, self.finished)
         return self.finished
@@ -133,7 +135,7 @@ class Worker:
                         "requeued" if moved["outcome"] == "requeued" else "failed after its last attempt",
                         moved["owner"], self.stale_after_s)
         if self.experiment:
-            failure = self.store.get_experiment(self.experiment).get("failure")
+            failure = self.store.get_experiment(self.experiment).failure
             if failure:
                 raise ExperimentFailed(f"experiment {self.experiment!r} has failed: {failure['reason']}")
         trial = self.store.reserve(self.owner, self.experiment)
@@ -141,29 +143,29 @@ class Worker:
             return trial
         experiments = [self.store.get_experiment(self.experiment)] if self.experiment else self.store.experiments()
         for experiment in experiments:
-            name = experiment["name"]
-            if experiment.get("failure") or experiment.get("stopped"):
+            name = experiment.name
+            if experiment.failure or experiment.stopped:
                 continue
-            if sum(self.store.state_counts(name).values()) >= experiment["max_evals"]:
+            if sum(self.store.state_counts(name).values()) >= experiment.max_evals:
                 continue  # budget spent: checked cheaply, before taking the lease and reading trials
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
                 continue
             try:
                 experiment, trials = self.store.get_experiment(name), self.store.trials(name)
-                if len(trials) >= experiment["max_evals"]:
+                if len(trials) >= experiment.max_evals:
                     continue
                 reason = stop_reason(experiment, trials, time.time())
                 if reason:
                     log.info("experiment %s stopped: %s", name, reason)
                     self.store.stop_experiment(name, reason)
                     continue
-                tid = max((t["tid"] for t in trials), default=-1) + 1
+                tid = max((t.tid for t in trials), default=-1) + 1
                 try:
                     idxs, vals = suggest(experiment, trials, tid)
                 except Exception as error:  # the experiment's fault: it ends, the worker goes on
                     self.fail_experiment(name, f"suggesting trial {tid} failed: {_summary(error)}")
                     continue
-                trial = new_trial(name, tid, idxs, vals, owner=self.owner)
+                trial = Trial.new(name, tid, idxs, vals, owner=self.owner)
                 self.store.insert_trial(trial)
                 return trial
             finally:
@@ -175,31 +177,28 @@ class Worker:
         self.store.fail_experiment(name, reason)
 
     # -- one trial
-    def run_trial(self, trial: dict) -> None:
+    def run_trial(self, trial: Trial) -> None:
         """Train a reserved trial and report its result; a stop request gives it back, a lost
         reservation drops it, and an exception of the objective is the trial's failure."""
-        name, tid = trial["exp_key"], trial["tid"]
+        name, tid = trial.exp_key, trial.tid
         experiment = self.store.get_experiment(name)
-        if experiment.get("failure"):  # a trial queued before its experiment failed
-            self.report(name, tid, ERROR, {"status": FAIL, "error": f"experiment failed: "
-                                                                   f"{experiment['failure']['reason']}"})
+        if experiment.failure:  # a trial queued before its experiment failed
+            self.report(name, tid, ERROR, TrainResult(FAIL, error=f"experiment failed: {experiment.failure['reason']}"))
             return
         try:
             point = hyperparameters(experiment, trial)
         except Exception as error:  # the experiment's space cannot build this point: the experiment's fault
             reason = f"building the hyperparameters of trial {tid} failed: {_summary(error)}"
             self.fail_experiment(name, reason)
-            self.report(name, tid, ERROR, {"status": FAIL, "error": reason})
+            self.report(name, tid, ERROR, TrainResult(FAIL, error=reason))
             return
-        pruner = PrunerSettings.from_document(experiment.get("pruner")).for_trial(
-            trial_hparams(point, experiment["objective"]).training_epochs)
+        pruner = experiment.pruner.for_trial(trial_hparams(point, experiment.objective).training_epochs)
         started = time.time()
         with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
             epochs = EpochReporter(self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping)
             try:
                 log.info("trial %s/%d: %s", name, tid, json.dumps(point))
-                result = self.objective(point, experiment["objective"], trial_seed(experiment, tid), self.device,
-                                        epochs)
+                result = self.objective(point, experiment.objective, trial_seed(experiment, tid), self.device, epochs)
             except StopRequested:
                 self.store.release(name, tid, self.owner)
                 log.info("trial %s/%d given back to the queue", name, tid)
@@ -210,17 +209,17 @@ class Worker:
             except Exception as error:  # the objective's failure is the trial's result, not the worker's end
                 result = TrainResult(FAIL, error=f"{type(error).__name__}: {error}",
                                      extra={"traceback": traceback.format_exc()})
-        state, document = judge(result, epochs.pruned_at)
+        state, result = judge(result, epochs.pruned_at)
         if state == PRUNED:
             log.info("trial %s/%d pruned at epoch %d", name, tid, epochs.pruned_at)
         # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
-        document.update(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
-        self.report(name, tid, state, document)
+        ran = dict(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
+        self.report(name, tid, state, dataclasses.replace(result, extra={**result.extra, **ran}))
 
-    def report(self, name: str, tid: int, state: int, result: dict) -> None:
+    def report(self, name: str, tid: int, state: int, result: TrainResult) -> None:
         """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
         spool cannot be written, the result goes straight to the store and the worker stops."""
-        record = {"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result}
+        record = {"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result.to_document()}
         path = self.spool / f"{name}.{tid}.{re.sub(r'[:/]', '_', self.owner)}.json"
         part = path.with_suffix(".part")
         try:
@@ -261,7 +260,7 @@ class Worker:
         while True:
             try:
                 accepted = self.store.finish(spooled["name"], spooled["tid"], spooled["owner"], spooled["state"],
-                                             spooled["result"])
+                                             TrainResult.from_document(spooled["result"]))
                 break
             except StoreUnavailable as error:
                 log.warning("store unavailable (%s); result of %s/%d kept in %s, retrying in %.0f s", error,
@@ -331,7 +330,7 @@ class EpochReporter:
             raise StopRequested()
         self.curve.append(report)
         try:
-            if not self.store.report_epoch(self.name, self.tid, self.owner, report.to_document()):
+            if not self.store.report_epoch(self.name, self.tid, self.owner, report):
                 raise TrialLost()
             if self.pruner.prune(self.store, self.name, self.tid, self.curve):
                 self.pruned_at = report.epoch
@@ -341,18 +340,17 @@ class EpochReporter:
         return False
 
 
-def judge(result: TrainResult, pruned_at: int | None = None) -> tuple[int, dict]:
-    """The trial's final state and result document: DONE for an ok result with a finite loss,
-    PRUNED for one its pruner stopped (it counts towards max_evals; its loss is its best before
-    the stop), ERROR with the reason otherwise."""
-    document = result.to_document()
+def judge(result: TrainResult, pruned_at: int | None = None) -> tuple[int, TrainResult]:
+    """The trial's final state and result: DONE for an ok result with a finite loss, PRUNED for one
+    its pruner stopped (it counts towards max_evals; its loss is its best before the stop), ERROR
+    with the reason otherwise."""
     if result.status != OK:
-        return ERROR, {**document, "status": FAIL, "error": result.error or "objective reported failure"}
+        return ERROR, dataclasses.replace(result, status=FAIL, error=result.error or "objective reported failure")
     if result.loss is None or math.isnan(result.loss):
-        return ERROR, {**document, "status": FAIL, "error": f"objective returned loss {result.loss!r}"}
+        return ERROR, dataclasses.replace(result, status=FAIL, error=f"objective returned loss {result.loss!r}")
     if pruned_at is not None:
-        return PRUNED, {**document, "pruned_at_epoch": pruned_at}
-    return DONE, document
+        return PRUNED, dataclasses.replace(result, extra={**result.extra, "pruned_at_epoch": pruned_at})
+    return DONE, result
 
 
 def _summary(error: BaseException) -> str:

@@ -33,6 +33,7 @@ args = parser.parse_args(sys.argv[1:] if "ipykernel" not in sys.modules else ["-
 from analysis import plots
 from analysis.frame import finished, trials_frame
 from analysis.importance import ranking
+from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY
 from workers.store import open_store
 
 store = open_store(args.store)
@@ -45,7 +46,7 @@ print(frame.groupby(["experiment", "state"]).size().unstack(fill_value=0))
 # ## The best trials
 
 # %%
-columns = ["experiment", "tid", "model", "validation_accuracy", "test_accuracy", "best_epoch"]
+columns = ["experiment", "tid", "model", VALIDATION_ACCURACY, TEST_ACCURACY, "best_epoch"]
 print(done[columns + [h for h in hyperparameters if h in done and h != "model"]].head(10).to_string(index=False))
 
 # %% [markdown]

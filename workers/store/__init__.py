@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from workers.store.base import (DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, STATE_NAMES, BaseStore,
-                                ExperimentExists, StoreUnavailable, UnknownExperiment, new_trial)
+from workers.records import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, STATE_NAMES
+from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment
 
 DEFAULT_URL = "sqlite:///larnn.db"
 
@@ -28,4 +28,4 @@ def open_store(url: str | None = None) -> BaseStore:
 
 
 __all__ = ["DONE", "ERROR", "FINAL", "NEW", "PRUNED", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
-           "StoreUnavailable", "UnknownExperiment", "new_trial", "open_store", "store_url"]
+           "StoreUnavailable", "UnknownExperiment", "open_store", "store_url"]

@@ -1,33 +1,23 @@
 """The trial store interface. Two backends implement it (sqlite.py, mongo.py); one contract test
-suite (tests/store_contract.py) runs against each.
+suite (tests/support/store_contract.py) runs against each.
 
 Every call waits a bounded time; a store that does not answer in it (down, unreachable, locked
 by another process) raises StoreUnavailable, whatever the backend, so callers retry without
 knowing sqlite3 or pymongo.
 
-Trials are hyperopt-compatible documents (tid, spec, result, misc.idxs/vals, state, owner,
-book_time, refresh_time, exp_key), so hyperopt's suggestion algorithms read them unchanged. Plus
-`attempts` (reservations that count towards max_attempts) and `attempt_log`, one entry per
-reservation: {owner, start, end, outcome}, outcome one of ATTEMPT_OUTCOMES (a superseded worker,
-whose trial was requeued, appears as "heartbeat lost": it can write nothing after that). Times are seconds since the epoch. Everything is JSON: nothing
-is pickled into or out of a store.
+Stores take and return the records of workers/records.py (Experiment, Trial with its Attempts,
+larnn_core's EpochReport and TrainResult) and keep their documents (`to_document`), which stay
+hyperopt-compatible. Times are seconds since the epoch. Everything is JSON: nothing is pickled
+into or out of a store.
 """
 from __future__ import annotations
 
 import abc
 import time
+from typing import Sequence
 
-# hyperopt's job states, and PRUNED: stopped early by the experiment's pruner (workers/pruners.py),
-# a final state that is no failure (5: not one of hyperopt's, whose 4 is "cancelled")
-NEW, RUNNING, DONE, ERROR, PRUNED = 0, 1, 2, 3, 5
-STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed", PRUNED: "pruned"}
-FINAL = (DONE, ERROR, PRUNED)
-ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost")
-
-
-def attempt(owner: str, start: float) -> dict:
-    """A new attempt_log entry."""
-    return {"owner": owner, "start": start, "end": None, "outcome": "running"}
+from larnn_core.records import FAIL, EpochReport, TrainResult
+from workers.records import FINAL, STATE_NAMES, Experiment, Trial
 
 
 class ExperimentExists(ValueError):
@@ -42,39 +32,22 @@ class UnknownExperiment(ValueError):
     pass
 
 
-def new_trial(exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None = None) -> dict:
-    """A trial document; reserved by owner at once when given (the suggesting worker runs it)."""
-    now = time.time()
-    return {
-        "exp_key": exp_key, "tid": tid, "spec": None, "version": 0,
-        "result": {"status": "new"},
-        "misc": {"tid": tid, "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
-                 "idxs": idxs, "vals": vals},
-        "state": RUNNING if owner else NEW, "owner": owner,
-        "book_time": now if owner else None, "refresh_time": now if owner else None,
-        "attempts": 1 if owner else 0,
-        "attempt_log": [attempt(owner, now)] if owner else [],
-        "curve": [],
-    }
-
-
 class BaseStore(abc.ABC):
     """Experiments and their trials. Every method is atomic on its own."""
 
     # -- experiments
     @abc.abstractmethod
-    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
-        """Register {name, space, algorithm, max_evals, objective, seed, created}, together with its
-        first trials (finished ones: an import's), all or nothing: a failure (ExperimentExists if the name is
-        taken, a bad trial, an outage) leaves no trace of either, and no reader sees the
-        experiment before all its trials."""
+    def create_experiment(self, experiment: Experiment, trials: Sequence[Trial] = ()) -> None:
+        """Register an experiment together with its first trials (finished ones: an import's), all
+        or nothing: a failure (ExperimentExists if the name is taken, a bad trial, an outage)
+        leaves no trace of either, and no reader sees the experiment before all its trials."""
 
     @abc.abstractmethod
-    def get_experiment(self, name: str) -> dict:
+    def get_experiment(self, name: str) -> Experiment:
         """UnknownExperiment if absent."""
 
     @abc.abstractmethod
-    def experiments(self) -> list[dict]:
+    def experiments(self) -> list[Experiment]:
         """All experiments, oldest first."""
 
     @abc.abstractmethod
@@ -92,15 +65,15 @@ class BaseStore(abc.ABC):
 
     # -- trials
     @abc.abstractmethod
-    def insert_trial(self, trial: dict) -> None:
+    def insert_trial(self, trial: Trial) -> None:
         """Add a trial; its (exp_key, tid) must be new."""
 
     @abc.abstractmethod
-    def trials(self, name: str) -> list[dict]:
+    def trials(self, name: str) -> list[Trial]:
         """All trials of an experiment, by tid."""
 
     @abc.abstractmethod
-    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+    def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:
         """Atomically take the oldest queued trial (of one experiment, or of any): state RUNNING,
         owner set, attempts + 1. None when nothing is queued."""
 
@@ -109,10 +82,9 @@ class BaseStore(abc.ABC):
         """Refresh a running trial; False if it is no longer this owner's (it was requeued)."""
 
     @abc.abstractmethod
-    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
-        """Append one epoch's metrics ({epoch, train_loss, ..., validation_accuracy}) to a running
-        trial's `curve`, as heartbeat and finish are fenced: False, and nothing written, if the
-        trial is no longer this owner's."""
+    def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
+        """Append one epoch's report to a running trial's `curve`, as heartbeat and finish are
+        fenced: False, and nothing written, if the trial is no longer this owner's."""
 
     @abc.abstractmethod
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
@@ -123,7 +95,7 @@ class BaseStore(abc.ABC):
         accuracy at the rung; a rerun of the trial decides from the record)."""
 
     @abc.abstractmethod
-    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+    def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         """Record a final state (one of FINAL) and result; False (and nothing written) if the trial
         is no longer this owner's."""
 
@@ -168,14 +140,20 @@ class BaseStore(abc.ABC):
         """Release connections."""
 
 
-def own_trials(experiment: dict, trials: list[dict]) -> list[dict]:
+def abandoned(older_than: float, attempts: int, owner: str | None) -> TrainResult:
+    """The result of a trial whose worker's heartbeats stopped once too often (requeue_stale)."""
+    return TrainResult(FAIL, error=f"no heartbeat from its worker for {older_than:g} s, {attempts} times "
+                                   f"(last owner {owner}); giving up")
+
+
+def own_trials(experiment: Experiment, trials: Sequence[Trial]) -> list[Trial]:
     """create_experiment's trials, refused (ValueError, before anything is written) unless each
     belongs to the experiment being created and is finished (no worker may take a trial of an
     experiment that is still being created)."""
-    strays = sorted({t["exp_key"] for t in trials} - {experiment["name"]})
+    strays = sorted({t.exp_key for t in trials} - {experiment.name})
     if strays:
-        raise ValueError(f"trials of {strays[0]!r} cannot be created with experiment {experiment['name']!r}")
-    unfinished = [t["tid"] for t in trials if t["state"] not in FINAL]
+        raise ValueError(f"trials of {strays[0]!r} cannot be created with experiment {experiment.name!r}")
+    unfinished = [t.tid for t in trials if t.state not in FINAL]
     if unfinished:
         raise ValueError(f"trial {unfinished[0]} is not finished: an experiment is created with finished trials only")
     return list(trials)

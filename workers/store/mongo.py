@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Sequence
 
 import pymongo
 from pymongo import ReturnDocument
@@ -18,8 +19,10 @@ from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailur
                              WTimeoutError)
 from pymongo.write_concern import WriteConcern
 
-from workers.store.base import (ERROR, FINAL, NEW, RUNNING, STATE_NAMES, BaseStore, ExperimentExists,
-                                StoreUnavailable, UnknownExperiment, attempt, own_trials)
+from larnn_core.records import EpochReport, TrainResult
+from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial
+from workers.store.base import (BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned,
+                                own_trials)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
@@ -85,15 +88,15 @@ class MongoStore(BaseStore):
         meta.update_one({"_id": "schema"}, {"$max": {"version": VERSION}}, upsert=True)
 
     # -- experiments
-    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
+    def create_experiment(self, experiment: Experiment, trials: Sequence[Trial] = ()) -> None:
         """Without a replica set MongoDB has no multi-document transaction, so the experiment is
         written first marked `importing` (hidden from every reader, its name taken), then its
         trials, then the mark is removed; a failure removes what was written. A creator that
         died midway leaves a mark older than import_timeout_s, which the next create of that
         name clears."""
         trials = own_trials(experiment, trials)
-        name = experiment["name"]
-        doc = {**experiment, "lease_owner": None, "lease_until": 0.0}
+        name = experiment.name
+        doc = {**experiment.to_document(), "lease_owner": None, "lease_until": 0.0}
         if trials:
             doc["importing"] = time.time()
         for _ in range(2):
@@ -107,7 +110,7 @@ class MongoStore(BaseStore):
             return
         try:
             try:
-                self.trials_.insert_many([dict(t) for t in trials], ordered=True)
+                self.trials_.insert_many([t.to_document() for t in trials], ordered=True)
             except BulkWriteError as error:  # the first failed insert stopped the rest (ordered)
                 failed = error.details["writeErrors"][0]
                 if failed["code"] != DUPLICATE_KEY:
@@ -127,14 +130,15 @@ class MongoStore(BaseStore):
             self.trials_.delete_many({"exp_key": name})
         return abandoned is not None
 
-    def get_experiment(self, name: str) -> dict:
+    def get_experiment(self, name: str) -> Experiment:
         doc = self.experiments_.find_one({"name": name, **VISIBLE}, HIDDEN)
         if doc is None:
             raise UnknownExperiment(f"no experiment named {name!r} in the MongoDB store")
-        return doc
+        return Experiment.from_document(doc)
 
-    def experiments(self) -> list[dict]:
-        return list(self.experiments_.find(VISIBLE, HIDDEN, sort=[("created", 1), ("name", 1)]))
+    def experiments(self) -> list[Experiment]:
+        return [Experiment.from_document(doc)
+                for doc in self.experiments_.find(VISIBLE, HIDDEN, sort=[("created", 1), ("name", 1)])]
 
     def _update_experiment(self, name: str, fields: dict) -> None:
         if self.experiments_.update_one({"name": name}, {"$set": fields}).matched_count != 1:
@@ -152,30 +156,27 @@ class MongoStore(BaseStore):
                                      {"$set": {"lease_owner": None, "lease_until": 0.0}})
 
     # -- trials
-    def insert_trial(self, trial: dict) -> None:
+    def insert_trial(self, trial: Trial) -> None:
         try:
-            self.trials_.insert_one(dict(trial))
+            self.trials_.insert_one(trial.to_document())
         except DuplicateKeyError:
-            raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
+            raise ValueError(f"trial {trial.tid} of {trial.exp_key!r} already exists") from None
 
-    def trials(self, name: str) -> list[dict]:
-        trials = self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)])
-        return [{"curve": [], **trial} for trial in trials]  # trials stored before curves existed have none
+    def trials(self, name: str) -> list[Trial]:
+        return [Trial.from_document(doc) for doc in self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)])]
 
     def state_counts(self, name: str) -> dict[int, int]:
         return {state: self.trials_.count_documents({"exp_key": name, "state": state}) for state in STATE_NAMES}
 
-    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+    def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:
         query = {"state": NEW, **({"exp_key": experiment} if experiment else {})}
         now = time.time()
         trial = self.trials_.find_one_and_update(  # no projection: mongomock then returns another document
             query,
             {"$set": {"state": RUNNING, "owner": owner, "book_time": now, "refresh_time": now},
-             "$inc": {"attempts": 1}, "$push": {"attempt_log": attempt(owner, now)}},
+             "$inc": {"attempts": 1}, "$push": {"attempt_log": Attempt(owner, now).to_document()}},
             sort=[("tid", 1), ("exp_key", 1)], return_document=ReturnDocument.AFTER)
-        if trial is not None:
-            trial.pop("_id")
-        return trial
+        return None if trial is None else Trial.from_document(trial)
 
     def _update_own(self, name: str, tid: int, owner: str, update: dict) -> bool:
         query = {"exp_key": name, "tid": tid, "owner": owner, "state": RUNNING}
@@ -191,8 +192,9 @@ class MongoStore(BaseStore):
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
         return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
 
-    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
-        return self._update_own(name, tid, owner, {"$push": {"curve": metrics}, "$set": {"refresh_time": time.time()}})
+    def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
+        return self._update_own(name, tid, owner, {"$push": {"curve": report.to_document()},
+                                                   "$set": {"refresh_time": time.time()}})
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
         """One single-document update: its result is the record as it stood after this arrival."""
@@ -204,9 +206,9 @@ class MongoStore(BaseStore):
             doc = self.records_.find_one({"exp_key": name, "record": record})
         return list(zip(doc["keys"], doc["values"]))
 
-    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+    def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         assert state in FINAL
-        if not self._update_own(name, tid, owner, {"$set": {"state": state, "result": result,
+        if not self._update_own(name, tid, owner, {"$set": {"state": state, "result": result.to_document(),
                                                             "refresh_time": time.time()}}):
             return False
         self._end_attempt(name, tid, owner, "finished")
@@ -234,8 +236,7 @@ class MongoStore(BaseStore):
             trial = self.trials_.find_one({"state": RUNNING, "refresh_time": {"$lt": cutoff}})
             if trial is None:
                 return moved
-            result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
-                                                 f"{trial['attempts']} times (last owner {trial['owner']}); giving up"}
+            result = abandoned(older_than, trial["attempts"], trial["owner"]).to_document()
             if self.trials_.update_one({"exp_key": trial["exp_key"], "tid": trial["tid"], "state": RUNNING,
                                         "refresh_time": trial["refresh_time"]},
                                        {"$set": {"state": ERROR, "result": result}}).modified_count:

@@ -15,9 +15,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
-from workers.store.base import (ERROR, FINAL, NEW, RUNNING, BaseStore, ExperimentExists, StoreUnavailable,
-                                UnknownExperiment, attempt, own_trials)
+from larnn_core.records import EpochReport, TrainResult
+from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial
+from workers.store.base import (BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned,
+                                own_trials)
 
 RECORDS = """CREATE TABLE records (
     arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, record TEXT NOT NULL,
@@ -156,25 +159,26 @@ class SQLiteStore(BaseStore):
         return self._transaction(lambda db: db.execute(sql, args).fetchall(), begin=False)
 
     # -- experiments
-    def create_experiment(self, experiment: dict, trials: list[dict] = ()) -> None:
+    def create_experiment(self, experiment: Experiment, trials: Sequence[Trial] = ()) -> None:
         def work(db):  # one transaction: the experiment and its trials commit together or not at all
             try:
                 db.execute("INSERT INTO experiments (name, doc, created) VALUES (?, ?, ?)",
-                           (experiment["name"], json.dumps(experiment), experiment["created"]))
+                           (experiment.name, json.dumps(experiment.to_document()), experiment.created))
             except sqlite3.IntegrityError:
-                raise ExperimentExists(f"experiment {experiment['name']!r} already exists") from None
+                raise ExperimentExists(f"experiment {experiment.name!r} already exists") from None
             for trial in own_trials(experiment, trials):
                 self._insert_trial(db, trial)
         self._transaction(work)
 
-    def get_experiment(self, name: str) -> dict:
+    def get_experiment(self, name: str) -> Experiment:
         rows = self._read("SELECT doc FROM experiments WHERE name = ?", (name,))
         if not rows:
             raise UnknownExperiment(f"no experiment named {name!r} in {self.path}")
-        return json.loads(rows[0][0])
+        return Experiment.from_document(json.loads(rows[0][0]))
 
-    def experiments(self) -> list[dict]:
-        return [json.loads(doc) for doc, in self._read("SELECT doc FROM experiments ORDER BY created, name")]
+    def experiments(self) -> list[Experiment]:
+        return [Experiment.from_document(json.loads(doc))
+                for doc, in self._read("SELECT doc FROM experiments ORDER BY created, name")]
 
     def _update_experiment(self, name: str, fields: dict) -> None:
         def work(db):
@@ -198,35 +202,34 @@ class SQLiteStore(BaseStore):
             (name, owner)))
 
     # -- trials
-    def insert_trial(self, trial: dict) -> None:
+    def insert_trial(self, trial: Trial) -> None:
         self._transaction(lambda db: self._insert_trial(db, trial))
 
     @staticmethod
-    def _insert_trial(db, trial: dict) -> None:
+    def _insert_trial(db, trial: Trial) -> None:
+        doc = trial.to_document()
         try:
             db.execute(f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (trial["exp_key"], trial["tid"], trial["state"], trial["owner"], trial["book_time"],
-                        trial["refresh_time"], trial["attempts"], json.dumps(trial["misc"]),
-                        json.dumps(trial["result"]), json.dumps(trial.get("attempt_log", [])),
-                        json.dumps(trial.get("curve", []))))
+                       (*(doc[column] for column in COLUMNS.split(", ")[:7]),
+                        *(json.dumps(doc[column]) for column in COLUMNS.split(", ")[7:])))
         except sqlite3.IntegrityError:
-            raise ValueError(f"trial {trial['tid']} of {trial['exp_key']!r} already exists") from None
+            raise ValueError(f"trial {trial.tid} of {trial.exp_key!r} already exists") from None
 
     @staticmethod
-    def _doc(row: tuple) -> dict:
-        exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve = row
-        return {"exp_key": exp_key, "tid": tid, "spec": None, "version": 0, "state": state, "owner": owner,
-                "book_time": book_time, "refresh_time": refresh_time, "attempts": attempts,
-                "misc": json.loads(misc), "result": json.loads(result), "attempt_log": json.loads(attempt_log),
-                "curve": json.loads(curve)}
+    def _trial(row: tuple) -> Trial:
+        """A trials row (COLUMNS): its first seven columns plain, the rest JSON."""
+        names = COLUMNS.split(", ")
+        return Trial.from_document({**dict(zip(names[:7], row[:7])),
+                                    **{name: json.loads(value) for name, value in zip(names[7:], row[7:])}})
 
-    def trials(self, name: str) -> list[dict]:
-        return [self._doc(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))]
+    def trials(self, name: str) -> list[Trial]:
+        return [self._trial(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid",
+                                                   (name,))]
 
     def state_counts(self, name: str) -> dict[int, int]:
         return dict(self._read("SELECT state, COUNT(*) FROM trials WHERE exp_key = ? GROUP BY state", (name,)))
 
-    def reserve(self, owner: str, experiment: str | None = None) -> dict | None:
+    def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:
         def work(db):
             where, args = ("state = ? AND exp_key = ?", (NEW, experiment)) if experiment else ("state = ?", (NEW,))
             row = db.execute(f"SELECT exp_key, tid FROM trials WHERE {where} ORDER BY tid, exp_key LIMIT 1",
@@ -236,8 +239,8 @@ class SQLiteStore(BaseStore):
             now = time.time()
             db.execute("UPDATE trials SET state = ?, owner = ?, book_time = ?, refresh_time = ?, "
                        "attempts = attempts + 1 WHERE exp_key = ? AND tid = ?", (RUNNING, owner, now, now, *row))
-            self._log_attempt(db, *row, lambda log: log + [attempt(owner, now)])
-            return self._doc(db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone())
+            self._log_attempt(db, *row, lambda log: log + [Attempt(owner, now).to_document()])
+            return self._trial(db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone())
         return self._transaction(work)
 
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
@@ -245,14 +248,14 @@ class SQLiteStore(BaseStore):
             "UPDATE trials SET refresh_time = ? WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
             (time.time(), name, tid, owner, RUNNING)).rowcount == 1)
 
-    def report_epoch(self, name: str, tid: int, owner: str, metrics: dict) -> bool:
+    def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
         def work(db):
             rows = db.execute("SELECT curve FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
                               (name, tid, owner, RUNNING)).fetchall()
             if not rows:
                 return False
             db.execute("UPDATE trials SET curve = ?, refresh_time = ? WHERE exp_key = ? AND tid = ?",
-                       (json.dumps(json.loads(rows[0][0]) + [metrics]), time.time(), name, tid))
+                       (json.dumps(json.loads(rows[0][0]) + [report.to_document()]), time.time(), name, tid))
             return True
         return self._transaction(work)
 
@@ -264,14 +267,14 @@ class SQLiteStore(BaseStore):
                 "SELECT key, value FROM records WHERE exp_key = ? AND record = ? ORDER BY arrival", (name, record))]
         return self._transaction(work)
 
-    def finish(self, name: str, tid: int, owner: str, state: int, result: dict) -> bool:
+    def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         assert state in FINAL
         now = time.time()
 
         def work(db):
             if db.execute("UPDATE trials SET state = ?, result = ?, refresh_time = ? "
                           "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-                          (state, json.dumps(result), now, name, tid, owner, RUNNING)).rowcount != 1:
+                          (state, json.dumps(result.to_document()), now, name, tid, owner, RUNNING)).rowcount != 1:
                 return False
             self._log_attempt(db, name, tid, self._ended(owner, "finished", now))
             return True
@@ -295,10 +298,8 @@ class SQLiteStore(BaseStore):
             moved = []
             for exp_key, tid, attempts, owner in stale:
                 if attempts >= max_attempts:
-                    result = {"status": "fail", "error": f"no heartbeat from its worker for {older_than:g} s, "
-                                                         f"{attempts} times (last owner {owner}); giving up"}
                     db.execute("UPDATE trials SET state = ?, result = ? WHERE exp_key = ? AND tid = ?",
-                               (ERROR, json.dumps(result), exp_key, tid))
+                               (ERROR, json.dumps(abandoned(older_than, attempts, owner).to_document()), exp_key, tid))
                 else:
                     db.execute("UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?",
                                (NEW, exp_key, tid))

@@ -1,49 +1,49 @@
 """The contract every trial store backend must satisfy. Each backend's test module subclasses
 StoreContract and provides a `store` fixture (and `make_store`, another connection to the same store)."""
+import dataclasses
 import threading
 import time
 
 import pytest
 
-from workers.store import DONE, ERROR, NEW, PRUNED, RUNNING, ExperimentExists, UnknownExperiment, new_trial
+from larnn_core.records import EpochReport
+from tests.support.results import result_with
+from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Attempt, Experiment, Objective, Trial
+from workers.store import ExperimentExists, UnknownExperiment
 
 
 def experiment(name="exp", max_evals=10, created=None):
-    return {"name": name, "space": {"space": {"batch_size": 256}}, "algorithm": "tpe", "max_evals": max_evals,
-            "objective": {"source": "hapt"}, "seed": 0, "created": created or time.time()}
+    return Experiment(name, {"space": {"batch_size": 256}}, "tpe", max_evals, Objective(), 0, created or time.time())
 
 
 def queued(store, name="exp", n=3):
     for tid in range(n):
-        store.insert_trial(new_trial(name, tid, {"x": [tid]}, {"x": [0.5 * tid]}))
+        store.insert_trial(Trial.new(name, tid, {"x": [tid]}, {"x": [0.5 * tid]}))
 
 
 def finished(name="exp", n=3):
-    trials = [new_trial(name, tid, {}, {}) for tid in range(n)]
-    for tid, trial in enumerate(trials):
-        trial.update(state=DONE, result={"status": "ok", "loss": -0.1 * tid})
-    return trials
+    return [Trial(name, tid, state=DONE, result=result_with([0.1 * tid])) for tid in range(n)]
 
 
 class StoreContract:
     def test_experiments(self, store):
         store.create_experiment(experiment("a", created=1.0))
         store.create_experiment(experiment("b", created=2.0))
-        assert store.get_experiment("a")["max_evals"] == 10
-        assert [e["name"] for e in store.experiments()] == ["a", "b"]
+        assert store.get_experiment("a").max_evals == 10
+        assert [e.name for e in store.experiments()] == ["a", "b"]
         with pytest.raises(ExperimentExists, match="'a' already exists"):
             store.create_experiment(experiment("a"))
         with pytest.raises(UnknownExperiment, match="'zzz'"):
             store.get_experiment("zzz")
         store.set_max_evals("a", 25)
-        assert store.get_experiment("a")["max_evals"] == 25
-        assert store.get_experiment("a") == {**experiment("a", created=1.0), "max_evals": 25}
+        assert store.get_experiment("a").max_evals == 25
+        assert store.get_experiment("a") == dataclasses.replace(experiment("a", created=1.0), max_evals=25)
 
     def test_an_experiment_is_created_with_its_finished_trials(self, store):
         store.create_experiment(experiment("imp"), finished("imp", 3))
-        assert [t["tid"] for t in store.trials("imp")] == [0, 1, 2]
-        assert [t["result"]["loss"] for t in store.trials("imp")] == [0.0, -0.1, -0.2]
-        assert store.counts("imp")["done"] == 3 and store.get_experiment("imp")["name"] == "imp"
+        assert store.trials("imp") == finished("imp", 3)
+        assert [t.result.loss for t in store.trials("imp")] == [-0.0, -0.1, -0.2]
+        assert store.counts("imp")["done"] == 3 and store.get_experiment("imp").name == "imp"
 
     def test_a_failed_creation_leaves_nothing(self, store):
         broken = finished("imp", 3) + finished("imp", 1)  # tid 0 twice: the fourth insert fails
@@ -61,27 +61,28 @@ class StoreContract:
         with pytest.raises(ValueError, match="trials of 'other'"):
             store.create_experiment(experiment("imp"), finished("other", 1))
         with pytest.raises(ValueError, match="trial 0 is not finished"):
-            store.create_experiment(experiment("imp"), [new_trial("imp", 0, {}, {})])
-        assert [e["name"] for e in store.experiments()] == ["taken"] and store.trials("imp") == []
+            store.create_experiment(experiment("imp"), [Trial.new("imp", 0, {}, {})])
+        assert [e.name for e in store.experiments()] == ["taken"] and store.trials("imp") == []
 
     def test_epoch_reports_are_fenced_by_owner_and_round_trip(self, store):
         queued(store, "exp", 1)
         trial = store.reserve("w1", "exp")
-        metrics = [{"epoch": e, "train_loss": 1.0 / e, "validation_accuracy": 0.5 + 0.1 * e} for e in (1, 2)]
-        assert all(store.report_epoch("exp", trial["tid"], "w1", m) for m in metrics)
-        assert not store.report_epoch("exp", trial["tid"], "w2", {"epoch": 3})  # not w2's trial
+        reports = tuple(EpochReport(e, train_loss=1.0 / e, validation_accuracy=0.5 + 0.1 * e) for e in (1, 2))
+        assert all(store.report_epoch("exp", trial.tid, "w1", r) for r in reports)
+        assert not store.report_epoch("exp", trial.tid, "w2", EpochReport(3))  # not w2's trial
         assert store.requeue_stale(-1, max_attempts=5)  # w1's heartbeat is lost: superseded
-        assert not store.report_epoch("exp", trial["tid"], "w1", {"epoch": 3})
+        assert not store.report_epoch("exp", trial.tid, "w1", EpochReport(3))
         (stored,) = store.trials("exp")
-        assert stored["curve"] == metrics
+        assert stored.curve == reports
 
     def test_the_pruned_state_is_final_and_counted(self, store):
         queued(store, "exp", 2)
         first = store.reserve("w1", "exp")
-        assert store.finish("exp", first["tid"], "w1", PRUNED, {"status": "ok", "loss": -0.4, "pruned_at_epoch": 3})
+        pruned = dataclasses.replace(result_with([0.4]), extra={"pruned_at_epoch": 3})
+        assert store.finish("exp", first.tid, "w1", PRUNED, pruned)
         assert store.counts("exp") == {"queued": 1, "running": 0, "done": 0, "failed": 0, "pruned": 1}
-        assert store.reserve("w2", "exp")["tid"] == 1  # a pruned trial is never taken again
-        assert store.trials("exp")[0]["result"]["pruned_at_epoch"] == 3
+        assert store.reserve("w2", "exp").tid == 1  # a pruned trial is never taken again
+        assert store.trials("exp")[0].result == pruned
 
     def test_named_records_keep_arrival_order_and_a_keys_first_value(self, store):
         assert store.append_record("exp", "rung 3", 7, 0.8) == [(7, 0.8)]
@@ -103,24 +104,25 @@ class StoreContract:
         assert store.acquire_lease("exp", "w1", 30)
 
     def test_trials_round_trip_as_json(self, store):
-        trial = new_trial("exp", 0, {"lr": [0]}, {"lr": [0.01]})
+        trial = Trial.new("exp", 0, {"lr": [0]}, {"lr": [0.01]})
         store.insert_trial(trial)
         (stored,) = store.trials("exp")
-        assert stored["misc"]["vals"] == {"lr": [0.01]} and stored["state"] == NEW and stored["attempts"] == 0
+        assert stored == trial and stored.vals == {"lr": [0.01]} and stored.state == NEW and stored.attempts == 0
         for key in ("tid", "spec", "result", "misc", "state", "owner", "book_time", "refresh_time", "exp_key"):
-            assert key in stored
+            assert key in stored.hyperopt()  # what hyperopt reads
         with pytest.raises(ValueError, match="trial 0 of 'exp' already exists"):
-            store.insert_trial(new_trial("exp", 0, {}, {}))
+            store.insert_trial(Trial.new("exp", 0, {}, {}))
 
     def test_reserve_takes_the_oldest_queued_trial_once(self, store):
         queued(store, "exp", 2)
         queued(store, "other", 1)
         first = store.reserve("w1", "exp")
-        assert (first["tid"], first["state"], first["owner"], first["attempts"]) == (0, RUNNING, "w1", 1)
-        assert first["book_time"] is not None and first["refresh_time"] is not None
-        assert store.reserve("w2", "exp")["tid"] == 1
+        assert (first.tid, first.state, first.owner, first.attempts) == (0, RUNNING, "w1", 1)
+        assert first.book_time is not None and first.refresh_time is not None
+        assert first.attempt_log == (Attempt("w1", first.book_time),)
+        assert store.reserve("w2", "exp").tid == 1
         assert store.reserve("w3", "exp") is None
-        assert store.reserve("w3")["exp_key"] == "other"
+        assert store.reserve("w3").exp_key == "other"
         assert store.reserve("w3") is None
 
     def test_concurrent_reservations_never_share_a_trial(self, store, make_store):
@@ -131,7 +133,7 @@ class StoreContract:
             own = make_store()
             try:
                 while (trial := own.reserve(f"w{i}")) is not None:
-                    taken.append(trial["tid"])
+                    taken.append(trial.tid)
             except Exception as error:  # surfaced below
                 errors.append(error)
             finally:
@@ -150,11 +152,11 @@ class StoreContract:
         store.reserve("w1")
         assert store.heartbeat("exp", 0, "w1")
         assert not store.heartbeat("exp", 0, "w2")
-        assert not store.finish("exp", 0, "w2", DONE, {"status": "ok", "loss": -1.0})
-        result = {"status": "ok", "loss": -0.9, "history": {"validation_accuracies": [0.5, 0.9]}}
+        assert not store.finish("exp", 0, "w2", DONE, result_with([1.0]))
+        result = result_with([0.5, 0.9])
         assert store.finish("exp", 0, "w1", DONE, result)
         (trial,) = store.trials("exp")
-        assert trial["state"] == DONE and trial["result"] == result
+        assert trial.state == DONE and trial.result == result
         assert not store.heartbeat("exp", 0, "w1")  # finished: nothing to refresh
         assert store.counts("exp") == {"queued": 0, "running": 0, "done": 1, "failed": 0, "pruned": 0}
 
@@ -164,8 +166,8 @@ class StoreContract:
         assert not store.release("exp", 0, "w2")
         assert store.release("exp", 0, "w1")
         (trial,) = store.trials("exp")
-        assert trial["state"] == NEW and trial["attempts"] == 0
-        assert store.reserve("w2")["attempts"] == 1
+        assert trial.state == NEW and trial.attempts == 0
+        assert store.reserve("w2").attempts == 1
 
     def test_stale_trials_are_requeued_then_failed(self, store):
         queued(store, "exp", 2)
@@ -176,17 +178,17 @@ class StoreContract:
         assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
             {"exp_key": "exp", "tid": 0, "owner": "w1", "outcome": "requeued"}]
         trials = store.trials("exp")
-        assert trials[0]["state"] == NEW and trials[0]["owner"] is None and trials[0]["attempts"] == 1
-        assert trials[1]["state"] == RUNNING
-        assert not store.finish("exp", 0, "w1", DONE, {"status": "ok", "loss": 0.0})  # the old owner lost it
-        assert store.reserve("w3", "exp")["tid"] == 0
+        assert trials[0].state == NEW and trials[0].owner is None and trials[0].attempts == 1
+        assert trials[1].state == RUNNING
+        assert not store.finish("exp", 0, "w1", DONE, result_with([0.0]))  # the old owner lost it
+        assert store.reserve("w3", "exp").tid == 0
         time.sleep(0.2)
         store.heartbeat("exp", 1, "w2")
         assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
             {"exp_key": "exp", "tid": 0, "owner": "w3", "outcome": "failed"}]
         trial = store.trials("exp")[0]
-        assert trial["state"] == ERROR and trial["result"]["status"] == "fail"
-        assert "no heartbeat" in trial["result"]["error"] and "2 times" in trial["result"]["error"]
+        assert trial.state == ERROR and trial.result.status == "fail"
+        assert "no heartbeat" in trial.result.error and "2 times" in trial.result.error
 
     def test_each_trial_keeps_the_log_of_its_attempts(self, store):
         queued(store, "exp", 2)
@@ -197,34 +199,34 @@ class StoreContract:
         time.sleep(0.2)
         store.heartbeat("exp", 0, "w2")
         store.requeue_stale(older_than=0.1, max_attempts=5)  # trial 1: w3 lost it
-        assert store.finish("exp", 0, "w2", DONE, {"status": "ok", "loss": -0.5})
+        assert store.finish("exp", 0, "w2", DONE, result_with([0.5]))
         store.reserve("w4")  # trial 1 again
-        logs = {t["tid"]: t["attempt_log"] for t in store.trials("exp")}
-        assert [(e["owner"], e["outcome"]) for e in logs[0]] == [("w1", "given back"), ("w2", "finished")]
-        assert [(e["owner"], e["outcome"]) for e in logs[1]] == [("w3", "heartbeat lost"), ("w4", "running")]
-        assert all(e["end"] >= e["start"] for log in logs.values() for e in log if e["end"] is not None)
-        assert logs[1][-1]["end"] is None
+        logs = {t.tid: t.attempt_log for t in store.trials("exp")}
+        assert [(e.owner, e.outcome) for e in logs[0]] == [("w1", "given back"), ("w2", "finished")]
+        assert [(e.owner, e.outcome) for e in logs[1]] == [("w3", "heartbeat lost"), ("w4", "running")]
+        assert all(e.end >= e.start for log in logs.values() for e in log if e.end is not None)
+        assert logs[1][-1].end is None
 
     def test_a_failed_experiment_records_its_reason(self, store):
         store.create_experiment(experiment("bad"))
         store.create_experiment(experiment("good"))
         store.fail_experiment("bad", "suggesting trial 0 failed: ValueError: low >= high")
-        assert store.get_experiment("bad")["failure"]["reason"] == "suggesting trial 0 failed: ValueError: low >= high"
-        assert "failure" not in store.get_experiment("good")
+        assert store.get_experiment("bad").failure["reason"] == "suggesting trial 0 failed: ValueError: low >= high"
+        assert store.get_experiment("good").failure is None
         with pytest.raises(UnknownExperiment):
             store.fail_experiment("missing", "reason")
 
     def test_inserted_running_trial_belongs_to_its_suggester(self, store):
-        store.insert_trial(new_trial("exp", 0, {}, {}, owner="w1"))
+        store.insert_trial(Trial.new("exp", 0, {}, {}, owner="w1"))
         assert store.reserve("w2") is None
         assert store.heartbeat("exp", 0, "w1")
-        assert store.trials("exp")[0]["attempts"] == 1
+        assert store.trials("exp")[0].attempts == 1
 
     def test_state_counts(self, store):
         queued(store, "exp", 3)
         store.reserve("w1")
         store.reserve("w2")
-        store.finish("exp", 0, "w1", DONE, {"status": "ok", "loss": 0.0})
+        store.finish("exp", 0, "w1", DONE, result_with([0.0]))
         assert {k: v for k, v in store.state_counts("exp").items() if v} == {NEW: 1, RUNNING: 1, DONE: 1}
         assert store.counts("exp") == {"queued": 1, "running": 1, "done": 1, "failed": 0, "pruned": 0}
         assert not any(store.state_counts("nothing").values())

@@ -1,9 +1,10 @@
 """Synthetic finished searches in a real store, for the analysis tests and notebook runs."""
 import numpy as np
 
+from larnn_core.records import TrainResult
 from search_spaces import load_space
 from workers.experiment import make_experiment
-from workers.store import DONE, ERROR, new_trial
+from workers.records import DONE, ERROR, Trial
 
 
 def planted_accuracy(point: dict, rng) -> float:
@@ -24,8 +25,17 @@ def add_synthetic_experiment(store, name: str, space: str = "larnn-vs-lstm", n: 
         result = {"status": "ok", "loss": -max(curve), "best_validation_accuracy": max(curve), "best_epoch": best_epoch,
                   "test_accuracy": max(curve) - 0.01 + rng.normal(0, 0.005), "wall_time_s": float(rng.uniform(50, 90)),
                   "history": {"validation_accuracies": curve}, "space": point, "worker": "synthetic"}
-        trial = new_trial(name, tid, {}, {}, owner="synthetic")
+        trial = Trial.new(name, tid, {}, {}, owner="synthetic")
         store.insert_trial(trial)
-        store.finish(name, tid, "synthetic", DONE, result)
-    store.insert_trial(new_trial(name, n, {}, {}, owner="synthetic"))
-    store.finish(name, n, "synthetic", ERROR, {"status": "fail", "error": "CUDA out of memory"})
+        store.finish(name, tid, "synthetic", DONE, TrainResult.from_document(result))
+    store.insert_trial(Trial.new(name, n, {}, {}, owner="synthetic"))
+    store.finish(name, n, "synthetic", ERROR, TrainResult("fail", error="CUDA out of memory"))
+
+
+def result_2018(lr: float, accuracy: float) -> dict:
+    return {"space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
+            "loss": -accuracy, "status": "ok", "best_validation_accuracy": accuracy,
+            "best_validation_f1_score": accuracy - 0.01, "best_train_accuracy": 0.8,
+            "history": {"train_accuracies": [0.5, 0.8], "train_losses": [1.0, 0.5],
+                        "validation_accuracies": [0.6, accuracy], "validation_losses": [0.9, 0.4]},
+            "model_name": "LARNN", "dataset_name": "UCIHAR"}

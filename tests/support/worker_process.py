@@ -1,30 +1,17 @@
-"""A worker process with a fast fake objective, for the multi-process tests (test_workers.py).
+"""A worker process with a fast fake objective, for the multi-process tests (workers.spawn starts it).
 
-usage: python tests/fake_worker.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER [SPOOL [SLOTS]]]
-Each trial appends "exp tid pid" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
+usage: python tests/support/worker_process.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER [SPOOL [SLOTS]]]
+Each trial appends "pid learning_rate" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
 (calling on_epoch between epochs) and reports accuracy = 1 - |learning_rate - 0.01|.
 """
 import logging
 import os
 import sys
-import time
 
-from larnn_core.records import EpochReport
-from tests.support.results import result_with
+from tests.support.fake_workers import sleepy_objective
 from workers.slots import run_slots
 from workers.store import open_store
 from workers.worker import Worker
-
-
-def sleepy_objective(log_path: str, epoch_s: float, epochs: int):
-    def objective(hyperparameters, settings, seed, device, on_epoch):
-        with open(log_path, "a") as f:
-            f.write(f"{os.getpid()} {hyperparameters['learning_rate']!r}\n")
-        for epoch in range(1, epochs + 1):
-            time.sleep(epoch_s)
-            on_epoch(EpochReport(epoch))
-        return result_with([1 - abs(hyperparameters["learning_rate"] - 0.01)])
-    return objective
 
 
 if __name__ == "__main__":

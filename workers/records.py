@@ -1,0 +1,176 @@
+"""What the store keeps: experiments, their trials and each trial's attempts, as frozen records.
+
+Every part of the service reads these, never the documents: stores convert at their boundary
+(`from_document` when they read, `to_document` when they write), and the documents keep the
+format of earlier releases (docs/design.md, section 5, is checked against the fields here).
+A trial's epochs and result are larnn_core's EpochReport and TrainResult (larnn_core/records.py);
+its hyperopt view, the document hyperopt's algorithms read, is made in one place (`Trial.hyperopt`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from larnn_core.records import OK, EpochReport, TrainResult
+from workers.pruners import PrunerSettings
+
+# hyperopt's job states, and PRUNED: stopped early by the experiment's pruner (workers/pruners.py),
+# a final state that is no failure (5: not one of hyperopt's, whose 4 is "cancelled")
+NEW, RUNNING, DONE, ERROR, PRUNED = 0, 1, 2, 3, 5
+STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed", PRUNED: "pruned"}
+FINAL = (DONE, ERROR, PRUNED)
+ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost")
+HYPEROPT_CMD = ("domain_attachment", "FMinIter_Domain")  # what hyperopt's Trials expect in misc.cmd
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One reservation of a trial: who held it, when, and how it ended (ATTEMPT_OUTCOMES; a
+    superseded worker, whose trial was requeued, ends as "heartbeat lost")."""
+
+    owner: str
+    start: float
+    end: float | None = None
+    outcome: str = "running"
+
+    def to_document(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Attempt:
+        return cls(**document)
+
+
+NO_RESULT = TrainResult("new")  # a trial's result until it ends (hyperopt's "new")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of an experiment's search and what became of it."""
+
+    exp_key: str
+    tid: int
+    idxs: dict[str, list] = field(default_factory=dict)  # hyperopt's misc.idxs and misc.vals: the point
+    vals: dict[str, list] = field(default_factory=dict)
+    state: int = NEW
+    owner: str | None = None
+    book_time: float | None = None  # when its current (or last) attempt began
+    refresh_time: float | None = None  # its last heartbeat, epoch report or end
+    attempts: int = 0  # reservations that count towards max_attempts
+    attempt_log: tuple[Attempt, ...] = ()
+    curve: tuple[EpochReport, ...] = ()  # epochs reported while it ran
+    result: TrainResult = NO_RESULT
+
+    @classmethod
+    def new(cls, exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None = None,
+            now: float | None = None) -> Trial:
+        """A queued trial, or one reserved by owner at once (the suggesting worker runs it)."""
+        if owner is None:
+            return cls(exp_key, tid, idxs, vals)
+        now = time.time() if now is None else now
+        return cls(exp_key, tid, idxs, vals, RUNNING, owner, now, now, 1, (Attempt(owner, now),))
+
+    @property
+    def point(self) -> dict[str, Any]:
+        """The hyperparameters it ran (its result's `space`, as the 2018 files keep them); {} before."""
+        return self.result.extra.get("space") or {}
+
+    def to_document(self) -> dict[str, Any]:
+        """The stored trial: hyperopt's fields, so its algorithms read them unchanged, plus ours."""
+        return {"exp_key": self.exp_key, "tid": self.tid, "spec": None, "version": 0,
+                "misc": {"tid": self.tid, "cmd": list(HYPEROPT_CMD), "workdir": None, "idxs": self.idxs,
+                         "vals": self.vals},
+                "state": self.state, "owner": self.owner, "book_time": self.book_time,
+                "refresh_time": self.refresh_time, "attempts": self.attempts, "result": self.result.to_document(),
+                "attempt_log": [a.to_document() for a in self.attempt_log],
+                "curve": [e.to_document() for e in self.curve]}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Trial:
+        """Trials stored before attempt logs and live curves existed read with empty ones."""
+        misc = document.get("misc") or {}
+        return cls(document["exp_key"], document["tid"], misc.get("idxs") or {}, misc.get("vals") or {},
+                   document["state"], document.get("owner"), document.get("book_time"), document.get("refresh_time"),
+                   document.get("attempts", 0),
+                   tuple(Attempt.from_document(a) for a in document.get("attempt_log") or ()),
+                   tuple(EpochReport.from_document(e) for e in document.get("curve") or ()),
+                   TrainResult.from_document(document.get("result") or {"status": "new"}))
+
+    def hyperopt(self, state: int | None = None, loss: float | None = None) -> dict[str, Any]:
+        """The document hyperopt's algorithms read (Trials.insert_trial_docs), with another state
+        or loss where the suggestion says so (suggest.as_history). Its result is what they read of
+        one, status and loss: not the curves."""
+        status, loss = (self.result.status, self.result.loss) if loss is None else (OK, loss)
+        result = {"status": status, **({"loss": loss} if loss is not None else {})}
+        return {"exp_key": self.exp_key, "tid": self.tid, "spec": None, "version": 0, "owner": self.owner,
+                "book_time": self.book_time, "refresh_time": self.refresh_time, "result": result,
+                "state": self.state if state is None else state,
+                "misc": {"tid": self.tid, "cmd": HYPEROPT_CMD, "workdir": None, "idxs": self.idxs,
+                         "vals": self.vals}}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What each trial of an experiment trains on: the data source, an epochs override (None: the
+    point's training_epochs), the training subjects held out for validation."""
+
+    source: str = "hapt"
+    epochs: int | None = None
+    validation_subjects: int = 5
+
+    def to_document(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Objective:
+        """Older experiments also stored a `metric` (never read); imports name their files as source."""
+        return cls(**{f.name: document[f.name] for f in dataclasses.fields(cls) if f.name in document})
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A search: its space, algorithm, budget, objective and seed, its pruner, liar and stop rules,
+    and what happened to it (failed, stopped, resumed). An import (`larnn import-results`) has
+    algorithm "imported" and says where its trials came from."""
+
+    name: str
+    space: dict[str, Any] | None  # the declarative space as JSON (None: an import that fits no built-in space)
+    algorithm: str
+    max_evals: int
+    objective: Objective
+    seed: int | None
+    created: float
+    pruner: PrunerSettings = PrunerSettings("none")
+    liar: str = "none"
+    stop: dict[str, Any] = field(default_factory=lambda: {"no_improvement": None, "after_s": None})
+    warm_start: dict[str, Any] | None = None  # {experiments, trials: [{source, tid, idxs, vals, loss}], left_out}
+    failure: dict[str, Any] | None = None  # {reason, time} once failed
+    stopped: dict[str, Any] | None = None  # {reason, time} once stopped
+    resumed: float | None = None  # when its budget was last raised (--extend-to)
+    space_name: str | None = None  # an import's built-in space
+    imported_from: list[str] | None = None  # an import's files
+    trial_order: str | None = None  # an import's: "file times" or "unordered"
+
+    @property
+    def imported(self) -> bool:
+        return self.algorithm == "imported"
+
+    def to_document(self) -> dict[str, Any]:
+        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        document.update(objective=self.objective.to_document(), pruner=self.pruner.to_document())
+        return {key: value for key, value in document.items() if value is not None or key in REQUIRED}
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Experiment:
+        """Experiments of earlier releases read too (no pruner: none; no liar: none)."""
+        values = {f.name: document[f.name] for f in dataclasses.fields(cls) if document.get(f.name) is not None}
+        values.update(objective=Objective.from_document(document.get("objective") or {}),
+                      pruner=PrunerSettings.from_document(document.get("pruner")))
+        values.setdefault("space", None)
+        values.setdefault("seed", None)
+        return cls(**values)
+
+
+REQUIRED = ("name", "space", "algorithm", "max_evals", "objective", "seed", "created")  # always in the document
