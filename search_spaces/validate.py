@@ -154,9 +154,11 @@ def _check_heads_divide_hidden(combo: dict, problems: list) -> None:
         return
     hidden, hidden_at = extreme("hidden_size", 0)
     heads, heads_at = extreme("attention_heads", 1)
-    if hidden is None or heads is None or not (math.isfinite(hidden) and math.isfinite(heads)) or heads <= 0:
+    if hidden is None or heads is None or not (math.isfinite(hidden) and math.isfinite(heads)):
         return
     heads = round_half_up(heads)
+    if heads < 1:  # refused on its own: attention_heads out of its range
+        return
     if round_half_up(hidden / heads) < 1:
         where = hidden_at if "hidden_size" in combo else heads_at
         problems.append((where, f"attention_heads can reach {heads} while hidden_size can be as low as "

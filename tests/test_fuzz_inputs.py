@@ -121,6 +121,7 @@ BRANCHES = "space:\n" + "".join(f"  b{i}: {{choice: [{{num_layers: 1}}, {{num_la
     (b"space:\n  dropout_drop_proba: {uniform: [0.1, 0.1]}\n", "low equals high (0.1): write the fixed value"),
     (BRANCHES.encode(), "more than 4096 sub-spaces"),
     (b"space:\n  num_layers: " + b"x" * 5000 + b"\n", "xxx... (5002 characters)"),
+    (b"space:\n  attention_heads: 0.25\n", "attention_heads can be 0 after rounding"),  # divided hidden_size by 0
 ])
 def test_each_class_that_once_broke_is_refused_with_its_field(raw, message, tmp_path, capsys):
     with pytest.raises(SpaceError) as refused:
