@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime
 import math
-from typing import Any, Container
+from collections.abc import Container
+from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage

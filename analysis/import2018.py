@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search_spaces import Space, load_space
 from larnn_core.records import HISTORY, SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
+from search_spaces import Space, load_space
 from workers.records import DONE, ERROR, Experiment, Objective, Trial
 from workers.store import BaseStore
 

@@ -14,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from analysis.importance import POOLED, encode, importance_by_experiment  # noqa: E402
 from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY  # noqa: E402
@@ -213,7 +213,8 @@ def pair_coordinates(data: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     for name in names:
         if is_categorical(data[name]):
             order = categories(data[name])
-            coded[name] = data[name].map(lambda v: order.index(str(v)) if pd.notna(v) else np.nan).astype(float)
+            coded[name] = data[name].map(lambda v, order=order: order.index(str(v)) if pd.notna(v) else np.nan)
+            coded[name] = coded[name].astype(float)
     return coded
 
 

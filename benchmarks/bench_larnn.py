@@ -10,8 +10,8 @@ and the peak memory of a fast training step over the reference's. Each implement
 fresh process of its own, one at a time. Prints JSON.
 
 The training step and the inference forward are the ones larnn_core.train runs
-(larnn_core/execution/cuda_graphs.py), executed as larnn_core.train resolves it: on CUDA they are replayed as CUDA graphs, so there `fast` and `lstm` are
-graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
+(larnn_core/execution/cuda_graphs.py), executed as larnn_core.train resolves it: on CUDA they
+are replayed as CUDA graphs, so there `fast` and `lstm` are graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
 (`graphs_speedup_fast_train` is the LARNN's ratio). There the LARNN's per-step work is also
 compiled (larnn_core/execution/torch_compile.py); `fast_uncompiled` is the graphed step without it
 (`compile_speedup_fast_train`). `*_first_train_ms` is the first step, compilation included.
@@ -198,14 +198,15 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
         result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs, batch, steps,
                                         compile)
-        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, inference {result['infer_ms']:.1f} ms, "
+        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, "
+              f"inference {result['infer_ms']:.1f} ms, "
               f"first step {result['first_train_ms']:.0f} ms", file=sys.stderr, flush=True)
         row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
         row[f"{label}_peak_mb"] = result["peak_bytes"] / 2**20
         row[f"{label}_first_train_ms"] = result["first_train_ms"]
         if epoch and label == kind:
             row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)["epoch_s"]
-    for config_name, row in results.items():
+    for row in results.values():
         row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
         row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
         row["fast_vs_lstm_train"] = row["fast_train_ms"] / row["lstm_train_ms"]

@@ -64,8 +64,8 @@ def make_fixture(checkout: Path, out: Path = FIXTURE) -> int:
                        CURVE: [round(e.validation_accuracy, 5) for e in result.epochs]})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "source": "github.com/guillaume-chevalier/Linear-Attention-Recurrent-Neural-Network, results_round_*/UCIHAR "
-                  "(MIT License, Copyright (c) 2018 Guillaume Chevalier); 'validation' curves measured on the test set",
+        "source": "github.com/guillaume-chevalier/Linear-Attention-Recurrent-Neural-Network, "
+                  "results_round_*/UCIHAR (MIT License, Copyright (c) 2018 Guillaume Chevalier); 'validation' curves measured on the test set",
         "curves": curves}, indent=0))
     return len(curves)
 

@@ -23,12 +23,12 @@ import time
 import numpy as np
 
 from larnn_core.records import OK, EpochReport, TrainResult
+from search_spaces import load_space
 from workers.experiment import make_experiment, submit
 from workers.records import DONE, Trial
 from workers.store import open_store
 from workers.suggest import suggest
 from workers.worker import Worker
-from search_spaces import load_space
 
 
 def store_cycle_ms(store, cycles: int) -> float:

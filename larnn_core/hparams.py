@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 MODELS = ("larnn", "lstm")
 NORMS = ("batch", "layer", "none")
@@ -77,7 +78,7 @@ class HParams:
     clip_grad_norm: float = 5.0
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "HParams":
+    def from_dict(cls, values: Mapping[str, Any]) -> HParams:
         """Build from a (possibly partial) dict; unknown keys are refused with their name."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = [k for k in values if k not in fields]

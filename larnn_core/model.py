@@ -54,7 +54,6 @@ from larnn_core.execution.window import Window
 from larnn_core.hparams import MODES, NORMS, SEQUENCE_STEPS
 
 
-
 class StepBatchNorm(nn.Module):
     """Batch norm with population statistics per time step (recurrent batch normalisation,
     Cooijmans et al. 2016): training normalises with the batch's statistics at each step, as
@@ -209,7 +208,7 @@ class LARNNCell(nn.Module):
 
     def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Input-side parts of the query and the gates for all steps at once: x [B, T, I]."""
-        I = self.input_size
+        I = self.input_size  # noqa: E741 (the equations' name)
         xq = F.linear(x, self.query.weight[:, :I], self.query.bias)  # [B, T, H]
         if self.larnn_mode == "residual":
             xz = self.gates_x(x)  # [B, T, 4H]
@@ -218,7 +217,7 @@ class LARNNCell(nn.Module):
         return xq, xz
 
     def step_weights(self) -> StepWeights:
-        I = self.input_size
+        I = self.input_size  # noqa: E741 (the equations' name)
         if self.larnn_mode == "residual":
             w_ha = torch.cat([self.gates_h.weight, self.gates_a.weight], dim=1)
         else:

@@ -10,6 +10,7 @@ Running statistics are updated once per entry, by the newest one.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

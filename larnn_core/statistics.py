@@ -58,7 +58,8 @@ def agreement(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple
     buffers, mode = {n: b.clone() for n, b in model.named_buffers()}, model.training
     scales, losses = {}, {}
     for train_mode in (True, False):
-        hook = layer.register_forward_hook(lambda module, args, out: scales.__setitem__(train_mode, out.abs().mean((0, 2))))
+        hook = layer.register_forward_hook(
+            lambda module, args, out, mode=train_mode: scales.__setitem__(mode, out.abs().mean((0, 2))))
         model.train(train_mode)
         losses[train_mode] = torch.nn.functional.cross_entropy(model(X), y).item()
         hook.remove()

@@ -21,7 +21,7 @@ import math
 import random
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 
@@ -76,7 +76,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class Branches:
-    options: tuple[dict[str, "Node"], ...]  # conditional sub-spaces
+    options: tuple[dict[str, Node], ...]  # conditional sub-spaces
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,12 @@ class Invalid:
     """A field with a structural problem, already reported; validation passes over it."""
 
 
-def is_log_scaled(node: "Node") -> bool:
+def is_log_scaled(node: Node) -> bool:
     """Drawn log-uniformly: the scaled form, (q)loguniform."""
     return isinstance(node, Scaled) or isinstance(node, Distribution) and "log" in node.kind
 
 
-Node = Union[Fixed, Distribution, Scaled, Choice, Branches, Invalid]
+Node = Fixed | Distribution | Scaled | Choice | Branches | Invalid
 
 
 class SpaceError(ValueError):

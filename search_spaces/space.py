@@ -30,7 +30,7 @@ class Space:
         return json.dumps({"name": self.name, "document": self.document})
 
     @classmethod
-    def from_json(cls, text: str) -> "Space":
+    def from_json(cls, text: str) -> Space:
         stored = json.loads(text)
         return from_document(stored["document"], stored["name"], source=f"stored space {stored['name']!r}")
 

@@ -15,9 +15,9 @@ from analysis.import2018 import import_results
 from analysis.importance import POOLED, importance, importance_by_experiment, ranking
 from larnn_core import cli
 from larnn_core.records import EpochReport, TrainResult
+from search_spaces import load_space
 from tests.support.searches import add_synthetic_experiment, result_2018
 from workers.experiment import make_experiment
-from search_spaces import load_space
 from workers.records import DONE, Trial
 from workers.store import open_store
 
@@ -124,7 +124,7 @@ def test_notebook_runs_as_a_script(store, url, tmp_path):
 
 def test_import_of_2018_results_round_trips_and_skips_malformed_files(tmp_path, url, capsys):
     files = []
-    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
+    for lr, acc in [(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]:
         files.append(tmp_path / f"{acc}.json")
         files[-1].write_text(json.dumps(result_2018(lr, acc)))
     bad_curve = result_2018(0.1, 0.5)
@@ -160,7 +160,7 @@ def test_an_import_cut_short_by_the_store_writes_nothing(tmp_path, url, monkeypa
     from workers.store.sqlite import SQLiteStore
 
     paths = []
-    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
+    for lr, acc in [(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]:
         paths.append(tmp_path / f"{acc}.json")
         paths[-1].write_text(json.dumps(result_2018(lr, acc)))
     insert = SQLiteStore._insert_trial

@@ -1,4 +1,5 @@
-"""benchmarks/bench_larnn.py, bench_throughput.py and bench_eval_agreement.py end to end on shrunken shapes: the JSON that runs are compared by."""
+"""benchmarks/bench_larnn.py, bench_throughput.py and bench_eval_agreement.py end to end on shrunken shapes: the
+JSON that runs are compared by."""
 import json
 import os
 import signal

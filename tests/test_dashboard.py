@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from larnn_core.records import EpochReport, TrainResult
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
+from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
 from tests.support.searches import add_synthetic_experiment
 from workers.records import PRUNED, Trial

@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "numba", "hyperopt", "scipy")
 
-LIGHT = """
+LIGHT = f"""
 import sys, json
 from larnn_core.cli import build_parser
 import larnn_core.hparams, search_spaces, workers.store, workers.store.sqlite, workers.store.mongo
@@ -16,8 +16,8 @@ import workers.report, analysis.frame, analysis.import2018
 build_parser()  # every command's registration, as `larnn --help` runs it
 from search_spaces import load_space
 load_space("paper-round2")
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in %r)))
-""" % (HEAVY,)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})))
+"""
 
 
 def test_cli_spaces_stores_and_readers_import_no_torch_numba_or_hyperopt():

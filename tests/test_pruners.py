@@ -9,8 +9,15 @@ from larnn_core import cli
 from larnn_core.records import EpochReport
 from tests.support.results import result_with
 from workers.experiment import submit
-from workers.pruners import (ASHAPruner, HyperbandPruner, MedianPruner, NoPruner, PrunerSettingError,
-                             PrunerSettings, promotable)
+from workers.pruners import (
+    ASHAPruner,
+    HyperbandPruner,
+    MedianPruner,
+    NoPruner,
+    PrunerSettingError,
+    PrunerSettings,
+    promotable,
+)
 from workers.records import DONE, FINAL, PRUNED, Trial
 from workers.store import open_store
 from workers.worker import Worker

@@ -5,7 +5,6 @@ import random
 
 import pytest
 import torch
-
 from torch._dynamo.utils import counters
 
 from larnn_core.execution import Execution, torch_compile

@@ -8,15 +8,15 @@ import pytest
 from larnn_core import cli
 from larnn_core.hparams import HParams
 from larnn_core.train import train
+from tests.support import data
 from tests.support.fake_workers import spawn, wait_for
 from workers import report
 from workers.experiment import submit
-from workers.slots import SLOT, run_slots, slot_owner
 from workers.records import DONE, ERROR, FINAL, NEW, RUNNING, Trial
+from workers.slots import SLOT, run_slots, slot_owner
 from workers.store import open_store
 from workers.suggest import trial_seed
 from workers.worker import Worker
-from tests.support import data
 
 TINY = {**data.TINY, "num_layers": 2, "dropout_drop_proba": 0.3}  # dropout: random draws every step
 

@@ -5,9 +5,9 @@ import torch
 
 from larnn_core import train as training
 from larnn_core.classifier import build_model
-from larnn_core.hparams import HParams
 from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
+from larnn_core.hparams import HParams
 from tests.support.data import TINY
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")

@@ -4,8 +4,8 @@ import pytest
 from larnn_core import cli
 from tests.support.results import result_with
 from workers.experiment import submit
-from workers.stops import duration
 from workers.records import DONE
+from workers.stops import duration
 from workers.store import open_store
 from workers.worker import Worker
 

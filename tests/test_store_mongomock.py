@@ -27,8 +27,7 @@ def test_an_experiment_being_created_is_hidden_and_an_abandoned_one_is_cleared(s
     are in. While marked, no reader sees it; a mark its creator left behind (it died midway)
     is cleared by the next create of that name once it is older than import_timeout_s."""
     from tests.support.store_contract import experiment, finished
-    from workers.store import ExperimentExists
-    from workers.store import mongo
+    from workers.store import ExperimentExists, mongo
 
     def die_midway(documents, ordered):  # the creator's process ends after the experiment's insert
         raise KeyboardInterrupt

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from workers.experiment import make_experiment
 from search_spaces import load_space
 from tests.support.results import result_with
+from workers.experiment import make_experiment
 from workers.records import DONE, NEW, PRUNED, RUNNING, Trial
 from workers.suggest import as_history, suggest
 

@@ -5,14 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from larnn_core import cli, train as training
+from larnn_core import cli
+from larnn_core import train as training
 from larnn_core.data import dataset
 from larnn_core.execution import torch_compile
 from larnn_core.hparams import HParams
 from larnn_core.records import TrainResult
 from tests.support.data import TINY
-
-
 
 
 @pytest.mark.parametrize("model", ["larnn", "lstm"])

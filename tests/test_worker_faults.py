@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from larnn_core import cli
-from tests.support.fake_workers import sleepy_objective
-from tests.support.fake_workers import in_process_worker, logs_of, spawn, wait_for
 from search_spaces import load_space
+from tests.support.fake_workers import in_process_worker, logs_of, sleepy_objective, spawn, wait_for
 from workers.experiment import make_experiment, submit
 from workers.records import DONE, ERROR, RUNNING, Trial
 from workers.store import open_store

@@ -6,8 +6,8 @@ import json
 import time
 
 from larnn_core.hparams import HParams
-from search_spaces import Space, load_space
 from larnn_core.records import OK
+from search_spaces import Space, load_space
 from workers import pruners
 from workers.records import DONE, Experiment, Objective, Trial
 from workers.store import BaseStore, ExperimentExists

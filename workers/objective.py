@@ -9,7 +9,7 @@ it has.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 from larnn_core import data as har
 from larnn_core.records import EpochReport, TrainResult

@@ -20,7 +20,8 @@ from __future__ import annotations
 import re
 import signal
 import threading
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # workers.worker imports torch; `larnn status` reads SLOT without it
     from workers.worker import Worker

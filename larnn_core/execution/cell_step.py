@@ -13,7 +13,8 @@ through the running statistics, hence evaluation with gradients takes the ops.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 

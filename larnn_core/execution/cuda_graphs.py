@@ -17,7 +17,8 @@ On CPU, and with graphs off (choice.py), everything runs eagerly.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

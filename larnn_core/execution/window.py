@@ -33,7 +33,8 @@ the chain of links reaches every push even when several are made without an atte
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable

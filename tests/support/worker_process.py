@@ -1,6 +1,7 @@
 """A worker process with a fast fake objective, for the multi-process tests (workers.spawn starts it).
 
-usage: python tests/support/worker_process.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS [HEARTBEAT STALE_AFTER [SPOOL [SLOTS]]]
+usage: python tests/support/worker_process.py STORE_URL RUNS_LOG EPOCH_SECONDS EPOCHS
+                                              [HEARTBEAT STALE_AFTER [SPOOL [SLOTS]]]
 Each trial appends "pid learning_rate" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
 (calling on_epoch between epochs) and reports accuracy = 1 - |learning_rate - 0.01|.
 """
@@ -12,7 +13,6 @@ from tests.support.fake_workers import sleepy_objective
 from workers.slots import run_slots
 from workers.store import open_store
 from workers.worker import Worker
-
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")

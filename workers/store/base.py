@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from larnn_core.records import FAIL, EpochReport, TrainResult
 from workers.records import FINAL, STATE_NAMES, Experiment, Trial
@@ -136,7 +136,7 @@ class BaseStore(abc.ABC):
         by_state = self.state_counts(name)
         return {label: by_state.get(state, 0) for state, label in STATE_NAMES.items()}
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: a backend without connections needs nothing)
         """Release connections."""
 
 

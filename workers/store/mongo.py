@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import pymongo
 from pymongo import ReturnDocument
-from pymongo.errors import (BulkWriteError, ConfigurationError, ConnectionFailure, DuplicateKeyError, ExecutionTimeout,
-                             WTimeoutError)
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    WTimeoutError,
+)
 from pymongo.write_concern import WriteConcern
 
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial
-from workers.store.base import (BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned,
-                                own_trials)
+from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed

@@ -14,13 +14,12 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial
-from workers.store.base import (BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned,
-                                own_trials)
+from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
 
 RECORDS = """CREATE TABLE records (
     arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, record TEXT NOT NULL,
