@@ -1,4 +1,5 @@
 """analysis' sub-commands: `larnn plot | trials | import-results`."""
+
 from __future__ import annotations
 
 import sys
@@ -10,9 +11,11 @@ from workers.store import open_store
 
 def register_plot(subparsers) -> None:
     parser = subparsers.add_parser(
-        "plot", help="hyperparameter-influence figures and an offline HTML report",
+        "plot",
+        help="hyperparameter-influence figures and an offline HTML report",
         description="PNG and SVG figures of one or several experiments (on the same axes, coloured by "
-                    "experiment) and OUT/index.html, which opens offline in a browser.")
+        "experiment) and OUT/index.html, which opens offline in a browser.",
+    )
     parser.add_argument("names", nargs="+", metavar="NAME", help="experiments")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--store", default=None, help=STORE_HELP)
@@ -55,9 +58,11 @@ def _trials(args) -> None:
 
 def register_import(subparsers) -> None:
     parser = subparsers.add_parser(
-        "import-results", help="import 2018 LARNN result files as an experiment",
+        "import-results",
+        help="import 2018 LARNN result files as an experiment",
         description="Import 2018 result files (one JSON per trial: space, loss, status, best_validation_accuracy, "
-                    "history, ...) into a named experiment. Invalid files are reported by name and skipped.")
+        "history, ...) into a named experiment. Invalid files are reported by name and skipped.",
+    )
     parser.add_argument("files", nargs="+", metavar="FILE", help="result JSON files")
     parser.add_argument("--name", required=True, help="experiment name to create")
     parser.add_argument("--store", default=None, help=STORE_HELP)
@@ -76,13 +81,18 @@ def _import(args) -> int:
 
 def register_dashboard(subparsers) -> None:
     parser = subparsers.add_parser(
-        "dashboard", help="a live web page over the trial store (optuna-dashboard, read-only)",
+        "dashboard",
+        help="a live web page over the trial store (optuna-dashboard, read-only)",
         description="Serve optuna-dashboard over the store: each experiment a study, each trial's epochs its "
-                    "learning curve (growing while it runs), counts by state, the best trials, hyperparameter "
-                    "plots and importance. Read-only: it never writes to the store. Works offline.")
+        "learning curve (growing while it runs), counts by state, the best trials, hyperparameter "
+        "plots and importance. Read-only: it never writes to the store. Works offline.",
+    )
     parser.add_argument("--store", default=None, help=STORE_HELP)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
+    )
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     parser.set_defaults(run=_dashboard)
 

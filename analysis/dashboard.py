@@ -10,6 +10,7 @@ the space draws them log-uniformly). The page polls, so a running trial's curve 
 arrive. Every write method raises ReadOnly: the dashboard never writes to the store (its notes
 and other edits are refused).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -32,11 +33,26 @@ from workers.experiment import stored_space
 from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Experiment, Trial
 from workers.store import BaseStore
 
-STATES = {NEW: TrialState.WAITING, RUNNING: TrialState.RUNNING, DONE: TrialState.COMPLETE, ERROR: TrialState.FAIL,
-          PRUNED: TrialState.PRUNED}
+STATES = {
+    NEW: TrialState.WAITING,
+    RUNNING: TrialState.RUNNING,
+    DONE: TrialState.COMPLETE,
+    ERROR: TrialState.FAIL,
+    PRUNED: TrialState.PRUNED,
+}
 TRIAL_IDS = 1 << 32  # trial_id = study_id * TRIAL_IDS + tid: unique across studies, below 2^53 for JavaScript
-USER_ATTRS = (TEST_ACCURACY, "best_epoch", "protocol", "pruned_at_epoch", "stopped_at_epoch", "worker",
-              "wall_time_s", "data_source", "code_version", "device")  # result fields shown beside each trial
+USER_ATTRS = (
+    TEST_ACCURACY,
+    "best_epoch",
+    "protocol",
+    "pruned_at_epoch",
+    "stopped_at_epoch",
+    "worker",
+    "wall_time_s",
+    "data_source",
+    "code_version",
+    "device",
+)  # result fields shown beside each trial
 
 
 class ReadOnly(RuntimeError):
@@ -54,8 +70,16 @@ class StoreStudies(BaseStorage):
         return sorted(self.store.experiments(), key=lambda e: (e.created or 0, e.name))
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        return [FrozenStudy(study_name=e.name, direction=StudyDirection.MAXIMIZE, user_attrs=study_attrs(e),
-                            system_attrs=system_attrs(e), study_id=i) for i, e in enumerate(self._experiments())]
+        return [
+            FrozenStudy(
+                study_name=e.name,
+                direction=StudyDirection.MAXIMIZE,
+                user_attrs=study_attrs(e),
+                system_attrs=system_attrs(e),
+                study_id=i,
+            )
+            for i, e in enumerate(self._experiments())
+        ]
 
     def get_study_id_from_name(self, study_name: str) -> int:
         names = [e.name for e in self._experiments()]
@@ -79,8 +103,9 @@ class StoreStudies(BaseStorage):
         return system_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
 
     # -- trials
-    def get_all_trials(self, study_id: int, deepcopy: bool = True,
-                       states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
         experiment = self.store.get_experiment(self.get_study_name_from_id(study_id))
         trials = sorted(self.store.trials(experiment.name), key=lambda t: t.tid)
         space = stored_space(experiment) if experiment.space else None  # parsed once per read
@@ -107,9 +132,13 @@ class StoreStudies(BaseStorage):
 
 def study_attrs(experiment: Experiment) -> dict[str, Any]:
     """What the study page shows of the experiment."""
-    attrs = {"space": experiment.space_name or (experiment.space or {}).get("name"),
-             "algorithm": experiment.algorithm, "max_evals": experiment.max_evals,
-             "pruner": experiment.pruner.kind, "liar": experiment.liar}
+    attrs = {
+        "space": experiment.space_name or (experiment.space or {}).get("name"),
+        "algorithm": experiment.algorithm,
+        "max_evals": experiment.max_evals,
+        "pruner": experiment.pruner.kind,
+        "liar": experiment.liar,
+    }
     if experiment.imported:
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
         attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
@@ -164,20 +193,30 @@ def _time(seconds: float | None) -> datetime.datetime | None:
 def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
     result = trial.result
     state = STATES[trial.state]
-    epochs = trial.curve or result.epochs  # live epochs; a result stored without them (imports, older trials): its history
+    epochs = (
+        trial.curve or result.epochs
+    )  # live epochs; a result stored without them (imports, older trials): its history
     finished = result.extra.get("finished_at") or (trial.refresh_time if state.is_finished() else None)
     value = result.chosen.validation_accuracy
     attrs = {**result.to_document(), TEST_ACCURACY: result.chosen.test_accuracy}
     return FrozenTrial(
-        number=trial.tid, trial_id=study_id * TRIAL_IDS + trial.tid, state=state,
-        value=float(value) if state == TrialState.COMPLETE and value is not None else None, values=None,
-        datetime_start=_time(trial.book_time or finished), datetime_complete=_time(finished),
+        number=trial.tid,
+        trial_id=study_id * TRIAL_IDS + trial.tid,
+        state=state,
+        value=float(value) if state == TrialState.COMPLETE and value is not None else None,
+        values=None,
+        datetime_start=_time(trial.book_time or finished),
+        datetime_complete=_time(finished),
         params={name: point[name] for name in distributions if name in point},
         distributions={name: d for name, d in distributions.items() if name in point},
         user_attrs={key: attrs[key] for key in USER_ATTRS if attrs.get(key) is not None},
         system_attrs={},
-        intermediate_values={e.epoch: float(e.validation_accuracy) for e in epochs
-                             if e.validation_accuracy is not None and math.isfinite(e.validation_accuracy)})
+        intermediate_values={
+            e.epoch: float(e.validation_accuracy)
+            for e in epochs
+            if e.validation_accuracy is not None and math.isfinite(e.validation_accuracy)
+        },
+    )
 
 
 def serve(store: BaseStore, host: str, port: int) -> None:
@@ -185,4 +224,3 @@ def serve(store: BaseStore, host: str, port: int) -> None:
     from optuna_dashboard import run_server
 
     run_server(StoreStudies(store), host=host, port=port)
-

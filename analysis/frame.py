@@ -5,6 +5,7 @@ the space sampled (conditional spaces: NaN where a branch did not define it). Pe
 (larnn_core.records.EpochReport) stay available: `history`, the result's epochs, and `curve`, the
 epochs reported while the trial ran.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,22 @@ from workers.records import STATE_NAMES
 from workers.store import BaseStore
 
 METRICS = [*SELECTED, TRAIN_ACCURACY, "best_epoch", "epochs", "wall_time_s"]  # SELECTED: at the selected epoch
-INFO = ["experiment", "tid", "state", "status", "protocol", "model", *METRICS, "book_time", "finish_time", "worker", "attempts",
-        "error", "history", "curve"]
+INFO = [
+    "experiment",
+    "tid",
+    "state",
+    "status",
+    "protocol",
+    "model",
+    *METRICS,
+    "book_time",
+    "finish_time",
+    "worker",
+    "attempts",
+    "error",
+    "history",
+    "curve",
+]
 
 
 def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -27,24 +42,32 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
         for trial in store.trials(name):
             result, point = trial.result, trial.point
             hyperparameters += [k for k in point if k not in hyperparameters]
-            rows.append({
-                "experiment": name, "tid": trial.tid, "state": STATE_NAMES[trial.state],
-                "status": result.status,
-                # results stored before they recorded it: imports are the 2018 protocol's, trainings honest
-                "protocol": result.protocol or ("test-picked" if imported else "honest"),
-                "model": point.get("model", (result.hyperparameters or {}).get("model", "larnn")),
-                **{metric: _number(getattr(result.chosen, metric)) for metric in SELECTED},
-                TRAIN_ACCURACY: train_accuracy(result),
-                "best_epoch": result.best_epoch if result.best_epoch is not None else np.nan,
-                "epochs": len(result.epochs) or np.nan,
-                "wall_time_s": _number(result.wall_time_s if result.wall_time_s is not None
-                                       else result.extra.get("trial_wall_time_s")),
-                "book_time": trial.book_time, "finish_time": trial.refresh_time,
-                "worker": result.extra.get("worker"), "error": result.error,
-                "history": result.epochs, "curve": trial.curve,  # the result's epochs; those reported while it ran
-                "attempts": len(trial.attempt_log) or trial.attempts,
-                **{f"hp.{k}": v for k, v in point.items() if k != "model"},  # model has its own column
-            })
+            rows.append(
+                {
+                    "experiment": name,
+                    "tid": trial.tid,
+                    "state": STATE_NAMES[trial.state],
+                    "status": result.status,
+                    # results stored before they recorded it: imports are the 2018 protocol's, trainings honest
+                    "protocol": result.protocol or ("test-picked" if imported else "honest"),
+                    "model": point.get("model", (result.hyperparameters or {}).get("model", "larnn")),
+                    **{metric: _number(getattr(result.chosen, metric)) for metric in SELECTED},
+                    TRAIN_ACCURACY: train_accuracy(result),
+                    "best_epoch": result.best_epoch if result.best_epoch is not None else np.nan,
+                    "epochs": len(result.epochs) or np.nan,
+                    "wall_time_s": _number(
+                        result.wall_time_s if result.wall_time_s is not None else result.extra.get("trial_wall_time_s")
+                    ),
+                    "book_time": trial.book_time,
+                    "finish_time": trial.refresh_time,
+                    "worker": result.extra.get("worker"),
+                    "error": result.error,
+                    "history": result.epochs,
+                    "curve": trial.curve,  # the result's epochs; those reported while it ran
+                    "attempts": len(trial.attempt_log) or trial.attempts,
+                    **{f"hp.{k}": v for k, v in point.items() if k != "model"},  # model has its own column
+                }
+            )
     frame = pd.DataFrame(rows, columns=INFO + [f"hp.{k}" for k in hyperparameters if k != "model"])
     frame.columns = [c[3:] if c.startswith("hp.") else c for c in frame.columns]
     for column in ("book_time", "finish_time"):  # the store keeps seconds since the epoch

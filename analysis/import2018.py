@@ -1,6 +1,7 @@
 """Import 2018 LARNN result files (one JSON per trial) as a named experiment, so old searches are
 analysed with the same tools. Every file is checked first; invalid ones are reported by name and
 skipped, and nothing is written unless the experiment can be created whole."""
+
 from __future__ import annotations
 
 import json
@@ -82,11 +83,13 @@ MIN_TRIAL_S = 1.0  # a LARNN trial takes minutes: files written closer together 
 
 
 def trial_order(results: list[dict]) -> str:
-    """"file times" when the files' modification times can be when their trials ended (each at
+    """ "file times" when the files' modification times can be when their trials ended (each at
     least MIN_TRIAL_S after the one before), "unordered" when they cannot: a git clone or a copy
     writes every file within moments, in name order, which for 2018 files is accuracy order."""
     times = sorted(r["finished_at"] for r in results)
-    return "file times" if all(b - a >= MIN_TRIAL_S for a, b in zip(times, times[1:])) else "unordered"  # the built-in spaces of the 2018 searches
+    return (
+        "file times" if all(b - a >= MIN_TRIAL_S for a, b in zip(times, times[1:])) else "unordered"
+    )  # the built-in spaces of the 2018 searches
 
 
 def fitting_space(points: list[dict]) -> Space | None:
@@ -119,13 +122,24 @@ def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int,
     # in the order they were written (the 2018 file names begin with the accuracy: by name, the
     # optimisation history would be a staircase that never happened)
     results.sort(key=lambda r: (r["finished_at"], r["imported_from"]))
-    trials = [Trial(name, tid, state=DONE if result["status"] == "ok" else ERROR, result=TrainResult.from_document(result))
-              for tid, result in enumerate(results)]
+    trials = [
+        Trial(name, tid, state=DONE if result["status"] == "ok" else ERROR, result=TrainResult.from_document(result))
+        for tid, result in enumerate(results)
+    ]
     space = fitting_space([r["space"] for r in results if r["status"] == "ok"])
-    store.create_experiment(Experiment(name, json.loads(space.to_json()) if space else None, "imported", len(results),
-                                       Objective(source="2018 result files"), None, time.time(),
-                                       space_name=space.name if space else None,
-                                       imported_from=[r["imported_from"] for r in results],
-                                       trial_order=trial_order(results)),
-                            trials)  # all or nothing
+    store.create_experiment(
+        Experiment(
+            name,
+            json.loads(space.to_json()) if space else None,
+            "imported",
+            len(results),
+            Objective(source="2018 result files"),
+            None,
+            time.time(),
+            space_name=space.name if space else None,
+            imported_from=[r["imported_from"] for r in results],
+            trial_order=trial_order(results),
+        ),
+        trials,
+    )  # all or nothing
     return len(results), problems

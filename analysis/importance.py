@@ -8,6 +8,7 @@ Several experiments are ranked each within itself: pooled, whatever tells the ex
 (training_epochs between the two 2018 rounds) would rank first and only identify the experiment.
 The pooled ranking is given too, with the experiment as a feature of its own, shown as such.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,14 @@ def varying(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if frame[c].astype("string").nunique(dropna=False) > 1]
 
 
-def importance(frame: pd.DataFrame, columns: list[str], target: str = VALIDATION_ACCURACY,
-               fits: int = 5, shuffles: int = 5, seed: int = 0) -> pd.DataFrame:
+def importance(
+    frame: pd.DataFrame,
+    columns: list[str],
+    target: str = VALIDATION_ACCURACY,
+    fits: int = 5,
+    shuffles: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Rows (hyperparameter, mean, std), most important first; only hyperparameters that vary."""
     columns = varying(frame, columns)
     if not columns or len(frame) < 5:
@@ -63,8 +70,9 @@ def importance_by_experiment(frame: pd.DataFrame, columns: list[str]) -> pd.Data
     first, then, for several experiments, the pooled ranking (experiment POOLED) in which
     `experiment` is one of the features, standing also for the hyperparameters that only tell the
     experiments apart (fixed within each)."""
-    parts = [importance(part, columns).assign(experiment=name)
-             for name, part in frame.groupby("experiment", sort=False)]
+    parts = [
+        importance(part, columns).assign(experiment=name) for name, part in frame.groupby("experiment", sort=False)
+    ]
     if frame["experiment"].nunique() > 1:  # a hyperparameter fixed within each experiment is the experiment
         within = [c for c in columns if any(varying(part, [c]) for _, part in frame.groupby("experiment"))]
         parts.append(importance(frame, ["experiment", *within]).assign(experiment=POOLED))

@@ -5,6 +5,7 @@ Experiments are told apart by colour, one per experiment in every figure (`palet
 per report and passed to each), and their marks carry the SVG group id `experiment-<name>`.
 Boxes, trends and importance are drawn per experiment: pooled, the experiments' differences
 (another number of epochs, another range) would pass for a hyperparameter's effect."""
+
 from __future__ import annotations
 
 import re
@@ -38,9 +39,18 @@ def accuracy_label(data: pd.DataFrame) -> str:
         return "accuracy: validation, or test-picked for 2018 imports"
     return VALIDATION_LABEL
 
+
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-plt.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-                     "axes.spines.right": False, "font.size": 10})
+plt.rcParams.update(
+    {
+        "figure.dpi": 110,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "font.size": 10,
+    }
+)
 
 Figure = tuple[str, str, int]
 
@@ -92,8 +102,13 @@ def log_distributed(experiments: list[Experiment]) -> set[str]:
     from search_spaces.format import is_log_scaled
     from workers.experiment import stored_space
 
-    return {name for experiment in experiments if experiment.space
-            for name, nodes in stored_space(experiment).hyperparameters().items() if any(map(is_log_scaled, nodes))}
+    return {
+        name
+        for experiment in experiments
+        if experiment.space
+        for name, nodes in stored_space(experiment).hyperparameters().items()
+        if any(map(is_log_scaled, nodes))
+    }
 
 
 def is_log_scale(values: pd.Series, log_names: set[str] = frozenset()) -> bool:
@@ -115,8 +130,9 @@ def binned_median(x: np.ndarray, y: np.ndarray, log: bool, bins: int = 8) -> tup
     return np.asarray(centres), np.asarray(medians)
 
 
-def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str],
-                           log_names: set[str] = frozenset()) -> list[Figure]:
+def hyperparameter_figures(
+    done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str], log_names: set[str] = frozenset()
+) -> list[Figure]:
     """Accuracy against each hyperparameter that varies: numbers on their axis (log where drawn so)
     with a binned-median trend per experiment, choices as one box and strip per experiment."""
     experiments = [name for name in colors if name in set(done["experiment"])]  # legends in the palette's order
@@ -135,24 +151,44 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
             rng = np.random.default_rng(0)
             for experiment in experiments:
                 part, color = data[data["experiment"] == experiment], colors[experiment]
-                at = [(i + 1 + offsets[experiment], part.loc[part[name].astype(str) == v, ACC].to_numpy())
-                      for i, v in enumerate(labels)]
+                at = [
+                    (i + 1 + offsets[experiment], part.loc[part[name].astype(str) == v, ACC].to_numpy())
+                    for i, v in enumerate(labels)
+                ]
                 at = [(x, group) for x, group in at if len(group)]
                 if not at:
                     continue
                 style = {"color": color}
-                boxes = ax.boxplot([group for _, group in at], positions=[x for x, _ in at], widths=0.8 * width,
-                                   showfliers=False, manage_ticks=False, medianprops={"color": color, "lw": 2},
-                                   boxprops=style, whiskerprops=style, capprops=style)
+                boxes = ax.boxplot(
+                    [group for _, group in at],
+                    positions=[x for x, _ in at],
+                    widths=0.8 * width,
+                    showfliers=False,
+                    manage_ticks=False,
+                    medianprops={"color": color, "lw": 2},
+                    boxprops=style,
+                    whiskerprops=style,
+                    capprops=style,
+                )
                 for artist in (a for artists in boxes.values() for a in artists):
                     artist.set_gid(tag(experiment))
-                x = [labels.index(str(v)) + 1 + offsets[experiment] + rng.uniform(-width / 4, width / 4)
-                     for v in part[name]]
+                x = [
+                    labels.index(str(v)) + 1 + offsets[experiment] + rng.uniform(-width / 4, width / 4)
+                    for v in part[name]
+                ]
                 ax.scatter(x, part[ACC], s=12, alpha=0.6, color=color, label=experiment, gid=tag(experiment))
             ax.set_xticks(range(1, len(labels) + 1), labels)
             if pd.notna(best[name]):
-                ax.scatter([labels.index(str(best[name])) + 1 + offsets[best["experiment"]]], [best[ACC]], marker="*",
-                           s=180, color="gold", edgecolor="black", zorder=5, label="best trial")
+                ax.scatter(
+                    [labels.index(str(best[name])) + 1 + offsets[best["experiment"]]],
+                    [best[ACC]],
+                    marker="*",
+                    s=180,
+                    color="gold",
+                    edgecolor="black",
+                    zorder=5,
+                    label="best trial",
+                )
         else:
             x_all = pd.to_numeric(data[name]).to_numpy(dtype=float)
             log = is_log_scale(data[name], log_names)
@@ -167,20 +203,33 @@ def hyperparameter_figures(done: pd.DataFrame, hyperparameters: list[str], out: 
                 ax.set_xscale("log")
                 _log_axis(ax.xaxis)
             if pd.notna(best[name]):
-                ax.scatter([float(best[name])], [best[ACC]], marker="*", s=180, color="gold", edgecolor="black",
-                           zorder=5, label="best trial")
+                ax.scatter(
+                    [float(best[name])],
+                    [best[ACC]],
+                    marker="*",
+                    s=180,
+                    color="gold",
+                    edgecolor="black",
+                    zorder=5,
+                    label="best trial",
+                )
             ax.set_xlim(x_all.min() / 1.1 if log else None, x_all.max() * 1.1 if log else None)
         ax.set_xlabel(name)
         ax.set_ylabel(accuracy_label(done))
-        ax.set_title(f"{name}: accuracy by choice, per experiment" if categorical
-                     else f"{name}: accuracy by value (lines: binned medians)", fontsize=10)
+        ax.set_title(
+            f"{name}: accuracy by choice, per experiment"
+            if categorical
+            else f"{name}: accuracy by value (lines: binned medians)",
+            fontsize=10,
+        )
         ax.legend(fontsize=8, loc="best", framealpha=0.85)
         figures.append(_save(fig, out, f"hp_{_slug(name)}", f"Validation accuracy against {name}"))
     return figures
 
 
-def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path,
-                      colors: dict[str, str]) -> tuple[list[Figure], pd.DataFrame]:
+def importance_figure(
+    done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str]
+) -> tuple[list[Figure], pd.DataFrame]:
     """Importance within each experiment (its colour), and pooled with the experiment as a
     feature (grey); the table: importance.importance_by_experiment."""
     table = importance_by_experiment(done, [h for h in hyperparameters if h in done])
@@ -194,13 +243,24 @@ def importance_figure(done: pd.DataFrame, hyperparameters: list[str], out: Path,
         part = table[table["experiment"] == group].set_index("hyperparameter")
         rows = [i for i, name in enumerate(names) if name in part.index]
         chosen = part.loc[[names[i] for i in rows]]
-        ax.barh([i + offset for i in rows], chosen["mean"], xerr=chosen["std"], height=0.8 / len(groups),
-                color="0.55" if group == POOLED else colors[group], alpha=0.85, capsize=2, label=group,
-                gid=None if group == POOLED else tag(group))
+        ax.barh(
+            [i + offset for i in rows],
+            chosen["mean"],
+            xerr=chosen["std"],
+            height=0.8 / len(groups),
+            color="0.55" if group == POOLED else colors[group],
+            alpha=0.85,
+            capsize=2,
+            label=group,
+            gid=None if group == POOLED else tag(group),
+        )
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("drop in R² when shuffled (mean ± std)")
-    ax.set_title(f"Hyperparameter importance within each experiment ({len(done)} trials)\npermutation importance "
-                 "of a random-forest surrogate, 5 fits x 5 shuffles\n(left out: below 1% of the largest)", fontsize=9)
+    ax.set_title(
+        f"Hyperparameter importance within each experiment ({len(done)} trials)\npermutation importance "
+        "of a random-forest surrogate, 5 fits x 5 shuffles\n(left out: below 1% of the largest)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="best")
     return [_save(fig, out, "importance", "Hyperparameter importance")], table
 
@@ -227,8 +287,7 @@ def categories(values: pd.Series) -> list[str]:
     return sorted({str(v) for v in present})
 
 
-def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path,
-                 log_names: set[str] = frozenset()) -> list[Figure]:
+def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path, log_names: set[str] = frozenset()) -> list[Figure]:
     """The two strongest pairs among the three most important hyperparameters (importance.ranking)."""
     top = ranked[:3]
     pairs = [(top[0], top[1]), (top[0], top[2])] if len(top) == 3 else [tuple(top)] if len(top) == 2 else []
@@ -238,8 +297,10 @@ def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path,
         coded = pair_coordinates(data, [a, b])
         fig, ax = plt.subplots(figsize=(5.2, 4.0))
         points = ax.scatter(coded[a], coded[b], c=data[ACC], cmap="viridis", s=26, edgecolor="none")
-        for name, setter, ticks, axis in ((a, ax.set_xscale, ax.set_xticks, ax.xaxis),
-                                          (b, ax.set_yscale, ax.set_yticks, ax.yaxis)):
+        for name, setter, ticks, axis in (
+            (a, ax.set_xscale, ax.set_xticks, ax.xaxis),
+            (b, ax.set_yscale, ax.set_yticks, ax.yaxis),
+        ):
             if is_categorical(data[name]):
                 labels = categories(data[name])
                 ticks(range(len(labels)), labels)
@@ -256,8 +317,9 @@ def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path,
     return figures
 
 
-def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str],
-                   unordered: set[str] = frozenset()) -> list[Figure]:
+def history_figure(
+    frame: pd.DataFrame, out: Path, colors: dict[str, str], unordered: set[str] = frozenset()
+) -> list[Figure]:
     """Accuracy by trial number; experiments whose trials have no known order are left out."""
     experiments = [e for e in dict.fromkeys(frame["experiment"]) if e not in unordered]
     if not experiments:
@@ -267,13 +329,34 @@ def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str],
         part = frame[(frame["experiment"] == experiment) & frame[ACC].notna()].sort_values("tid")
         color, gid = colors[experiment], tag(experiment)
         pruned = part["state"] == "pruned"
-        ax.scatter(part["tid"][~pruned], part[ACC][~pruned], s=12, alpha=0.5, color=color, label=f"{experiment}: trials",
-                   gid=gid)
+        ax.scatter(
+            part["tid"][~pruned],
+            part[ACC][~pruned],
+            s=12,
+            alpha=0.5,
+            color=color,
+            label=f"{experiment}: trials",
+            gid=gid,
+        )
         if pruned.any():
-            ax.scatter(part["tid"][pruned], part[ACC][pruned], s=16, marker="x", color=color,
-                       label=f"{experiment}: pruned (best before the stop)", gid=gid)
-        ax.step(part["tid"], part[ACC].cummax(), where="post", color=color, lw=2, label=f"{experiment}: best so far",
-                gid=gid)
+            ax.scatter(
+                part["tid"][pruned],
+                part[ACC][pruned],
+                s=16,
+                marker="x",
+                color=color,
+                label=f"{experiment}: pruned (best before the stop)",
+                gid=gid,
+            )
+        ax.step(
+            part["tid"],
+            part[ACC].cummax(),
+            where="post",
+            color=color,
+            lw=2,
+            label=f"{experiment}: best so far",
+            gid=gid,
+        )
     ax.set_xlabel("trial")
     ax.set_ylabel(accuracy_label(frame))
     ax.set_title("Optimisation history", fontsize=10)
@@ -281,7 +364,11 @@ def history_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str],
     return [_save(fig, out, "history", "Optimisation history")]
 
 
-PROGRESS_STYLES = {"running": dict(lw=1.6, ls="-"), "pruned": dict(lw=1, ls="--"), "done": dict(lw=0.7, ls="-", alpha=0.4)}
+PROGRESS_STYLES = {
+    "running": dict(lw=1.6, ls="-"),
+    "pruned": dict(lw=1, ls="--"),
+    "done": dict(lw=0.7, ls="-", alpha=0.4),
+}
 
 
 def progress_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[Figure]:
@@ -297,12 +384,25 @@ def progress_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> l
         epochs, values = _reported(row)
         state, experiment = row["state"], row["experiment"]
         label = f"{experiment}: {state}"
-        ax.plot(epochs, values, **PROGRESS_STYLES[state], color=colors[experiment], gid=tag(experiment),
-                label=None if label in seen else label)
+        ax.plot(
+            epochs,
+            values,
+            **PROGRESS_STYLES[state],
+            color=colors[experiment],
+            gid=tag(experiment),
+            label=None if label in seen else label,
+        )
         seen.add(label)
         if state != "done":
-            ax.scatter(epochs[-1:], values[-1:], marker="x" if state == "pruned" else "o", s=18,
-                       color=colors[experiment], zorder=4, gid=tag(experiment))
+            ax.scatter(
+                epochs[-1:],
+                values[-1:],
+                marker="x" if state == "pruned" else "o",
+                s=18,
+                color=colors[experiment],
+                zorder=4,
+                gid=tag(experiment),
+            )
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(accuracy_label(frame))
@@ -325,16 +425,25 @@ def learning_curves_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
     for rank, row in enumerate(best):
         curve = [e.validation_accuracy for e in row["history"]]
-        ax.plot(range(1, len(curve) + 1), curve, color=colors[row["experiment"]], lw=2.2 - 0.15 * rank,
-                alpha=1 - 0.06 * rank, gid=tag(row["experiment"]),
-                marker="o" if len(curve) < 5 else None, ms=4,  # a one-epoch trial is a point, not a line
-                label=f"#{rank + 1} {row['experiment']}/{row['tid']} ({row[ACC]:.4f})")
+        ax.plot(
+            range(1, len(curve) + 1),
+            curve,
+            color=colors[row["experiment"]],
+            lw=2.2 - 0.15 * rank,
+            alpha=1 - 0.06 * rank,
+            gid=tag(row["experiment"]),
+            marker="o" if len(curve) < 5 else None,
+            ms=4,  # a one-epoch trial is a point, not a line
+            label=f"#{rank + 1} {row['experiment']}/{row['tid']} ({row[ACC]:.4f})",
+        )
         if pd.notna(row["best_epoch"]):
             ax.scatter([row["best_epoch"]], [curve[int(row["best_epoch"]) - 1]], color="black", s=10, zorder=4)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(accuracy_label(done))
-    ax.set_title(f"Learning curves of the top {len(best)} trials (dots: selected epoch; thinner: lower rank)", fontsize=10)
+    ax.set_title(
+        f"Learning curves of the top {len(best)} trials (dots: selected epoch; thinner: lower rank)", fontsize=10
+    )
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     return [_save(fig, out, "learning_curves", "Learning curves of the best trials")]
 
@@ -351,8 +460,15 @@ def model_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> list[
     for i, model in enumerate(models):
         for experiment in dict.fromkeys(done["experiment"]):
             part = done.loc[(done["model"] == model) & (done["experiment"] == experiment), ACC]
-            ax.scatter(i + 1 + rng.uniform(-0.15, 0.15, len(part)), part, s=14, alpha=0.6, color=colors[experiment],
-                       label=experiment if i == 0 else None, gid=tag(experiment))
+            ax.scatter(
+                i + 1 + rng.uniform(-0.15, 0.15, len(part)),
+                part,
+                s=14,
+                alpha=0.6,
+                color=colors[experiment],
+                label=experiment if i == 0 else None,
+                gid=tag(experiment),
+            )
     ax.legend(fontsize=8, loc="lower right")
     ax.set_ylabel(accuracy_label(done))
     ax.set_title("LARNN against LSTM, same protocol", fontsize=10)
@@ -366,8 +482,9 @@ def selection_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]) -> l
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for experiment in dict.fromkeys(data["experiment"]):
         part = data[data["experiment"] == experiment]
-        ax.scatter(part[ACC], part[TEST], s=16, alpha=0.6, color=colors[experiment], label=experiment,
-                   gid=tag(experiment))
+        ax.scatter(
+            part[ACC], part[TEST], s=16, alpha=0.6, color=colors[experiment], label=experiment, gid=tag(experiment)
+        )
     low = min(data[ACC].min(), data[TEST].min())
     high = max(data[ACC].max(), data[TEST].max())
     ax.plot([low, high], [low, high], color="gray", ls="--", lw=1, label="test = validation")

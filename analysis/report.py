@@ -1,4 +1,5 @@
 """`larnn plot`: every figure of one or several experiments, and an offline index.html."""
+
 from __future__ import annotations
 
 import html
@@ -30,48 +31,80 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     colors = plots.palette(names)
     importance_figures, table = plots.importance_figure(done, hyperparameters, out, colors)
     unordered = {x.name for x in experiments if x.trial_order == "unordered"}
-    figures = (plots.history_figure(frame, out, colors, unordered) + plots.progress_figure(frame, out, colors) + importance_figures
-               + plots.pair_figures(done, ranking(table), out, log_names)
-               + plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
-               + plots.learning_curves_figure(done, out, colors) + plots.model_figure(done, out, colors)
-               + plots.selection_figure(done, out, colors))
+    figures = (
+        plots.history_figure(frame, out, colors, unordered)
+        + plots.progress_figure(frame, out, colors)
+        + importance_figures
+        + plots.pair_figures(done, ranking(table), out, log_names)
+        + plots.hyperparameter_figures(done, hyperparameters, out, colors, log_names)
+        + plots.learning_curves_figure(done, out, colors)
+        + plots.model_figure(done, out, colors)
+        + plots.selection_figure(done, out, colors)
+    )
     (out / "index.html").write_text(_html(experiments, frame, done, hyperparameters, table, figures))
     return figures
 
 
-TEST_PICKED = ("Caveat: trials marked test-picked come from the 2018 protocol, which evaluated its "
-               "\"validation\" curves on the test set and kept their best epoch; their accuracy is a test-picked "
-               "score, optimistic against an honest validation accuracy, and they have no separate test "
-               "accuracy. Compare the two kinds only with that in mind.")
+TEST_PICKED = (
+    "Caveat: trials marked test-picked come from the 2018 protocol, which evaluated its "
+    '"validation" curves on the test set and kept their best epoch; their accuracy is a test-picked '
+    "score, optimistic against an honest validation accuracy, and they have no separate test "
+    "accuracy. Compare the two kinds only with that in mind."
+)
 
 
 def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
     e = html.escape
     title = ", ".join(x.name for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
-    columns = ["experiment", "tid", "protocol", "model", *METRICS, *[h for h in hyperparameters if h in done and h != "model"]]
+    columns = [
+        "experiment",
+        "tid",
+        "protocol",
+        "model",
+        *METRICS,
+        *[h for h in hyperparameters if h in done and h != "model"],
+    ]
     best = done.head(10)[columns]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
-             f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
-             f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
-             *[f"<p class='note'>Note: experiment {e(x.name)} failed: {e(x.failure['reason'])}</p>"
-               for x in experiments if x.failure],
-             *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
-             *[f"<p class='note'>Note: {e(x.name)} is left out of the optimisation history: its trials are "
-               "unordered (its result files were all written within moments, by a copy or a clone, so their "
-               "times do not say when each trial ran).</p>" for x in experiments if x.trial_order == "unordered"],
-             "<h2>Trials by state</h2>", counts.to_html(), "<h2>Best trials</h2>",
-             best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
+        f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
+        f"<p>{len(frame)} trials, {len(done)} finished; generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+        *[
+            f"<p class='note'>Note: experiment {e(x.name)} failed: {e(x.failure['reason'])}</p>"
+            for x in experiments
+            if x.failure
+        ],
+        *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
+        *[
+            f"<p class='note'>Note: {e(x.name)} is left out of the optimisation history: its trials are "
+            "unordered (its result files were all written within moments, by a copy or a clone, so their "
+            "times do not say when each trial ran).</p>"
+            for x in experiments
+            if x.trial_order == "unordered"
+        ],
+        "<h2>Trials by state</h2>",
+        counts.to_html(),
+        "<h2>Best trials</h2>",
+        best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""),
+    ]
     if not table.empty:
-        parts += [f"<h2>Importance</h2><p>{e(METHOD)}.</p>", table.to_html(index=False, float_format=lambda v: f"{v:.4f}")]
+        parts += [
+            f"<h2>Importance</h2><p>{e(METHOD)}.</p>",
+            table.to_html(index=False, float_format=lambda v: f"{v:.4f}"),
+        ]
     parts.append("<h2>Figures</h2>")
     for stem, caption, _ in figures:
-        parts.append(f"<figure><a href='{stem}.svg'><img src='{stem}.png' alt='{e(caption)}'></a>"
-                     f"<figcaption>{e(caption)}</figcaption></figure>")
+        parts.append(
+            f"<figure><a href='{stem}.svg'><img src='{stem}.png' alt='{e(caption)}'></a>"
+            f"<figcaption>{e(caption)}</figcaption></figure>"
+        )
     parts.append("<h2>Experiments</h2>")
     for x in experiments:
         settings = {k: v for k, v in x.to_document().items() if k != "space"}
-        parts += [f"<h3>{e(x.name)}</h3><pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
-                  f"<p>Space:</p><pre>{e(json.dumps(x.space, indent=2))}</pre>"]
+        parts += [
+            f"<h3>{e(x.name)}</h3><pre>{e(json.dumps(settings, indent=2, default=str))}</pre>",
+            f"<p>Space:</p><pre>{e(json.dumps(x.space, indent=2))}</pre>",
+        ]
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -7,6 +7,7 @@ scratch directory with an empty SQLite store; the median of --repeat runs is com
 target. --root runs another checkout's code (PYTHONPATH) with this interpreter: the same
 machine and load measure a change before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,14 @@ def seconds(root: Path, arguments: list[str], repeat: int) -> float:
         times = []
         for _ in range(repeat):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "larnn_core.cli", *arguments], cwd=scratch, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "larnn_core.cli", *arguments],
+                cwd=scratch,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                check=True,
+            )
             times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -50,8 +57,11 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose code runs (default: this one)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
-    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "root": str(args.root.resolve()), "commands": {}}
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "root": str(args.root.resolve()),
+        "commands": {},
+    }
     for name, (arguments, target) in COMMANDS.items():
         measured = seconds(args.root.resolve(), arguments, args.repeat)
         report["commands"][name] = {"seconds": round(measured, 3), "target_s": target, "met": measured < target}

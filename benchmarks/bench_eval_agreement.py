@@ -11,6 +11,7 @@ and both losses: once with the running statistics that training left (`trailing`
 larnn_core.statistics.refresh, as training does before every evaluation (`refreshed`). Seed s
 draws the initialisation and the batches; the data split is the same for all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,13 @@ def seeds(text: str) -> list[int]:
 
 
 def summary(ratio: torch.Tensor, eval_loss: float, train_loss: float) -> dict:
-    return {"ratio_max": ratio.max().item(), "ratio_min": ratio.min().item(), "ratio_last": ratio[-1].item(),
-            "eval_loss": eval_loss, "train_loss": train_loss}
+    return {
+        "ratio_max": ratio.max().item(),
+        "ratio_min": ratio.min().item(),
+        "ratio_last": ratio[-1].item(),
+        "eval_loss": eval_loss,
+        "train_loss": train_loss,
+    }
 
 
 def one_seed(seed: int, X: torch.Tensor, y: torch.Tensor, steps: int, samples: int) -> dict:
@@ -82,10 +88,22 @@ def main() -> None:
     for seed in args.seeds:
         rows.append(one_seed(seed, X, y, args.steps, args.samples))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    worst = {kind: {"ratio_max": max(r[kind]["ratio_max"] for r in rows),
-                    "ratio_min": min(r[kind]["ratio_min"] for r in rows)} for kind in ("trailing", "refreshed")}
-    result = {"machine": f"{platform.machine()} {platform.processor()}".strip(), "torch": torch.__version__,
-              "threads": args.threads, "steps": args.steps, "samples": args.samples, "worst": worst, "seeds": rows}
+    worst = {
+        kind: {
+            "ratio_max": max(r[kind]["ratio_max"] for r in rows),
+            "ratio_min": min(r[kind]["ratio_min"] for r in rows),
+        }
+        for kind in ("trailing", "refreshed")
+    }
+    result = {
+        "machine": f"{platform.machine()} {platform.processor()}".strip(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "steps": args.steps,
+        "samples": args.samples,
+        "worst": worst,
+        "seeds": rows,
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -11,7 +11,8 @@ fresh process of its own, one at a time. Prints JSON.
 
 The training step and the inference forward are the ones larnn_core.train runs
 (larnn_core/execution/cuda_graphs.py), executed as larnn_core.train resolves it: on CUDA they
-are replayed as CUDA graphs, so there `fast` and `lstm` are graphed, and `fast_eager` and `lstm_eager` the same work launched op by op
+are replayed as CUDA graphs, so there `fast` and `lstm` are graphed, and `fast_eager` and
+`lstm_eager` the same work launched op by op
 (`graphs_speedup_fast_train` is the LARNN's ratio). There the LARNN's per-step work is also
 compiled (larnn_core/execution/torch_compile.py); `fast_uncompiled` is the graphed step without it
 (`compile_speedup_fast_train`). `*_first_train_ms` is the first step, compilation included.
@@ -25,6 +26,7 @@ MALLOC_MMAP_THRESHOLD_=131072 in the environment it stays near its 13 GB step pe
 faults (its step took about twice as long). The setting reaches every implementation's process,
 so compare ratios within one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +50,16 @@ from larnn_core.hparams import HParams
 from larnn_core.reference import reference_forward
 
 CONFIGS = {
-    "best": dict(hidden_size=81, attention_heads=27, larnn_window_size=38, larnn_mode="residual", num_layers=3,
-                 use_positional_encoding=False, activation_on_keys_and_values=True, is_stacked_residual=True),
+    "best": dict(
+        hidden_size=81,
+        attention_heads=27,
+        larnn_window_size=38,
+        larnn_mode="residual",
+        num_layers=3,
+        use_positional_encoding=False,
+        activation_on_keys_and_values=True,
+        is_stacked_residual=True,
+    ),
     "small": dict(hidden_size=32, attention_heads=4, larnn_window_size=10, num_layers=2),
 }
 BATCH, STEPS, INPUTS = 256, 128, 9  # the issue's shapes; --batch and --steps shrink them for a smoke run
@@ -71,9 +81,14 @@ def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool]]:
     again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured too."""
     if device.type != "cuda":
         return [("reference", "reference", False, True), ("fast", "fast", False, True), ("lstm", "lstm", False, True)]
-    return [("reference", "reference", False, True), ("fast", "fast", True, True), ("lstm", "lstm", True, True),
-            ("fast_uncompiled", "fast", True, False), ("fast_eager", "fast", False, True),
-            ("lstm_eager", "lstm", False, True)]
+    return [
+        ("reference", "reference", False, True),
+        ("fast", "fast", True, True),
+        ("lstm", "lstm", True, True),
+        ("fast_uncompiled", "fast", True, False),
+        ("fast_eager", "fast", False, True),
+        ("lstm_eager", "lstm", False, True),
+    ]
 
 
 def model_for(kind: str, config: dict, device: torch.device, execution: Execution = Execution()) -> torch.nn.Module:
@@ -94,8 +109,18 @@ def _peak_memory(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int, threads: int,
-            graphs: bool = False, batch: int = BATCH, steps: int = STEPS, compile: bool = True) -> dict:
+def measure(
+    kind: str,
+    config: dict,
+    device_name: str,
+    repeats: int,
+    warmup: int,
+    threads: int,
+    graphs: bool = False,
+    batch: int = BATCH,
+    steps: int = STEPS,
+    compile: bool = True,
+) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
     training step and the forward are larnn_core.train's (execution/cuda_graphs.py), replayed as CUDA
@@ -106,8 +131,9 @@ def measure(kind: str, config: dict, device_name: str, repeats: int, warmup: int
     device = torch.device(device_name)
     execution = resolve(device.type, torch_compile=None if compile else False, cuda_graphs=graphs)
     model = model_for(kind, config, device, execution)
-    train_step = TrainStep(model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"),
-                           graphs=execution.cuda_graphs)
+    train_step = TrainStep(
+        model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=execution.cuda_graphs
+    )
     x = torch.randn(batch, steps, INPUTS, device=device)
     y = torch.randint(0, 6, (batch,), device=device)
 
@@ -173,16 +199,27 @@ def measure_in_own_process(work, *args) -> dict:
         result = receiver.recv()
     except EOFError:  # killed before it could report, e.g. for memory
         process.join()
-        raise RuntimeError(f"{work.__name__}{args} ended without a result, exit code "
-                           f"{process.exitcode} (-9: killed, often for lack of memory)") from None
+        raise RuntimeError(
+            f"{work.__name__}{args} ended without a result, exit code "
+            f"{process.exitcode} (-9: killed, often for lack of memory)"
+        ) from None
     process.join()
     if "error" in result:
         raise RuntimeError(f"{work.__name__}{args} failed in its process:\n{result['error']}")
     return result
 
 
-def measure_device(device: torch.device, config_names: list[str], quick: bool, epoch: bool, threads: int,
-                   repeats: int, warmup: int, batch: int = BATCH, steps: int = STEPS) -> dict:
+def measure_device(
+    device: torch.device,
+    config_names: list[str],
+    quick: bool,
+    epoch: bool,
+    threads: int,
+    repeats: int,
+    warmup: int,
+    batch: int = BATCH,
+    steps: int = STEPS,
+) -> dict:
     """One row of times and ratios per configuration. The references run last: freeing the
     reference's 13 GB keeps this VM's kernel busy returning memory for a while, which slowed the
     next process's steps by a quarter. Each implementation's steps run back to back, as in
@@ -196,16 +233,23 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
         config, row = CONFIGS[config_name], results[config_name]
         # the reference re-projects the whole window: one repetition is the point there
         r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
-        result = measure_in_own_process(measure, kind, config, str(device), r, w, threads, graphs, batch, steps,
-                                        compile)
-        print(f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, "
-              f"inference {result['infer_ms']:.1f} ms, "
-              f"first step {result['first_train_ms']:.0f} ms", file=sys.stderr, flush=True)
+        result = measure_in_own_process(
+            measure, kind, config, str(device), r, w, threads, graphs, batch, steps, compile
+        )
+        print(
+            f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, "
+            f"inference {result['infer_ms']:.1f} ms, "
+            f"first step {result['first_train_ms']:.0f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
         row[f"{label}_train_ms"], row[f"{label}_infer_ms"] = result["train_ms"], result["infer_ms"]
         row[f"{label}_peak_mb"] = result["peak_bytes"] / 2**20
         row[f"{label}_first_train_ms"] = result["first_train_ms"]
         if epoch and label == kind:
-            row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)["epoch_s"]
+            row[f"{kind}_epoch_s"] = measure_in_own_process(measure_epoch, kind, config, str(device), threads, batch)[
+                "epoch_s"
+            ]
     for row in results.values():
         row["fast_vs_reference_train"] = row["reference_train_ms"] / row["fast_train_ms"]
         row["fast_vs_reference_infer"] = row["reference_infer_ms"] / row["fast_infer_ms"]
@@ -223,12 +267,20 @@ def measure_device(device: torch.device, config_names: list[str], quick: bool, e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions: 1.5 minutes on a 2-core VM (about 2 with --threads 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions: 1.5 minutes on a 2-core VM (about 2 with --threads 1)"
+    )
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads for every measurement (default: torch's default here, %(default)s)")
-    parser.add_argument("--epoch", action="store_true", help="also time one full training epoch of HAR per implementation")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads for every measurement (default: torch's default here, %(default)s)",
+    )
+    parser.add_argument(
+        "--epoch", action="store_true", help="also time one full training epoch of HAR per implementation"
+    )
     parser.add_argument("--batch", type=int, default=BATCH, help="batch size (default %(default)s, the targets' shape)")
     parser.add_argument("--steps", type=int, default=STEPS, help="time steps per sequence (default %(default)s)")
     parser.add_argument("--out", default=None)
@@ -237,15 +289,22 @@ def main() -> None:
     # alone, except where a graphed step must be captured before it is replayed
     repeats, warmup = (2, 0) if args.quick else (7, 2)
 
-    out = {"device": {}, "torch": torch.__version__,
-           "machine": f"{platform.machine()}, {args.threads} torch threads, {platform.processor() or platform.system()}",
-           "batch": args.batch, "steps": args.steps, "repeats": repeats, "warmup": warmup}
+    out = {
+        "device": {},
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {args.threads} torch threads, {platform.processor() or platform.system()}",
+        "batch": args.batch,
+        "steps": args.steps,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
     for name in args.devices:
         device = torch.device(name)
         if device.type == "cuda":
             out.setdefault("gpu", torch.cuda.get_device_name(device))
-        out["device"][name] = measure_device(device, args.configs, args.quick, args.epoch, args.threads, repeats, warmup,
-                                             args.batch, args.steps)
+        out["device"][name] = measure_device(
+            device, args.configs, args.quick, args.epoch, args.threads, repeats, warmup, args.batch, args.steps
+        )
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

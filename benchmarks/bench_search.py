@@ -24,6 +24,7 @@ worker whose trial ends asks for the next suggestion while the others' trials ar
 - liar: TPE with and without the liar (pruner none): finished trials until one reaches the target
   accuracy (a run that never does within 3x the trials counts that cap).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,25 @@ def make_fixture(checkout: Path, out: Path = FIXTURE) -> int:
     curves = []
     for path in sorted(checkout.glob("results_round_*/UCIHAR/*.json")):
         result = TrainResult.from_document(read_result(path))
-        curves.append({"file": f"{path.parent.parent.name}/{path.name}", "point": result.extra["space"],
-                       CURVE: [round(e.validation_accuracy, 5) for e in result.epochs]})
+        curves.append(
+            {
+                "file": f"{path.parent.parent.name}/{path.name}",
+                "point": result.extra["space"],
+                CURVE: [round(e.validation_accuracy, 5) for e in result.epochs],
+            }
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "source": "github.com/guillaume-chevalier/Linear-Attention-Recurrent-Neural-Network, "
-                  "results_round_*/UCIHAR (MIT License, Copyright (c) 2018 Guillaume Chevalier); 'validation' curves measured on the test set",
-        "curves": curves}, indent=0))
+    out.write_text(
+        json.dumps(
+            {
+                "source": "github.com/guillaume-chevalier/Linear-Attention-Recurrent-Neural-Network, "
+                "results_round_*/UCIHAR (MIT License, Copyright (c) 2018 Guillaume Chevalier); "
+                "'validation' curves measured on the test set",
+                "curves": curves,
+            },
+            indent=0,
+        )
+    )
     return len(curves)
 
 
@@ -89,7 +102,7 @@ class Replay:
 
     def curve(self, vals: dict[str, list], rng: np.random.Generator) -> np.ndarray:
         distance = np.sqrt((((self.points - self.coordinates(vals)) / self.scale) ** 2).sum(axis=1))
-        nearest = np.argsort(distance)[:self.neighbours]
+        nearest = np.argsort(distance)[: self.neighbours]
         weights = 1.0 / (distance[nearest] + 1e-6)
         blend = weights @ self.curves[nearest] / weights.sum()
         return np.clip(blend + rng.normal(0, self.noise) + rng.normal(0, self.noise, blend.shape), 0.0, 1.0)
@@ -111,8 +124,17 @@ class Memory:
         return list(self.records[record])
 
 
-def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: str, workers: int, seed: int, max_trials: int,
-           epoch_budget: int | None = None, target: float | None = None) -> dict:
+def search(
+    replay: Replay,
+    space: Space,
+    pruner: pruners.PrunerSettings,
+    liar: str,
+    workers: int,
+    seed: int,
+    max_trials: int,
+    epoch_budget: int | None = None,
+    target: float | None = None,
+) -> dict:
     """One simulated search: {best_accuracy, epochs, trials, evaluations_to_target}. Trials start
     while fewer than max_trials have started and, with epoch_budget, while epochs are left; at the
     budget everything stops (running trials are cut off and do not count)."""
@@ -125,7 +147,11 @@ def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: s
 
     while True:
         for worker in range(workers):
-            if worker not in running and len(memory.docs) < max_trials and (epoch_budget is None or spent < epoch_budget):
+            if (
+                worker not in running
+                and len(memory.docs) < max_trials
+                and (epoch_budget is None or spent < epoch_budget)
+            ):
                 tid = len(memory.docs)
                 idxs, vals = suggest(experiment, memory.docs, tid)
                 memory.docs.append(Trial.new("replay", tid, idxs, vals, owner=f"w{worker}"))
@@ -144,8 +170,10 @@ def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: s
             if stop or epoch == len(curve):
                 best_epoch = max(reports, key=lambda e: e.validation_accuracy).epoch
                 trial = memory.docs[tid] = dataclasses.replace(
-                    trial, state=PRUNED if stop and epoch < len(curve) else DONE,
-                    result=TrainResult(OK, tuple(reports), best_epoch=best_epoch))
+                    trial,
+                    state=PRUNED if stop and epoch < len(curve) else DONE,
+                    result=TrainResult(OK, tuple(reports), best_epoch=best_epoch),
+                )
                 finished.append(trial)
                 del running[worker]
                 if reached is None and target is not None and best() >= target:
@@ -153,8 +181,13 @@ def search(replay: Replay, space: Space, pruner: pruners.PrunerSettings, liar: s
             if epoch_budget is not None and spent >= epoch_budget:
                 running.clear()
                 break
-    return {"best_accuracy": best(), "epochs": spent, "trials": len(finished),
-            "pruned": sum(t.state == PRUNED for t in finished), "evaluations_to_target": reached}
+    return {
+        "best_accuracy": best(),
+        "epochs": spent,
+        "trials": len(finished),
+        "pruned": sum(t.state == PRUNED for t in finished),
+        "evaluations_to_target": reached,
+    }
 
 
 def mean(values: list[float]) -> float:
@@ -169,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4, help="simulated parallel workers")
     parser.add_argument("--space", default="paper-round2", help="a built-in space whose epochs a 2018 round used")
     parser.add_argument("--liar", default="best", help="the liar compared against none")
-    parser.add_argument("--target", type=float, help="target accuracy (default: the 2018 curves' 95th percentile of best)")
+    parser.add_argument(
+        "--target", type=float, help="target accuracy (default: the 2018 curves' 95th percentile of best)"
+    )
     add_pruner_options(parser, kind=False)  # every kind is measured
     parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--make-fixture", metavar="DIR", help="rebuild the fixture from a 2018 checkout, then exit")
@@ -183,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space(args.space)
     replay = Replay(space, json.loads(FIXTURE.read_text()))
     target = args.target or float(np.quantile(replay.curves.max(axis=1), 0.95))
-    kinds = {kind: pruners.PrunerSettings.of(kind, **{p.name: getattr(args, p.name) for p in cls.parameters})
-             for kind, cls in pruners.PRUNERS.items()}
+    kinds = {
+        kind: pruners.PrunerSettings.of(kind, **{p.name: getattr(args, p.name) for p in cls.parameters})
+        for kind, cls in pruners.PRUNERS.items()
+    }
     seeds = range(args.seeds)
     runs = {kind: [] for kind in kinds}
     same_budget = {kind: [] for kind in kinds}
@@ -195,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = args.trials * replay.curves.shape[1]  # what none spends on the same trials
     for kind, settings in kinds.items():
         for seed in seeds:
-            same_budget[kind].append(search(replay, space, settings, "none", args.workers, seed, 100 * args.trials,
-                                            epoch_budget=budget))
+            same_budget[kind].append(
+                search(replay, space, settings, "none", args.workers, seed, 100 * args.trials, epoch_budget=budget)
+            )
             print(f"{kind} same budget seed {seed}: {same_budget[kind][-1]}", file=sys.stderr)
     liar = {}
     for label, kind in (("with", args.liar), ("without", "none")):
@@ -204,16 +242,28 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             run = search(replay, space, kinds["none"], kind, args.workers, seed, 3 * args.trials, target=target)
             counts.append(run["evaluations_to_target"] or 3 * args.trials)
-            print(f"liar {kind} seed {seed}: {run['evaluations_to_target']} evaluations to {target:.4f}", file=sys.stderr)
+            print(
+                f"liar {kind} seed {seed}: {run['evaluations_to_target']} evaluations to {target:.4f}", file=sys.stderr
+            )
         liar[label] = mean(counts)
     result = {
-        "space": args.space, "curves": len(replay.curves), "epochs": int(replay.curves.shape[1]),
-        "seeds": args.seeds, "trials": args.trials, "workers": args.workers, "liar_kind": args.liar,
+        "space": args.space,
+        "curves": len(replay.curves),
+        "epochs": int(replay.curves.shape[1]),
+        "seeds": args.seeds,
+        "trials": args.trials,
+        "workers": args.workers,
+        "liar_kind": args.liar,
         "pruner_settings": {kind: settings.to_document() for kind, settings in kinds.items()},
         "target": round(target, 5),
-        "pruners": {kind: {"best_accuracy": mean([r["best_accuracy"] for r in rs]),
-                           "epochs": mean([r["epochs"] for r in rs]),
-                           "pruned": mean([r["pruned"] for r in rs])} for kind, rs in runs.items()},
+        "pruners": {
+            kind: {
+                "best_accuracy": mean([r["best_accuracy"] for r in rs]),
+                "epochs": mean([r["epochs"] for r in rs]),
+                "pruned": mean([r["pruned"] for r in rs]),
+            }
+            for kind, rs in runs.items()
+        },
         "same_budget": {kind: mean([r["best_accuracy"] for r in rs]) for kind, rs in same_budget.items()},
         "same_budget_trials": {kind: mean([r["trials"] for r in rs]) for kind, rs in same_budget.items()},
         "liar": liar,

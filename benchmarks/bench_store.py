@@ -8,6 +8,7 @@
 - trials per minute with 1, 2 and 4 worker processes on a sleep objective (SQLite store), and
   the speed-up over one worker measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,16 @@ def tpe_suggest_ms(n_trials: int = 200, repeats: int = 5) -> float:
     for tid in range(n_trials):
         idxs, vals = suggest(dataclasses.replace(experiment, algorithm="rand"), trials, tid)
         accuracy = float(rng.uniform(0.8, 0.95))
-        trials.append(Trial("tpe", tid, idxs, vals, DONE, result=TrainResult(
-            OK, (EpochReport(1, validation_accuracy=accuracy),), best_epoch=1)))
+        trials.append(
+            Trial(
+                "tpe",
+                tid,
+                idxs,
+                vals,
+                DONE,
+                result=TrainResult(OK, (EpochReport(1, validation_accuracy=accuracy),), best_epoch=1),
+            )
+        )
     times = []
     for i in range(repeats):
         started = time.perf_counter()
@@ -67,6 +76,7 @@ def _sleep_objective(seconds: float):
         report = EpochReport(1, validation_accuracy=0.5)
         on_epoch(report)
         return TrainResult(OK, (report,), best_epoch=1)
+
     return objective
 
 
@@ -79,8 +89,9 @@ def trials_per_minute(workers: int, trials: int, seconds: float, directory: str)
     url = f"sqlite:///{directory}/scale-{workers}.db"
     submit(open_store(url), "scale", "smoke", max_evals=trials, algorithm="rand")
     started = time.perf_counter()
-    processes = [multiprocessing.Process(target=_run_worker, args=(url, seconds, f"{directory}/spool"))
-                 for _ in range(workers)]
+    processes = [
+        multiprocessing.Process(target=_run_worker, args=(url, seconds, f"{directory}/spool")) for _ in range(workers)
+    ]
     for p in processes:
         p.start()
     store = open_store(url)
@@ -109,7 +120,8 @@ def main() -> None:
         from workers.store.mongo import MongoStore
 
         out["cycle_ms"]["mongomock"] = store_cycle_ms(
-            MongoStore("mongodb://mock", client=mongomock.MongoClient(), database="bench"), args.cycles)
+            MongoStore("mongodb://mock", client=mongomock.MongoClient(), database="bench"), args.cycles
+        )
         if args.mongo:
             store = MongoStore(args.mongo, database=f"larnn_bench_{os.getpid()}")
             out["cycle_ms"]["mongodb"] = store_cycle_ms(store, args.cycles)

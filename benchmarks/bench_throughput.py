@@ -14,6 +14,7 @@ one after another in one slot (each measured alone, the faster of two runs), and
 memory per slot (CUDA; the CPU has no per-allocation peak to read). In the same run: the
 single-trial LARNN step against torch.nn.LSTM of the same hidden size and layers on the same device.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,14 @@ def trainer(hp: HParams, dev: torch.device, seed: int, steps: int, batch: int):
     execution = resolve(dev.type)
     with GLOBAL_RNG:
         torch.manual_seed(seed)
-        model = build_model(hp, n_inputs=INPUTS, n_classes=CLASSES, steps=steps, execution=execution,
-                            generator=dropout_generator(dev, execution, seed)).to(dev)
+        model = build_model(
+            hp,
+            n_inputs=INPUTS,
+            n_classes=CLASSES,
+            steps=steps,
+            execution=execution,
+            generator=dropout_generator(dev, execution, seed),
+        ).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
     step = TrainStep(model, optimizer, hp.clip_grad_norm, execution.cuda_graphs)
     x = torch.randn(batch, steps, INPUTS, device=dev)
@@ -91,16 +98,20 @@ def run_concurrently(configs: list[HParams], dev: torch.device, steps: int, seq:
         raise errors[0]
     wall = max(done) - started
     peak = torch.cuda.max_memory_allocated(dev) / len(configs) / 2**20 if dev.type == "cuda" else None
-    return {"steps_per_s": len(configs) * steps / wall, "wall_s": wall,
-            "peak_memory_per_slot_mb": round(peak, 1) if peak is not None else None}
+    return {
+        "steps_per_s": len(configs) * steps / wall,
+        "wall_s": wall,
+        "peak_memory_per_slot_mb": round(peak, 1) if peak is not None else None,
+    }
 
 
 def epochs_per_hour(steps_per_s: float, batch: int) -> float:
     return steps_per_s * 3600 / math.ceil(TRAIN_WINDOWS / batch)
 
 
-def measure(name: str, pick, dev: torch.device, slot_counts: list[int], steps: int, seq: int,
-            batch: int | None) -> dict:
+def measure(
+    name: str, pick, dev: torch.device, slot_counts: list[int], steps: int, seq: int, batch: int | None
+) -> dict:
     """pick(n) -> n configurations; each also alone, for the one-after-another baseline."""
     alone: dict[str, float] = {}  # configuration -> seconds per step, alone
     rows = {}
@@ -111,34 +122,54 @@ def measure(name: str, pick, dev: torch.device, slot_counts: list[int], steps: i
             if key not in alone:  # the faster of two runs: a first run meets cold caches
                 alone[key] = 1 / max(run_concurrently([hp], dev, steps, seq, batch)["steps_per_s"] for _ in range(2))
         together = run_concurrently(configs, dev, steps, seq, batch)
-        one_after_another = len(configs) * steps / sum(steps * alone[json.dumps(hp.to_dict(), sort_keys=True)]
-                                                        for hp in configs)
+        one_after_another = (
+            len(configs) * steps / sum(steps * alone[json.dumps(hp.to_dict(), sort_keys=True)] for hp in configs)
+        )
         mean_batch = float(np.mean([batch or hp.batch_size for hp in configs]))
-        rows[str(n)] = {**together, "epochs_per_hour": epochs_per_hour(together["steps_per_s"], mean_batch),
-                        "ratio_to_one_slot": together["steps_per_s"] / one_after_another}
-        print(f"{dev} {name} {n} slot(s): {together['steps_per_s']:.2f} steps/s, "
-              f"{rows[str(n)]['ratio_to_one_slot']:.2f}x one slot", file=sys.stderr, flush=True)
+        rows[str(n)] = {
+            **together,
+            "epochs_per_hour": epochs_per_hour(together["steps_per_s"], mean_batch),
+            "ratio_to_one_slot": together["steps_per_s"] / one_after_another,
+        }
+        print(
+            f"{dev} {name} {n} slot(s): {together['steps_per_s']:.2f} steps/s, "
+            f"{rows[str(n)]['ratio_to_one_slot']:.2f}x one slot",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
-FULL = {"slots": "1,2,4,8,16", "batch": None, "sequence": SEQUENCE_STEPS, "steps": 20}  # batch None: each configuration's
+FULL = {
+    "slots": "1,2,4,8,16",
+    "batch": None,
+    "sequence": SEQUENCE_STEPS,
+    "steps": 20,
+}  # batch None: each configuration's
 QUICK = {"slots": "1,2,4", "batch": 16, "sequence": 32, "steps": 3}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK['slots']} slots, batch {QUICK['batch']}, {QUICK['sequence']} time steps, "
-                             f"{QUICK['steps']} steps, unless given (under 2 minutes on 2 cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK['slots']} slots, batch {QUICK['batch']}, {QUICK['sequence']} time steps, "
+        f"{QUICK['steps']} steps, unless given (under 2 minutes on 2 cores)",
+    )
     parser.add_argument("--slots", default=None, help=f"slot counts (default {FULL['slots']})")
     parser.add_argument("--devices", default=None, help="cpu and/or cuda (default: cpu, and cuda when present)")
-    parser.add_argument("--steps", type=int, default=None, help=f"timed training steps per slot (default {FULL['steps']})")
+    parser.add_argument(
+        "--steps", type=int, default=None, help=f"timed training steps per slot (default {FULL['steps']})"
+    )
     parser.add_argument("--sequence", type=int, default=None, help=f"time steps (default {FULL['sequence']}, HAR's)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: each configuration's)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (default: torch's)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
-    for key, default in (QUICK if args.quick else FULL).items():  # what the command line gives wins over --quick's shapes
+    for key, default in (
+        QUICK if args.quick else FULL
+    ).items():  # what the command line gives wins over --quick's shapes
         if getattr(args, key) is None:
             setattr(args, key, default)
     if args.threads:
@@ -149,9 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     space = load_space("paper-round2")
     mixed = [HParams.from_dict(space.sample(np.random.default_rng(k))) for k in range(max(slot_counts))]
     lstm = HParams.from_dict({**best.to_dict(), "model": "lstm"})
-    result = {"slots": slot_counts, "steps": args.steps, "sequence": args.sequence, "batch": args.batch,
-              "torch": torch.__version__, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "threads": torch.get_num_threads(), "device": {}}
+    result = {
+        "slots": slot_counts,
+        "steps": args.steps,
+        "sequence": args.sequence,
+        "batch": args.batch,
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": torch.get_num_threads(),
+        "device": {},
+    }
     for name in devices:
         dev = torch.device(name)
         larnn = run_concurrently([best], dev, args.steps, args.sequence, args.batch)
@@ -161,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
             "execution": resolve(dev.type).as_record(),
             "best": measure("best", lambda n: [best] * n, dev, slot_counts, args.steps, args.sequence, args.batch),
             "mixed": measure("mixed", lambda n: mixed[:n], dev, slot_counts, args.steps, args.sequence, args.batch),
-            "larnn_step_ms": 1000 / larnn["steps_per_s"], "lstm_step_ms": 1000 / baseline["steps_per_s"],
+            "larnn_step_ms": 1000 / larnn["steps_per_s"],
+            "lstm_step_ms": 1000 / baseline["steps_per_s"],
         }
         row = result["device"][name]
-        row["larnn_vs_lstm_step"] = row["larnn_step_ms"] / row["lstm_step_ms"]  # how many LSTM steps one LARNN step costs
+        row["larnn_vs_lstm_step"] = (
+            row["larnn_step_ms"] / row["lstm_step_ms"]
+        )  # how many LSTM steps one LARNN step costs
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -1,4 +1,5 @@
 """The HAR classifier: Linear(9 -> hidden) + ELU, a recurrent stack, Linear(hidden -> 6) on the last step."""
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,14 @@ class HARClassifier(nn.Module):
         return self.head(self.body(F.elu(self.embed(x)))[:, -1])
 
 
-def build_model(hp: HParams, n_inputs: int = 9, n_classes: int = 6, steps: int = SEQUENCE_STEPS,
-                execution: Execution = Execution(), generator: torch.Generator | None = None) -> HARClassifier:
+def build_model(
+    hp: HParams,
+    n_inputs: int = 9,
+    n_classes: int = 6,
+    steps: int = SEQUENCE_STEPS,
+    execution: Execution = Execution(),
+    generator: torch.Generator | None = None,
+) -> HARClassifier:
     """The model a hyperparameter set describes, for sequences of `steps` time steps (the LARNN's
     batch norms keep statistics per step), its LARNN steps run as `execution` says, its dropout
     masks drawn from `generator` (None: torch's global one); raises ValueError for an invalid

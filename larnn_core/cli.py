@@ -1,5 +1,6 @@
 """The `larnn` command. Each package registers its sub-commands under the entry-point group
 `larnn.commands` (see setup.cfg), so this entry imports none of the higher layers by name."""
+
 from __future__ import annotations
 
 import argparse

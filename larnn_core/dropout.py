@@ -5,6 +5,7 @@ trainings in one worker process (`larnn worker --slots N`) would take each other
 neither would reproduce its seed. Given a generator, this one draws only from it; without one
 (None), it is nn.Dropout.
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ holds each numeric hyperparameter's one valid range, enforced on --config, on po
 on every sampled point, and checked by the space validator against what a distribution can
 produce.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ SEQUENCE_STEPS = 128  # a UCI HAR window: 2.56 s at 50 Hz
 @dataclass(frozen=True)
 class Range:
     """low..high, either end excluded where open."""
+
     low: float
     high: float
     low_open: bool = False
@@ -93,8 +95,9 @@ class HParams:
             kind = fields[k].type
             if kind == "bool" and not isinstance(v, bool):
                 raise ValueError(f"hyperparameter {k!r} must be true or false, got {_quote(v)}")
-            if kind in ("int", "float") and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                             or not math.isfinite(v)):
+            if kind in ("int", "float") and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            ):
                 raise ValueError(f"hyperparameter {k!r} must be a finite number, got {_quote(v)}")
             if kind == "int":
                 if not float(v).is_integer():

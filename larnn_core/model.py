@@ -38,6 +38,7 @@ below, through autograd (LARNNCell.update compiled by torch.compile on CUDA).
 Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
 its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
 """
+
 from __future__ import annotations
 
 import math
@@ -77,8 +78,16 @@ class StepBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """x [B, F] at time step t; training moves row t of the running statistics in place."""
         row = min(t, self.steps - 1)
-        return F.batch_norm(x, self.running_mean[row], self.running_var[row], self.weight, self.bias,
-                            self.training, self.momentum, self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean[row],
+            self.running_var[row],
+            self.weight,
+            self.bias,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
 
 
 class LayerNorm(nn.LayerNorm):
@@ -118,6 +127,7 @@ def positional_features(window_size: int) -> torch.Tensor:
 class StepWeights(NamedTuple):
     """What every step of a sequence uses, cut and joined once per sequence: the one bundle that
     either execution path reads (the numba loops take nothing else from the cell)."""
+
     w_qh: torch.Tensor  # [H, H] the h-part of W_q
     w_o: torch.Tensor  # [H, H] W_o
     b_o: torch.Tensor  # [H]
@@ -156,9 +166,7 @@ class LARNNCell(nn.Module):
         generator: the training's own, for dropout masks (larnn_core/dropout.py)."""
         super().__init__()
         if hidden_size % attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be divisible by attention_heads ({attention_heads})"
-            )
+            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by attention_heads ({attention_heads})")
         if window_size < 1:
             raise ValueError(f"larnn_window_size must be >= 1, got {window_size}")
         if larnn_mode not in MODES:
@@ -198,12 +206,14 @@ class LARNNCell(nn.Module):
     def use_positional_encoding(self) -> bool:
         return hasattr(self, "pe")
 
-    def initial_state(self, batch: int, steps: int, device=None, dtype=None,
-                      execution: Execution = Execution()) -> CellState:
+    def initial_state(
+        self, batch: int, steps: int, device=None, dtype=None, execution: Execution = Execution()
+    ) -> CellState:
         """Zero h and c, and an empty window with room for `steps` pushes."""
         zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        window = Window(batch, self.hidden_size, self.heads, self.window_size, steps,
-                        attention(execution, zeros), device, dtype)
+        window = Window(
+            batch, self.hidden_size, self.heads, self.window_size, steps, attention(execution, zeros), device, dtype
+        )
         return CellState(zeros, zeros, window)
 
     def project_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,12 +238,23 @@ class LARNNCell(nn.Module):
         norms = (self.norm_attn, self.norm_z, self.norm_c, self.norm_h)
         if self.activation_on_keys_and_values:
             norms += (self.norm_key, self.norm_value)
-        return StepWeights(self.query.weight[:, I:], self.attn_out.weight, self.attn_out.bias, w_ha,
-                           torch.cat([self.key.weight, self.value.weight]), torch.cat([self.key.bias, self.value.bias]),
-                           pos_k, pos_v, norms, self.dropout.p if self.training else 0.0, self.dropout.generator)
+        return StepWeights(
+            self.query.weight[:, I:],
+            self.attn_out.weight,
+            self.attn_out.bias,
+            w_ha,
+            torch.cat([self.key.weight, self.value.weight]),
+            torch.cat([self.key.bias, self.value.bias]),
+            pos_k,
+            pos_v,
+            norms,
+            self.dropout.p if self.training else 0.0,
+            self.dropout.generator,
+        )
 
-    def update(self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor,
-               weights: StepWeights, t: int) -> tuple[torch.Tensor, ...]:
+    def update(
+        self, heads: torch.Tensor, h: torch.Tensor, c: torch.Tensor, xz: torch.Tensor, weights: StepWeights, t: int
+    ) -> tuple[torch.Tensor, ...]:
         """Everything between the attention and the window of one step, as one function (so that
         torch.compile can fuse it: execution/torch_compile.py): heads [B, H] -> new h (before
         dropout) and carried c [B, H], the normalised pre-activation z [B, 4H], and the new cell's
@@ -252,15 +273,17 @@ class LARNNCell(nn.Module):
         k_new, v_new = kv.chunk(2, dim=1)
         return h, c, z, self.norm_key(k_new, t), self.norm_value(v_new, t)  # no norms without the activation
 
-    def step(self, xq: torch.Tensor, xz: torch.Tensor, state: CellState, weights: StepWeights,
-             update=None) -> tuple[CellState, torch.Tensor]:
+    def step(
+        self, xq: torch.Tensor, xz: torch.Tensor, state: CellState, weights: StepWeights, update=None
+    ) -> tuple[CellState, torch.Tensor]:
         """One step through torch ops, from pre-projected inputs (project_inputs); update is
         LARNNCell.update or its compiled form. Returns the new state, whose window now holds the
         new cell, and the normalised pre-activation z [B, 4H]."""
         q = F.elu(torch.addmm(xq, state.h, weights.w_qh.T))  # [B, H]
         heads = state.window.attend(q, weights.pos_k, weights.pos_v)  # [B, H]: MultiHead(q, K, V)
-        h, c, z, k_new, v_new = (update or LARNNCell.update)(self, heads, state.h, state.c, xz, weights,
-                                                            state.window.pushed)
+        h, c, z, k_new, v_new = (update or LARNNCell.update)(
+            self, heads, state.h, state.c, xz, weights, state.window.pushed
+        )
         state.window.push(k_new, v_new)  # c enters the window; the oldest cell leaves
         return CellState(self.dropout(h), c, state.window), z  # z is used (2018 defect 3 dropped it)
 
@@ -282,16 +305,20 @@ class LARNNCell(nn.Module):
 class LARNN(nn.Module):
     """A stack of LARNN layers over a [B, T, H] sequence; layer l+1 reads layer l's hidden sequence."""
 
-    def __init__(self, hidden_size: int, num_layers: int, is_stacked_residual: bool = False,
-                 execution: Execution = Execution(), **cell_kwargs):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        is_stacked_residual: bool = False,
+        execution: Execution = Execution(),
+        **cell_kwargs,
+    ):
         """execution: how the steps run (execution/choice.py); training sets it from resolve()."""
         super().__init__()
         self.execution = execution
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        self.cells = nn.ModuleList(
-            LARNNCell(hidden_size, hidden_size, **cell_kwargs) for _ in range(num_layers)
-        )
+        self.cells = nn.ModuleList(LARNNCell(hidden_size, hidden_size, **cell_kwargs) for _ in range(num_layers))
         self.is_stacked_residual = is_stacked_residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

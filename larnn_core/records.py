@@ -9,6 +9,7 @@ Stored documents keep the format of earlier releases, so stores and the 2018 res
 unchanged: a result's `history` holds one list per metric (HISTORY names them), and the selected
 epoch's numbers sit at the top level under their 2018 names (`best_validation_accuracy`, ...).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,13 +53,24 @@ FIELDS = tuple(f.name for f in dataclasses.fields(EpochReport))
 # metrics named where they are keys or columns (`larnn best`, the analysis frame): EpochReport's field names
 TRAIN_ACCURACY, VALIDATION_ACCURACY, TEST_ACCURACY = "train_accuracy", "validation_accuracy", "test_accuracy"
 # a result document's `history`: one list per metric, under the names the 2018 result files use
-HISTORY = {"train_loss": "train_losses", TRAIN_ACCURACY: "train_accuracies", "validation_loss": "validation_losses",
-           VALIDATION_ACCURACY: "validation_accuracies", "validation_f1": "validation_f1_scores",
-           "test_loss": "test_losses", TEST_ACCURACY: "test_accuracies", "test_f1": "test_f1_scores",
-           "seconds": "epoch_seconds"}
+HISTORY = {
+    "train_loss": "train_losses",
+    TRAIN_ACCURACY: "train_accuracies",
+    "validation_loss": "validation_losses",
+    VALIDATION_ACCURACY: "validation_accuracies",
+    "validation_f1": "validation_f1_scores",
+    "test_loss": "test_losses",
+    TEST_ACCURACY: "test_accuracies",
+    "test_f1": "test_f1_scores",
+    "seconds": "epoch_seconds",
+}
 # the selected epoch's numbers at a result document's top level, under their 2018 names
-SELECTED = {VALIDATION_ACCURACY: "best_validation_accuracy", "validation_f1": "best_validation_f1_score",
-            TEST_ACCURACY: TEST_ACCURACY, "test_f1": "test_f1_score"}
+SELECTED = {
+    VALIDATION_ACCURACY: "best_validation_accuracy",
+    "validation_f1": "best_validation_f1_score",
+    TEST_ACCURACY: TEST_ACCURACY,
+    "test_f1": "test_f1_score",
+}
 assert set(HISTORY) == set(FIELDS[1:]) and set(SELECTED) <= set(FIELDS)  # each names EpochReport's fields
 
 
@@ -123,14 +135,22 @@ class TrainResult:
             document["loss"] = self.loss
         selected = self.selected
         if selected is not None:
-            document.update({name: getattr(selected, metric) for metric, name in SELECTED.items()
-                             if getattr(selected, metric) is not None})
+            document.update(
+                {
+                    name: getattr(selected, metric)
+                    for metric, name in SELECTED.items()
+                    if getattr(selected, metric) is not None
+                }
+            )
         for f in dataclasses.fields(self):
             if f.name not in ("status", "epochs", "extra") and getattr(self, f.name) is not None:
                 document[f.name] = getattr(self, f.name)
         if self.epochs:
-            document["history"] = {HISTORY[metric]: [getattr(e, metric) for e in self.epochs]
-                                   for metric in HISTORY if any(getattr(e, metric) is not None for e in self.epochs)}
+            document["history"] = {
+                HISTORY[metric]: [getattr(e, metric) for e in self.epochs]
+                for metric in HISTORY
+                if any(getattr(e, metric) is not None for e in self.epochs)
+            }
         return {**document, **self.extra}
 
     @classmethod
@@ -139,15 +159,20 @@ class TrainResult:
         numbers there are kept in `extra` when no epoch of the history holds them)."""
         history = document.get("history") or {}
         length = max((len(values) for values in history.values() if isinstance(values, list)), default=0)
-        epochs = tuple(EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
-                       for epoch in range(1, length + 1))
+        epochs = tuple(
+            EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
+            for epoch in range(1, length + 1)
+        )
         known = {f.name for f in dataclasses.fields(cls)} - {"epochs", "extra"}
         values = {name: document[name] for name in known if name in document}
         values.setdefault("status", FAIL)
         result = cls(epochs=epochs, **values)
         derived = result.to_document()
-        extra = {key: value for key, value in document.items()
-                 if key not in known and key != "history" and derived.get(key, _MISSING) != value}
+        extra = {
+            key: value
+            for key, value in document.items()
+            if key not in known and key != "history" and derived.get(key, _MISSING) != value
+        }
         return dataclasses.replace(result, extra=extra)
 
 

@@ -7,6 +7,7 @@ Normalisation of keys and values is per entry: a window entry is normalised as w
 statistics of the step that made it), so re-projecting it gives the value the fast path cached.
 Running statistics are updated once per entry, by the newest one.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,13 +30,21 @@ def _normalise_window(norm: nn.Module, X: torch.Tensor, newest: int, newest_is_a
         if newest_is_a_cell:
             with torch.no_grad():
                 norm(X[:, -1], newest)  # the newest entry updates the running statistics, once
-        return F.batch_norm(X.reshape(B, k * H), None, None, norm.weight.repeat(k), norm.bias.repeat(k),
-                            True, 0.0, norm.eps).reshape(B, k, H)  # batch statistics per entry
+        return F.batch_norm(
+            X.reshape(B, k * H), None, None, norm.weight.repeat(k), norm.bias.repeat(k), True, 0.0, norm.eps
+        ).reshape(B, k, H)  # batch statistics per entry
     return torch.stack([norm(X[:, j], max(newest - (k - 1) + j, 0)) for j in range(k)], dim=1)
 
 
-def reference_step(cell: LARNNCell, t: int, x_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
-                   window: torch.Tensor, filled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference_step(
+    cell: LARNNCell,
+    t: int,
+    x_t: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    window: torch.Tensor,
+    filled: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step t of one layer -> (h, carried c, normalised cell). window [B, k, H]: the last k
     normalised cells, oldest first; filled [k]: which slots hold a cell yet (the others are
     empty: zero key and value features)."""
@@ -63,9 +72,9 @@ def reference_step(cell: LARNNCell, t: int, x_t: torch.Tensor, h: torch.Tensor, 
         z = cell.gates(torch.cat([x_t, h, a], dim=1))
     z = cell.norm_z(z, t)
     g = torch.tanh(z[:, :H])
-    f = torch.sigmoid(z[:, H:2 * H])
-    i = torch.sigmoid(z[:, 2 * H:3 * H])
-    o = torch.sigmoid(z[:, 3 * H:])
+    f = torch.sigmoid(z[:, H : 2 * H])
+    i = torch.sigmoid(z[:, 2 * H : 3 * H])
+    o = torch.sigmoid(z[:, 3 * H :])
     c_new = g * i + c * f  # carried
     n_new = cell.norm_c(c_new, t)  # read by h and the window
     h_new = cell.dropout(cell.norm_h(o * F.elu(n_new), t))

@@ -14,6 +14,7 @@ few training batches passed through the current weights (precise batch norm, Wu 
 training, dropout is off as in evaluation, and nothing else changes (no gradient, no parameter,
 no optimizer state, no random draw).
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,7 +60,8 @@ def agreement(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor) -> tuple
     scales, losses = {}, {}
     for train_mode in (True, False):
         hook = layer.register_forward_hook(
-            lambda module, args, out, mode=train_mode: scales.__setitem__(mode, out.abs().mean((0, 2))))
+            lambda module, args, out, mode=train_mode: scales.__setitem__(mode, out.abs().mean((0, 2)))
+        )
         model.train(train_mode)
         losses[train_mode] = torch.nn.functional.cross_entropy(model(X), y).item()
         hook.remove()

@@ -13,6 +13,7 @@ another epoch is eligible: that epoch's numbers are real measurements chosen on 
 and failing the trial would throw them away (and leave TPE nothing to learn from). With no
 eligible epoch the trial fails.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,8 +69,13 @@ def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, X: torch.Tensor, y: torch.Tensor, n_classes: int,
-             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Metrics of the model in eval mode; forward (default: the model) may be a Graphed model."""
     model.eval()
     forward = forward or model
@@ -109,10 +115,19 @@ def train(
         execution = dataclasses.replace(execution, cpu_loops=False, torch_compile=False)
     splits = make_splits(data, validation_subjects, seed)
     epochs: list[EpochReport] = []
-    provenance = dict(model=hp.model, protocol=PROTOCOL, hyperparameters=hp.to_dict(), seed=seed,
-                      device=describe_device(dev), execution=execution.as_record(), data_source=data.source,
-                      data_origin=data.origin, data_checksum=data.checksum,
-                      validation_subjects=splits.validation_subjects, code_version=code_version())
+    provenance = dict(
+        model=hp.model,
+        protocol=PROTOCOL,
+        hyperparameters=hp.to_dict(),
+        seed=seed,
+        device=describe_device(dev),
+        execution=execution.as_record(),
+        data_source=data.source,
+        data_origin=data.origin,
+        data_checksum=data.checksum,
+        validation_subjects=splits.validation_subjects,
+        code_version=code_version(),
+    )
     outcome: dict = {"status": FAIL}
     try:
         stopped = _fit(hp, splits, dev, execution, seed, epochs, progress, on_epoch)
@@ -120,12 +135,16 @@ def train(
         if not epochs:
             raise TrainingFailed("no epoch was trained")
         diverged = [e.epoch for e in epochs if not e.evaluation_finite]
-        outcome.update(nonfinite_evaluation_epochs=len(diverged), evaluation_diverged=bool(diverged),
-                       first_nonfinite_evaluation_epoch=diverged[0] if diverged else None)
+        outcome.update(
+            nonfinite_evaluation_epochs=len(diverged),
+            evaluation_diverged=bool(diverged),
+            first_nonfinite_evaluation_epoch=diverged[0] if diverged else None,
+        )
         eligible = [e for e in epochs if e.evaluation_finite]
         if not eligible:
-            raise TrainingFailed(f"evaluation diverged at every epoch (non-finite validation or test loss from "
-                                 f"epoch {diverged[0]})")
+            raise TrainingFailed(
+                f"evaluation diverged at every epoch (non-finite validation or test loss from epoch {diverged[0]})"
+            )
         best = max(eligible, key=lambda e: e.validation_accuracy)  # the first maximum
         outcome.update(status=OK, best_epoch=best.epoch)
     except TrainingFailed as error:
@@ -156,13 +175,21 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
     _, steps, n_inputs = splits.train[0].shape
     with GLOBAL_RNG:  # initialisation draws from the global generator: one training at a time
         seed_everything(seed)
-        model = build_model(hp, n_inputs=n_inputs, n_classes=n_classes, steps=steps, execution=execution,
-                            generator=dropout_generator(dev, execution, seed)).to(dev)
+        model = build_model(
+            hp,
+            n_inputs=n_inputs,
+            n_classes=n_classes,
+            steps=steps,
+            execution=execution,
+            generator=dropout_generator(dev, execution, seed),
+        ).to(dev)
     optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
     step = TrainStep(model, optimizer, hp.clip_grad_norm, execution.cuda_graphs)
     forward = Graphed(model) if execution.cuda_graphs else model
-    tensors = {name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
-               for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+    tensors = {
+        name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
+        for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+    }
     X_train, y_train = tensors["train"]
     shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, hp.training_epochs + 1):
@@ -171,8 +198,9 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
         model.train()
         order = torch.randperm(len(X_train), generator=shuffle).to(dev)
         batches = order.split(hp.batch_size)
-        with tqdm(total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch", disable=not progress
+        ) as bar:
             total_loss, correct = 0.0, 0
             for index in batches:
                 loss, logits = step(X_train[index], y_train[index])
@@ -184,10 +212,18 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
                 bar.set_postfix(loss=f"{loss.item():.4f}")
             # evaluation normalises with statistics of this epoch's final weights (statistics.py)
             refresh(model, X_train[order[:REFRESH_SAMPLES]])
-            measured = {f"{name}_{metric}": value for name in ("validation", "test")
-                        for metric, value in evaluate(model, *tensors[name], n_classes, forward).items()}
-            report = EpochReport(epoch, train_loss=total_loss / len(X_train), train_accuracy=correct / len(X_train),
-                                 seconds=time.time() - epoch_start, **measured)
+            measured = {
+                f"{name}_{metric}": value
+                for name in ("validation", "test")
+                for metric, value in evaluate(model, *tensors[name], n_classes, forward).items()
+            }
+            report = EpochReport(
+                epoch,
+                train_loss=total_loss / len(X_train),
+                train_accuracy=correct / len(X_train),
+                seconds=time.time() - epoch_start,
+                **measured,
+            )
             bar.set_postfix(loss=f"{report.train_loss:.4f}", val_acc=f"{report.validation_accuracy:.4f}")
         epochs.append(report)
         if on_epoch is not None and on_epoch(epochs[-1]) and epoch < hp.training_epochs:

@@ -1,4 +1,5 @@
 """search_spaces' sub-command: `larnn spaces list|show|check`."""
+
 from __future__ import annotations
 
 import sys
@@ -9,18 +10,23 @@ from search_spaces.space import builtin_names, builtin_path, load_space
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "spaces", help="list, show and check search spaces",
+        "spaces",
+        help="list, show and check search spaces",
         description="Search spaces are YAML (or JSON) files: each hyperparameter a fixed value or a "
-                    "distribution. See search_spaces/format.py for the format, and the built-in spaces "
-                    "(`larnn spaces show NAME`) for examples.")
+        "distribution. See search_spaces/format.py for the format, and the built-in spaces "
+        "(`larnn spaces show NAME`) for examples.",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     actions.add_parser("list", help="the built-in spaces").set_defaults(run=_list)
     show = actions.add_parser("show", help="print a built-in space's file")
     show.add_argument("name", help="a name from `larnn spaces list`")
     show.set_defaults(run=_show)
-    check = actions.add_parser("check", help="validate space files (the same check every submit runs)",
-                               description="Validate space files: every problem is reported with the file, "
-                                           "the field and what is wrong. Exit status 2 if any file is invalid.")
+    check = actions.add_parser(
+        "check",
+        help="validate space files (the same check every submit runs)",
+        description="Validate space files: every problem is reported with the file, "
+        "the field and what is wrong. Exit status 2 if any file is invalid.",
+    )
     check.add_argument("files", nargs="+", metavar="FILE", help="space file, or a built-in name")
     check.set_defaults(run=_check)
 

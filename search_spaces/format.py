@@ -24,6 +24,7 @@ levels, no YAML aliases (an alias bomb expands a few hundred bytes into gigabyte
 keys, and only the values JSON has (no sets, timestamps or binary; numbers finite and below
 2^63). Messages quote at most about 200 characters of a value.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,16 @@ from typing import Any
 
 import yaml
 
-ARITY = {"uniform": 2, "quniform": 3, "loguniform": 2, "qloguniform": 3, "normal": 2, "qnormal": 3,
-         "randint": 2, "choice": None}
+ARITY = {
+    "uniform": 2,
+    "quniform": 3,
+    "loguniform": 2,
+    "qloguniform": 3,
+    "normal": 2,
+    "qnormal": 3,
+    "randint": 2,
+    "choice": None,
+}
 TOP_LEVEL = ("description", "space")
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 32
@@ -64,6 +73,7 @@ class Distribution:
 @dataclass(frozen=True)
 class Scaled:
     """base * exp(uniform(low, high)): the 2018 'base times a log-uniform multiplier'."""
+
     base: float
     low: float
     high: float
@@ -111,13 +121,15 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a space file",
-                                              self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in a space file", self.peek_event().start_mark
+            )
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
-                                                  self.peek_event().start_mark)
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -126,13 +138,13 @@ class _BoundedLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                raise yaml.constructor.ConstructorError(None, None, "a key must be plain text, not a list or mapping",
-                                                        key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be plain text, not a list or mapping", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 mark = key_node.start_mark
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", mark)
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", mark)
             seen.add(key)
         return super().construct_mapping(node, deep)
 
@@ -160,8 +172,9 @@ def parse_text(raw: bytes, source: str) -> Any:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SpaceError(source, [("", f"is not UTF-8 text (byte {error.start}); binary, or UTF-16? "
-                                       "save it as UTF-8")]) from None
+        raise SpaceError(
+            source, [("", f"is not UTF-8 text (byte {error.start}); binary, or UTF-16? save it as UTF-8")]
+        ) from None
     try:
         document = yaml.load(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as error:
@@ -169,8 +182,16 @@ def parse_text(raw: bytes, source: str) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise SpaceError(source, [("", f"{where}YAML syntax error: {error.problem or error}")]) from None
     except yaml.reader.ReaderError as error:
-        raise SpaceError(source, [("", f"character {error.character!r} at position {error.position} is not "
-                                       "allowed (control characters are not text)")]) from None
+        raise SpaceError(
+            source,
+            [
+                (
+                    "",
+                    f"character {error.character!r} at position {error.position} is not "
+                    "allowed (control characters are not text)",
+                )
+            ],
+        ) from None
     except yaml.YAMLError as error:
         raise SpaceError(source, [("", f"YAML error: {quote(str(error))}")]) from None
     problems = list(_foreign_values(document, ""))
@@ -199,13 +220,20 @@ def _foreign_values(value: Any, path: str):
         elif abs(value) >= MAX_INT:
             yield path, f"{value:g} is too large (a space's numbers stay below 2^63)"
     else:
-        yield path, f"a {type(value).__name__} is not a value a space holds (use text, numbers, true/false, " \
-                    "lists and mappings)"
+        yield (
+            path,
+            f"a {type(value).__name__} is not a value a space holds (use text, numbers, true/false, "
+            "lists and mappings)",
+        )
 
 
 def is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < MAX_INT
-            and math.isfinite(value))
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and abs(value) < MAX_INT
+        and math.isfinite(value)
+    )
 
 
 class _Parser:
@@ -251,7 +279,7 @@ class _Parser:
         if len(keys) != 1 or not keys <= set(ARITY):
             self.fail(path, f"expected one of {', '.join(ARITY)} or {{base, log_multiplier}}, got {sorted(keys)}")
             return Invalid()
-        (kind, args), = value.items()
+        ((kind, args),) = value.items()
         path = f"{path}.{kind}"
         if kind == "choice":
             return self.choice(path, args)
@@ -287,8 +315,11 @@ class _Parser:
         if bounds[0] >= bounds[1]:
             self.fail(f"{path}.log_multiplier", f"low ({bounds[0]}) must be less than high ({bounds[1]})")
         if max(map(abs, bounds)) > MAX_LOG_MULTIPLIER:
-            self.fail(f"{path}.log_multiplier", f"a multiplier of exp({max(map(abs, bounds)):g}) is out of reach; "
-                                                f"keep |log_multiplier| <= {MAX_LOG_MULTIPLIER}")
+            self.fail(
+                f"{path}.log_multiplier",
+                f"a multiplier of exp({max(map(abs, bounds)):g}) is out of reach; "
+                f"keep |log_multiplier| <= {MAX_LOG_MULTIPLIER}",
+            )
         return Scaled(float(base), *map(float, bounds))
 
     def choice(self, path: str, options: Any) -> Node:
@@ -311,7 +342,9 @@ def parse(document: Any, source: str) -> tuple[str, dict[str, Node], list[tuple[
     a problem is parsed as Invalid. Raises SpaceError only if there is no mapping at all."""
     parser = _Parser()
     if not isinstance(document, dict):
-        raise SpaceError(source, [("", f"a space file must be a mapping with a 'space:' key, got {type(document).__name__}")])
+        raise SpaceError(
+            source, [("", f"a space file must be a mapping with a 'space:' key, got {type(document).__name__}")]
+        )
     for key in document:
         if key not in TOP_LEVEL:
             parser.fail(str(key), f"unknown top-level key; a space file has {', '.join(TOP_LEVEL)}")

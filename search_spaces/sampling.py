@@ -9,6 +9,7 @@ Rounding rule (the only one): integer hyperparameters are rounded to the nearest
 up; then, for a LARNN, hidden_size is rounded to the nearest multiple of attention_heads (halves
 up), as in 2018. validate.py refuses spaces where that multiple could be 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ def to_hyperopt(nodes: dict[str, Node], prefix: str = "") -> dict[str, Any]:
         elif isinstance(node, Choice):
             expression[name] = hp.choice(label, list(node.options))
         elif isinstance(node, Branches):
-            expression[name] = hp.choice(label, [to_hyperopt(option, f"{label}[{i}].")
-                                                 for i, option in enumerate(node.options)])
+            expression[name] = hp.choice(
+                label, [to_hyperopt(option, f"{label}[{i}].") for i, option in enumerate(node.options)]
+            )
         elif node.kind in ("loguniform", "qloguniform"):
             low, high, *q = node.args
             expression[name] = getattr(hp, node.kind)(label, math.log(low), math.log(high), *q)

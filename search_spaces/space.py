@@ -3,6 +3,7 @@ experiment stores (as JSON, never as pickled Python).
 
 Parsing and validation need neither numpy nor hyperopt (which imports scipy: about a second);
 sampling imports them when a space is first sampled, so `larnn spaces check` answers at once."""
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,10 @@ class Space:
 
         vals = locate(self.nodes, point)
         every = Domain(lambda point: 0.0, self.hyperopt()).params  # every label, as hyperopt names them
-        return ({label: [tid] if label in vals else [] for label in every},
-                {label: [vals[label]] if label in vals else [] for label in every})
+        return (
+            {label: [tid] if label in vals else [] for label in every},
+            {label: [vals[label]] if label in vals else [] for label in every},
+        )
 
     def point_of(self, vals: dict[str, list]) -> dict[str, Any]:
         """The point a trial with these misc.vals trains (what workers.suggest.hyperparameters reads)."""

@@ -1,5 +1,6 @@
 """Checks a parsed space against larnn_core's hyperparameters: names, types, and that every
 point it can produce (after the rounding rule of sampling.py) builds a valid model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,8 +46,13 @@ def bounds(node: Node) -> tuple[float, float] | None:
 def _check_type(name: str, path: str, node: Node, problems: list) -> bool:
     kind = FIELD_TYPES[name]
     if isinstance(node, Branches):
-        problems.append((path, f"{name!r} is a hyperparameter; a conditional choice of mappings needs a "
-                               "label that is not one (e.g. 'architecture')"))
+        problems.append(
+            (
+                path,
+                f"{name!r} is a hyperparameter; a conditional choice of mappings needs a "
+                "label that is not one (e.g. 'architecture')",
+            )
+        )
         return False
     values = node.options if isinstance(node, Choice) else [node.value] if isinstance(node, Fixed) else None
     if kind in ("bool", "str") and values is None:
@@ -89,8 +95,12 @@ def _combinations(nodes: dict[str, Node], path: str, problems: list):
     choices = []
     for label, node in nodes.items():
         if isinstance(node, Branches) and label not in FIELD_TYPES:
-            choices.append([list(_combinations(option, f"{path}.{label}.choice[{i}]", problems))
-                            for i, option in enumerate(node.options)])
+            choices.append(
+                [
+                    list(_combinations(option, f"{path}.{label}.choice[{i}]", problems))
+                    for i, option in enumerate(node.options)
+                ]
+            )
     for picks in itertools.product(*[[c for option in branch for c in option] for branch in choices]):
         combined = dict(flat)
         for pick in picks:
@@ -116,8 +126,13 @@ def validate(nodes: dict[str, Node], path: str = "space") -> list[tuple[str, str
     """Every problem of the space, as (field path, message); an empty list means valid."""
     problems: list[tuple[str, str]] = []
     if count_combinations(nodes) > MAX_COMBINATIONS:
-        return [(path, f"its conditional choices combine into more than {MAX_COMBINATIONS} sub-spaces, which "
-                       "are too many to check: split it into several spaces")]
+        return [
+            (
+                path,
+                f"its conditional choices combine into more than {MAX_COMBINATIONS} sub-spaces, which "
+                "are too many to check: split it into several spaces",
+            )
+        ]
     typed_ok = {}
     for combo in _combinations(nodes, path, problems):
         for name, (where, node) in combo.items():
@@ -141,6 +156,7 @@ def validate(nodes: dict[str, Node], path: str = "space") -> list[tuple[str, str
 
 def _check_heads_divide_hidden(combo: dict, problems: list) -> None:
     """hidden_size is rounded to the nearest multiple of attention_heads; that must not be 0."""
+
     def extreme(name: str, which: int):
         if name not in combo:
             return DEFAULTS[name], f"the default {name} ({DEFAULTS[name]})"
@@ -161,6 +177,11 @@ def _check_heads_divide_hidden(combo: dict, problems: list) -> None:
         return
     if round_half_up(hidden / heads) < 1:
         where = hidden_at if "hidden_size" in combo else heads_at
-        problems.append((where, f"attention_heads can reach {heads} while hidden_size can be as low as "
-                                f"{hidden:g}: rounded to a multiple of attention_heads, hidden_size would be 0 "
-                                "(keep hidden_size >= attention_heads / 2)"))
+        problems.append(
+            (
+                where,
+                f"attention_heads can reach {heads} while hidden_size can be as low as "
+                f"{hidden:g}: rounded to a multiple of attention_heads, hidden_size would be 0 "
+                "(keep hidden_size >= attention_heads / 2)",
+            )
+        )

@@ -64,8 +64,16 @@ def test_plot_writes_every_figure_and_an_offline_report(store, url, tmp_path, ca
     out = tmp_path / "plots"
     assert cli.main(["plot", "round2", "round3", "--out", str(out), "--store", url]) == 0
     stems = {p.stem for p in out.glob("*.png")}
-    expected = {"history", "importance", "learning_curves", "larnn_vs_lstm", "validation_vs_test",
-                "hp_learning_rate", "hp_larnn_mode", "hp_attention_heads"}
+    expected = {
+        "history",
+        "importance",
+        "learning_curves",
+        "larnn_vs_lstm",
+        "validation_vs_test",
+        "hp_learning_rate",
+        "hp_larnn_mode",
+        "hp_attention_heads",
+    }
     assert expected <= stems and len([s for s in stems if s.startswith("pair_")]) == 2
     for stem in stems:
         image = matplotlib.image.imread(out / f"{stem}.png")
@@ -113,10 +121,24 @@ def test_trials_export(store, url, tmp_path, capsys):
 @pytest.mark.slow
 def test_notebook_runs_as_a_script(store, url, tmp_path):
     out = tmp_path / "nb"
-    run = subprocess.run([sys.executable, str(ROOT / "analysis/notebooks/hyperparameter_influence.py"),
-                          "--store", url, "--experiment", "round2", "--experiment", "round3", "--out", str(out)],
-                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "analysis/notebooks/hyperparameter_influence.py"),
+            "--store",
+            url,
+            "--experiment",
+            "round2",
+            "--experiment",
+            "round3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "learning_rate" in run.stdout and (out / "importance.png").exists()
     assert run.stdout.count("# %%") == 0 and "figures in" in run.stdout
@@ -149,7 +171,10 @@ def test_import_of_2018_results_round_trips_and_skips_malformed_files(tmp_path, 
 def test_import_of_only_bad_files_writes_nothing(tmp_path, url):
     (tmp_path / "bad.json").write_text("[]")
     store = open_store(url)
-    assert import_results(store, "nothing", [tmp_path / "bad.json"]) == (0, [f"{tmp_path / 'bad.json'}: not a JSON object"])
+    assert import_results(store, "nothing", [tmp_path / "bad.json"]) == (
+        0,
+        [f"{tmp_path / 'bad.json'}: not a JSON object"],
+    )
     assert store.experiments() == []
 
 
@@ -189,8 +214,17 @@ def test_the_report_shows_running_trials_curves_and_marks_pruned_ones(store, url
     for epoch, accuracy in enumerate((0.5, 0.62, 0.7), 1):
         assert store.report_epoch("round3", 100, "host:1:live", EpochReport(epoch, validation_accuracy=accuracy))
     curve = (EpochReport(1, validation_accuracy=0.3), EpochReport(2, validation_accuracy=0.35))
-    store.insert_trial(Trial("round3", 101, state=PRUNED, curve=curve, result=TrainResult(
-        "ok", curve, best_epoch=2, extra={"pruned_at_epoch": 2, "space": {"learning_rate": 0.01}})))
+    store.insert_trial(
+        Trial(
+            "round3",
+            101,
+            state=PRUNED,
+            curve=curve,
+            result=TrainResult(
+                "ok", curve, best_epoch=2, extra={"pruned_at_epoch": 2, "space": {"learning_rate": 0.01}}
+            ),
+        )
+    )
     out = tmp_path / "plots"
     assert cli.main(["plot", "round3", "--out", str(out), "--store", url]) == 0
     progress = (out / "progress.svg").read_text()
@@ -224,7 +258,9 @@ def test_imports_are_labelled_test_picked_in_the_export_the_figures_and_the_repo
     add_synthetic_experiment(store, "honest", n=30, seed=2)
     frame, _ = trials_frame(store, ["honest", "paper-2018"])
     assert dict(frame.groupby("experiment")["protocol"].unique().map(list)) == {
-        "honest": ["honest"], "paper-2018": ["test-picked"]}
+        "honest": ["honest"],
+        "paper-2018": ["test-picked"],
+    }
     from analysis.plots import accuracy_label
 
     assert accuracy_label(frame) == "accuracy: validation, or test-picked for 2018 imports"
@@ -268,15 +304,23 @@ def test_a_numeric_choice_sits_at_the_category_its_pair_plot_tick_names():
     from analysis.plots import pair_coordinates
 
     rates = [0.001 * (i + 1) for i in range(8)]  # a number with many values: an axis of its own
-    data = pd.DataFrame({"attention_heads": [9, 27, 27, 9] * 2, "learning_rate": rates,
-                         "larnn_mode": ["layer", "residual", "layer", "layer"] * 2})
+    data = pd.DataFrame(
+        {
+            "attention_heads": [9, 27, 27, 9] * 2,
+            "learning_rate": rates,
+            "larnn_mode": ["layer", "residual", "layer", "layer"] * 2,
+        }
+    )
     coded = pair_coordinates(data, ["attention_heads", "learning_rate"])
     assert coded["attention_heads"].tolist() == [0.0, 1.0, 1.0, 0.0] * 2  # 9 before 27, by value
     assert coded["learning_rate"].tolist() == rates
     assert pair_coordinates(data, ["larnn_mode"])["larnn_mode"].tolist() == [0.0, 1.0, 0.0, 0.0] * 2
     from analysis.plots import categories
 
-    assert categories(data["attention_heads"]) == ["9", "27"] and categories(data["larnn_mode"]) == ["layer", "residual"]
+    assert categories(data["attention_heads"]) == ["9", "27"] and categories(data["larnn_mode"]) == [
+        "layer",
+        "residual",
+    ]
 
 
 def add_two_rounds(store, n: int = 40) -> None:
@@ -286,13 +330,23 @@ def add_two_rounds(store, n: int = 40) -> None:
     for name, epochs, level in (("short", 25, 0.75), ("long", 100, 0.88)):
         store.create_experiment(make_experiment(name, load_space("paper-round1"), max_evals=n))
         for tid in range(n):
-            point = {"training_epochs": epochs, "dropout_drop_proba": float(rng.uniform(0.05, 0.5)),
-                     "learning_rate": float(rng.uniform(0.001, 0.01)) * (2 if epochs == 100 else 1),
-                     "hidden_size": int(rng.integers(40, 120))}
+            point = {
+                "training_epochs": epochs,
+                "dropout_drop_proba": float(rng.uniform(0.05, 0.5)),
+                "learning_rate": float(rng.uniform(0.001, 0.01)) * (2 if epochs == 100 else 1),
+                "hidden_size": int(rng.integers(40, 120)),
+            }
             accuracy = level - 0.3 * abs(point["dropout_drop_proba"] - 0.2) + rng.normal(0, 0.002)
             store.insert_trial(Trial.new(name, tid, {}, {}, owner="synthetic"))
-            store.finish(name, tid, "synthetic", DONE, TrainResult.from_document(
-                {"status": "ok", "loss": -accuracy, "space": point, "best_validation_accuracy": accuracy}))
+            store.finish(
+                name,
+                tid,
+                "synthetic",
+                DONE,
+                TrainResult.from_document(
+                    {"status": "ok", "loss": -accuracy, "space": point, "best_validation_accuracy": accuracy}
+                ),
+            )
 
 
 def test_importance_is_ranked_within_each_experiment_and_pooled_only_with_the_experiment_as_a_feature(url):
@@ -320,7 +374,7 @@ def svg_colours(path: Path) -> dict[str, set[str]]:
         if group.get("id", "").startswith("experiment-"):
             styles = " ".join(e.get("style", "") for e in group.iter())
             colours = set(re.findall(r"(?:fill|stroke): (#[0-9a-f]{6})", styles))
-            found.setdefault(group.get("id")[len("experiment-"):], set()).update(colours)
+            found.setdefault(group.get("id")[len("experiment-") :], set()).update(colours)
     return found
 
 
@@ -357,7 +411,9 @@ def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_
     out = tmp_path / "plots"
     assert cli.main(["plot", "cloned", "--out", str(out), "--store", url]) == 0
     assert not (out / "history.svg").exists()
-    assert "cloned is left out of the optimisation history: its trials are unordered" in (out / "index.html").read_text()
+    assert (
+        "cloned is left out of the optimisation history: its trials are unordered" in (out / "index.html").read_text()
+    )
     add_synthetic_experiment(open_store(url), "honest", n=12, seed=3)
     assert cli.main(["plot", "honest", "cloned", "--out", str(tmp_path / "both"), "--store", url]) == 0
     history = (tmp_path / "both" / "history.svg").read_text()

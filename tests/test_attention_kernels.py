@@ -1,5 +1,6 @@
 """The window attention's two implementations (attention_loops' numba loops, attention_ops' torch
 ops) against autograd through the plain softmax-attention formula."""
+
 import os
 import subprocess
 import sys
@@ -87,9 +88,11 @@ def test_compiled_loops_split_heads_over_torch_threads_with_the_same_results(tor
 def test_numba_fallback_pool_runs_the_loops_on_one_thread():
     """numba's workqueue pool (used where neither OpenMP nor TBB loads) is slower on two threads
     than on one here, so the loops keep to one thread with it."""
-    script = ("import numba, torch; from larnn_core.execution import attention_loops; "
-              "torch.set_num_threads(2); one = attention_loops.loops() is attention_loops.ONE_THREAD; "
-              "print(numba.threading_layer(), one)")
+    script = (
+        "import numba, torch; from larnn_core.execution import attention_loops; "
+        "torch.set_num_threads(2); one = attention_loops.loops() is attention_loops.ONE_THREAD; "
+        "print(numba.threading_layer(), one)"
+    )
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "NUMBA_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["workqueue", "True"]

@@ -1,5 +1,6 @@
 """benchmarks/bench_larnn.py, bench_throughput.py and bench_eval_agreement.py end to end on shrunken shapes: the
 JSON that runs are compared by."""
+
 import json
 import os
 import signal
@@ -10,17 +11,45 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = ("reference_train_ms", "fast_train_ms", "lstm_train_ms", "reference_infer_ms", "fast_infer_ms",
-            "lstm_infer_ms", "fast_vs_reference_train", "fast_vs_lstm_train", "peak_mem_ratio")
+ROW_KEYS = (
+    "reference_train_ms",
+    "fast_train_ms",
+    "lstm_train_ms",
+    "reference_infer_ms",
+    "fast_infer_ms",
+    "lstm_infer_ms",
+    "fast_vs_reference_train",
+    "fast_vs_lstm_train",
+    "peak_mem_ratio",
+)
 
 
 @pytest.mark.slow
 def test_quick_run_writes_the_documented_shape(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, "benchmarks/bench_larnn.py", "--quick", "--configs", "small", "--devices", "cpu",
-         "--threads", "1", "--batch", "8", "--steps", "5", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "benchmarks/bench_larnn.py",
+            "--quick",
+            "--configs",
+            "small",
+            "--devices",
+            "cpu",
+            "--threads",
+            "1",
+            "--batch",
+            "8",
+            "--steps",
+            "5",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     assert json.loads(run.stdout) == result
@@ -63,9 +92,27 @@ def test_a_measurement_that_fails_reports_its_traceback(monkeypatch):
 @pytest.mark.slow
 def test_throughput_benchmark_quick_run_writes_ratios_per_slot_count(tmp_path):
     out = tmp_path / "throughput.json"
-    run = subprocess.run([sys.executable, "benchmarks/bench_throughput.py", "--quick", "--slots", "1,2", "--steps", "1",
-                          "--devices", "cpu", "--threads", "1", "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_throughput.py",
+            "--quick",
+            "--slots",
+            "1,2",
+            "--steps",
+            "1",
+            "--devices",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     cpu = result["device"]["cpu"]
@@ -80,10 +127,25 @@ def test_throughput_benchmark_quick_run_writes_ratios_per_slot_count(tmp_path):
 @pytest.mark.slow
 def test_eval_agreement_benchmark_smoke_run_writes_both_statistics(tmp_path):
     out = tmp_path / "agreement.json"
-    run = subprocess.run([sys.executable, "benchmarks/bench_eval_agreement.py", "--seeds", "0", "--steps", "2",
-                          "--samples", "64", "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "LARNN_DATA": str(tmp_path / "data")})
+    run = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/bench_eval_agreement.py",
+            "--seeds",
+            "0",
+            "--steps",
+            "2",
+            "--samples",
+            "64",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "LARNN_DATA": str(tmp_path / "data")},
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(out.read_text())
     (row,) = result["seeds"]

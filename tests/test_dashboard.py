@@ -1,4 +1,5 @@
 """`larnn dashboard`: the store as optuna-dashboard studies, read-only, live in a real browser."""
+
 import json
 import os
 import shutil
@@ -35,8 +36,15 @@ def fixture_store(url: str) -> None:
         store.insert_trial(Trial.new("round-b", tid, *space.trial_misc(point, tid), owner=owner))
         for epoch in (1, 2):
             store.report_epoch("round-b", tid, owner, EpochReport(epoch, validation_accuracy=0.5 + 0.1 * epoch))
-    store.finish("round-b", 12, "gpu-8", PRUNED, TrainResult.from_document(
-        {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7, "pruned_at_epoch": 2, "space": point}))
+    store.finish(
+        "round-b",
+        12,
+        "gpu-8",
+        PRUNED,
+        TrainResult.from_document(
+            {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7, "pruned_at_epoch": 2, "space": point}
+        ),
+    )
 
 
 def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distributions(tmp_path):
@@ -49,8 +57,12 @@ def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distribut
     assert studies.get_study_system_attrs(study) == {"study:metric_names": ["validation accuracy"]}
     trials = studies.get_all_trials(study)
     assert [t.number for t in trials] == list(range(13))
-    assert [t.state for t in trials[9:]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING,
-                                             TrialState.PRUNED]
+    assert [t.state for t in trials[9:]] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.RUNNING,
+        TrialState.PRUNED,
+    ]
     running, pruned = trials[11], trials[12]
     assert running.intermediate_values == {1: 0.6, 2: 0.7} and running.value is None
     assert pruned.user_attrs["pruned_at_epoch"] == 2
@@ -58,7 +70,8 @@ def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distribut
     assert trials[0].value == done.result.chosen.validation_accuracy
     assert trials[0].intermediate_values == {e.epoch: e.validation_accuracy for e in done.result.epochs}
     assert running.distributions["learning_rate"] == FloatDistribution(
-        running.distributions["learning_rate"].low, running.distributions["learning_rate"].high, log=True)
+        running.distributions["learning_rate"].low, running.distributions["learning_rate"].high, log=True
+    )
     assert running.distributions["larnn_mode"] == CategoricalDistribution(["residual", "layer"])
     assert "batch_size" not in running.distributions  # fixed by the space
     for trial in trials:
@@ -72,14 +85,23 @@ def test_the_dashboard_never_writes_to_the_store(tmp_path):
     fixture_store(url)
     studies = StoreStudies(open_store(url))
     before = [json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")]
-    writes = [("create_new_study", ([],)), ("delete_study", (0,)), ("set_study_user_attr", (0, "k", 1)),
-              ("set_study_system_attr", (0, "k", 1)), ("create_new_trial", (0,)),
-              ("set_trial_state_values", (11, TrialState.COMPLETE)), ("set_trial_intermediate_value", (11, 3, 0.9)),
-              ("set_trial_user_attr", (11, "k", 1)), ("set_trial_system_attr", (11, "k", 1))]
+    writes = [
+        ("create_new_study", ([],)),
+        ("delete_study", (0,)),
+        ("set_study_user_attr", (0, "k", 1)),
+        ("set_study_system_attr", (0, "k", 1)),
+        ("create_new_trial", (0,)),
+        ("set_trial_state_values", (11, TrialState.COMPLETE)),
+        ("set_trial_intermediate_value", (11, 3, 0.9)),
+        ("set_trial_user_attr", (11, "k", 1)),
+        ("set_trial_system_attr", (11, "k", 1)),
+    ]
     for method, args in writes:
         with pytest.raises(ReadOnly):
             getattr(studies, method)(*args)
-    assert before == [json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")]
+    assert before == [
+        json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")
+    ]
 
 
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
@@ -111,8 +133,13 @@ def dashboard(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
     fixture_store(url)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "larnn_core.cli", "dashboard", "--store", url, "--port", str(port)],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "larnn_core.cli", "dashboard", "--store", url, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         banner = server.stdout.readline()
         assert f"http://127.0.0.1:{port}/" in banner, banner  # loopback unless the user says otherwise
@@ -129,8 +156,11 @@ def dashboard(tmp_path):
         server.wait(timeout=10)
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver "
-                    "(.ci/run installs them with apt-get; apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver "
+    "(.ci/run installs them with apt-get; apt-get install chromium chromium-driver)",
+)
 def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_without_reload(dashboard, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -148,13 +178,16 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         assert "round-a" in browser.find_element("tag name", "body").text
         study = StoreStudies(open_store(url)).get_study_id_from_name("round-b")
         browser.get(f"{base}/dashboard/studies/{study}")
-        curve = ("return (document.getElementById('graph-intermediate-values')?.data || [])"
-                 ".filter(t => t.name.startsWith('trial #11 ')).map(t => Array.from(t.y))[0] || null")
+        curve = (
+            "return (document.getElementById('graph-intermediate-values')?.data || [])"
+            ".filter(t => t.name.startsWith('trial #11 ')).map(t => Array.from(t.y))[0] || null"
+        )
         assert WebDriverWait(browser, 30).until(lambda b: b.execute_script(curve)) == [0.6, 0.7]
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
         open_store(url).report_epoch("round-b", 11, "gpu-7", EpochReport(3, validation_accuracy=0.8))
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
-            lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve))  # no reload
+            lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve)
+        )  # no reload
         origins = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
         assert origins and all(o.startswith(base) for o in origins), origins  # offline: nothing from a CDN
     finally:

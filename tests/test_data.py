@@ -47,7 +47,9 @@ def test_windows_stay_inside_single_label_segments():
 
 def test_gravity_is_separated_from_body_acceleration():
     t = np.arange(2000) / hapt.RATE_HZ
-    columns = {f"acc-{a}": np.full_like(t, g) + 0.1 * np.sin(2 * np.pi * 2.0 * t) for a, g in zip("xyz", (1.0, 0.0, 0.0))}
+    columns = {
+        f"acc-{a}": np.full_like(t, g) + 0.1 * np.sin(2 * np.pi * 2.0 * t) for a, g in zip("xyz", (1.0, 0.0, 0.0))
+    }
     columns.update({f"gyro-{a}": 0.5 * np.sin(2 * np.pi * 1.0 * t) for a in "xyz"})
     signals = hapt.inertial_channels(columns)[200:-200]  # away from the filters' edges
     body, total = signals[:, 0], signals[:, 6]

@@ -2,6 +2,7 @@
 Compose implementation validates the file, and its structure is held to what README promises:
 authentication, loopback by default, no credential in the repository or on a command line, every
 GPU reserved, the services and profiles users run."""
+
 import re
 import shutil
 import subprocess
@@ -32,20 +33,37 @@ def compose_command() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(compose_command() is None, reason="no Compose implementation installed (docker compose or "
-                                                      "docker-compose; .ci/run installs Debian's docker-compose)")
+@pytest.mark.skipif(
+    compose_command() is None,
+    reason="no Compose implementation installed (docker compose or "
+    "docker-compose; .ci/run installs Debian's docker-compose)",
+)
 def test_a_real_compose_implementation_accepts_every_profile():
-    profiles = [part for service in SERVICES.values() for profile in service.get("profiles", [])
-                for part in ("--profile", profile)]
-    done = subprocess.run([*compose_command(), "--env-file", ".env.example", "-f", "docker-compose.yml", *profiles,
-                           "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    profiles = [
+        part
+        for service in SERVICES.values()
+        for profile in service.get("profiles", [])
+        for part in ("--profile", profile)
+    ]
+    done = subprocess.run(
+        [*compose_command(), "--env-file", ".env.example", "-f", "docker-compose.yml", *profiles, "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
 
 
 def test_services_and_profiles():
     profiles = {name: service.get("profiles", []) for name, service in SERVICES.items()}
-    assert profiles == {"mongo": [], "worker": [], "worker-cpu": ["cpu"], "cli": ["cli"], "dashboard": ["dashboard"],
-                        "test": ["test"]}
+    assert profiles == {
+        "mongo": [],
+        "worker": [],
+        "worker-cpu": ["cpu"],
+        "cli": ["cli"],
+        "dashboard": ["dashboard"],
+        "test": ["test"],
+    }
     assert re.fullmatch(r"mongo:\d+", SERVICES["mongo"]["image"])  # the official image, major version pinned
     assert "mongosh" in SERVICES["mongo"]["healthcheck"]["test"]
     for name in ("worker", "worker-cpu", "cli", "dashboard", "test"):
@@ -99,7 +117,9 @@ def test_the_worker_reserves_every_gpu_and_runs_one_process_per_device():
     (devices,) = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices["count"] == "all" and "gpu" in devices["capabilities"]
     assert SERVICES["worker"]["command"] == ["worker", "--devices", "${LARNN_DEVICES:-all}"]
-    assert SERVICES["worker-cpu"]["command"] == ["worker", "--devices", "cpu"] and "deploy" not in SERVICES["worker-cpu"]
+    assert (
+        SERVICES["worker-cpu"]["command"] == ["worker", "--devices", "cpu"] and "deploy" not in SERVICES["worker-cpu"]
+    )
     for name in ("worker", "worker-cpu"):
         volumes = SERVICES[name]["volumes"]
         assert "har-data:/data" in volumes and "spool:/cache" in volumes, name  # named volumes outlive containers
@@ -115,6 +135,7 @@ def test_the_image_runs_as_a_user_from_a_pinned_base_and_its_commands_exist():
     assert SERVICES["test"]["build"]["args"]["EXTRAS"] == "hapt,dev"
     commands = {tuple(service["command"][:1]) for service in SERVICES.values() if service.get("command")}
     for command in sorted(commands | {("worker",), ("submit",), ("status",), ("best",), ("plot",)}):
-        done = subprocess.run([sys.executable, "-m", "larnn_core.cli", *command, "--help"], capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "larnn_core.cli", *command, "--help"], capture_output=True, text=True
+        )
         assert done.returncode == 0 and "usage: larnn" in done.stdout, (command, done.stderr)

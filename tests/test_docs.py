@@ -1,4 +1,5 @@
 """Every file and test the documentation names exists: the repository explains itself."""
+
 import ast
 import re
 from pathlib import Path
@@ -21,7 +22,9 @@ def test_every_test_the_design_names_exists():
 
 def test_every_repository_path_the_docs_name_exists():
     for doc in DOCS:
-        for path in re.findall(r"`((?:larnn_core|search_spaces|workers|analysis|tests|benchmarks|docs)/[\w/.]+)", doc.read_text()):
+        for path in re.findall(
+            r"`((?:larnn_core|search_spaces|workers|analysis|tests|benchmarks|docs)/[\w/.]+)", doc.read_text()
+        ):
             assert (ROOT / path.rstrip(".")).exists(), f"{doc.name}: {path}"
 
 
@@ -33,7 +36,7 @@ def test_the_design_lists_every_field_of_every_stored_record():
     from workers.records import Attempt, Experiment, Objective, Trial
 
     design = (ROOT / "docs" / "design.md").read_text()
-    section = design[design.index("## 5. The store's documents"):]
+    section = design[design.index("## 5. The store's documents") :]
     for record in (Experiment, Objective, Trial, Attempt, EpochReport, TrainResult):
         line = re.search(rf"^- `{record.__name__}`: (.+)$", section, re.M)
         assert line, f"docs/design.md, section 5, has no line for {record.__name__}"

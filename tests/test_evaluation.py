@@ -1,6 +1,7 @@
 """Evaluation matches training: the LARNN in eval mode keeps the scale it had in training at
 every time step, cannot diverge through its recurrence, does not depend on the batch's
 composition; and an epoch whose evaluation diverged is never selected."""
+
 import math
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_inference_does_not_depend_on_the_batch():
         model(x[torch.randperm(40)[:32]])
     model.eval()
     with torch.no_grad():
-        together, alone = model(x), torch.cat([model(x[i:i + 1]) for i in range(5)])
+        together, alone = model(x), torch.cat([model(x[i : i + 1]) for i in range(5)])
         shuffled = model(x.flip(0))
     assert torch.allclose(together[:5], alone, atol=1e-5)
     assert torch.allclose(together, shuffled.flip(0), atol=1e-5)
@@ -97,7 +98,9 @@ def test_training_evaluates_with_statistics_of_each_epochs_weights(small_har, mo
     """Every epoch's evaluations come after the batch norms' statistics are refreshed from the
     epoch's own sequences under its final weights (larnn_core/statistics.py)."""
     events, real_refresh, real_evaluate = [], training.refresh, training.evaluate
-    monkeypatch.setattr(training, "refresh", lambda model, X: events.append(("refresh", len(X))) or real_refresh(model, X))
+    monkeypatch.setattr(
+        training, "refresh", lambda model, X: events.append(("refresh", len(X))) or real_refresh(model, X)
+    )
     monkeypatch.setattr(training, "evaluate", lambda *a, **k: events.append(("evaluate",)) or real_evaluate(*a, **k))
     training.train(HParams.from_dict({**TINY, "training_epochs": 2}), small_har, device="cpu", progress=False)
     train_size = len(make_splits(small_har, 5, 0).train[1])
@@ -158,8 +161,20 @@ def test_train_and_eval_agree_at_every_step_after_training(norm, mode, seed):
     torch.manual_seed(seed)
     data = synthetic_har(windows_per_subject=20, steps=32, seed=seed)
     X, y = torch.from_numpy(data.X), torch.from_numpy(data.y)
-    model = build_model(HParams.from_dict({**TINY, "hidden_size": 16, "attention_heads": 4, "larnn_window_size": 6,
-                                           "dropout_drop_proba": 0.0, "norm": norm, "larnn_mode": mode}), steps=32)
+    model = build_model(
+        HParams.from_dict(
+            {
+                **TINY,
+                "hidden_size": 16,
+                "attention_heads": 4,
+                "larnn_window_size": 6,
+                "dropout_drop_proba": 0.0,
+                "norm": norm,
+                "larnn_mode": mode,
+            }
+        ),
+        steps=32,
+    )
     train_steps(model, X, y, steps=20, batch=64, lr=0.05, seed=seed)
     assert_train_and_eval_agree(model, X[:256], y[:256], factor=1.1, loss_factor=1.1)
 

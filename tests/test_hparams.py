@@ -4,10 +4,20 @@ from larnn_core.commands import read_config
 from larnn_core.hparams import HParams
 
 PAPER_2018_SPACE = {  # the `space` dict of the best 2018 result file
-    "hidden_size": 81, "attention_heads": 27, "larnn_window_size": 38, "larnn_mode": "residual",
-    "use_positional_encoding": False, "activation_on_keys_and_values": True, "num_layers": 3,
-    "is_stacked_residual": True, "dropout_drop_proba": 0.0889, "learning_rate": 0.006027,
-    "l2_weight_reg": 0.00065, "decay_each_N_epoch": 26, "batch_size": 256, "training_epochs": 100,
+    "hidden_size": 81,
+    "attention_heads": 27,
+    "larnn_window_size": 38,
+    "larnn_mode": "residual",
+    "use_positional_encoding": False,
+    "activation_on_keys_and_values": True,
+    "num_layers": 3,
+    "is_stacked_residual": True,
+    "dropout_drop_proba": 0.0889,
+    "learning_rate": 0.006027,
+    "l2_weight_reg": 0.00065,
+    "decay_each_N_epoch": 26,
+    "batch_size": 256,
+    "training_epochs": 100,
 }
 
 
@@ -25,19 +35,22 @@ def test_unknown_key_is_refused_with_its_name_and_a_suggestion():
         HParams.from_dict({"hiden_size": 32})
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"hidden_size": 3.5}, "hidden_size.*integer"),
-    ({"use_positional_encoding": "yes"}, "use_positional_encoding.*true or false"),
-    ({"larnn_mode": "dense"}, "larnn_mode must be one of"),
-    ({"dropout_drop_proba": 1.0}, r"dropout_drop_proba must be in \[0, 1\)"),
-    ({"batch_size": 0}, r"batch_size must be in \[1, 8192\], got 0"),
-    ({"hidden_size": 10**307}, r"hidden_size must be in \[1, 4096\]"),
-    ({"learning_rate": float("inf")}, "learning_rate' must be a finite number, got inf"),
-    ({"training_epochs": 2**64}, r"training_epochs must be in \[1, 10000\]"),
-    ({"num_layers": [1] * 10000}, r"must be a finite number, got \[1, 1, .*\.\.\. \(30000 characters\)"),
-    ({"x" * 5000: 1}, r"unknown hyperparameter\(s\): 'xxxx.*\.\.\. \(5002 characters\)"),
-    ({"norm": "group"}, "norm must be one of"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"hidden_size": 3.5}, "hidden_size.*integer"),
+        ({"use_positional_encoding": "yes"}, "use_positional_encoding.*true or false"),
+        ({"larnn_mode": "dense"}, "larnn_mode must be one of"),
+        ({"dropout_drop_proba": 1.0}, r"dropout_drop_proba must be in \[0, 1\)"),
+        ({"batch_size": 0}, r"batch_size must be in \[1, 8192\], got 0"),
+        ({"hidden_size": 10**307}, r"hidden_size must be in \[1, 4096\]"),
+        ({"learning_rate": float("inf")}, "learning_rate' must be a finite number, got inf"),
+        ({"training_epochs": 2**64}, r"training_epochs must be in \[1, 10000\]"),
+        ({"num_layers": [1] * 10000}, r"must be a finite number, got \[1, 1, .*\.\.\. \(30000 characters\)"),
+        ({"x" * 5000: 1}, r"unknown hyperparameter\(s\): 'xxxx.*\.\.\. \(5002 characters\)"),
+        ({"norm": "group"}, "norm must be one of"),
+    ],
+)
 def test_bad_values_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         HParams.from_dict(bad)
@@ -68,8 +81,12 @@ def test_readme_table_shows_every_range_and_choice_as_defined():
     from larnn_core.hparams import CHOICES, MEANINGS, RANGES
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    rows = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")]
-                                          for line in readme.splitlines() if line.startswith("| "))}
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [c.strip() for c in line.strip("|").split("|")] for line in readme.splitlines() if line.startswith("| ")
+        )
+    }
     for name, valid in RANGES.items():
         assert rows[name][2] == str(valid), name
     for name, allowed in CHOICES.items():

@@ -1,5 +1,6 @@
 """Commands that only read a file or a store answer at once: they must not import torch or numba
 (seconds on a small machine), nor hyperopt (which imports scipy) to check a space."""
+
 import json
 import subprocess
 import sys

@@ -1,4 +1,5 @@
 """Model tests; each of the 2018 reference defects (docs/design.md, section 2) has one that catches it."""
+
 import itertools
 
 import pytest
@@ -20,8 +21,9 @@ def one_step(cell: LARNNCell, xq, xz, state):
 SMALL = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=2, dropout_drop_proba=0.0)
 COMBOS = [
     dict(larnn_mode=m, use_positional_encoding=p, activation_on_keys_and_values=a, is_stacked_residual=r, norm=n)
-    for m, p, a, r, n in itertools.product(("residual", "layer"), (False, True), (False, True), (False, True),
-                                           ("batch", "layer", "none"))
+    for m, p, a, r, n in itertools.product(
+        ("residual", "layer"), (False, True), (False, True), (False, True), ("batch", "layer", "none")
+    )
 ]
 
 
@@ -187,7 +189,7 @@ def test_returned_preactivation_is_normalised_and_drives_the_gates(norm):
     assert torch.allclose(z.mean(axis), torch.zeros(1), atol=1e-5)
     assert torch.allclose(z.var(axis, unbiased=False), torch.ones(1), atol=1e-3)
     H = 8
-    g, f, i = torch.tanh(z[:, :H]), torch.sigmoid(z[:, H:2 * H]), torch.sigmoid(z[:, 2 * H:3 * H])
+    g, f, i = torch.tanh(z[:, :H]), torch.sigmoid(z[:, H : 2 * H]), torch.sigmoid(z[:, 2 * H : 3 * H])
     assert torch.allclose(new.c, g * i + state.c * f, atol=1e-5)  # the carried cell
 
 

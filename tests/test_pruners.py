@@ -1,5 +1,6 @@
 """Pruning: median, ASHA and Hyperband decisions on hand-made curves, rung records that two processes update
 at once, and workers that stop pruned trials at the right epoch."""
+
 import multiprocessing
 import random
 
@@ -34,8 +35,11 @@ def curve(*accuracies: float) -> list[EpochReport]:
 
 def add_finished(store, name: str, curves: list[list[EpochReport]]) -> None:
     for tid, points in enumerate(curves):
-        store.insert_trial(Trial(name, tid, state=DONE, curve=tuple(points),
-                                 result=result_with([p.validation_accuracy for p in points])))
+        store.insert_trial(
+            Trial(
+                name, tid, state=DONE, curve=tuple(points), result=result_with([p.validation_accuracy for p in points])
+            )
+        )
 
 
 def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_reported(store):
@@ -84,8 +88,10 @@ def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_pa
     url = f"sqlite:///{tmp_path / 'store.db'}"
     open_store(url)
     queue = multiprocessing.get_context("spawn").Queue()
-    procs = [multiprocessing.get_context("spawn").Process(target=_record, args=(url, tids, queue))
-             for tids in (list(range(0, 40)), list(range(100, 140)))]
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_record, args=(url, tids, queue))
+        for tids in (list(range(0, 40)), list(range(100, 140)))
+    ]
     for p in procs:
         p.start()
     seen = queue.get(timeout=120) + queue.get(timeout=120)
@@ -95,7 +101,7 @@ def test_two_processes_recording_at_one_rung_at_once_see_one_serial_order(tmp_pa
     assert len(final) == 80
     for tid, returned in seen:
         position = [t for t, _ in final].index(tid)
-        assert [tuple(r) for r in returned] == final[:position + 1], tid
+        assert [tuple(r) for r in returned] == final[: position + 1], tid
 
 
 def test_hyperband_deals_trials_to_asha_brackets_by_hyperbands_budget_and_keeps_their_rungs_apart(store):
@@ -135,18 +141,26 @@ def test_pruner_settings_are_stored_with_defaults_and_refused_by_parameter_name(
 
 def test_the_command_line_refuses_a_pruner_setting_under_its_flag_and_writes_nothing(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    for options, message in ((["--asha-eta", "1"], "--asha-eta must be a whole number of at least 2, got 1"),
-                             (["--prune-warmup", "3"], "--prune-warmup does not apply to the asha pruner"),
-                             (["--pruner", "median", "--asha-eta", "3"], "--asha-eta does not apply to the median pruner")):
+    for options, message in (
+        (["--asha-eta", "1"], "--asha-eta must be a whole number of at least 2, got 1"),
+        (["--prune-warmup", "3"], "--prune-warmup does not apply to the asha pruner"),
+        (["--pruner", "median", "--asha-eta", "3"], "--asha-eta does not apply to the median pruner"),
+    ):
         assert cli.main(["submit", "smoke", "--name", "x", "--store", url, *options]) == 2
         assert capsys.readouterr().err.strip() == f"larnn submit: error: {message}"
     assert open_store(url).experiments() == []
 
 
-@pytest.mark.parametrize("make, parameter", [
-    (lambda: ASHAPruner(eta=1), "eta"), (lambda: ASHAPruner(min_epochs=0), "min_epochs"),
-    (lambda: HyperbandPruner(eta=True), "eta"), (lambda: MedianPruner(warmup=2.5), "warmup"),
-    (lambda: MedianPruner(min_trials=-1), "min_trials")])
+@pytest.mark.parametrize(
+    "make, parameter",
+    [
+        (lambda: ASHAPruner(eta=1), "eta"),
+        (lambda: ASHAPruner(min_epochs=0), "min_epochs"),
+        (lambda: HyperbandPruner(eta=True), "eta"),
+        (lambda: MedianPruner(warmup=2.5), "warmup"),
+        (lambda: MedianPruner(min_trials=-1), "min_trials"),
+    ],
+)
 def test_each_pruner_refuses_its_own_bad_parameters(make, parameter):
     with pytest.raises(PrunerSettingError) as refused:
         make()
@@ -156,21 +170,30 @@ def test_each_pruner_refuses_its_own_bad_parameters(make, parameter):
 def curve_objective(epochs_run: list):
     """Accuracy rises with the epoch towards a ceiling set by the learning rate; honours the
     pruner's stop (on_epoch's True), as larnn_core.train does."""
+
     def objective(hp, settings, seed, device, on_epoch):
         ceiling = 0.5 + 40 * hp["learning_rate"]  # smoke's learning rates: 0.003-0.03
         accuracies = []
         for epoch in range(1, settings.epochs + 1):
-            accuracies.append(ceiling * (1 - 0.5 ** epoch))
+            accuracies.append(ceiling * (1 - 0.5**epoch))
             if on_epoch(EpochReport(epoch, validation_accuracy=accuracies[-1])):
                 break
         epochs_run.append(epoch)
         return result_with(accuracies)
+
     return objective
 
 
 def test_a_worker_stops_pruned_trials_at_a_rung_and_keeps_their_curves(tmp_path, store):
-    submit(store, "asha", "smoke", max_evals=12, epochs=8, algorithm="rand",
-           pruner=PrunerSettings.of("asha", min_epochs=1, eta=2))
+    submit(
+        store,
+        "asha",
+        "smoke",
+        max_evals=12,
+        epochs=8,
+        algorithm="rand",
+        pruner=PrunerSettings.of("asha", min_epochs=1, eta=2),
+    )
     epochs_run = []
     Worker(store, curve_objective(epochs_run), poll_s=0.01, idle_exit_s=0.0, spool=tmp_path / "spool").run()
     trials = store.trials("asha")
@@ -192,5 +215,6 @@ def test_status_shows_each_running_trials_latest_epoch(store, capsys):
     store.insert_trial(Trial.new("live", 0, {}, {}, owner="host:1:abc"))
     assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: no epoch reported yet"]
     store.report_epoch("live", 0, "host:1:abc", EpochReport(3, validation_accuracy=0.8125))
-    assert report.running_lines(report.read(store)) == ["live trial 0 running on host:1:abc: epoch 3, validation "
-                                                        "accuracy 0.8125"]
+    assert report.running_lines(report.read(store)) == [
+        "live trial 0 running on host:1:abc: epoch 3, validation accuracy 0.8125"
+    ]

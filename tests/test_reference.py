@@ -1,5 +1,6 @@
 """The fast LARNN (model.py) computes the same function as the straightforward reference
 (reference.py): outputs and every parameter gradient, in float64 and float32, CPU and CUDA."""
+
 import itertools
 import random
 
@@ -17,8 +18,9 @@ from larnn_core.reference import reference_forward
 # compiled by torch.compile)
 CPU = ("cpu", Execution(cpu_loops=True))
 PATHS = [CPU, ("cpu", Execution(cpu_loops=False))] + (
-    [("cuda", Execution(cpu_loops=False, torch_compile=True))] if torch.cuda.is_available() else [])
-PATH_IDS = ["cpu-loops", "cpu-torch-ops", "cuda"][:len(PATHS)]
+    [("cuda", Execution(cpu_loops=False, torch_compile=True))] if torch.cuda.is_available() else []
+)
+PATH_IDS = ["cpu-loops", "cpu-torch-ops", "cuda"][: len(PATHS)]
 COMPILED_ON_CPU = ("cpu", Execution(cpu_loops=False, torch_compile=True))  # through inductor's C++ backend
 BATCH = 6
 ORDERS = 4  # batch orders whose float32 rounding of the reference sets the yardstick (float32_errors)
@@ -33,14 +35,27 @@ def configurations(n: int = 12, seed: int = 0):
         mode, pe, act = corners[i % len(corners)]
         heads = rng.choice([1, 2, 4])
         width = (3, 6)[2 * i // n]
-        yield dict(hidden_size=heads * width, num_layers=1 + i % 3, is_stacked_residual=i % 2 == 0,
-                   attention_heads=heads, window_size=rng.choice([1, 3, 6]), larnn_mode=mode,
-                   use_positional_encoding=pe, activation_on_keys_and_values=act,
-                   norm=("batch", "layer", "none")[i % 3])
+        yield dict(
+            hidden_size=heads * width,
+            num_layers=1 + i % 3,
+            is_stacked_residual=i % 2 == 0,
+            attention_heads=heads,
+            window_size=rng.choice([1, 3, 6]),
+            larnn_mode=mode,
+            use_positional_encoding=pe,
+            activation_on_keys_and_values=act,
+            norm=("batch", "layer", "none")[i % 3],
+        )
 
 
-def run(config: dict, dtype: torch.dtype, path: tuple[str, Execution], train: bool, reference: bool,
-        order: torch.Tensor | None = None):
+def run(
+    config: dict,
+    dtype: torch.dtype,
+    path: tuple[str, Execution],
+    train: bool,
+    reference: bool,
+    order: torch.Tensor | None = None,
+):
     """Output and parameter gradients of one forward and backward, fast path (executed on path's
     device as its Execution says) or reference, from the same parameters and (float64-drawn)
     inputs whatever the dtype; order: the batch's sequences in this order (the same function,
@@ -48,8 +63,13 @@ def run(config: dict, dtype: torch.dtype, path: tuple[str, Execution], train: bo
     torch.manual_seed(0)
     device, execution = path
     H = config["hidden_size"]
-    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"], execution,
-                  **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+    stack = LARNN(
+        H,
+        config["num_layers"],
+        config["is_stacked_residual"],
+        execution,
+        **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")},
+    )
     stack = stack.to(device=device, dtype=dtype).train(train)
     x = torch.randn(BATCH, 9, H, dtype=torch.float64).to(device=device, dtype=dtype)
     target = torch.randn(BATCH, 9, H, dtype=torch.float64).to(device=device, dtype=dtype)
@@ -71,8 +91,9 @@ def errors(run_a, run_b) -> tuple[float, float, float]:
     (fast, fast_grads), (ref, ref_grads) = run_a, run_b
     output_error = ((fast - ref).abs().max() / ref.abs().max()).item()
     floor = 1e-6 * max(g.abs().max() for g in ref_grads.values())
-    per_parameter = max(((fast_grads[n] - g).abs().max() / g.abs().max().clamp_min(floor)).item()
-                        for n, g in ref_grads.items())
+    per_parameter = max(
+        ((fast_grads[n] - g).abs().max() / g.abs().max().clamp_min(floor)).item() for n, g in ref_grads.items()
+    )
     whole = (max((fast_grads[n] - g).abs().max() for n, g in ref_grads.items()) / (floor * 1e6)).item()
     return output_error, per_parameter, whole
 
@@ -90,8 +111,9 @@ def float32_errors(config: dict, path) -> tuple[tuple[float, ...], tuple[float, 
     of its sums (measured: 5e-6 or 1.5e-4 for one configuration, by torch's thread count)."""
     truth = run(config, torch.float64, path, True, True)
     fast = errors(run(config, torch.float32, path, True, False), truth)
-    orders = [torch.arange(BATCH)] + [torch.randperm(BATCH, generator=torch.Generator().manual_seed(k))
-                                      for k in range(1, ORDERS)]
+    orders = [torch.arange(BATCH)] + [
+        torch.randperm(BATCH, generator=torch.Generator().manual_seed(k)) for k in range(1, ORDERS)
+    ]
     refs = [errors(run(config, torch.float32, path, True, True, order), truth) for order in orders]
     return (fast[0], fast[2]), (max(r[0] for r in refs), max(r[2] for r in refs))
 
@@ -105,8 +127,10 @@ def float32_close(config: dict, path) -> bool:
 
 
 def config_id(config: dict) -> str:
-    return (f"{config['larnn_mode']}-pe{int(config['use_positional_encoding'])}"
-            f"-act{int(config['activation_on_keys_and_values'])}-L{config['num_layers']}-{config['norm']}")
+    return (
+        f"{config['larnn_mode']}-pe{int(config['use_positional_encoding'])}"
+        f"-act{int(config['activation_on_keys_and_values'])}-L{config['num_layers']}-{config['norm']}"
+    )
 
 
 @pytest.fixture(params=PATHS, ids=PATH_IDS)
@@ -163,9 +187,13 @@ def test_compiled_loops_keep_batch_norm_statistics_as_torch_does(config):
     states = []
     for loops in (True, False):
         torch.manual_seed(0)
-        stack = LARNN(config["hidden_size"], config["num_layers"], config["is_stacked_residual"],
-                      Execution(cpu_loops=loops),
-                      **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+        stack = LARNN(
+            config["hidden_size"],
+            config["num_layers"],
+            config["is_stacked_residual"],
+            Execution(cpu_loops=loops),
+            **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")},
+        )
         stack.double().train()
         for _ in range(2):
             stack(torch.randn(6, 9, config["hidden_size"], dtype=torch.float64))
@@ -205,8 +233,12 @@ def test_evaluation_without_gradients_matches_reference(config, dtype, tolerance
     statistics, and leaves them as they were."""
     torch.manual_seed(0)
     H = config["hidden_size"]
-    stack = LARNN(H, config["num_layers"], config["is_stacked_residual"],
-                  **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")})
+    stack = LARNN(
+        H,
+        config["num_layers"],
+        config["is_stacked_residual"],
+        **{k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")},
+    )
     stack = stack.to(dtype)
     for _ in range(2):  # running statistics away from their initial values
         stack(torch.randn(6, 9, H, dtype=dtype))

@@ -111,8 +111,15 @@ def test_conditional_space_yields_both_models_and_only_their_hyperparameters():
 def test_hyperopt_algorithms_run_on_the_expression(algo):
     space = load_space("smoke")
     trials = Trials()
-    fmin(lambda sample: -space.point(sample)["learning_rate"], space.hyperopt(), algo=algo, max_evals=25,
-         trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
+    fmin(
+        lambda sample: -space.point(sample)["learning_rate"],
+        space.hyperopt(),
+        algo=algo,
+        max_evals=25,
+        trials=trials,
+        rstate=np.random.default_rng(0),
+        show_progressbar=False,
+    )
     assert len(trials.trials) == 25
 
 
@@ -136,29 +143,72 @@ def problems_of(tmp_path, text: str) -> str:
     return str(error.value)
 
 
-@pytest.mark.parametrize("text, field, message", [
-    ("space:\n  hiden_size: 32\n", "space.hiden_size", "unknown hyperparameter 'hiden_size' (did you mean 'hidden_size'?)"),
-    ("space:\n  num_layers: three\n", "space.num_layers", 'num_layers must be a number, got "three"'),
-    ("space:\n  larnn_mode: dense\n", "space.larnn_mode", "larnn_mode must be one of residual, layer"),
-    ("space:\n  use_positional_encoding: {uniform: [0, 1]}\n", "space.use_positional_encoding", "takes true or false"),
-    ("space:\n  dropout_drop_proba: {uniform: [0.4, 0.1]}\n", "space.dropout_drop_proba.uniform", "low (0.4) is greater than high (0.1)"),
-    ("space:\n  attention_heads: {choice: []}\n", "space.attention_heads.choice", "is empty"),
-    ("space:\n  learning_rate: {loguniform: [0, 0.1]}\n", "space.learning_rate.loguniform", "bounds must be positive"),
-    ("space:\n  learning_rate: {uniform: [-0.01, 0.1]}\n", "space.learning_rate", "learning_rate ranges over [-0.01, 0.1]; it must lie in (0, 10]"),
-    ("space:\n  learning_rate: {normal: [0.01, 0.001]}\n", "space.learning_rate", "unbounded"),
-    ("space:\n  hidden_size: {base: -64, log_multiplier: [-0.6, 0.6]}\n", "space.hidden_size.base", "expected a positive number"),
-    ("space:\n  decay_each_N_epoch: {quniform: [1, 10, 0]}\n", "space.decay_each_N_epoch.quniform", "q must be positive"),
-    ("space:\n  hidden_size: 16\n  attention_heads: {quniform: [2, 40, 1]}\n", "space.hidden_size", "attention_heads can reach 40 while hidden_size can be as low as 16"),
-    ("space:\n  larnn_window_size: {uniform: [0, 10]}\n", "space.larnn_window_size", "can be 0 after rounding; it must lie in [1, 128]; the window must hold at least 1 cell"),
-    ("space:\n  dropout_drop_proba: {uniform: [0.1, 1.0]}\n", "space.dropout_drop_proba", "it must lie in [0, 1)"),
-    ("space:\n  l2_weight_reg: {loguniform: [1e-5, 1e-3]}\n", "space.l2_weight_reg.loguniform[0]", "write 1.0e-5"),
-    ("space:\n  batch_size: {gaussian: [1, 2]}\n", "space.batch_size", "expected one of uniform"),
-    ("space:\n  batch_size: [64, 128]\n", "space.batch_size", "write {choice: [...]}"),
-    ("space:\n  model: {choice: [{model: larnn}, {model: lstm}]}\n", "space.model", "needs a label"),
-    ("space:\n  hidden_size: 32\n  arch: {choice: [{model: lstm, hidden_size: 16}]}\n", "space.arch.choice[0].hidden_size", "also set at space.hidden_size"),
-    ("space:\n  batch_size: 64\nepochs: 3\n", "epochs", "unknown top-level key"),
-    ("description: no space here\n", "space", "missing"),
-])
+@pytest.mark.parametrize(
+    "text, field, message",
+    [
+        (
+            "space:\n  hiden_size: 32\n",
+            "space.hiden_size",
+            "unknown hyperparameter 'hiden_size' (did you mean 'hidden_size'?)",
+        ),
+        ("space:\n  num_layers: three\n", "space.num_layers", 'num_layers must be a number, got "three"'),
+        ("space:\n  larnn_mode: dense\n", "space.larnn_mode", "larnn_mode must be one of residual, layer"),
+        (
+            "space:\n  use_positional_encoding: {uniform: [0, 1]}\n",
+            "space.use_positional_encoding",
+            "takes true or false",
+        ),
+        (
+            "space:\n  dropout_drop_proba: {uniform: [0.4, 0.1]}\n",
+            "space.dropout_drop_proba.uniform",
+            "low (0.4) is greater than high (0.1)",
+        ),
+        ("space:\n  attention_heads: {choice: []}\n", "space.attention_heads.choice", "is empty"),
+        (
+            "space:\n  learning_rate: {loguniform: [0, 0.1]}\n",
+            "space.learning_rate.loguniform",
+            "bounds must be positive",
+        ),
+        (
+            "space:\n  learning_rate: {uniform: [-0.01, 0.1]}\n",
+            "space.learning_rate",
+            "learning_rate ranges over [-0.01, 0.1]; it must lie in (0, 10]",
+        ),
+        ("space:\n  learning_rate: {normal: [0.01, 0.001]}\n", "space.learning_rate", "unbounded"),
+        (
+            "space:\n  hidden_size: {base: -64, log_multiplier: [-0.6, 0.6]}\n",
+            "space.hidden_size.base",
+            "expected a positive number",
+        ),
+        (
+            "space:\n  decay_each_N_epoch: {quniform: [1, 10, 0]}\n",
+            "space.decay_each_N_epoch.quniform",
+            "q must be positive",
+        ),
+        (
+            "space:\n  hidden_size: 16\n  attention_heads: {quniform: [2, 40, 1]}\n",
+            "space.hidden_size",
+            "attention_heads can reach 40 while hidden_size can be as low as 16",
+        ),
+        (
+            "space:\n  larnn_window_size: {uniform: [0, 10]}\n",
+            "space.larnn_window_size",
+            "can be 0 after rounding; it must lie in [1, 128]; the window must hold at least 1 cell",
+        ),
+        ("space:\n  dropout_drop_proba: {uniform: [0.1, 1.0]}\n", "space.dropout_drop_proba", "it must lie in [0, 1)"),
+        ("space:\n  l2_weight_reg: {loguniform: [1e-5, 1e-3]}\n", "space.l2_weight_reg.loguniform[0]", "write 1.0e-5"),
+        ("space:\n  batch_size: {gaussian: [1, 2]}\n", "space.batch_size", "expected one of uniform"),
+        ("space:\n  batch_size: [64, 128]\n", "space.batch_size", "write {choice: [...]}"),
+        ("space:\n  model: {choice: [{model: larnn}, {model: lstm}]}\n", "space.model", "needs a label"),
+        (
+            "space:\n  hidden_size: 32\n  arch: {choice: [{model: lstm, hidden_size: 16}]}\n",
+            "space.arch.choice[0].hidden_size",
+            "also set at space.hidden_size",
+        ),
+        ("space:\n  batch_size: 64\nepochs: 3\n", "epochs", "unknown top-level key"),
+        ("description: no space here\n", "space", "missing"),
+    ],
+)
 def test_bad_space_is_refused_with_its_field_named(tmp_path, text, field, message):
     problems = problems_of(tmp_path, text)
     assert f": {field}: " in problems and message in problems, problems

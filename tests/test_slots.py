@@ -1,4 +1,5 @@
 """`larnn worker --slots N`: several trials at once in one worker process."""
+
 import signal
 import threading
 import time
@@ -29,21 +30,25 @@ def url(tmp_path):
 def training_objective(data, spans: list, loops: bool, fail_below: float | None = None):
     """Trains on the small synthetic data (on the CPU loops or torch ops); records when and in
     which thread each trial ran; raises for learning rates below fail_below."""
+
     def objective(hyperparameters, settings, seed, device, on_epoch):
         started = time.monotonic()
         if fail_below is not None and hyperparameters["learning_rate"] < fail_below:
             raise RuntimeError("this slot's trial breaks")
-        hp = HParams.from_dict({**TINY, "model": hyperparameters.get("model", "larnn"),
-                                "learning_rate": hyperparameters["learning_rate"]})
+        hp = HParams.from_dict(
+            {**TINY, "model": hyperparameters.get("model", "larnn"), "learning_rate": hyperparameters["learning_rate"]}
+        )
         result = train(hp, data, device="cpu", seed=seed, progress=False, on_epoch=on_epoch, cpu_loops=loops)
         spans.append((started, time.monotonic(), threading.current_thread().name))
         return result
+
     return objective
 
 
 def slot_workers(store, objective, tmp_path, **options):
-    return lambda owner: Worker(store, objective, owner=owner, device="cpu", poll_s=0.05, idle_exit_s=0.5,
-                                spool=tmp_path / "spool", **options)
+    return lambda owner: Worker(
+        store, objective, owner=owner, device="cpu", poll_s=0.05, idle_exit_s=0.5, spool=tmp_path / "spool", **options
+    )
 
 
 @pytest.mark.parametrize("loops", [True, False], ids=["cpu-loops", "torch-ops"])
@@ -58,9 +63,14 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
     for trial in store.trials("pair"):
         assert trial.state == DONE and SLOT.match(trial.owner)
         point = trial.point
-        alone = train(HParams.from_dict({**TINY, "model": point["model"], "learning_rate": point["learning_rate"]}),
-                      small_har, device="cpu",
-                      seed=trial_seed(experiment, trial.tid), progress=False, cpu_loops=loops)
+        alone = train(
+            HParams.from_dict({**TINY, "model": point["model"], "learning_rate": point["learning_rate"]}),
+            small_har,
+            device="cpu",
+            seed=trial_seed(experiment, trial.tid),
+            progress=False,
+            cpu_loops=loops,
+        )
         for key in ("train_losses", "validation_losses", "validation_accuracies", "test_accuracies"):
             assert trial.result.to_document()["history"][key] == alone.to_document()["history"][key], (trial.tid, key)
 
@@ -114,7 +124,8 @@ def test_status_shows_each_live_workers_busy_slots(url):
     store.insert_trial(Trial.new("busy", 2, {}, {}, owner="cpu-host:7:def456"))
     assert report.worker_lines(report.read(store)) == [
         "worker cpu-host:7:def456: 1 of 1 slot(s) busy: slot 1 busy/2",
-        "worker gpu-host:42:abc123: 2 of 4 slot(s) busy: slot 1 busy/1, slot 3 busy/0"]
+        "worker gpu-host:42:abc123: 2 of 4 slot(s) busy: slot 1 busy/1, slot 3 busy/0",
+    ]
     assert report.status_rows(report.read(store))[0]["workers"] == 2  # processes, not slots
 
 

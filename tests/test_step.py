@@ -1,5 +1,6 @@
 """The training step (larnn_core/execution/cuda_graphs.py): replayed CUDA graphs update a model exactly
 as eager steps do; and the execution choice that decides whether they run (execution/choice.py)."""
+
 import pytest
 import torch
 
@@ -65,13 +66,20 @@ def test_training_on_cuda_with_graphs_follows_eager_training(small_har):
     eager training on CUDA record the same history (without dropout, whose random masks differ).
     Both use the capturable Adam, so the graphs are the only difference."""
     hp = HParams.from_dict({**TINY, "dropout_drop_proba": 0.0})
-    graphed, eager = (training.train(hp, small_har, device="cuda", seed=1, progress=False, cuda_graphs=graphs)
-                      for graphs in (True, False))
+    graphed, eager = (
+        training.train(hp, small_har, device="cuda", seed=1, progress=False, cuda_graphs=graphs)
+        for graphs in (True, False)
+    )
     assert graphed.status == eager.status == "ok"
     assert graphed.execution["cuda_graphs"] is True and eager.execution["cuda_graphs"] is False
     for metric in ("train_loss", "validation_loss", "test_loss"):
-        torch.testing.assert_close([getattr(e, metric) for e in graphed.epochs], [getattr(e, metric) for e in eager.epochs],
-                                   rtol=1e-4, atol=0, msg=metric)
+        torch.testing.assert_close(
+            [getattr(e, metric) for e in graphed.epochs],
+            [getattr(e, metric) for e in eager.epochs],
+            rtol=1e-4,
+            atol=0,
+            msg=metric,
+        )
 
 
 def test_a_graphed_step_is_freed_without_the_garbage_collector():
@@ -103,7 +111,10 @@ def test_execution_defaults_per_device_arguments_and_environment():
     assert resolve("cuda", environ=off) == Execution(cpu_loops=False, torch_compile=False, cuda_graphs=False)
     assert resolve("cuda", torch_compile=True, cuda_graphs=True, environ=off).cuda_graphs is True
     assert resolve("cuda", environ={"LARNN_COMPILE": "1"}).as_record() == {
-        "cpu_loops": False, "torch_compile": True, "cuda_graphs": True}
+        "cpu_loops": False,
+        "torch_compile": True,
+        "cuda_graphs": True,
+    }
 
 
 def test_learning_rate_is_set_in_place_when_it_is_a_tensor():

@@ -1,4 +1,5 @@
 """Search-level stops: no improvement for N completed trials, a duration; --extend-to restarts."""
+
 import pytest
 
 from larnn_core import cli
@@ -20,6 +21,7 @@ def scripted_objective():
         accuracy = ACCURACIES[len(calls)]
         calls.append(accuracy)
         return result_with([accuracy])
+
     return objective
 
 

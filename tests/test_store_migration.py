@@ -2,6 +2,7 @@
 migration (ASHA's rung records became the store's generic named records), their experiments and
 trials read exactly as that release read them, and a running ASHA experiment's rungs go on.
 The fixtures (tests/data) were written by that release's own code: tests/data/make_previous_release_stores.py."""
+
 import json
 import shutil
 import sqlite3
@@ -64,7 +65,7 @@ def test_the_sqlite_migration_is_versioned_and_runs_once(tmp_path):
     assert again.append_record("round3", "rung 5", 9, 0.1)[-2:] == [(7, 0.5), (9, 0.1)]
     with sqlite3.connect(tmp_path / "store.db") as db:
         assert db.execute("PRAGMA user_version").fetchone() == (VERSION,)
-        tables = {name for name, in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "records" in tables and "rungs" not in tables
 
 

@@ -1,5 +1,6 @@
 """The store contract against a real MongoDB server: set LARNN_TEST_MONGO_URI (docker-compose's
 `test` service does) to run it."""
+
 import os
 import uuid
 
@@ -8,7 +9,9 @@ import pytest
 from tests.support.store_contract import StoreContract
 
 URI = os.environ.get("LARNN_TEST_MONGO_URI")
-pytestmark = pytest.mark.skipif(not URI, reason="LARNN_TEST_MONGO_URI is not set: no real MongoDB server to test against")
+pytestmark = pytest.mark.skipif(
+    not URI, reason="LARNN_TEST_MONGO_URI is not set: no real MongoDB server to test against"
+)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The store contract against MongoDB in-process (mongomock; threads share one in-memory server,
 each collection call atomic as on a server: tests/support/stores.py)."""
+
 import pytest
 
 from tests.support.store_contract import StoreContract

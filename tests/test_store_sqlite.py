@@ -1,4 +1,5 @@
 """The store contract on real SQLite files (the cross-process test is in test_workers.py)."""
+
 import sqlite3
 
 import pytest

@@ -1,5 +1,6 @@
 """Suggestions from the stored history: the constant liar for running trials, pruned trials as
 measurements."""
+
 import dataclasses
 
 import pytest
@@ -19,7 +20,9 @@ def history_of(n_done: int, n_running: int) -> list[dict]:
         idxs, vals = suggest(rand, trials, tid)
         trial = Trial.new("h", tid, idxs, vals, owner="w")
         if tid < n_done:
-            trial = dataclasses.replace(trial, state=DONE, result=result_with([1 - abs(vals["learning_rate"][0] - 0.01)]))
+            trial = dataclasses.replace(
+                trial, state=DONE, result=result_with([1 - abs(vals["learning_rate"][0] - 0.01)])
+            )
         trials.append(trial)
     return trials
 
@@ -35,8 +38,10 @@ def test_the_liar_changes_the_next_suggestion_when_trials_are_running(seed):
     plain = make_experiment("h", load_space("smoke"), seed=seed)
     lying = make_experiment("h", load_space("smoke"), seed=seed, liar=liar)
     idxs, vals = suggest(plain, finished, 28)
-    running = [Trial.new("h", tid, {label: [tid] if ids else [] for label, ids in idxs.items()}, vals, owner=f"w{tid}")
-               for tid in range(24, 28)]
+    running = [
+        Trial.new("h", tid, {label: [tid] if ids else [] for label, ids in idxs.items()}, vals, owner=f"w{tid}")
+        for tid in range(24, 28)
+    ]
     assert suggest(lying, finished + running, 28) not in (suggest(plain, finished + running, 28), (idxs, vals))
     assert suggest(lying, finished, 28) == (idxs, vals)  # with nothing running, the liar has nothing to say
 
@@ -63,16 +68,25 @@ def test_a_points_file_is_queued_first_and_a_point_outside_the_space_is_refused_
     from workers.suggest import hyperparameters
 
     store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    lstm = {"model": "lstm", "hidden_size": 12, "learning_rate": 0.01, "training_epochs": 2, "batch_size": 256,
-            "decay_each_N_epoch": 1, "l2_weight_reg": 1e-4, "dropout_drop_proba": 0.1, "num_layers": 2,
-            "is_stacked_residual": True}
+    lstm = {
+        "model": "lstm",
+        "hidden_size": 12,
+        "learning_rate": 0.01,
+        "training_epochs": 2,
+        "batch_size": 256,
+        "decay_each_N_epoch": 1,
+        "l2_weight_reg": 1e-4,
+        "dropout_drop_proba": 0.1,
+        "num_layers": 2,
+        "is_stacked_residual": True,
+    }
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"- {lstm}\n- {{**lstm}}\n".replace("{**lstm}", str({**lstm, "learning_rate": 0.5})))
     with pytest.raises(ValueError, match=r"bad.yaml: point 1: learning_rate: 0.5 is outside the space's loguniform"):
         submit(store, "p", "smoke", points=str(bad))
     assert store.experiments() == []  # nothing written
     good = tmp_path / "good.json"
-    good.write_text(f'[{str(lstm).replace(chr(39), chr(34)).replace("True", "true")}]')
+    good.write_text(f"[{str(lstm).replace(chr(39), chr(34)).replace('True', 'true')}]")
     experiment = submit(store, "p", "smoke", points=str(good), max_evals=3)
     (queued,) = store.trials("p")
     assert queued.state == NEW and queued.tid == 0
@@ -87,8 +101,9 @@ def test_a_warm_start_changes_the_first_suggestion_and_counts_what_does_not_fit(
     source = submit(store, "src", "smoke", algorithm="rand", max_evals=30)
     for trial in history_of(24, 0):
         point = load_space("smoke").point_of(trial.vals)
-        store.insert_trial(dataclasses.replace(trial, exp_key="src", result=dataclasses.replace(
-            trial.result, extra={"space": point})))
+        store.insert_trial(
+            dataclasses.replace(trial, exp_key="src", result=dataclasses.replace(trial.result, extra={"space": point}))
+        )
     odd = dataclasses.replace(result_with([0.9]), extra={"space": {"model": "larnn", "larnn_window_size": 38}})
     store.insert_trial(Trial("src", 99, state=DONE, result=odd))  # another space's point: window 38 is outside [2, 6]
     warm = submit(store, "warm", "smoke", seed=5, warm=["src"])

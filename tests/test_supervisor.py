@@ -1,5 +1,6 @@
 """`larnn worker --devices`: one real worker process per device, restarted when it dies, all stopped
 by one SIGTERM (workers/supervisor.py). Real trainings of a tiny LARNN on small synthetic data."""
+
 import os
 import signal
 import subprocess
@@ -35,17 +36,43 @@ def search(tmp_path, isolated_data_dir):
     dataset.save(synthetic_har(), dataset.cache_path("hapt"))
     (tmp_path / "tiny.yaml").write_text(SPACE)
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    assert cli.main(["submit", str(tmp_path / "tiny.yaml"), "--name", "sup", "--max-evals", "4", "--epochs", "150",
-                     "--pruner", "none", "--store", url]) == 0  # trials that run long: no ASHA rung at epoch 5
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LARNN_STORE": url, "LARNN_DATA": str(isolated_data_dir),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    assert (
+        cli.main(
+            [
+                "submit",
+                str(tmp_path / "tiny.yaml"),
+                "--name",
+                "sup",
+                "--max-evals",
+                "4",
+                "--epochs",
+                "150",
+                "--pruner",
+                "none",
+                "--store",
+                url,
+            ]
+        )
+        == 0
+    )  # trials that run long: no ASHA rung at epoch 5
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LARNN_STORE": url,
+        "LARNN_DATA": str(isolated_data_dir),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
     return open_store(url), env
 
 
 def supervise(tmp_path, env, *options) -> subprocess.Popen:
     log = open(tmp_path / "supervisor.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "larnn_core.cli", "worker", "--devices", "cpu,cpu",
-                             "--heartbeat", "0.5", *options], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "larnn_core.cli", "worker", "--devices", "cpu,cpu", "--heartbeat", "0.5", *options],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(condition, timeout=120.0):
@@ -124,7 +151,7 @@ def test_the_store_reaches_children_through_the_environment_only(monkeypatch):
     secret = "mongodb://larnn:s3cret@db:27017/larnn"
     boss = supervisor.Supervisor(["cpu", "cpu"], ["--max-trials", "1"], secret)
     boss._start("cpu")
-    (command, env), = started
+    ((command, env),) = started
     assert env["LARNN_STORE"] == secret and not any("s3cret" in part for part in command)
     assert command[-4:] == ["--device", "cpu", "--max-trials", "1"]
 
@@ -134,13 +161,38 @@ def test_sigterm_to_larnn_search_stops_its_workers_and_they_give_their_trials_ba
     the search alone: its workers kept training with no one watching."""
     store, env = search
     env = {**env, "LARNN_STORE": f"sqlite:///{tmp_path / 'search.db'}"}
-    run = subprocess.Popen([sys.executable, "-m", "larnn_core.cli", "search", str(tmp_path / "tiny.yaml"), "--name",
-                            "s", "--workers", "2", "--max-evals", "4", "--epochs", "150", "--logs", str(tmp_path)],
-                           cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "larnn_core.cli",
+            "search",
+            str(tmp_path / "tiny.yaml"),
+            "--name",
+            "s",
+            "--workers",
+            "2",
+            "--max-evals",
+            "4",
+            "--epochs",
+            "150",
+            "--logs",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     searched = open_store(env["LARNN_STORE"])
     try:
-        wait_for(lambda: "s" in {e.name for e in searched.experiments()}
-                 and sum(t.state == RUNNING for t in searched.trials("s")) == 2)
+        wait_for(
+            lambda: (
+                "s" in {e.name for e in searched.experiments()}
+                and sum(t.state == RUNNING for t in searched.trials("s")) == 2
+            )
+        )
         run.send_signal(signal.SIGTERM)
         assert run.wait(timeout=120) == 130, run.stderr.read()[-2000:]
     finally:

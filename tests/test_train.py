@@ -19,8 +19,21 @@ def test_training_learns_and_records_everything(small_har, model):
     hp = HParams.from_dict({**TINY, "model": model, "training_epochs": 6})
     trained = training.train(hp, small_har, device="cpu", seed=1, progress=False)
     assert trained.status == "ok" and [e.epoch for e in trained.epochs] == [1, 2, 3, 4, 5, 6]
-    assert all(None not in (e.train_loss, e.train_accuracy, e.validation_loss, e.validation_accuracy,
-                            e.validation_f1, e.test_loss, e.test_accuracy, e.test_f1, e.seconds) for e in trained.epochs)
+    assert all(
+        None
+        not in (
+            e.train_loss,
+            e.train_accuracy,
+            e.validation_loss,
+            e.validation_accuracy,
+            e.validation_f1,
+            e.test_loss,
+            e.test_accuracy,
+            e.test_f1,
+            e.seconds,
+        )
+        for e in trained.epochs
+    )
     result = trained.to_document()
     history = result["history"]
     assert len(history) == 9 and all(len(v) == 6 for v in history.values())
@@ -40,8 +53,9 @@ def test_same_seed_same_result(small_har):
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     a = training.train(hp, small_har, device="cpu", seed=5, progress=False)
     b = training.train(hp, small_har, device="cpu", seed=5, progress=False)
-    assert [dataclasses.replace(e, seconds=None) for e in a.epochs] == [dataclasses.replace(e, seconds=None)
-                                                                       for e in b.epochs]  # all but the time
+    assert [dataclasses.replace(e, seconds=None) for e in a.epochs] == [
+        dataclasses.replace(e, seconds=None) for e in b.epochs
+    ]  # all but the time
 
 
 def test_epoch_is_chosen_on_validation_and_test_read_there(small_har, monkeypatch):
@@ -105,8 +119,22 @@ def test_larnn_train_command(small_har, tmp_path, capsys, isolated_data_dir):
     out = tmp_path / "result.json"
     config = tmp_path / "best.json"
     config.write_text(json.dumps({**TINY, "training_epochs": 9}))
-    code = cli.main(["train", "--model", "lstm", "--config", str(config), "--epochs", "2", "--device", "cpu",
-                     "--out", str(out), "--no-progress"])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "lstm",
+            "--config",
+            str(config),
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed == json.loads(out.read_text())
     assert printed["model"] == "lstm" and len(printed["history"]["train_losses"]) == 2
@@ -175,8 +203,13 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
         assert result.execution == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": False}
     assert forgotten == [True, True]
     training.train(hp, small_har, device="cpu", progress=False, torch_compile=False)
-    lstm = training.train(HParams.from_dict({**TINY, "model": "lstm", "training_epochs": 1}), small_har,
-                          device="cpu", progress=False, torch_compile=True)
+    lstm = training.train(
+        HParams.from_dict({**TINY, "model": "lstm", "training_epochs": 1}),
+        small_har,
+        device="cpu",
+        progress=False,
+        torch_compile=True,
+    )
     assert lstm.execution["torch_compile"] is False  # an LSTM: nothing to compile
     assert forgotten == [True, True]
 
@@ -185,9 +218,14 @@ def test_on_epoch_returning_true_stops_the_training_there(small_har):
     """A pruner's stop: the result holds the epochs trained and says where it stopped."""
     hp = HParams.from_dict({**TINY, "training_epochs": 5})
     reports = []
-    result = training.train(hp, small_har, device="cpu", progress=False,
-                            on_epoch=lambda report: reports.append(report) or report.epoch == 2)
+    result = training.train(
+        hp, small_har, device="cpu", progress=False, on_epoch=lambda report: reports.append(report) or report.epoch == 2
+    )
     assert result.status == "ok" and result.stopped_at_epoch == 2
     assert reports == list(result.epochs) and len(result.epochs) == 2 and result.best_epoch <= 2
-    assert training.train(hp, small_har, device="cpu", progress=False,
-                          on_epoch=lambda report: report.epoch == 5).stopped_at_epoch is None
+    assert (
+        training.train(
+            hp, small_har, device="cpu", progress=False, on_epoch=lambda report: report.epoch == 5
+        ).stopped_at_epoch
+        is None
+    )

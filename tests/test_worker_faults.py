@@ -1,6 +1,7 @@
 """Faults a shared store meets over days: a bad experiment, a store locked while a trial ends, a
 worker killed with its result unsaved to the store, a spool that cannot be written. None of them
 stops the other experiments' work or loses a result."""
+
 import signal
 import subprocess
 import sys
@@ -85,11 +86,14 @@ def test_a_result_survives_an_outage_and_a_sigkill(tmp_path, url):
     runs, spool = tmp_path / "runs", tmp_path / "spool"
     first = spawn(url, runs, 1.0, 2, 0.5, 120, spool)
     wait_for(lambda: runs.exists() and runs.read_text().count("\n") == 1)
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "store.db"), "120"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "store.db"), "120"], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "locked"
-    wait_for(lambda: "store unavailable" in logs_of(tmp_path) and "result of outage/0 kept in" in logs_of(tmp_path),
-             timeout=90)
+    wait_for(
+        lambda: "store unavailable" in logs_of(tmp_path) and "result of outage/0 kept in" in logs_of(tmp_path),
+        timeout=90,
+    )
     assert list(spool.glob("outage.0.*.json*")), "the result is on disk"
     first.send_signal(signal.SIGKILL)
     first.wait()

@@ -97,10 +97,13 @@ def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, ur
     assert "Traceback" in failed.extra["traceback"] and "RuntimeError" in failed.extra["traceback"]
 
 
-@pytest.mark.parametrize("result, reason", [
-    (result_with([math.nan]), "loss nan"),
-    (TrainResult("fail", error="CUDA out of memory"), "CUDA out of memory"),
-])
+@pytest.mark.parametrize(
+    "result, reason",
+    [
+        (result_with([math.nan]), "loss nan"),
+        (TrainResult("fail", error="CUDA out of memory"), "CUDA out of memory"),
+    ],
+)
 def test_nan_or_failed_results_are_marked_failed(tmp_path, url, result, reason):
     store = open_store(url)
     submit(store, "nan", "smoke", max_evals=1)
@@ -161,9 +164,17 @@ def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url)
     store.insert_trial(Trial.new("respool", 0, {}, {}, owner="dead-worker"))  # suggested and reserved, then killed
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / "respool.0.dead-worker.json").write_text(json.dumps(
-        {"name": "respool", "tid": 0, "owner": "dead-worker", "state": DONE,
-         "result": {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7}}))
+    (spool / "respool.0.dead-worker.json").write_text(
+        json.dumps(
+            {
+                "name": "respool",
+                "tid": 0,
+                "owner": "dead-worker",
+                "state": DONE,
+                "result": {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7},
+            }
+        )
+    )
     in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
     (trial,) = store.trials("respool")
     assert trial.state == DONE and trial.result.loss == -0.7
@@ -178,9 +189,17 @@ def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path,
     dead.wait()
     spool = tmp_path / "spool"
     spool.mkdir()
-    (spool / f"claimed.0.dead-worker.json.claimed-{dead.pid}").write_text(json.dumps(
-        {"name": "claimed", "tid": 0, "owner": "dead-worker", "state": DONE,
-         "result": {"status": "ok", "loss": -0.6, "best_validation_accuracy": 0.6}}))
+    (spool / f"claimed.0.dead-worker.json.claimed-{dead.pid}").write_text(
+        json.dumps(
+            {
+                "name": "claimed",
+                "tid": 0,
+                "owner": "dead-worker",
+                "state": DONE,
+                "result": {"status": "ok", "loss": -0.6, "best_validation_accuracy": 0.6},
+            }
+        )
+    )
     (spool / f"other.0.live.json.claimed-{os.getpid()}").write_text("{}")  # a live worker's claim: left alone
     in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
     assert store.trials("claimed")[0].state == DONE
@@ -191,8 +210,7 @@ def test_threads_on_mongodb_run_each_trial_once(tmp_path):
     store = MongoStore("mongodb://mock", client=AtomicClient(), database="larnn")
     submit(store, "mongo", "smoke", max_evals=12, algorithm="rand")
     runs = tmp_path / "runs"
-    workers = [in_process_worker(store, sleepy_objective(str(runs), 0.0, 1), tmp_path, owner=f"t{i}")
-               for i in range(3)]
+    workers = [in_process_worker(store, sleepy_objective(str(runs), 0.0, 1), tmp_path, owner=f"t{i}") for i in range(3)]
     threads = [threading.Thread(target=w.run) for w in workers]
     for t in threads:
         t.start()
@@ -270,9 +288,28 @@ def test_max_trials_and_experiment_filter(tmp_path, url):
 def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir):
     """The README's main job in miniature: real data, real training, two local worker processes."""
     env = {**os.environ, "LARNN_DATA": str(isolated_data_dir), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "larnn_core.cli", "search", "smoke", "--name", "e2e", "--workers", "2",
-                          "--max-evals", "3", "--epochs", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "larnn_core.cli",
+            "search",
+            "smoke",
+            "--name",
+            "e2e",
+            "--workers",
+            "2",
+            "--max-evals",
+            "3",
+            "--epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "validation_accuracy" in run.stdout
     trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("e2e")
@@ -286,14 +323,42 @@ def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir
 @pytest.mark.slow
 def test_larnn_search_with_asha_on_the_offline_data_prunes_some_and_ends_at_max_evals(tmp_path, isolated_data_dir):
     env = {**os.environ, "LARNN_DATA": str(isolated_data_dir), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "larnn_core.cli", "search", "smoke", "--name", "asha", "--workers", "2",
-                          "--max-evals", "8", "--epochs", "4", "--pruner", "asha", "--asha-min-epochs", "1",
-                          "--asha-eta", "2", "--algorithm", "rand"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=1200)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "larnn_core.cli",
+            "search",
+            "smoke",
+            "--name",
+            "asha",
+            "--workers",
+            "2",
+            "--max-evals",
+            "8",
+            "--epochs",
+            "4",
+            "--pruner",
+            "asha",
+            "--asha-min-epochs",
+            "1",
+            "--asha-eta",
+            "2",
+            "--algorithm",
+            "rand",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     trials = open_store(f"sqlite:///{tmp_path / 'larnn.db'}").trials("asha")
     assert len(trials) == 8 and all(t.state in FINAL for t in trials)
     pruned = [t for t in trials if t.state == PRUNED]
     assert pruned, [t.result.error for t in trials]
-    assert all(t.result.extra["pruned_at_epoch"] in (1, 2) and len(t.curve) == t.result.extra["pruned_at_epoch"]
-               for t in pruned)
+    assert all(
+        t.result.extra["pruned_at_epoch"] in (1, 2) and len(t.curve) == t.result.extra["pruned_at_epoch"]
+        for t in pruned
+    )

@@ -1,4 +1,5 @@
 """workers' sub-commands: `larnn submit | worker | status | best | search`."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,9 @@ from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.stops import duration
 from workers.store import open_store, store_url
 
-STORE_HELP = "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
+STORE_HELP = (
+    "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
+)
 
 
 def redact(url: str) -> str:
@@ -37,20 +40,43 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed, default=0, help="seeds the suggestions and each trial's training")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
-    parser.add_argument("--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation")
-    parser.add_argument("--points", default=None, metavar="FILE",
-                        help="a YAML or JSON list of points (hyperparameter mappings) to run first, each checked "
-                             "against the space")
-    parser.add_argument("--warm-start", default=None, metavar="EXPERIMENT[,EXPERIMENT...]",
-                        help="seed the suggestions with these experiments' finished trials whose points fit the "
-                             "space (imported 2018 results too); the others are left out and counted")
-    parser.add_argument("--stop-after-no-improvement", type=positive_int, default=None, metavar="N",
-                        help="stop the experiment after N completed trials without a new best")
-    parser.add_argument("--stop-after", type=_duration, default=None, metavar="DURATION",
-                        help="stop the experiment this long after it was submitted (3600, 90m, 12h, 2d)")
-    parser.add_argument("--liar", choices=LIARS, default="none",
-                        help="running trials count in each suggestion with the worst, mean or best finished "
-                             "loss (constant liar); default none: TPE already counts them as the worst")
+    parser.add_argument(
+        "--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation"
+    )
+    parser.add_argument(
+        "--points",
+        default=None,
+        metavar="FILE",
+        help="a YAML or JSON list of points (hyperparameter mappings) to run first, each checked against the space",
+    )
+    parser.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="EXPERIMENT[,EXPERIMENT...]",
+        help="seed the suggestions with these experiments' finished trials whose points fit the "
+        "space (imported 2018 results too); the others are left out and counted",
+    )
+    parser.add_argument(
+        "--stop-after-no-improvement",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop the experiment after N completed trials without a new best",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="stop the experiment this long after it was submitted (3600, 90m, 12h, 2d)",
+    )
+    parser.add_argument(
+        "--liar",
+        choices=LIARS,
+        default="none",
+        help="running trials count in each suggestion with the worst, mean or best finished "
+        "loss (constant liar); default none: TPE already counts them as the worst",
+    )
     add_pruner_options(parser)
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
@@ -66,13 +92,23 @@ def add_pruner_options(parser: argparse.ArgumentParser, kind: bool = True) -> No
     """--pruner (unless kind is False) and every registered pruner's parameters (workers/pruners.py),
     each under its flag."""
     if kind:
-        parser.add_argument("--pruner", choices=tuple(pruners.PRUNERS), default=pruners.DEFAULT,
-                            help="stop hopeless trials early: median, asha (asynchronous successive halving) or "
-                                 f"hyperband (over ASHA brackets); default {pruners.DEFAULT}")
+        parser.add_argument(
+            "--pruner",
+            choices=tuple(pruners.PRUNERS),
+            default=pruners.DEFAULT,
+            help="stop hopeless trials early: median, asha (asynchronous successive halving) or "
+            f"hyperband (over ASHA brackets); default {pruners.DEFAULT}",
+        )
     for flag, parameter in pruners.flags().items():
         kinds = [kind for kind, cls in pruners.PRUNERS.items() if parameter in cls.parameters]
-        parser.add_argument(flag, type=positive_int, default=None, dest=parameter.name, metavar=parameter.name.upper(),
-                            help=f"{', '.join(kinds)}: {parameter.help} (default {parameter.default})")
+        parser.add_argument(
+            flag,
+            type=positive_int,
+            default=None,
+            dest=parameter.name,
+            metavar=parameter.name.upper(),
+            help=f"{', '.join(kinds)}: {parameter.help} (default {parameter.default})",
+        )
 
 
 def pruner_settings(args: argparse.Namespace) -> pruners.PrunerSettings:
@@ -88,19 +124,33 @@ def pruner_settings(args: argparse.Namespace) -> pruners.PrunerSettings:
 def _submit_options(args) -> dict:
     pruner = pruner_settings(args)
     warm = [name.strip() for name in args.warm_start.split(",")] if args.warm_start else []
-    return dict(points=args.points, warm=warm, max_evals=args.max_evals, algorithm=args.algorithm, seed=args.seed,
-                epochs=args.epochs, source=args.source, validation_subjects=args.validation_subjects, pruner=pruner,
-                liar=args.liar,
-                stop_after_no_improvement=args.stop_after_no_improvement, stop_after_s=args.stop_after)
+    return dict(
+        points=args.points,
+        warm=warm,
+        max_evals=args.max_evals,
+        algorithm=args.algorithm,
+        seed=args.seed,
+        epochs=args.epochs,
+        source=args.source,
+        validation_subjects=args.validation_subjects,
+        pruner=pruner,
+        liar=args.liar,
+        stop_after_no_improvement=args.stop_after_no_improvement,
+        stop_after_s=args.stop_after,
+    )
 
 
 def register_submit(subparsers) -> None:
     parser = subparsers.add_parser(
-        "submit", help="register an experiment; workers anywhere then run it",
+        "submit",
+        help="register an experiment; workers anywhere then run it",
         description="Validate a search space and register an experiment in the trial store. Returns at once; "
-                    "start `larnn worker` processes (one per GPU) on any machine that reaches the store.")
+        "start `larnn worker` processes (one per GPU) on any machine that reaches the store.",
+    )
     _experiment_options(parser)
-    parser.add_argument("--extend-to", type=positive_int, default=None, help="raise an existing experiment's budget to N")
+    parser.add_argument(
+        "--extend-to", type=positive_int, default=None, help="raise an existing experiment's budget to N"
+    )
     parser.set_defaults(run=_submit)
 
 
@@ -115,8 +165,10 @@ def _submit(args) -> None:
         print(f"  queued first:   the {len(trials.trials(args.name))} points of {args.points}")
     if experiment.warm_start:
         warm = experiment.warm_start
-        print(f"  warm start:     {len(warm['trials'])} finished trial(s) of {', '.join(warm['experiments'])}; "
-              f"{warm['left_out']} left out (their points do not fit the space)")
+        print(
+            f"  warm start:     {len(warm['trials'])} finished trial(s) of {', '.join(warm['experiments'])}; "
+            f"{warm['left_out']} left out (their points do not fit the space)"
+        )
     print(f"  start workers:  larnn worker{store} --experiment {experiment.name} --devices all")
     print(f"  watch:          larnn status {experiment.name}{store}")
     print(f"  best trials:    larnn best {experiment.name}{store}")
@@ -124,28 +176,53 @@ def _submit(args) -> None:
 
 def register_worker(subparsers) -> None:
     parser = subparsers.add_parser(
-        "worker", help="run trials from the store until stopped (one per GPU)",
+        "worker",
+        help="run trials from the store until stopped (one per GPU)",
         description="A long-lived worker: takes the next queued trial of any experiment with budget left "
-                    "(or only --experiment), suggesting one when none is queued, trains it and reports. "
-                    "SIGTERM or Ctrl-C stops at the next epoch boundary and gives the trial back. "
-                    "With --devices, one worker process per device, each restarted if it dies.")
+        "(or only --experiment), suggesting one when none is queued, trains it and reports. "
+        "SIGTERM or Ctrl-C stops at the next epoch boundary and gives the trial back. "
+        "With --devices, one worker process per device, each restarted if it dies.",
+    )
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.add_argument("--experiment", default=None, help="work only on this experiment")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto): one worker")
-    where.add_argument("--devices", default=None, metavar="LIST",
-                       help="all (every visible CUDA device) or a list such as cuda:0,cuda:2 or cpu,cpu: "
-                            "one worker process per entry, restarted if it dies; SIGTERM stops them all")
-    parser.add_argument("--slots", type=positive_int, default=1, metavar="N",
-                        help="trials at once on each device, in one process: one thread, CUDA stream and set of "
-                             "CUDA graphs each (default 1; README, Throughput, says when more pay)")
+    where.add_argument(
+        "--devices",
+        default=None,
+        metavar="LIST",
+        help="all (every visible CUDA device) or a list such as cuda:0,cuda:2 or cpu,cpu: "
+        "one worker process per entry, restarted if it dies; SIGTERM stops them all",
+    )
+    parser.add_argument(
+        "--slots",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="trials at once on each device, in one process: one thread, CUDA stream and set of "
+        "CUDA graphs each (default 1; README, Throughput, says when more pay)",
+    )
     parser.add_argument("--max-trials", type=positive_int, default=None, help="exit after this many trials (per slot)")
-    parser.add_argument("--idle-exit", type=seconds, default=None, metavar="SECONDS",
-                        help="exit after this long with nothing to do (for batch schedulers)")
-    parser.add_argument("--heartbeat", type=seconds, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)")
-    parser.add_argument("--stale-after", type=seconds, default=120.0, metavar="SECONDS",
-                        help="requeue running trials without a heartbeat for this long (default 120)")
-    parser.add_argument("--max-attempts", type=positive_int, default=3, help="reservations before a trial is failed (default 3)")
+    parser.add_argument(
+        "--idle-exit",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="exit after this long with nothing to do (for batch schedulers)",
+    )
+    parser.add_argument(
+        "--heartbeat", type=seconds, default=10.0, metavar="SECONDS", help="heartbeat period (default 10)"
+    )
+    parser.add_argument(
+        "--stale-after",
+        type=seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="requeue running trials without a heartbeat for this long (default 120)",
+    )
+    parser.add_argument(
+        "--max-attempts", type=positive_int, default=3, help="reservations before a trial is failed (default 3)"
+    )
     parser.set_defaults(run=_worker)
 
 
@@ -161,9 +238,17 @@ def _worker(args) -> int:
     store = open_store(args.store)
 
     def make_worker(owner: str | None) -> Worker:
-        return Worker(store, experiment=args.experiment, device=args.device, owner=owner, heartbeat_s=args.heartbeat,
-                      stale_after_s=args.stale_after, max_attempts=args.max_attempts, idle_exit_s=args.idle_exit,
-                      max_trials=args.max_trials)
+        return Worker(
+            store,
+            experiment=args.experiment,
+            device=args.device,
+            owner=owner,
+            heartbeat_s=args.heartbeat,
+            stale_after_s=args.stale_after,
+            max_attempts=args.max_attempts,
+            idle_exit_s=args.idle_exit,
+            max_trials=args.max_trials,
+        )
 
     try:
         run_slots(make_worker, args.slots, args.device)
@@ -182,18 +267,26 @@ def _supervise(args) -> int:
         return torch.cuda.device_count()
 
     devices = parse_devices(args.devices, cuda_count)
-    passed_on = [("--experiment", args.experiment), ("--slots", args.slots), ("--max-trials", args.max_trials),
-                 ("--idle-exit", args.idle_exit),
-                 ("--heartbeat", args.heartbeat), ("--stale-after", args.stale_after),
-                 ("--max-attempts", args.max_attempts)]
+    passed_on = [
+        ("--experiment", args.experiment),
+        ("--slots", args.slots),
+        ("--max-trials", args.max_trials),
+        ("--idle-exit", args.idle_exit),
+        ("--heartbeat", args.heartbeat),
+        ("--stale-after", args.stale_after),
+        ("--max-attempts", args.max_attempts),
+    ]
     worker_args = [str(part) for option, value in passed_on if value is not None for part in (option, value)]
     return Supervisor(devices, worker_args, store_url(args.store)).run()
 
 
 def register_status(subparsers) -> None:
-    parser = subparsers.add_parser("status", help="progress of experiments: trials by state, best so far, workers, ETA",
-                                   description="Trials by state (pruned counted apart), best so far, live workers and an "
-                                               "ETA; with NAMEs, also each running trial's latest epoch and accuracy.")
+    parser = subparsers.add_parser(
+        "status",
+        help="progress of experiments: trials by state, best so far, workers, ETA",
+        description="Trials by state (pruned counted apart), best so far, live workers and an "
+        "ETA; with NAMEs, also each running trial's latest epoch and accuracy.",
+    )
     parser.add_argument("names", nargs="*", metavar="NAME", help="experiments (default: all)")
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_status)
@@ -217,8 +310,9 @@ def register_best(subparsers) -> None:
     parser.add_argument("name", help="experiment")
     parser.add_argument("--top", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    parser.add_argument("--include-pruned", action="store_true",
-                        help="rank pruned trials too (their accuracy comes from fewer epochs)")
+    parser.add_argument(
+        "--include-pruned", action="store_true", help="rank pruned trials too (their accuracy comes from fewer epochs)"
+    )
     parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_best)
 
@@ -233,16 +327,23 @@ def _best(args) -> None:
 
 def register_search(subparsers) -> None:
     parser = subparsers.add_parser(
-        "search", help="submit and run an experiment here with local worker processes",
+        "search",
+        help="submit and run an experiment here with local worker processes",
         description="The embedded mode: submit the experiment to the store (default: SQLite in the working "
-                    "directory), run --workers local worker processes with a live progress bar, and print the "
-                    "best trials at the end. Ctrl-C stops every worker at its next epoch boundary; "
-                    "`larnn worker --experiment NAME` continues later.")
+        "directory), run --workers local worker processes with a live progress bar, and print the "
+        "best trials at the end. Ctrl-C stops every worker at its next epoch boundary; "
+        "`larnn worker --experiment NAME` continues later.",
+    )
     _experiment_options(parser)
     parser.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--device", default="auto", help="device for every worker (default auto)")
-    parser.add_argument("--slots", type=positive_int, default=1, metavar="N",
-                        help="trials at once in each worker process (larnn worker --slots; default 1)")
+    parser.add_argument(
+        "--slots",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="trials at once in each worker process (larnn worker --slots; default 1)",
+    )
     parser.add_argument("--logs", default="larnn-logs", help="directory for the workers' logs (default larnn-logs)")
     parser.set_defaults(run=_search)
 
@@ -256,13 +357,31 @@ def _search(args) -> int:
     har.load(args.source)  # prepared once here, with a progress bar, rather than in every worker
     logs = Path(args.logs) / args.name
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "larnn_core.cli", "worker", "--experiment", args.name, "--device", args.device,
-               "--slots", str(args.slots)]
+    command = [
+        sys.executable,
+        "-m",
+        "larnn_core.cli",
+        "worker",
+        "--experiment",
+        args.name,
+        "--device",
+        args.device,
+        "--slots",
+        str(args.slots),
+    ]
     # the store through the environment (a command line is public: `ps`); local CPU workers share
     # the cores instead of each spinning one thread per core
     env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.workers)), **os.environ, "LARNN_STORE": url}
-    workers = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(logs / f"worker-{i}.log", "w"),
-                                env=env, start_new_session=True) for i in range(args.workers)]
+    workers = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=open(logs / f"worker-{i}.log", "w"),
+            env=env,
+            start_new_session=True,
+        )
+        for i in range(args.workers)
+    ]
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the workers as Ctrl-C does
     print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
     total, best = experiment.max_evals, []
@@ -274,8 +393,12 @@ def _search(args) -> int:
                 if final != bar.n:  # trials are read only when one has finished, not every poll
                     best = report.best_trials(store, args.name, 1)
                 bar.update(final - bar.n)
-                bar.set_postfix(running=counts["running"], failed=counts["failed"], pruned=counts["pruned"],
-                                best_val=f"{best[0][VALIDATION_ACCURACY]:.4f}" if best else "-")
+                bar.set_postfix(
+                    running=counts["running"],
+                    failed=counts["failed"],
+                    pruned=counts["pruned"],
+                    best_val=f"{best[0][VALIDATION_ACCURACY]:.4f}" if best else "-",
+                )
                 if final >= total:
                     break
                 if all(w.poll() is not None for w in workers):

@@ -1,4 +1,5 @@
 """Experiments are data: name, space (declarative JSON), algorithm, budget, objective settings, seed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,11 +17,21 @@ ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names sugg
 LIARS = ("none", "worst", "mean", "best")  # what running trials count as in a suggestion (suggest.as_history)
 
 
-def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_evals: int = 100, seed: int = 0,
-                    source: str = "hapt", epochs: int | None = None, validation_subjects: int = 5,
-                    pruner: pruners.PrunerSettings | None = None, liar: str = "none",
-                    stop_after_no_improvement: int | None = None,
-                    stop_after_s: float | None = None) -> Experiment:
+def make_experiment(
+    name: str,
+    space: Space,
+    *,
+    algorithm: str = "tpe",
+    max_evals: int = 100,
+    seed: int = 0,
+    source: str = "hapt",
+    epochs: int | None = None,
+    validation_subjects: int = 5,
+    pruner: pruners.PrunerSettings | None = None,
+    liar: str = "none",
+    stop_after_no_improvement: int | None = None,
+    stop_after_s: float | None = None,
+) -> Experiment:
     """pruner: default pruners.DEFAULT with its default parameters; the stop rules: workers/stops.py."""
     if liar not in LIARS:
         raise ValueError(f"liar must be one of {', '.join(LIARS)}, got {liar!r}")
@@ -32,10 +43,18 @@ def make_experiment(name: str, space: Space, *, algorithm: str = "tpe", max_eval
         raise ValueError(f"max_evals must be positive, got {max_evals}")
     if epochs is not None and epochs < 1:
         raise ValueError(f"epochs must be positive, got {epochs}")
-    return Experiment(name, json.loads(space.to_json()), algorithm, max_evals,
-                      Objective(source, epochs, validation_subjects), seed, time.time(),
-                      pruner or pruners.PrunerSettings.of(), liar,
-                      {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s})
+    return Experiment(
+        name,
+        json.loads(space.to_json()),
+        algorithm,
+        max_evals,
+        Objective(source, epochs, validation_subjects),
+        seed,
+        time.time(),
+        pruner or pruners.PrunerSettings.of(),
+        liar,
+        {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
+    )
 
 
 def stored_space(experiment: Experiment) -> Space:
@@ -83,14 +102,24 @@ def read_points(path: str, space: Space) -> list[dict]:
             raise ValueError(f"{path}: point {index}: {error}") from None
         changed = sorted(k for k in runs if runs[k] != point[k])
         if changed:
-            raise ValueError(f"{path}: point {index}: {changed[0]}: the space's rounding makes {point[changed[0]]!r} "
-                             f"{runs[changed[0]]!r}")
+            raise ValueError(
+                f"{path}: point {index}: {changed[0]}: the space's rounding makes {point[changed[0]]!r} "
+                f"{runs[changed[0]]!r}"
+            )
         points.append(point)
     return points
 
 
-def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: int | None = None,
-           points: str | None = None, warm: list[str] = (), **options) -> Experiment:
+def submit(
+    store: BaseStore,
+    name: str,
+    space_name_or_path: str,
+    *,
+    extend_to: int | None = None,
+    points: str | None = None,
+    warm: list[str] = (),
+    **options,
+) -> Experiment:
     """Validate the space (and the points file, and the warm-start experiments), then register the
     experiment (or, with extend_to, raise an existing one's budget). Nothing is written when
     validation fails. The points are queued as the first trials; the warm start enters every
@@ -114,9 +143,11 @@ def submit(store: BaseStore, name: str, space_name_or_path: str, *, extend_to: i
     try:
         store.create_experiment(experiment)
     except ExperimentExists:
-        raise ExperimentExists(f"experiment {name!r} already exists; choose another --name, or continue it: "
-                               f"`larnn submit {space_name_or_path} --name {name} --extend-to N`, "
-                               f"then `larnn worker --experiment {name}`") from None
+        raise ExperimentExists(
+            f"experiment {name!r} already exists; choose another --name, or continue it: "
+            f"`larnn submit {space_name_or_path} --name {name} --extend-to N`, "
+            f"then `larnn worker --experiment {name}`"
+        ) from None
     if queued:  # under the suggestion lease: no worker inserts a trial of its own meanwhile
         while not store.acquire_lease(name, "submit", 60.0):
             time.sleep(0.1)

@@ -6,6 +6,7 @@ epoch with its EpochReport: it reports the epoch to the store, raises for the wo
 requests, and returns True when the pruner stops the trial, which must then end with the epochs
 it has.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,15 @@ def _dataset(source: str) -> har.HARData:
     return har.load(source, progress=False)
 
 
-def train_objective(hyperparameters: dict, objective: Objective, seed: int, device: str,
-                    on_epoch: Callable[[EpochReport], bool]) -> TrainResult:
-    return train(trial_hparams(hyperparameters, objective), _dataset(objective.source), device=device, seed=seed,
-                 validation_subjects=objective.validation_subjects, progress=False, on_epoch=on_epoch)
+def train_objective(
+    hyperparameters: dict, objective: Objective, seed: int, device: str, on_epoch: Callable[[EpochReport], bool]
+) -> TrainResult:
+    return train(
+        trial_hparams(hyperparameters, objective),
+        _dataset(objective.source),
+        device=device,
+        seed=seed,
+        validation_subjects=objective.validation_subjects,
+        progress=False,
+        on_epoch=on_epoch,
+    )

@@ -27,6 +27,7 @@ is a PrunerSettingError naming the parameter, which `larnn submit` reports under
 command line's options, the stored `pruner` document (PrunerSettings) and the worker's pruner
 for each trial all come from the registry, so a new pruner is a class here and its test.
 """
+
 from __future__ import annotations
 
 import abc
@@ -48,6 +49,7 @@ DEFAULT = "asha"  # from benchmarks/bench_search.py: README, "Live curves and pr
 class Parameter:
     """A pruner's setting: its name (the pruner's field and the stored key), the command-line flag
     that sets it, its default, its least value and what it means."""
+
     name: str
     flag: str
     default: int
@@ -65,8 +67,10 @@ class PrunerSettingError(ValueError):
 
 def best_so_far(curve: list[EpochReport], epoch: int) -> float:
     """The best validation accuracy of the curve's epochs up to `epoch` (-inf before any)."""
-    return max((e.validation_accuracy for e in curve if e.epoch <= epoch and e.validation_accuracy is not None),
-               default=-math.inf)
+    return max(
+        (e.validation_accuracy for e in curve if e.epoch <= epoch and e.validation_accuracy is not None),
+        default=-math.inf,
+    )
 
 
 class Pruner(abc.ABC):
@@ -78,8 +82,9 @@ class Pruner(abc.ABC):
         for parameter in self.parameters:
             value = getattr(self, parameter.name)
             if not isinstance(value, int) or isinstance(value, bool) or value < parameter.least:
-                raise PrunerSettingError(parameter.name, f"must be a whole number of at least {parameter.least}, "
-                                                         f"got {value!r}")
+                raise PrunerSettingError(
+                    parameter.name, f"must be a whole number of at least {parameter.least}, got {value!r}"
+                )
 
     @classmethod
     def for_trial(cls, values: dict[str, int], max_epochs: int) -> Pruner:
@@ -113,7 +118,8 @@ class MedianPruner(Pruner):
     kind: ClassVar[str] = "median"
     parameters: ClassVar[tuple[Parameter, ...]] = (
         Parameter("warmup", "--prune-warmup", 5, 1, "epochs before any stop"),
-        Parameter("min_trials", "--prune-min-trials", 5, 1, "other trials that must have reported the epoch"))
+        Parameter("min_trials", "--prune-min-trials", 5, 1, "other trials that must have reported the epoch"),
+    )
     warmup: int = 5
     min_trials: int = 5
 
@@ -121,17 +127,22 @@ class MedianPruner(Pruner):
         epoch = curve[-1].epoch
         if epoch <= self.warmup:
             return False
-        others = [best_so_far(t.curve, epoch) for t in store.trials(name)
-                  if t.tid != tid and any(e.epoch >= epoch for e in t.curve)]
+        others = [
+            best_so_far(t.curve, epoch)
+            for t in store.trials(name)
+            if t.tid != tid and any(e.epoch >= epoch for e in t.curve)
+        ]
         return len(others) >= self.min_trials and best_so_far(curve, epoch) < statistics.median(others)
 
 
 @dataclass(frozen=True)
 class RungPruner(Pruner):
     """What ASHA and Hyperband share: rungs at min_epochs * eta^k epochs, below the trial's last."""
+
     parameters: ClassVar[tuple[Parameter, ...]] = (
         Parameter("min_epochs", "--asha-min-epochs", 5, 1, "the first rung, in epochs"),
-        Parameter("eta", "--asha-eta", 3, 2, "rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on"))
+        Parameter("eta", "--asha-eta", 3, 2, "rungs at R, R*ETA, R*ETA^2, ...; the top 1/ETA go on"),
+    )
     min_epochs: int = 5
     eta: int = 3
     max_epochs: int | None = None  # the trial's training_epochs: no rung at or past it
@@ -142,8 +153,7 @@ class RungPruner(Pruner):
 
     @property
     def rungs(self) -> list[int]:
-        return [self.min_epochs * self.eta ** k for k in range(64)
-                if self.min_epochs * self.eta ** k < self.max_epochs]
+        return [self.min_epochs * self.eta**k for k in range(64) if self.min_epochs * self.eta**k < self.max_epochs]
 
 
 @registered
@@ -170,8 +180,10 @@ class HyperbandPruner(RungPruner):
         """Bracket b: ASHA from the b-th rung, with rung records "bracket b rung <epoch>" (bracket 0's
         are plain ASHA's, "rung <epoch>")."""
         firsts = self.rungs + [self.max_epochs]  # the last: no rung
-        return [ASHAPruner(rung, self.eta, self.max_epochs, record=f"bracket {b} rung" if b else "rung")
-                for b, rung in enumerate(firsts)]
+        return [
+            ASHAPruner(rung, self.eta, self.max_epochs, record=f"bracket {b} rung" if b else "rung")
+            for b, rung in enumerate(firsts)
+        ]
 
     def bracket_of(self, tid: int) -> int:
         """Hyperband's share of trials per bracket, dealt by a low-discrepancy sequence of tids."""
@@ -198,6 +210,7 @@ def flags() -> dict[str, Parameter]:
 @dataclass(frozen=True)
 class PrunerSettings:
     """An experiment's pruner as stored with it: the kind and its parameters, defaults filled in."""
+
     kind: str
     values: tuple[tuple[str, int], ...] = ()
 

@@ -6,6 +6,7 @@ format of earlier releases (docs/design.md, section 5, is checked against the fi
 A trial's epochs and result are larnn_core's EpochReport and TrainResult (larnn_core/records.py);
 its hyperopt view, the document hyperopt's algorithms read, is made in one place (`Trial.hyperopt`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,9 @@ class Trial:
     result: TrainResult = NO_RESULT
 
     @classmethod
-    def new(cls, exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None = None,
-            now: float | None = None) -> Trial:
+    def new(
+        cls, exp_key: str, tid: int, idxs: dict, vals: dict, owner: str | None = None, now: float | None = None
+    ) -> Trial:
         """A queued trial, or one reserved by owner at once (the suggesting worker runs it)."""
         if owner is None:
             return cls(exp_key, tid, idxs, vals)
@@ -79,24 +81,40 @@ class Trial:
 
     def to_document(self) -> dict[str, Any]:
         """The stored trial: hyperopt's fields, so its algorithms read them unchanged, plus ours."""
-        return {"exp_key": self.exp_key, "tid": self.tid, "spec": None, "version": 0,
-                "misc": {"tid": self.tid, "cmd": list(HYPEROPT_CMD), "workdir": None, "idxs": self.idxs,
-                         "vals": self.vals},
-                "state": self.state, "owner": self.owner, "book_time": self.book_time,
-                "refresh_time": self.refresh_time, "attempts": self.attempts, "result": self.result.to_document(),
-                "attempt_log": [a.to_document() for a in self.attempt_log],
-                "curve": [e.to_document() for e in self.curve]}
+        return {
+            "exp_key": self.exp_key,
+            "tid": self.tid,
+            "spec": None,
+            "version": 0,
+            "misc": {"tid": self.tid, "cmd": list(HYPEROPT_CMD), "workdir": None, "idxs": self.idxs, "vals": self.vals},
+            "state": self.state,
+            "owner": self.owner,
+            "book_time": self.book_time,
+            "refresh_time": self.refresh_time,
+            "attempts": self.attempts,
+            "result": self.result.to_document(),
+            "attempt_log": [a.to_document() for a in self.attempt_log],
+            "curve": [e.to_document() for e in self.curve],
+        }
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Trial:
         """Trials stored before attempt logs and live curves existed read with empty ones."""
         misc = document.get("misc") or {}
-        return cls(document["exp_key"], document["tid"], misc.get("idxs") or {}, misc.get("vals") or {},
-                   document["state"], document.get("owner"), document.get("book_time"), document.get("refresh_time"),
-                   document.get("attempts", 0),
-                   tuple(Attempt.from_document(a) for a in document.get("attempt_log") or ()),
-                   tuple(EpochReport.from_document(e) for e in document.get("curve") or ()),
-                   TrainResult.from_document(document.get("result") or {"status": "new"}))
+        return cls(
+            document["exp_key"],
+            document["tid"],
+            misc.get("idxs") or {},
+            misc.get("vals") or {},
+            document["state"],
+            document.get("owner"),
+            document.get("book_time"),
+            document.get("refresh_time"),
+            document.get("attempts", 0),
+            tuple(Attempt.from_document(a) for a in document.get("attempt_log") or ()),
+            tuple(EpochReport.from_document(e) for e in document.get("curve") or ()),
+            TrainResult.from_document(document.get("result") or {"status": "new"}),
+        )
 
     def hyperopt(self, state: int | None = None, loss: float | None = None) -> dict[str, Any]:
         """The document hyperopt's algorithms read (Trials.insert_trial_docs), with another state
@@ -104,11 +122,18 @@ class Trial:
         one, status and loss: not the curves."""
         status, loss = (self.result.status, self.result.loss) if loss is None else (OK, loss)
         result = {"status": status, **({"loss": loss} if loss is not None else {})}
-        return {"exp_key": self.exp_key, "tid": self.tid, "spec": None, "version": 0, "owner": self.owner,
-                "book_time": self.book_time, "refresh_time": self.refresh_time, "result": result,
-                "state": self.state if state is None else state,
-                "misc": {"tid": self.tid, "cmd": HYPEROPT_CMD, "workdir": None, "idxs": self.idxs,
-                         "vals": self.vals}}
+        return {
+            "exp_key": self.exp_key,
+            "tid": self.tid,
+            "spec": None,
+            "version": 0,
+            "owner": self.owner,
+            "book_time": self.book_time,
+            "refresh_time": self.refresh_time,
+            "result": result,
+            "state": self.state if state is None else state,
+            "misc": {"tid": self.tid, "cmd": HYPEROPT_CMD, "workdir": None, "idxs": self.idxs, "vals": self.vals},
+        }
 
 
 @dataclass(frozen=True)
@@ -166,8 +191,10 @@ class Experiment:
     def from_document(cls, document: dict[str, Any]) -> Experiment:
         """Experiments of earlier releases read too (no pruner: none; no liar: none)."""
         values = {f.name: document[f.name] for f in dataclasses.fields(cls) if document.get(f.name) is not None}
-        values.update(objective=Objective.from_document(document.get("objective") or {}),
-                      pruner=PrunerSettings.from_document(document.get("pruner")))
+        values.update(
+            objective=Objective.from_document(document.get("objective") or {}),
+            pruner=PrunerSettings.from_document(document.get("pruner")),
+        )
         values.setdefault("space", None)
         values.setdefault("seed", None)
         return cls(**values)

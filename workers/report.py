@@ -1,4 +1,5 @@
 """What `larnn status` and `larnn best` print: experiment progress and the best trials."""
+
 from __future__ import annotations
 
 import csv
@@ -25,16 +26,18 @@ def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[di
     rows = []
     for t in done[:top]:
         r, chosen = t.result, t.result.chosen
-        rows.append({
-            "tid": t.tid,
-            **({"pruned_at": r.extra.get("pruned_at_epoch")} if include_pruned else {}),
-            VALIDATION_ACCURACY: chosen.validation_accuracy,
-            TEST_ACCURACY: chosen.test_accuracy,
-            "best_epoch": r.best_epoch,
-            "epochs": len(r.epochs) or None,
-            "wall_time_s": r.wall_time_s if r.wall_time_s is not None else r.extra.get("trial_wall_time_s"),
-            "hyperparameters": t.point,
-        })
+        rows.append(
+            {
+                "tid": t.tid,
+                **({"pruned_at": r.extra.get("pruned_at_epoch")} if include_pruned else {}),
+                VALIDATION_ACCURACY: chosen.validation_accuracy,
+                TEST_ACCURACY: chosen.test_accuracy,
+                "best_epoch": r.best_epoch,
+                "epochs": len(r.epochs) or None,
+                "wall_time_s": r.wall_time_s if r.wall_time_s is not None else r.extra.get("trial_wall_time_s"),
+                "hyperparameters": t.point,
+            }
+        )
     return rows
 
 
@@ -42,8 +45,13 @@ def format_best(rows: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(rows, indent=2)
     names = sorted({k for row in rows for k in row["hyperparameters"]})
-    flat = [{**{k: v for k, v in row.items() if k != "hyperparameters"},
-             **{k: row["hyperparameters"].get(k, "") for k in names}} for row in rows]
+    flat = [
+        {
+            **{k: v for k, v in row.items() if k != "hyperparameters"},
+            **{k: row["hyperparameters"].get(k, "") for k in names},
+        }
+        for row in rows
+    ]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(flat[0]) if flat else ["tid"])
@@ -88,15 +96,26 @@ def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
         processes = {process(t.owner) for t in in_flight}  # worker processes (one per slot's owner's worker)
         durations = [t.refresh_time - t.book_time for t in trials if t.state == DONE and t.book_time]
         remaining = experiment.max_evals - counts["done"] - counts["failed"] - counts["pruned"]
-        eta = (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
+        eta = (
+            (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
+        )
         best = rank(trials, 1)
-        ended = "failed" if experiment.failure else "done" if remaining <= 0 else "stopped" if experiment.stopped else None
-        rows.append({
-            "experiment": experiment.name, "state": ended or "active", "algorithm": experiment.algorithm,
-            "budget": experiment.max_evals, **counts, "best_val": best[0][VALIDATION_ACCURACY] if best else None,
-            "its_test": best[0][TEST_ACCURACY] if best else None, "workers": len(processes),
-            "eta": ended if ended else _duration(eta) if eta is not None else "?",
-        })
+        ended = (
+            "failed" if experiment.failure else "done" if remaining <= 0 else "stopped" if experiment.stopped else None
+        )
+        rows.append(
+            {
+                "experiment": experiment.name,
+                "state": ended or "active",
+                "algorithm": experiment.algorithm,
+                "budget": experiment.max_evals,
+                **counts,
+                "best_val": best[0][VALIDATION_ACCURACY] if best else None,
+                "its_test": best[0][TEST_ACCURACY] if best else None,
+                "workers": len(processes),
+                "eta": ended if ended else _duration(eta) if eta is not None else "?",
+            }
+        )
     return rows
 
 
@@ -122,8 +141,11 @@ def running_lines(snapshot: Snapshot) -> list[str]:
 
 def _running_line(name: str, trial: Trial) -> str:
     last = trial.curve[-1] if trial.curve else None
-    progress = (f"epoch {last.epoch}, validation accuracy {_cell(last.validation_accuracy)}"
-                if last else "no epoch reported yet")
+    progress = (
+        f"epoch {last.epoch}, validation accuracy {_cell(last.validation_accuracy)}"
+        if last
+        else "no epoch reported yet"
+    )
     return f"{name} trial {trial.tid} running on {trial.owner}: {progress}"
 
 
@@ -134,11 +156,15 @@ def worker_lines(snapshot: Snapshot, live_within_s: float = 120.0) -> list[str]:
     for _, trials in snapshot:
         for t in live(trials, live_within_s):
             match = SLOT.match(t.owner)
-            worker, slot, slots = (match["worker"], int(match["slot"]), int(match["slots"])) if match else (t.owner, 1, 1)
+            worker, slot, slots = (
+                (match["worker"], int(match["slot"]), int(match["slots"])) if match else (t.owner, 1, 1)
+            )
             busy.setdefault((worker, slots), []).append((slot, f"{t.exp_key}/{t.tid}"))
-    return [f"worker {worker}: {len(running)} of {slots} slot(s) busy: "
-            + ", ".join(f"slot {slot} {trial}" for slot, trial in sorted(running))
-            for (worker, slots), running in sorted(busy.items())]
+    return [
+        f"worker {worker}: {len(running)} of {slots} slot(s) busy: "
+        + ", ".join(f"slot {slot} {trial}" for slot, trial in sorted(running))
+        for (worker, slots), running in sorted(busy.items())
+    ]
 
 
 def failures(snapshot: Snapshot) -> list[str]:

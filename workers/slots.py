@@ -15,6 +15,7 @@ raised once all have stopped.
 
 A slot's owner is `<worker>/slot<k>-of-<N>`, so `larnn status` can show each live worker's slots.
 """
+
 from __future__ import annotations
 
 import re

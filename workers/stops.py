@@ -2,6 +2,7 @@
 experiment early. A worker checks them under the experiment's suggestion lease, before it suggests
 a trial; a stopped experiment gets no more suggestions (queued and running trials still finish).
 `submit --extend-to` gives it a new budget and starts its rules afresh from then (`resumed`)."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """hyperopt's algorithms on stored trial documents, and the hyperparameters of a trial."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,13 +24,19 @@ def suggest(experiment: Experiment, trials: list[Trial], tid: int) -> tuple[dict
     """misc.idxs and misc.vals of the next trial, from the experiment's stored trials."""
     domain = Domain(lambda point: 0.0, stored_space(experiment).hyperopt())
     history = Trials(exp_key=experiment.name)
-    warm = [(Trial(experiment.name, t["tid"], t["idxs"], t["vals"], DONE), t["loss"])
-            for t in (experiment.warm_start or {}).get("trials", [])]
+    warm = [
+        (Trial(experiment.name, t["tid"], t["idxs"], t["vals"], DONE), t["loss"])
+        for t in (experiment.warm_start or {}).get("trials", [])
+    ]
     history.insert_trial_docs([trial.hyperopt(loss=loss) for trial, loss in warm] + as_history(trials, experiment.liar))
     history.refresh()
     (doc,) = SUGGEST[experiment.algorithm]([tid], domain, history, trial_seed(experiment, tid))
-    plain = {key: {label: [v.item() if hasattr(v, "item") else v for v in values]
-                   for label, values in doc["misc"][key].items()} for key in ("idxs", "vals")}
+    plain = {
+        key: {
+            label: [v.item() if hasattr(v, "item") else v for v in values] for label, values in doc["misc"][key].items()
+        }
+        for key in ("idxs", "vals")
+    }
     return plain["idxs"], plain["vals"]
 
 

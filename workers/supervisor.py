@@ -8,6 +8,7 @@ children through LARNN_STORE, never their command lines, where `ps` would show i
 A child that exits 0 (its --max-trials or --idle-exit reached) has finished and is not restarted;
 nor is one that exits 2, the CLI's status for bad input, which a restart would only repeat.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,8 +57,16 @@ class Supervisor:
     """Runs worker_args (the `larnn worker` options other than the device and the store) once per
     device until every child has finished, or until SIGTERM / SIGINT."""
 
-    def __init__(self, devices: list[str], worker_args: list[str], store_url: str, *,
-                 restart_delay_s: float = 2.0, max_restart_delay_s: float = 60.0, poll_s: float = 0.2):
+    def __init__(
+        self,
+        devices: list[str],
+        worker_args: list[str],
+        store_url: str,
+        *,
+        restart_delay_s: float = 2.0,
+        max_restart_delay_s: float = 60.0,
+        poll_s: float = 0.2,
+    ):
         self.devices, self.worker_args = devices, worker_args
         self.env = {**os.environ, "LARNN_STORE": store_url}
         if all(device == "cpu" for device in devices):  # CPU workers share the cores
@@ -102,8 +111,12 @@ class Supervisor:
                     steady = time.monotonic() - child.started > self.max_restart_delay_s
                     restarts = 0 if steady else child.restarts + 1
                     delay = min(self.max_restart_delay_s, self.restart_delay_s * 2 ** max(0, restarts - 1))
-                    log.warning("worker on %s died (%s); restarting in %.0f s", child.device,
-                                f"signal {-code}" if code < 0 else f"exit {code}", delay)
+                    log.warning(
+                        "worker on %s died (%s); restarting in %.0f s",
+                        child.device,
+                        f"signal {-code}" if code < 0 else f"exit {code}",
+                        delay,
+                    )
                     pending.append((time.monotonic() + delay, child.device, restarts))
             now = time.monotonic()
             for entry in [p for p in pending if p[0] <= now and not self.stopping]:

@@ -11,6 +11,7 @@ loses a result: the next worker on the machine delivers it. A spool that cannot 
 the worker before it trains results it could not keep. An experiment whose suggestion or
 hyperparameters fail is marked failed and skipped; the worker goes on with the others.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,11 +67,24 @@ def default_spool() -> Path:
 
 
 class Worker:
-    def __init__(self, store: BaseStore, objective: ObjectiveFunction = train_objective, *, experiment: str | None = None,
-                 device: str = "auto", owner: str | None = None, heartbeat_s: float = 10.0,
-                 stale_after_s: float = 120.0, max_attempts: int = 3, lease_s: float = 60.0, poll_s: float = 2.0,
-                 idle_exit_s: float | None = None, max_trials: int | None = None, spool: Path | None = None,
-                 retry_s: float = 1.0):
+    def __init__(
+        self,
+        store: BaseStore,
+        objective: ObjectiveFunction = train_objective,
+        *,
+        experiment: str | None = None,
+        device: str = "auto",
+        owner: str | None = None,
+        heartbeat_s: float = 10.0,
+        stale_after_s: float = 120.0,
+        max_attempts: int = 3,
+        lease_s: float = 60.0,
+        poll_s: float = 2.0,
+        idle_exit_s: float | None = None,
+        max_trials: int | None = None,
+        spool: Path | None = None,
+        retry_s: float = 1.0,
+    ):
         self.store, self.objective, self.experiment, self.device = store, objective, experiment, device
         self.owner = owner or default_owner()
         self.heartbeat_s, self.stale_after_s, self.max_attempts = heartbeat_s, stale_after_s, max_attempts
@@ -124,16 +138,23 @@ class Worker:
             with tempfile.TemporaryFile(dir=self.spool) as probe:
                 probe.write(b"probe")
         except OSError as error:
-            raise SpoolUnwritable(f"cannot write to the result spool {self.spool} ({error.strerror or error}): "
-                                  "no trial is taken until results can be kept (free the disk, or point "
-                                  "XDG_CACHE_HOME at a writable folder)") from None
+            raise SpoolUnwritable(
+                f"cannot write to the result spool {self.spool} ({error.strerror or error}): "
+                "no trial is taken until results can be kept (free the disk, or point "
+                "XDG_CACHE_HOME at a writable folder)"
+            ) from None
 
     def next_trial(self) -> dict | None:
         """A queued trial, else a new suggestion for an experiment with budget left, else None."""
         for moved in self.store.requeue_stale(self.stale_after_s, self.max_attempts):
-            log.warning("trial %s/%d %s: no heartbeat from %s for %.0f s", moved["exp_key"], moved["tid"],
-                        "requeued" if moved["outcome"] == "requeued" else "failed after its last attempt",
-                        moved["owner"], self.stale_after_s)
+            log.warning(
+                "trial %s/%d %s: no heartbeat from %s for %.0f s",
+                moved["exp_key"],
+                moved["tid"],
+                "requeued" if moved["outcome"] == "requeued" else "failed after its last attempt",
+                moved["owner"],
+                self.stale_after_s,
+            )
         if self.experiment:
             failure = self.store.get_experiment(self.experiment).failure
             if failure:
@@ -207,8 +228,9 @@ class Worker:
                 log.warning("trial %s/%d was requeued to another worker; dropping this run", name, tid)
                 return
             except Exception as error:  # the objective's failure is the trial's result, not the worker's end
-                result = TrainResult(FAIL, error=f"{type(error).__name__}: {error}",
-                                     extra={"traceback": traceback.format_exc()})
+                result = TrainResult(
+                    FAIL, error=f"{type(error).__name__}: {error}", extra={"traceback": traceback.format_exc()}
+                )
         state, result = judge(result, epochs.pruned_at)
         if state == PRUNED:
             log.info("trial %s/%d pruned at epoch %d", name, tid, epochs.pruned_at)
@@ -227,11 +249,18 @@ class Worker:
             part.write_text(json.dumps(record))
             os.replace(part, path)  # other workers only ever see whole files
         except OSError as error:
-            log.error("cannot spool the result of %s/%d to %s (%s): delivering it directly, then stopping",
-                      name, tid, self.spool, error.strerror or error)
+            log.error(
+                "cannot spool the result of %s/%d to %s (%s): delivering it directly, then stopping",
+                name,
+                tid,
+                self.spool,
+                error.strerror or error,
+            )
             self._hand_over(record, "memory (the spool is not writable)")
             self.finished += 1
-            raise SpoolUnwritable(f"cannot write to the result spool {self.spool} ({error.strerror or error})") from None
+            raise SpoolUnwritable(
+                f"cannot write to the result spool {self.spool} ({error.strerror or error})"
+            ) from None
         self._deliver(path)
         self.finished += 1
 
@@ -259,19 +288,33 @@ class Worker:
         backoff = self.retry_s
         while True:
             try:
-                accepted = self.store.finish(spooled["name"], spooled["tid"], spooled["owner"], spooled["state"],
-                                             TrainResult.from_document(spooled["result"]))
+                accepted = self.store.finish(
+                    spooled["name"],
+                    spooled["tid"],
+                    spooled["owner"],
+                    spooled["state"],
+                    TrainResult.from_document(spooled["result"]),
+                )
                 break
             except StoreUnavailable as error:
-                log.warning("store unavailable (%s); result of %s/%d kept in %s, retrying in %.0f s", error,
-                            spooled["name"], spooled["tid"], kept_in, backoff)
+                log.warning(
+                    "store unavailable (%s); result of %s/%d kept in %s, retrying in %.0f s",
+                    error,
+                    spooled["name"],
+                    spooled["tid"],
+                    kept_in,
+                    backoff,
+                )
                 time.sleep(backoff)
                 backoff = min(60.0, backoff * 2)
         if accepted:
             log.info("result of %s/%d delivered", spooled["name"], spooled["tid"])
         else:
-            log.warning("trial %s/%d was requeued or finished before this result arrived; result dropped",
-                        spooled["name"], spooled["tid"])
+            log.warning(
+                "trial %s/%d was requeued or finished before this result arrived; result dropped",
+                spooled["name"],
+                spooled["tid"],
+            )
 
 
 def _alive(pid: int) -> bool:
@@ -315,8 +358,16 @@ class EpochReporter:
     (StopRequested) or lost the trial (TrialLost), stores the epoch's report (fenced by owner: a
     superseded worker writes nothing) and asks the pruner, which decides from the store."""
 
-    def __init__(self, store: BaseStore, name: str, tid: int, owner: str, pruner: Pruner, lost: threading.Event,
-                 stopping: threading.Event):
+    def __init__(
+        self,
+        store: BaseStore,
+        name: str,
+        tid: int,
+        owner: str,
+        pruner: Pruner,
+        lost: threading.Event,
+        stopping: threading.Event,
+    ):
         self.store, self.name, self.tid, self.owner, self.pruner = store, name, tid, owner, pruner
         self.lost, self.stopping = lost, stopping
         self.curve: list[EpochReport] = []

@@ -1,4 +1,5 @@
 """The in-memory HAR dataset both sources produce, and its verified on-disk cache."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-CHANNELS = ("body_acc_x", "body_acc_y", "body_acc_z", "body_gyro_x", "body_gyro_y", "body_gyro_z",
-            "total_acc_x", "total_acc_y", "total_acc_z")
+CHANNELS = (
+    "body_acc_x",
+    "body_acc_y",
+    "body_acc_z",
+    "body_gyro_x",
+    "body_gyro_y",
+    "body_gyro_z",
+    "total_acc_x",
+    "total_acc_y",
+    "total_acc_z",
+)
 CLASSES = ("walking", "upstairs", "downstairs", "sitting", "standing", "laying")
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)  # the official UCI HAR split
 ARRAYS = ("X", "y", "subject", "split")
@@ -94,8 +104,14 @@ def read(path: Path) -> HARData:
     return data
 
 
-def load(source: str = "hapt", directory: str | os.PathLike | None = None, *, rebuild: bool = False,
-         progress: bool = True, **source_options) -> HARData:
+def load(
+    source: str = "hapt",
+    directory: str | os.PathLike | None = None,
+    *,
+    rebuild: bool = False,
+    progress: bool = True,
+    **source_options,
+) -> HARData:
     """The HAR arrays of a source, prepared on first use and cached; a corrupt cache is rebuilt."""
     from larnn_core.data import hapt, uci
 

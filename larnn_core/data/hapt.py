@@ -6,6 +6,7 @@ refuses the old BlockManager, so we locate the file without importing the packag
 SHA-256, and read it with an unpickler that admits only the handful of globals the file needs.
 The pandas classes are replaced by inert stand-ins from which the column arrays are read.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -3,6 +3,7 @@
 Validation is made of training subjects only (model selection never sees a test subject), and
 the per-channel standardisation is fitted on the training part only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

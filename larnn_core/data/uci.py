@@ -1,4 +1,5 @@
 """Official source: the UCI HAR Dataset zip, downloaded once, checked against a SHA-256, parsed."""
+
 from __future__ import annotations
 
 import hashlib

@@ -2,6 +2,7 @@
 float32/float64, or CPU with the loops off), windows [k, dh, nh, B]. Each line is one or two
 kernels on a GPU (the softmax and its backward one each), which matters there: a training step
 launches every one of them for every time step and layer."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,15 @@ def attend(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor) -> tuple[torch.Ten
     return (V * weights[:, None]).sum(0), weights
 
 
-def attend_backward(K: torch.Tensor, V: torch.Tensor, q: torch.Tensor, weights: torch.Tensor, g: torch.Tensor,
-                    dK: torch.Tensor, dV: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def attend_backward(
+    K: torch.Tensor,
+    V: torch.Tensor,
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    g: torch.Tensor,
+    dK: torch.Tensor,
+    dV: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of attend's output g [dh, nh, B] -> (grad_q, grad_scores [k, nh, B]); the keys' and
     values' gradients are added into dK, dV [k, dh, nh, B] (views of the window's buffers)."""
     grad_weights = (V * g).sum(1)  # [k, nh, B]

@@ -11,6 +11,7 @@ that runs one time step of a cell, and the attention its window uses.
 The loops' backward assumes batch statistics' or fixed statistics' gradients without a graph
 through the running statistics, hence evaluation with gradients takes the ops.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,7 @@ def attention(execution: Execution, like: torch.Tensor) -> Attention:
 
 def whole_step_on_loops(cell: LARNNCell, execution: Execution, like: torch.Tensor) -> bool:
     """Whether step_loops.py runs the cell's whole steps for a sequence like `like`."""
-    return (_on_loops(execution, like) and cell.norm == "batch"
-            and (cell.training or not torch.is_grad_enabled()))
+    return _on_loops(execution, like) and cell.norm == "batch" and (cell.training or not torch.is_grad_enabled())
 
 
 def cell_step(cell: LARNNCell, weights: StepWeights, execution: Execution, like: torch.Tensor) -> Step:

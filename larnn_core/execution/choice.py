@@ -15,6 +15,7 @@ environment (LARNN_COMPILE=0, LARNN_CUDA_GRAPHS=0: off for every training in a p
 included) into an Execution, once per training; the model and the training step receive it and
 read nothing else, and the result records it (`as_record`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,14 @@ def _switch(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "1") != "0"
 
 
-def resolve(device_type: str, *, cpu_loops: bool | None = None, torch_compile: bool | None = None,
-            cuda_graphs: bool | None = None, environ: Mapping[str, str] = os.environ) -> Execution:
+def resolve(
+    device_type: str,
+    *,
+    cpu_loops: bool | None = None,
+    torch_compile: bool | None = None,
+    cuda_graphs: bool | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Execution:
     """The execution of a training on a device of this type ("cpu", "cuda", ...). An explicit
     True or False wins over the environment; graphs need CUDA, and loops apply on CPU only."""
     on_cuda = device_type == "cuda"
@@ -46,5 +53,8 @@ def resolve(device_type: str, *, cpu_loops: bool | None = None, torch_compile: b
         torch_compile = on_cuda and _switch(environ, "LARNN_COMPILE")
     if cuda_graphs is None:
         cuda_graphs = _switch(environ, "LARNN_CUDA_GRAPHS")
-    return Execution(cpu_loops=(True if cpu_loops is None else cpu_loops) and device_type == "cpu",
-                     torch_compile=torch_compile, cuda_graphs=cuda_graphs and on_cuda)
+    return Execution(
+        cpu_loops=(True if cpu_loops is None else cpu_loops) and device_type == "cpu",
+        torch_compile=torch_compile,
+        cuda_graphs=cuda_graphs and on_cuda,
+    )

@@ -14,6 +14,7 @@ What a graph needs, and where this module provides it:
 - lazy initialisation done before capture: each shape's first call runs eagerly (Graphed).
 On CPU, and with graphs off (choice.py), everything runs eagerly.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,8 +31,12 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, captu
     if not capturable:
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     first = next(model.parameters())
-    return torch.optim.Adam(model.parameters(), lr=torch.tensor(lr, device=first.device, dtype=first.dtype),
-                            weight_decay=weight_decay, capturable=True)
+    return torch.optim.Adam(
+        model.parameters(),
+        lr=torch.tensor(lr, device=first.device, dtype=first.dtype),
+        weight_decay=weight_decay,
+        capturable=True,
+    )
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -83,8 +88,9 @@ class Graphed:
         return outputs
 
 
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad_norm: float,
-                x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad_norm: float, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)  # under capture: the graph's backward writes them anew
@@ -99,8 +105,13 @@ class TrainStep:
     """step(x, y) -> (loss, logits) after one update of the model's parameters; with graphs, the
     returned tensors are static outputs (Graphed)."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad_norm: float = 0.0,
-                 graphs: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        clip_grad_norm: float = 0.0,
+        graphs: bool = False,
+    ):
         # a partial, not a bound method: Graphed holding self would be a cycle, and the graphs'
         # GPU memory would then outlive the training until a garbage collection
         step = functools.partial(_train_step, model, optimizer, clip_grad_norm)

@@ -24,6 +24,7 @@ Ordering: a step's backward runs after those of every later step (they read its 
 when it reads its cell's slot of the window's gradient buffers, every attention that read the
 cell has added to it. tests/test_reference.py holds this path to the reference.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,12 +57,12 @@ def _moments(x, lo, n, training, eps, momentum, running_mean, running_var, stats
     mean, var = stats[0], np.zeros(n, x.dtype)
     mean[:] = 0
     for b in range(B):
-        row = x[b, lo:lo + n]
+        row = x[b, lo : lo + n]
         for f in range(n):
             mean[f] += row[f]
     mean /= B
     for b in range(B):
-        row = x[b, lo:lo + n]
+        row = x[b, lo : lo + n]
         for f in range(n):
             d = row[f] - mean[f]
             var[f] += d * d
@@ -77,7 +78,7 @@ def _normalise(x, lo, n, stats, gamma, beta, y, y_lo):
     scale = gamma * stats[1]
     shift = beta - scale * stats[0]
     for b in range(x.shape[0]):
-        row, out = x[b, lo:lo + n], y[b, y_lo:y_lo + n]
+        row, out = x[b, lo : lo + n], y[b, y_lo : y_lo + n]
         for f in range(n):
             out[f] = scale[f] * row[f] + shift[f]
 
@@ -106,8 +107,7 @@ def _elu(x, exp_x):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
-                      ha):
+def _attention_output(u, elu_u, h, gamma, beta, training, eps, momentum, running_mean, running_var, stats, ha):
     """ha = [h ; a], a = Norm(ELU(u)) [B, 2H]; elu_u becomes ELU(u) (it holds exp(u))."""
     B, H = h.shape
     _elu(u, elu_u)
@@ -139,8 +139,7 @@ def _gate_inputs(p, gamma, beta, training, eps, momentum, running_mean, running_
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
-              gates, s, c_new):
+def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, running_var, stats, gates, s, c_new):
     """gates = g, f, i, o from exp_neg (see _gate_inputs); s = g i + c f, the new carried cell, and
     c_new = Norm(s), the cell that h and the window read."""
     B, H = c.shape
@@ -149,7 +148,7 @@ def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, ru
         e, act = exp_neg[b], gates[b]
         for f in range(4 * H):
             act[f] = one / (one + e[f])
-        g, fg, i, cb, sb = act[:H], act[H:2 * H], act[2 * H:3 * H], c[b], s[b]
+        g, fg, i, cb, sb = act[:H], act[H : 2 * H], act[2 * H : 3 * H], c[b], s[b]
         for f in range(H):
             g[f] = g[f] + g[f] - one
             sb[f] = g[f] * i[f] + cb[f] * fg[f]
@@ -158,13 +157,12 @@ def _new_cell(exp_neg, c, gamma, beta, training, eps, momentum, running_mean, ru
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, running_mean, running_var, stats,
-                r, h_new):
+def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, running_mean, running_var, stats, r, h_new):
     """elu_c becomes ELU(c_new) (it holds exp(c_new)); h_new = Norm(r), r = o ELU(c_new)."""
     B, H = c_new.shape
     _elu(c_new, elu_c)
     for b in range(B):
-        o, e, out = gates[b, 3 * H:], elu_c[b], r[b]
+        o, e, out = gates[b, 3 * H :], elu_c[b], r[b]
         for f in range(H):
             out[f] = o[f] * e[f]
     _moments(r, 0, H, training, eps, momentum, running_mean, running_var, stats)
@@ -172,8 +170,29 @@ def _new_hidden(c_new, elu_c, gates, gamma, beta, training, eps, momentum, runni
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, ds_next, s, stats_c, gamma_c, c, dz, p, stats_z,
-                   gamma_z, grads_h, grads_c, grads_z, dp, dc_prev):
+def _cell_backward(
+    dh,
+    r,
+    stats_h,
+    gamma_h,
+    elu_c,
+    gates,
+    dc,
+    ds_next,
+    s,
+    stats_c,
+    gamma_c,
+    c,
+    dz,
+    p,
+    stats_z,
+    gamma_z,
+    grads_h,
+    grads_c,
+    grads_z,
+    dp,
+    dc_prev,
+):
     """From h's gradient dh, c_new's dc (from the window; dc is overwritten) and the carried cell
     s's ds_next (from the next step, or an empty array) back to the gradient dp at z's pre-norm
     p [B, 4H] and the previous carried cell's dc_prev, through h = Norm(r), r = o ELU(c_new),
@@ -188,11 +207,12 @@ def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, ds_next, s, stats_
         for f in range(H):
             sums[f] += grad[f]
             sums_centred[f] += grad[f] * (row[f] - stats_h[0, f])
-    scale, slope, shift = _backward_coefficients(sums[:H], sums_centred[:H], stats_h[0], stats_h[1], gamma_h, B,
-                                                 grads_h[0], grads_h[1])
+    scale, slope, shift = _backward_coefficients(
+        sums[:H], sums_centred[:H], stats_h[0], stats_h[1], gamma_h, B, grads_h[0], grads_h[1]
+    )
     sums[:], sums_centred[:] = 0, 0
     for b in range(B):  # through h's norm and r = o ELU(c_new): o's gradient, c_new's (added to dc)
-        grad, row, o, e, dcb, do, sb = dh[b], r[b], gates[b, 3 * H:], elu_c[b], dc[b], dp[b, 3 * H:], s[b]
+        grad, row, o, e, dcb, do, sb = dh[b], r[b], gates[b, 3 * H :], elu_c[b], dc[b], dp[b, 3 * H :], s[b]
         for f in range(H):
             dr = scale[f] * grad[f] - slope[f] * row[f] + shift[f]
             do[f] = dr * e[f] * o[f] * (one - o[f])
@@ -200,13 +220,14 @@ def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, ds_next, s, stats_
             dcb[f] += de if e[f] > 0 else de * (e[f] + one)
             sums[f] += dcb[f]
             sums_centred[f] += dcb[f] * (sb[f] - stats_c[0, f])
-    scale, slope, shift = _backward_coefficients(sums[:H], sums_centred[:H], stats_c[0], stats_c[1], gamma_c, B,
-                                                 grads_c[0], grads_c[1])
+    scale, slope, shift = _backward_coefficients(
+        sums[:H], sums_centred[:H], stats_c[0], stats_c[1], gamma_c, B, grads_c[0], grads_c[1]
+    )
     sums[:], sums_centred[:] = 0, 0
     for b in range(B):  # through c's norm and s = g i + c f: the gates' gradients, the previous cell's
         act, d, dcb, sb, cb, dcp = gates[b], dp[b], dc[b], s[b], c[b], dc_prev[b]
-        g, fg, i = act[:H], act[H:2 * H], act[2 * H:3 * H]
-        dg, df, di = d[:H], d[H:2 * H], d[2 * H:3 * H]
+        g, fg, i = act[:H], act[H : 2 * H], act[2 * H : 3 * H]
+        dg, df, di = d[:H], d[H : 2 * H], d[2 * H : 3 * H]
         for f in range(H):
             ds = scale[f] * dcb[f] - slope[f] * sb[f] + shift[f]
             if ds_next.shape[0]:
@@ -221,8 +242,9 @@ def _cell_backward(dh, r, stats_h, gamma_h, elu_c, gates, dc, ds_next, s, stats_
         for f in range(4 * H):
             sums[f] += d[f]
             sums_centred[f] += d[f] * (pb[f] - stats_z[0, f])
-    scale, slope, shift = _backward_coefficients(sums, sums_centred, stats_z[0], stats_z[1], gamma_z, B,
-                                                 grads_z[0], grads_z[1])
+    scale, slope, shift = _backward_coefficients(
+        sums, sums_centred, stats_z[0], stats_z[1], gamma_z, B, grads_z[0], grads_z[1]
+    )
     for b in range(B):  # through z's norm
         d, pb = dp[b], p[b]
         for f in range(4 * H):
@@ -251,13 +273,13 @@ def _norm_elu_backward(dy, dy_lo, elu_x, lo, n, stats, gamma, grads, dx):
     one = dy.dtype.type(1)
     sums, sums_centred = np.zeros(n, dy.dtype), np.zeros(n, dy.dtype)
     for b in range(B):
-        d, e = dy[b, dy_lo:dy_lo + n], elu_x[b, lo:lo + n]
+        d, e = dy[b, dy_lo : dy_lo + n], elu_x[b, lo : lo + n]
         for f in range(n):
             sums[f] += d[f]
             sums_centred[f] += d[f] * (e[f] - stats[0, f])
     scale, slope, shift = _backward_coefficients(sums, sums_centred, stats[0], stats[1], gamma, B, grads[0], grads[1])
     for b in range(B):
-        d, e, out = dy[b, dy_lo:dy_lo + n], elu_x[b, lo:lo + n], dx[b, lo:lo + n]
+        d, e, out = dy[b, dy_lo : dy_lo + n], elu_x[b, lo : lo + n], dx[b, lo : lo + n]
         for f in range(n):
             g = scale[f] * d[f] - slope[f] * e[f] + shift[f]
             out[f] = g if e[f] > 0 else g * (e[f] + one)
@@ -308,7 +330,7 @@ def _from_heads(x, out, lo):
     """out[b, lo + n dh + d] = x[d, n, b]: the window's layout into a [B, H] block."""
     dh, nh, B = x.shape
     for b in range(B):
-        row = out[b, lo:lo + nh * dh]
+        row = out[b, lo : lo + nh * dh]
         for n in range(nh):
             for d in range(dh):
                 row[n * dh + d] = x[d, n, b]
@@ -321,7 +343,7 @@ def _dropout(h, seed, p, out, mask):
     Mersenne-twister number per entry, about 15x slower here)."""
     B, H = h.shape
     scale = h.dtype.type(1 / (1 - p))
-    threshold = np.uint64(p * 2.0 ** 53)  # drop where the top 53 bits fall below p 2^53
+    threshold = np.uint64(p * 2.0**53)  # drop where the top 53 bits fall below p 2^53
     base = np.uint64(seed)
     for b in range(B):
         row, m, o = h[b], mask[b], out[b]
@@ -354,8 +376,16 @@ class _Norm:
         if self.training and x.shape[0] < 2:
             raise ValueError(f"batch norm in training needs more than 1 value per channel, got a batch of {x.shape[0]}")
         row = min(t, len(self.running_mean) - 1)
-        return (self.gamma, self.beta, self.training, self.eps, self.momentum, self.running_mean[row],
-                self.running_var[row], np.empty((2, self.n), x.dtype))
+        return (
+            self.gamma,
+            self.beta,
+            self.training,
+            self.eps,
+            self.momentum,
+            self.running_mean[row],
+            self.running_var[row],
+            np.empty((2, self.n), x.dtype),
+        )
 
 
 # _Step's tensor inputs, in the order it takes them, after which come the norms' parameters
@@ -374,13 +404,26 @@ class Sequence:
         self.norms = [_Norm(norm) for norm in weights.norms]
         self.params = [p for norm in weights.norms for p in (norm.weight, norm.bias) if p is not None]
 
-    def step(self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: Window
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, xq: torch.Tensor, xz: torch.Tensor, h: torch.Tensor, c: torch.Tensor, win: Window
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step through the loops: (h after dropout, carried c, z); the new cell's key and value
         are in the window."""
         w = self.weights
-        inputs = dict(xq=xq, xz=xz, h=h, c=c, w_qh=w.w_qh, w_o_heads=self.w_o_heads, b_o=w.b_o, w_ha=w.w_ha,
-                      w_kv=w.w_kv, b_kv=w.b_kv, pos_k=w.pos_k, pos_v=w.pos_v)
+        inputs = dict(
+            xq=xq,
+            xz=xz,
+            h=h,
+            c=c,
+            w_qh=w.w_qh,
+            w_o_heads=self.w_o_heads,
+            b_o=w.b_o,
+            w_ha=w.w_ha,
+            w_kv=w.w_kv,
+            b_kv=w.b_kv,
+            pos_k=w.pos_k,
+            pos_v=w.pos_v,
+        )
         return _Step.apply(self, win, *(inputs[name] for name in INPUTS), *self.params)
 
 
@@ -391,8 +434,9 @@ class _Step(torch.autograd.Function):
     in _)."""
 
     @staticmethod
-    def forward(ctx, seq: Sequence, win: Window, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v,
-                *_params):
+    def forward(
+        ctx, seq: Sequence, win: Window, xq, xz, h, c, w_qh, w_o_heads, b_o, w_ha, w_kv, b_kv, pos_k, pos_v, *_params
+    ):
         B, H = h.shape
         t = win.pushed  # the time step: its row of the batch norms' running statistics
         slots, slot = win.advance()  # the window this step attends over; the new cell's slot
@@ -428,7 +472,7 @@ class _Step(torch.autograd.Function):
         _new_hidden(c_new_, elu_c.numpy(), gates_, *args_h, r_, h_new.numpy())
         mask = None
         if seq.weights.dropout > 0:  # seeded from the training's generator (or torch's), so its seed reproduces it
-            seed = int(torch.randint(2 ** 62, (), dtype=torch.int64, generator=seq.weights.generator))
+            seed = int(torch.randint(2**62, (), dtype=torch.int64, generator=seq.weights.generator))
             mask, dropped = torch.empty_like(h_new), torch.empty_like(h_new)
             _dropout(h_new.numpy(), seed, seq.weights.dropout, dropped.numpy(), mask.numpy())
             h_new = dropped
@@ -444,8 +488,30 @@ class _Step(torch.autograd.Function):
             _to_heads(kv_, 0, win.keys[slot].numpy())
             _to_heads(kv_, H, win.values[slot].numpy())
 
-        ctx.save_for_backward(h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha,
-                              p, gates, s, elu_c, r, c_new, elu_kv, mask)
+        ctx.save_for_backward(
+            h,
+            c,
+            w_qh,
+            w_o_heads,
+            w_ha,
+            w_kv,
+            pos_k,
+            pos_v,
+            elu_q,
+            q,
+            heads,
+            weights,
+            elu_u,
+            ha,
+            p,
+            gates,
+            s,
+            elu_c,
+            r,
+            c_new,
+            elu_kv,
+            mask,
+        )
         ctx.set_materialize_grads(False)  # None, not zeros, for an output nothing used (z, mostly)
         ctx.seq, ctx.stats = seq, (args_a[-1], args_z[-1], args_c[-1], args_h[-1], *stats_kv)
         ctx.window, ctx.slots, ctx.slot = win, slots, slot
@@ -454,8 +520,30 @@ class _Step(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dh_new, ds_next, dz):
-        (h, c, w_qh, w_o_heads, w_ha, w_kv, pos_k, pos_v, elu_q, q, heads, weights, elu_u, ha, p, gates, s, elu_c,
-         r, c_new, elu_kv, mask) = ctx.saved_tensors
+        (
+            h,
+            c,
+            w_qh,
+            w_o_heads,
+            w_ha,
+            w_kv,
+            pos_k,
+            pos_v,
+            elu_q,
+            q,
+            heads,
+            weights,
+            elu_u,
+            ha,
+            p,
+            gates,
+            s,
+            elu_c,
+            r,
+            c_new,
+            elu_kv,
+            mask,
+        ) = ctx.saved_tensors
         norm_a, norm_z, norm_c, norm_h, *norm_kv = ctx.seq.norms
         stats_a, stats_z, stats_c, stats_h, *stats_kv = ctx.stats
         win, slots, slot = ctx.window, ctx.slots, ctx.slot
@@ -469,8 +557,18 @@ class _Step(torch.autograd.Function):
         dkv_, kv_grads = dkv.numpy(), []
         if norm_kv:
             grads_k, grads_v = np.empty((2, H), dkv_.dtype), np.empty((2, H), dkv_.dtype)
-            _key_value_backward(grad_keys[slot].numpy(), grad_values[slot].numpy(), elu_kv.numpy(), stats_kv[0],
-                                norm_kv[0].gamma, stats_kv[1], norm_kv[1].gamma, grads_k, grads_v, dkv_)
+            _key_value_backward(
+                grad_keys[slot].numpy(),
+                grad_values[slot].numpy(),
+                elu_kv.numpy(),
+                stats_kv[0],
+                norm_kv[0].gamma,
+                stats_kv[1],
+                norm_kv[1].gamma,
+                grads_k,
+                grads_v,
+                dkv_,
+            )
             kv_grads = [grads_k, grads_v]
         else:
             _from_heads(grad_keys[slot].numpy(), dkv_, 0)
@@ -482,11 +580,32 @@ class _Step(torch.autograd.Function):
         dp, dc_prev = torch.empty_like(p), torch.empty_like(c)  # [B, 4H]: also the gradient of xz
         dh_new = _dense(dh_new, c) if mask is None or dh_new is None else dh_new * mask
         grads_h, grads_c, grads_z = (np.empty((2, norm.n), c_.dtype) for norm in (norm_h, norm_c, norm_z))
-        dz_, ds_next_ = (g.detach().contiguous().numpy() if g is not None else np.empty((0, 0), c_.dtype)
-                         for g in (dz, ds_next))
-        _cell_backward(dh_new.numpy(), r.numpy(), stats_h, norm_h.gamma, elu_c.numpy(), gates_, dc.numpy(), ds_next_,
-                       s.numpy(), stats_c, norm_c.gamma, c_, dz_, p.numpy(), stats_z, norm_z.gamma, grads_h, grads_c,
-                       grads_z, dp.numpy(), dc_prev.numpy())
+        dz_, ds_next_ = (
+            g.detach().contiguous().numpy() if g is not None else np.empty((0, 0), c_.dtype) for g in (dz, ds_next)
+        )
+        _cell_backward(
+            dh_new.numpy(),
+            r.numpy(),
+            stats_h,
+            norm_h.gamma,
+            elu_c.numpy(),
+            gates_,
+            dc.numpy(),
+            ds_next_,
+            s.numpy(),
+            stats_c,
+            norm_c.gamma,
+            c_,
+            dz_,
+            p.numpy(),
+            stats_z,
+            norm_z.gamma,
+            grads_h,
+            grads_c,
+            grads_z,
+            dp.numpy(),
+            dc_prev.numpy(),
+        )
 
         dha = dp @ w_ha  # [B, 2H]
         dw_ha = dp.T @ ha
@@ -507,11 +626,25 @@ class _Step(torch.autograd.Function):
         _query_backward(grad_q.numpy(), elu_q.numpy(), 1 / math.sqrt(q.shape[0]), d_pre_q.numpy())
         dh = torch.addmm(dha[:, :H], d_pre_q, w_qh)
         dw_qh = d_pre_q.T @ h
-        grads = dict(xq=d_pre_q, xz=dp, h=dh, c=dc_prev, w_qh=dw_qh, w_o_heads=dw_o_heads, b_o=db_o, w_ha=dw_ha,
-                     w_kv=dw_kv, b_kv=db_kv, pos_k=grad_pos_k, pos_v=grad_pos_v)
-        norm_grads = [torch.from_numpy(g) for norm, (dgamma, dbeta) in
-                      zip(ctx.seq.norms, (grads_a, grads_z, grads_c, grads_h, *kv_grads))
-                      for g in ((dgamma, dbeta) if norm.shifts else (dgamma,))]  # Sequence.params' order
+        grads = dict(
+            xq=d_pre_q,
+            xz=dp,
+            h=dh,
+            c=dc_prev,
+            w_qh=dw_qh,
+            w_o_heads=dw_o_heads,
+            b_o=db_o,
+            w_ha=dw_ha,
+            w_kv=dw_kv,
+            b_kv=db_kv,
+            pos_k=grad_pos_k,
+            pos_v=grad_pos_v,
+        )
+        norm_grads = [
+            torch.from_numpy(g)
+            for norm, (dgamma, dbeta) in zip(ctx.seq.norms, (grads_a, grads_z, grads_c, grads_h, *kv_grads))
+            for g in ((dgamma, dbeta) if norm.shifts else (dgamma,))
+        ]  # Sequence.params' order
         return None, None, *(grads[name] for name in INPUTS), *norm_grads
 
 

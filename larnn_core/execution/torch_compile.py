@@ -7,6 +7,7 @@ update (LARNNCell.update) and the attention's ops (attention_ops.py) each become
 kernels. On CPU nothing is compiled by default (compiling the update measured no gain there):
 with batch norm the steps run step_loops.py, otherwise the ops with attention_loops.py.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,14 +38,17 @@ def compiled(fn: Fn) -> Fn:
         try:
             return compiled_fn(*args)
         except torch._dynamo.exc.BackendCompilerFailed as error:
-            raise CompileFailed(f"torch.compile of {fn.__qualname__} failed: {error}\n"
-                                "Install a C compiler (gcc), or set LARNN_COMPILE=0 to run uncompiled.") from error
+            raise CompileFailed(
+                f"torch.compile of {fn.__qualname__} failed: {error}\n"
+                "Install a C compiler (gcc), or set LARNN_COMPILE=0 to run uncompiled."
+            ) from error
 
     return run
 
 
 class _InFlight:
     """Compiled trainings running in this process now (worker slots run several at once)."""
+
     count = 0
     lock = threading.Lock()
 

@@ -30,6 +30,7 @@ runs after attend at t + 1 (its output reaches t + 1's query through h). So when
 backward reads its slot, every attention step that read the slot has already added to it, and
 the chain of links reaches every push even when several are made without an attend between.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ from torch.autograd.function import once_differentiable
 class Attention(NamedTuple):
     """The window attention's sums, with attention_ops.py's contract: attention_loops.py's
     functions, attention_ops.py's, or those compiled."""
+
     attend: Callable
     attend_backward: Callable
 
@@ -50,8 +52,17 @@ class Attention(NamedTuple):
 class Window:
     """Keys and values of every cell pushed into one layer during one sequence."""
 
-    def __init__(self, batch: int, hidden_size: int, heads: int, window_size: int, steps: int,
-                 attention: Attention, device=None, dtype=None):
+    def __init__(
+        self,
+        batch: int,
+        hidden_size: int,
+        heads: int,
+        window_size: int,
+        steps: int,
+        attention: Attention,
+        device=None,
+        dtype=None,
+    ):
         self.heads, self.size, self.pushed, self.attention = heads, window_size, 0, attention
         shape = (window_size + steps, hidden_size // heads, heads, batch)
         self.keys = torch.empty(shape, device=device, dtype=dtype)  # [k + T, dh, nh, B]
@@ -61,8 +72,9 @@ class Window:
         self.grad_values: torch.Tensor | None = None
         self.link: torch.Tensor | None = None  # the last push's output: orders backward passes
 
-    def entries(self, slots: slice, pos_k: torch.Tensor | None, pos_v: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def entries(
+        self, slots: slice, pos_k: torch.Tensor | None, pos_v: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the given slots, [k, dh, nh, B], with the per-slot positional terms
         [k, H] added when given (else views of the buffers)."""
         K, V = self.keys[slots], self.values[slots]
@@ -89,13 +101,16 @@ class Window:
         return Window.from_heads(x.permute(2, 0, 1))
 
     @staticmethod
-    def positional_gradients(grad_scores: torch.Tensor, scaled_q: torch.Tensor, weights: torch.Tensor,
-                             g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def positional_gradients(
+        grad_scores: torch.Tensor, scaled_q: torch.Tensor, weights: torch.Tensor, g: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Gradients [k, H] of the per-slot positional terms, which are added to every batch entry's
         keys and values, from one attention's backward (grad_scores and weights [k, nh, B], the
         scaled query and the output's gradient g [dh, nh, B])."""
-        return (Window.from_heads(torch.einsum("jnb,dnb->jdn", grad_scores, scaled_q)),
-                Window.from_heads(torch.einsum("jnb,dnb->jdn", weights, g)))
+        return (
+            Window.from_heads(torch.einsum("jnb,dnb->jdn", grad_scores, scaled_q)),
+            Window.from_heads(torch.einsum("jnb,dnb->jdn", weights, g)),
+        )
 
     def gradient_buffers(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.grad_keys is None:
@@ -120,15 +135,18 @@ class Window:
         window, and that cycle would keep the window and its graph alive until a garbage collection."""
         self.link = None
 
-    def attend(self, q: torch.Tensor, pos_k: torch.Tensor | None = None,
-               pos_v: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(
+        self, q: torch.Tensor, pos_k: torch.Tensor | None = None, pos_v: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """MultiHead(q, K, V) over the window, q [B, H] -> [B, H] (the heads concatenated).
         pos_k, pos_v [k, H]: per-slot positional terms added to every key and value, or None."""
         return _Attend.apply(q, pos_k, pos_v, self.link, self)
 
 
-SPENT = ("backward through a LARNN window twice is not supported (retain_graph): its gradient buffers "
-         "were spent by the first backward")
+SPENT = (
+    "backward through a LARNN window twice is not supported (retain_graph): its gradient buffers "
+    "were spent by the first backward"
+)
 
 
 class _Push(torch.autograd.Function):

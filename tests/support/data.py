@@ -1,4 +1,5 @@
 """Small data for the tests: a learnable HAR-shaped set, tiny hyperparameters, a miniature UCI zip."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,16 @@ from larnn_core import data as har
 from larnn_core.data import HARData
 from larnn_core.data.dataset import TEST_SUBJECTS
 
-TINY = dict(hidden_size=8, attention_heads=2, larnn_window_size=3, num_layers=1, batch_size=32,
-            training_epochs=3, learning_rate=0.01, decay_each_N_epoch=2)  # trains in about a second on small_har
+TINY = dict(
+    hidden_size=8,
+    attention_heads=2,
+    larnn_window_size=3,
+    num_layers=1,
+    batch_size=32,
+    training_epochs=3,
+    learning_rate=0.01,
+    decay_each_N_epoch=2,
+)  # trains in about a second on small_har
 
 
 def synthetic_har(windows_per_subject: int = 12, steps: int = 16, seed: int = 0) -> HARData:

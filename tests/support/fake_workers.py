@@ -1,4 +1,5 @@
 """Workers for the tests: a fast fake objective, worker processes (worker_process.py), waits."""
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,27 @@ def sleepy_objective(log_path: str, epoch_s: float, epochs: int):
             time.sleep(epoch_s)
             on_epoch(EpochReport(epoch))
         return result_with([1 - abs(hyperparameters["learning_rate"] - 0.01)])
+
     return objective
 
 
 def spawn(url, runs, epoch_s, epochs, *timing):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = open(f"{runs}.{time.monotonic_ns()}.log", "w")
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("worker_process.py")), url, str(runs), str(epoch_s),
-                             str(epochs), *map(str, timing)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("worker_process.py")),
+            url,
+            str(runs),
+            str(epoch_s),
+            str(epochs),
+            *map(str, timing),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(condition, timeout=60.0):

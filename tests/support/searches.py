@@ -1,4 +1,5 @@
 """Synthetic finished searches in a real store, for the analysis tests and notebook runs."""
+
 import numpy as np
 
 from larnn_core.records import TrainResult
@@ -20,11 +21,21 @@ def add_synthetic_experiment(store, name: str, space: str = "larnn-vs-lstm", n: 
         point = space_obj.sample(rng)
         accuracy = planted_accuracy(point, rng)
         epochs = 12
-        curve = list(np.minimum(accuracy, accuracy - 0.3 * np.exp(-np.arange(1, epochs + 1) / 3) + rng.normal(0, 0.003, epochs)))
+        curve = list(
+            np.minimum(accuracy, accuracy - 0.3 * np.exp(-np.arange(1, epochs + 1) / 3) + rng.normal(0, 0.003, epochs))
+        )
         best_epoch = int(np.argmax(curve)) + 1
-        result = {"status": "ok", "loss": -max(curve), "best_validation_accuracy": max(curve), "best_epoch": best_epoch,
-                  "test_accuracy": max(curve) - 0.01 + rng.normal(0, 0.005), "wall_time_s": float(rng.uniform(50, 90)),
-                  "history": {"validation_accuracies": curve}, "space": point, "worker": "synthetic"}
+        result = {
+            "status": "ok",
+            "loss": -max(curve),
+            "best_validation_accuracy": max(curve),
+            "best_epoch": best_epoch,
+            "test_accuracy": max(curve) - 0.01 + rng.normal(0, 0.005),
+            "wall_time_s": float(rng.uniform(50, 90)),
+            "history": {"validation_accuracies": curve},
+            "space": point,
+            "worker": "synthetic",
+        }
         trial = Trial.new(name, tid, {}, {}, owner="synthetic")
         store.insert_trial(trial)
         store.finish(name, tid, "synthetic", DONE, TrainResult.from_document(result))
@@ -33,9 +44,19 @@ def add_synthetic_experiment(store, name: str, space: str = "larnn-vs-lstm", n: 
 
 
 def result_2018(lr: float, accuracy: float) -> dict:
-    return {"space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
-            "loss": -accuracy, "status": "ok", "best_validation_accuracy": accuracy,
-            "best_validation_f1_score": accuracy - 0.01, "best_train_accuracy": 0.8,
-            "history": {"train_accuracies": [0.5, 0.8], "train_losses": [1.0, 0.5],
-                        "validation_accuracies": [0.6, accuracy], "validation_losses": [0.9, 0.4]},
-            "model_name": "LARNN", "dataset_name": "UCIHAR"}
+    return {
+        "space": {"learning_rate": lr, "hidden_size": 81, "attention_heads": 27, "larnn_mode": "residual"},
+        "loss": -accuracy,
+        "status": "ok",
+        "best_validation_accuracy": accuracy,
+        "best_validation_f1_score": accuracy - 0.01,
+        "best_train_accuracy": 0.8,
+        "history": {
+            "train_accuracies": [0.5, 0.8],
+            "train_losses": [1.0, 0.5],
+            "validation_accuracies": [0.6, accuracy],
+            "validation_losses": [0.9, 0.4],
+        },
+        "model_name": "LARNN",
+        "dataset_name": "UCIHAR",
+    }

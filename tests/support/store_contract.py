@@ -1,5 +1,6 @@
 """The contract every trial store backend must satisfy. Each backend's test module subclasses
 StoreContract and provides a `store` fixture (and `make_store`, another connection to the same store)."""
+
 import dataclasses
 import threading
 import time
@@ -176,7 +177,8 @@ class StoreContract:
         time.sleep(0.2)
         assert store.heartbeat("exp", 1, "w2")  # alive
         assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
-            {"exp_key": "exp", "tid": 0, "owner": "w1", "outcome": "requeued"}]
+            {"exp_key": "exp", "tid": 0, "owner": "w1", "outcome": "requeued"}
+        ]
         trials = store.trials("exp")
         assert trials[0].state == NEW and trials[0].owner is None and trials[0].attempts == 1
         assert trials[1].state == RUNNING
@@ -185,7 +187,8 @@ class StoreContract:
         time.sleep(0.2)
         store.heartbeat("exp", 1, "w2")
         assert store.requeue_stale(older_than=0.1, max_attempts=2) == [
-            {"exp_key": "exp", "tid": 0, "owner": "w3", "outcome": "failed"}]
+            {"exp_key": "exp", "tid": 0, "owner": "w3", "outcome": "failed"}
+        ]
         trial = store.trials("exp")[0]
         assert trial.state == ERROR and trial.result.status == "fail"
         assert "no heartbeat" in trial.result.error and "2 times" in trial.result.error

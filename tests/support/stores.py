@@ -2,6 +2,7 @@
 
 mongomock does not make a single operation atomic across threads, as a MongoDB server does, so
 each collection call here holds one lock: the server's guarantee, emulated for the test double."""
+
 import threading
 
 import mongomock

@@ -5,6 +5,7 @@ usage: python tests/support/worker_process.py STORE_URL RUNS_LOG EPOCH_SECONDS E
 Each trial appends "pid learning_rate" to RUNS_LOG when it starts, sleeps EPOCHS x EPOCH_SECONDS
 (calling on_epoch between epochs) and reports accuracy = 1 - |learning_rate - 0.01|.
 """
+
 import logging
 import os
 import sys
@@ -21,5 +22,17 @@ if __name__ == "__main__":
     spool = sys.argv[7] if len(sys.argv) > 7 else os.path.join(os.path.dirname(runs), f"spool-{os.getpid()}")
     slots = int(sys.argv[8]) if len(sys.argv) > 8 else 1
     store = open_store(url)
-    run_slots(lambda owner: Worker(store, sleepy_objective(runs, epoch_s, epochs), owner=owner, heartbeat_s=heartbeat,
-                                   stale_after_s=stale, poll_s=0.05, idle_exit_s=2.0, spool=spool), slots, "cpu")
+    run_slots(
+        lambda owner: Worker(
+            store,
+            sleepy_objective(runs, epoch_s, epochs),
+            owner=owner,
+            heartbeat_s=heartbeat,
+            stale_after_s=stale,
+            poll_s=0.05,
+            idle_exit_s=2.0,
+            spool=spool,
+        ),
+        slots,
+        "cpu",
+    )

@@ -1,4 +1,5 @@
 """Trial stores, chosen by URL: sqlite:///PATH (embedded default) or mongodb://... (many machines)."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ def open_store(url: str | None = None) -> BaseStore:
     if url.startswith("sqlite:///"):
         from workers.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url[len("sqlite:///"):])
+        return SQLiteStore(url[len("sqlite:///") :])
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from workers.store.mongo import MongoStore
 
@@ -27,5 +28,18 @@ def open_store(url: str | None = None) -> BaseStore:
     raise ValueError(f"unknown store URL {url!r}: use sqlite:///PATH or mongodb://HOST/DB")
 
 
-__all__ = ["DONE", "ERROR", "FINAL", "NEW", "PRUNED", "RUNNING", "STATE_NAMES", "BaseStore", "ExperimentExists",
-           "StoreUnavailable", "UnknownExperiment", "open_store", "store_url"]
+__all__ = [
+    "DONE",
+    "ERROR",
+    "FINAL",
+    "NEW",
+    "PRUNED",
+    "RUNNING",
+    "STATE_NAMES",
+    "BaseStore",
+    "ExperimentExists",
+    "StoreUnavailable",
+    "UnknownExperiment",
+    "open_store",
+    "store_url",
+]

@@ -10,6 +10,7 @@ larnn_core's EpochReport and TrainResult) and keep their documents (`to_document
 hyperopt-compatible. Times are seconds since the epoch. Everything is JSON: nothing is pickled
 into or out of a store.
 """
+
 from __future__ import annotations
 
 import abc
@@ -142,8 +143,10 @@ class BaseStore(abc.ABC):
 
 def abandoned(older_than: float, attempts: int, owner: str | None) -> TrainResult:
     """The result of a trial whose worker's heartbeats stopped once too often (requeue_stale)."""
-    return TrainResult(FAIL, error=f"no heartbeat from its worker for {older_than:g} s, {attempts} times "
-                                   f"(last owner {owner}); giving up")
+    return TrainResult(
+        FAIL,
+        error=f"no heartbeat from its worker for {older_than:g} s, {attempts} times (last owner {owner}); giving up",
+    )
 
 
 def own_trials(experiment: Experiment, trials: Sequence[Trial]) -> list[Trial]:

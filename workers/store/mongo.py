@@ -7,6 +7,7 @@ calls pymongo 3 APIs and unpickles code from the database.
 Every call waits a bounded time (server selection and connection 10 s, a socket read 30 s, a
 majority write 30 s); a server that does not answer in it raises StoreUnavailable.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,6 +39,7 @@ UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # Connection
 
 def _unavailable_as_store_error(cls):
     """Every public method raises StoreUnavailable where pymongo says the server did not answer."""
+
     def translated(method):
         @functools.wraps(method)
         def call(*args, **kwargs):
@@ -45,6 +47,7 @@ def _unavailable_as_store_error(cls):
                 return method(*args, **kwargs)
             except UNAVAILABLE as error:
                 raise StoreUnavailable(f"MongoDB store: {type(error).__name__}: {str(error)[:300]}") from None
+
         return call
 
     for name, member in list(vars(cls).items()):
@@ -59,8 +62,9 @@ class MongoStore(BaseStore):
 
     def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
         try:
-            self.client = client or pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000,
-                                                        connectTimeoutMS=10_000, socketTimeoutMS=30_000)
+            self.client = client or pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000, socketTimeoutMS=30_000
+            )
         except ConfigurationError as error:  # a malformed URL (pymongo's message does not repeat it)
             raise ValueError(f"invalid MongoDB store URL: {error}") from None
         db = self.client.get_database(database) if database else self.client.get_default_database("larnn")
@@ -72,7 +76,9 @@ class MongoStore(BaseStore):
         self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
         self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
         self.records_.create_index([("exp_key", 1), ("record", 1)], unique=True)
-        self._migrate(db.get_collection("meta", write_concern=concern), db.get_collection("rungs", write_concern=concern))
+        self._migrate(
+            db.get_collection("meta", write_concern=concern), db.get_collection("rungs", write_concern=concern)
+        )
 
     def _migrate(self, meta, rungs) -> None:
         """Upgrade a database of an earlier release in place; each step is safe to run twice, and
@@ -81,14 +87,19 @@ class MongoStore(BaseStore):
         `rungs` into the generic `records` (as SQLite's migration names them)."""
         version = (meta.find_one({"_id": "schema"}) or {"version": 0})["version"]
         if version > VERSION:
-            raise ValueError(f"this MongoDB store was written by a newer larnn-hpo (store version {version}; this "
-                             f"one reads up to {VERSION})")
+            raise ValueError(
+                f"this MongoDB store was written by a newer larnn-hpo (store version {version}; this "
+                f"one reads up to {VERSION})"
+            )
         if version < 2:
             for doc in rungs.find({}, sort=[("_id", 1)]):
                 bracket, epoch = divmod(doc["rung"], 1_000_000)
                 record = f"bracket {bracket} rung {epoch}" if bracket else f"rung {epoch}"
-                self.records_.update_one({"exp_key": doc["exp_key"], "record": record},
-                                         {"$setOnInsert": {"keys": doc["tids"], "values": doc["values"]}}, upsert=True)
+                self.records_.update_one(
+                    {"exp_key": doc["exp_key"], "record": record},
+                    {"$setOnInsert": {"keys": doc["tids"], "values": doc["values"]}},
+                    upsert=True,
+                )
                 rungs.delete_one({"_id": doc["_id"]})
         meta.update_one({"_id": "schema"}, {"$max": {"version": VERSION}}, upsert=True)
 
@@ -130,7 +141,8 @@ class MongoStore(BaseStore):
     def _clear_abandoned(self, name: str) -> bool:
         """Remove an import of `name` whose creator died midway; False if there is none."""
         abandoned = self.experiments_.find_one_and_delete(
-            {"name": name, "importing": {"$lt": time.time() - self.import_timeout_s}})
+            {"name": name, "importing": {"$lt": time.time() - self.import_timeout_s}}
+        )
         if abandoned is not None:
             self.trials_.delete_many({"exp_key": name})
         return abandoned is not None
@@ -142,8 +154,10 @@ class MongoStore(BaseStore):
         return Experiment.from_document(doc)
 
     def experiments(self) -> list[Experiment]:
-        return [Experiment.from_document(doc)
-                for doc in self.experiments_.find(VISIBLE, HIDDEN, sort=[("created", 1), ("name", 1)])]
+        return [
+            Experiment.from_document(doc)
+            for doc in self.experiments_.find(VISIBLE, HIDDEN, sort=[("created", 1), ("name", 1)])
+        ]
 
     def _update_experiment(self, name: str, fields: dict) -> None:
         if self.experiments_.update_one({"name": name}, {"$set": fields}).matched_count != 1:
@@ -153,12 +167,14 @@ class MongoStore(BaseStore):
         now = time.time()
         taken = self.experiments_.find_one_and_update(
             {"name": name, "$or": [{"lease_until": {"$lt": now}}, {"lease_owner": owner}]},
-            {"$set": {"lease_owner": owner, "lease_until": now + seconds}})
+            {"$set": {"lease_owner": owner, "lease_until": now + seconds}},
+        )
         return taken is not None
 
     def release_lease(self, name: str, owner: str) -> None:
-        self.experiments_.update_one({"name": name, "lease_owner": owner},
-                                     {"$set": {"lease_owner": None, "lease_until": 0.0}})
+        self.experiments_.update_one(
+            {"name": name, "lease_owner": owner}, {"$set": {"lease_owner": None, "lease_until": 0.0}}
+        )
 
     # -- trials
     def insert_trial(self, trial: Trial) -> None:
@@ -178,9 +194,14 @@ class MongoStore(BaseStore):
         now = time.time()
         trial = self.trials_.find_one_and_update(  # no projection: mongomock then returns another document
             query,
-            {"$set": {"state": RUNNING, "owner": owner, "book_time": now, "refresh_time": now},
-             "$inc": {"attempts": 1}, "$push": {"attempt_log": Attempt(owner, now).to_document()}},
-            sort=[("tid", 1), ("exp_key", 1)], return_document=ReturnDocument.AFTER)
+            {
+                "$set": {"state": RUNNING, "owner": owner, "book_time": now, "refresh_time": now},
+                "$inc": {"attempts": 1},
+                "$push": {"attempt_log": Attempt(owner, now).to_document()},
+            },
+            sort=[("tid", 1), ("exp_key", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
         return None if trial is None else Trial.from_document(trial)
 
     def _update_own(self, name: str, tid: int, owner: str, update: dict) -> bool:
@@ -192,29 +213,35 @@ class MongoStore(BaseStore):
         is a record, never what fences a worker)."""
         self.trials_.update_one(
             {"exp_key": name, "tid": tid, "attempt_log": {"$elemMatch": {"owner": owner, "outcome": "running"}}},
-            {"$set": {"attempt_log.$.end": time.time(), "attempt_log.$.outcome": outcome}})
+            {"$set": {"attempt_log.$.end": time.time(), "attempt_log.$.outcome": outcome}},
+        )
 
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
         return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
 
     def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
-        return self._update_own(name, tid, owner, {"$push": {"curve": report.to_document()},
-                                                   "$set": {"refresh_time": time.time()}})
+        return self._update_own(
+            name, tid, owner, {"$push": {"curve": report.to_document()}, "$set": {"refresh_time": time.time()}}
+        )
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
         """One single-document update: its result is the record as it stood after this arrival."""
         try:
             doc = self.records_.find_one_and_update(
                 {"exp_key": name, "record": record, "keys": {"$ne": key}},
-                {"$push": {"keys": key, "values": value}}, upsert=True, return_document=ReturnDocument.AFTER)
+                {"$push": {"keys": key, "values": value}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
         except DuplicateKeyError:  # the record exists and already holds this key (the filter missed)
             doc = self.records_.find_one({"exp_key": name, "record": record})
         return list(zip(doc["keys"], doc["values"]))
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         assert state in FINAL
-        if not self._update_own(name, tid, owner, {"$set": {"state": state, "result": result.to_document(),
-                                                            "refresh_time": time.time()}}):
+        if not self._update_own(
+            name, tid, owner, {"$set": {"state": state, "result": result.to_document(), "refresh_time": time.time()}}
+        ):
             return False
         self._end_attempt(name, tid, owner, "finished")
         return True
@@ -231,23 +258,32 @@ class MongoStore(BaseStore):
         while True:  # one atomic update per stale trial, so a racing heartbeat or requeue is never lost
             trial = self.trials_.find_one_and_update(
                 {"state": RUNNING, "refresh_time": {"$lt": cutoff}, "attempts": {"$lt": max_attempts}},
-                {"$set": {"state": NEW, "owner": None}})
+                {"$set": {"state": NEW, "owner": None}},
+            )
             if trial is None:
                 break
             self._end_attempt(trial["exp_key"], trial["tid"], trial["owner"], "heartbeat lost")
-            moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
-                          "outcome": "requeued"})
+            moved.append(
+                {"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"], "outcome": "requeued"}
+            )
         while True:
             trial = self.trials_.find_one({"state": RUNNING, "refresh_time": {"$lt": cutoff}})
             if trial is None:
                 return moved
             result = abandoned(older_than, trial["attempts"], trial["owner"]).to_document()
-            if self.trials_.update_one({"exp_key": trial["exp_key"], "tid": trial["tid"], "state": RUNNING,
-                                        "refresh_time": trial["refresh_time"]},
-                                       {"$set": {"state": ERROR, "result": result}}).modified_count:
+            if self.trials_.update_one(
+                {
+                    "exp_key": trial["exp_key"],
+                    "tid": trial["tid"],
+                    "state": RUNNING,
+                    "refresh_time": trial["refresh_time"],
+                },
+                {"$set": {"state": ERROR, "result": result}},
+            ).modified_count:
                 self._end_attempt(trial["exp_key"], trial["tid"], trial["owner"], "heartbeat lost")
-                moved.append({"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"],
-                              "outcome": "failed"})
+                moved.append(
+                    {"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"], "outcome": "failed"}
+                )
 
     def close(self) -> None:
         self.client.close()

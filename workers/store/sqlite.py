@@ -7,6 +7,7 @@ raises StoreUnavailable, so the worker logs the outage and retries at its own pa
 has its own connection: a worker's heartbeat thread waiting for the lock never holds up the
 delivery of a result.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ SCHEMA = (  # a new store's tables, at VERSION
     book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
     attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid))""",
     "CREATE INDEX trials_state ON trials (state, exp_key, tid)",
-    RECORDS)
+    RECORDS,
+)
 COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve"
 
 
@@ -51,10 +53,12 @@ def _rungs_to_records(db) -> None:
     "bracket b rung epoch"), as workers/pruners.py names them."""
     db.execute(RECORDS)
     if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rungs'").fetchall():
-        db.execute("INSERT INTO records (arrival, exp_key, record, key, value) "
-                   "SELECT arrival, exp_key, CASE WHEN rung >= 1000000 "
-                   "THEN 'bracket ' || (rung / 1000000) || ' rung ' || (rung % 1000000) ELSE 'rung ' || rung END, "
-                   "tid, value FROM rungs ORDER BY arrival")
+        db.execute(
+            "INSERT INTO records (arrival, exp_key, record, key, value) "
+            "SELECT arrival, exp_key, CASE WHEN rung >= 1000000 "
+            "THEN 'bracket ' || (rung / 1000000) || ' rung ' || (rung % 1000000) ELSE 'rung ' || rung END, "
+            "tid, value FROM rungs ORDER BY arrival"
+        )
         db.execute("DROP TABLE rungs")
 
 
@@ -80,10 +84,12 @@ class SQLiteStore(BaseStore):
     def _migrate(self, db) -> None:
         """A new store gets the current schema; an older one is upgraded in place, one version's
         step at a time (MIGRATIONS), in the one transaction that also sets its version."""
-        (version,), = db.execute("PRAGMA user_version").fetchall()
+        ((version,),) = db.execute("PRAGMA user_version").fetchall()
         if version > VERSION:
-            raise ValueError(f"{self.path} was written by a newer larnn-hpo (store version {version}; this one "
-                             f"reads up to {VERSION})")
+            raise ValueError(
+                f"{self.path} was written by a newer larnn-hpo (store version {version}; this one "
+                f"reads up to {VERSION})"
+            )
         if version == VERSION:
             return
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'").fetchall():
@@ -97,16 +103,24 @@ class SQLiteStore(BaseStore):
     @staticmethod
     def _log_attempt(db, name: str, tid: int, change) -> None:
         """attempt_log = change(attempt_log), inside the caller's transaction."""
-        (log,), = db.execute("SELECT attempt_log FROM trials WHERE exp_key = ? AND tid = ?", (name, tid)).fetchall()
-        db.execute("UPDATE trials SET attempt_log = ? WHERE exp_key = ? AND tid = ?",
-                   (json.dumps(change(json.loads(log))), name, tid))
+        ((log,),) = db.execute("SELECT attempt_log FROM trials WHERE exp_key = ? AND tid = ?", (name, tid)).fetchall()
+        db.execute(
+            "UPDATE trials SET attempt_log = ? WHERE exp_key = ? AND tid = ?",
+            (json.dumps(change(json.loads(log))), name, tid),
+        )
 
     @staticmethod
     def _ended(owner: str | None, outcome: str, now: float):
         """A change that closes owner's running attempt with outcome."""
+
         def change(log: list) -> list:
-            return [{**entry, "end": now, "outcome": outcome}
-                    if entry["outcome"] == "running" and entry["owner"] == owner else entry for entry in log]
+            return [
+                {**entry, "end": now, "outcome": outcome}
+                if entry["outcome"] == "running" and entry["owner"] == owner
+                else entry
+                for entry in log
+            ]
+
         return change
 
     @property
@@ -161,12 +175,15 @@ class SQLiteStore(BaseStore):
     def create_experiment(self, experiment: Experiment, trials: Sequence[Trial] = ()) -> None:
         def work(db):  # one transaction: the experiment and its trials commit together or not at all
             try:
-                db.execute("INSERT INTO experiments (name, doc, created) VALUES (?, ?, ?)",
-                           (experiment.name, json.dumps(experiment.to_document()), experiment.created))
+                db.execute(
+                    "INSERT INTO experiments (name, doc, created) VALUES (?, ?, ?)",
+                    (experiment.name, json.dumps(experiment.to_document()), experiment.created),
+                )
             except sqlite3.IntegrityError:
                 raise ExperimentExists(f"experiment {experiment.name!r} already exists") from None
             for trial in own_trials(experiment, trials):
                 self._insert_trial(db, trial)
+
         self._transaction(work)
 
     def get_experiment(self, name: str) -> Experiment:
@@ -176,29 +193,43 @@ class SQLiteStore(BaseStore):
         return Experiment.from_document(json.loads(rows[0][0]))
 
     def experiments(self) -> list[Experiment]:
-        return [Experiment.from_document(json.loads(doc))
-                for doc, in self._read("SELECT doc FROM experiments ORDER BY created, name")]
+        return [
+            Experiment.from_document(json.loads(doc))
+            for (doc,) in self._read("SELECT doc FROM experiments ORDER BY created, name")
+        ]
 
     def _update_experiment(self, name: str, fields: dict) -> None:
         def work(db):
             rows = db.execute("SELECT doc FROM experiments WHERE name = ?", (name,)).fetchall()
             if not rows:
                 raise UnknownExperiment(f"no experiment named {name!r} in {self.path}")
-            db.execute("UPDATE experiments SET doc = ? WHERE name = ?", (json.dumps({**json.loads(rows[0][0]), **fields}),
-                                                                        name))
+            db.execute(
+                "UPDATE experiments SET doc = ? WHERE name = ?",
+                (json.dumps({**json.loads(rows[0][0]), **fields}), name),
+            )
+
         self._transaction(work)
 
     def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
-        return self._transaction(lambda db: db.execute(
-            "UPDATE experiments SET lease_owner = ?, lease_until = ? "
-            "WHERE name = ? AND (lease_until < ? OR lease_owner = ?)",
-            (owner, now + seconds, name, now, owner)).rowcount == 1)
+        return self._transaction(
+            lambda db: (
+                db.execute(
+                    "UPDATE experiments SET lease_owner = ?, lease_until = ? "
+                    "WHERE name = ? AND (lease_until < ? OR lease_owner = ?)",
+                    (owner, now + seconds, name, now, owner),
+                ).rowcount
+                == 1
+            )
+        )
 
     def release_lease(self, name: str, owner: str) -> None:
-        self._transaction(lambda db: db.execute(
-            "UPDATE experiments SET lease_owner = NULL, lease_until = 0 WHERE name = ? AND lease_owner = ?",
-            (name, owner)))
+        self._transaction(
+            lambda db: db.execute(
+                "UPDATE experiments SET lease_owner = NULL, lease_until = 0 WHERE name = ? AND lease_owner = ?",
+                (name, owner),
+            )
+        )
 
     # -- trials
     def insert_trial(self, trial: Trial) -> None:
@@ -208,9 +239,13 @@ class SQLiteStore(BaseStore):
     def _insert_trial(db, trial: Trial) -> None:
         doc = trial.to_document()
         try:
-            db.execute(f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (*(doc[column] for column in COLUMNS.split(", ")[:7]),
-                        *(json.dumps(doc[column]) for column in COLUMNS.split(", ")[7:])))
+            db.execute(
+                f"INSERT INTO trials ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(doc[column] for column in COLUMNS.split(", ")[:7]),
+                    *(json.dumps(doc[column]) for column in COLUMNS.split(", ")[7:]),
+                ),
+            )
         except sqlite3.IntegrityError:
             raise ValueError(f"trial {trial.tid} of {trial.exp_key!r} already exists") from None
 
@@ -218,12 +253,14 @@ class SQLiteStore(BaseStore):
     def _trial(row: tuple) -> Trial:
         """A trials row (COLUMNS): its first seven columns plain, the rest JSON."""
         names = COLUMNS.split(", ")
-        return Trial.from_document({**dict(zip(names[:7], row[:7])),
-                                    **{name: json.loads(value) for name, value in zip(names[7:], row[7:])}})
+        return Trial.from_document(
+            {**dict(zip(names[:7], row[:7])), **{name: json.loads(value) for name, value in zip(names[7:], row[7:])}}
+        )
 
     def trials(self, name: str) -> list[Trial]:
-        return [self._trial(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid",
-                                                   (name,))]
+        return [
+            self._trial(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
+        ]
 
     def state_counts(self, name: str) -> dict[int, int]:
         return dict(self._read("SELECT state, COUNT(*) FROM trials WHERE exp_key = ? GROUP BY state", (name,)))
@@ -231,39 +268,64 @@ class SQLiteStore(BaseStore):
     def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:
         def work(db):
             where, args = ("state = ? AND exp_key = ?", (NEW, experiment)) if experiment else ("state = ?", (NEW,))
-            row = db.execute(f"SELECT exp_key, tid FROM trials WHERE {where} ORDER BY tid, exp_key LIMIT 1",
-                             args).fetchone()
+            row = db.execute(
+                f"SELECT exp_key, tid FROM trials WHERE {where} ORDER BY tid, exp_key LIMIT 1", args
+            ).fetchone()
             if row is None:
                 return None
             now = time.time()
-            db.execute("UPDATE trials SET state = ?, owner = ?, book_time = ?, refresh_time = ?, "
-                       "attempts = attempts + 1 WHERE exp_key = ? AND tid = ?", (RUNNING, owner, now, now, *row))
+            db.execute(
+                "UPDATE trials SET state = ?, owner = ?, book_time = ?, refresh_time = ?, "
+                "attempts = attempts + 1 WHERE exp_key = ? AND tid = ?",
+                (RUNNING, owner, now, now, *row),
+            )
             self._log_attempt(db, *row, lambda log: log + [Attempt(owner, now).to_document()])
-            return self._trial(db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone())
+            return self._trial(
+                db.execute(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? AND tid = ?", row).fetchone()
+            )
+
         return self._transaction(work)
 
     def heartbeat(self, name: str, tid: int, owner: str) -> bool:
-        return self._transaction(lambda db: db.execute(
-            "UPDATE trials SET refresh_time = ? WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-            (time.time(), name, tid, owner, RUNNING)).rowcount == 1)
+        return self._transaction(
+            lambda db: (
+                db.execute(
+                    "UPDATE trials SET refresh_time = ? WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                    (time.time(), name, tid, owner, RUNNING),
+                ).rowcount
+                == 1
+            )
+        )
 
     def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
         def work(db):
-            rows = db.execute("SELECT curve FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-                              (name, tid, owner, RUNNING)).fetchall()
+            rows = db.execute(
+                "SELECT curve FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                (name, tid, owner, RUNNING),
+            ).fetchall()
             if not rows:
                 return False
-            db.execute("UPDATE trials SET curve = ?, refresh_time = ? WHERE exp_key = ? AND tid = ?",
-                       (json.dumps(json.loads(rows[0][0]) + [report.to_document()]), time.time(), name, tid))
+            db.execute(
+                "UPDATE trials SET curve = ?, refresh_time = ? WHERE exp_key = ? AND tid = ?",
+                (json.dumps(json.loads(rows[0][0]) + [report.to_document()]), time.time(), name, tid),
+            )
             return True
+
         return self._transaction(work)
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
         def work(db):  # one write transaction: the insert and the read see the same record
-            db.execute("INSERT OR IGNORE INTO records (exp_key, record, key, value) VALUES (?, ?, ?, ?)",
-                       (name, record, key, value))
-            return [tuple(row) for row in db.execute(
-                "SELECT key, value FROM records WHERE exp_key = ? AND record = ? ORDER BY arrival", (name, record))]
+            db.execute(
+                "INSERT OR IGNORE INTO records (exp_key, record, key, value) VALUES (?, ?, ?, ?)",
+                (name, record, key, value),
+            )
+            return [
+                tuple(row)
+                for row in db.execute(
+                    "SELECT key, value FROM records WHERE exp_key = ? AND record = ? ORDER BY arrival", (name, record)
+                )
+            ]
+
         return self._transaction(work)
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
@@ -271,41 +333,65 @@ class SQLiteStore(BaseStore):
         now = time.time()
 
         def work(db):
-            if db.execute("UPDATE trials SET state = ?, result = ?, refresh_time = ? "
-                          "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-                          (state, json.dumps(result.to_document()), now, name, tid, owner, RUNNING)).rowcount != 1:
+            if (
+                db.execute(
+                    "UPDATE trials SET state = ?, result = ?, refresh_time = ? "
+                    "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                    (state, json.dumps(result.to_document()), now, name, tid, owner, RUNNING),
+                ).rowcount
+                != 1
+            ):
                 return False
             self._log_attempt(db, name, tid, self._ended(owner, "finished", now))
             return True
+
         return self._transaction(work)
 
     def release(self, name: str, tid: int, owner: str) -> bool:
         def work(db):
-            if db.execute("UPDATE trials SET state = ?, owner = NULL, attempts = attempts - 1 "
-                          "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
-                          (NEW, name, tid, owner, RUNNING)).rowcount != 1:
+            if (
+                db.execute(
+                    "UPDATE trials SET state = ?, owner = NULL, attempts = attempts - 1 "
+                    "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                    (NEW, name, tid, owner, RUNNING),
+                ).rowcount
+                != 1
+            ):
                 return False
             self._log_attempt(db, name, tid, self._ended(owner, "given back", time.time()))
             return True
+
         return self._transaction(work)
 
     def requeue_stale(self, older_than: float, max_attempts: int) -> list[dict]:
         def work(db):
             cutoff = time.time() - older_than
-            stale = db.execute("SELECT exp_key, tid, attempts, owner FROM trials WHERE state = ? AND refresh_time < ?",
-                               (RUNNING, cutoff)).fetchall()
+            stale = db.execute(
+                "SELECT exp_key, tid, attempts, owner FROM trials WHERE state = ? AND refresh_time < ?",
+                (RUNNING, cutoff),
+            ).fetchall()
             moved = []
             for exp_key, tid, attempts, owner in stale:
                 if attempts >= max_attempts:
-                    db.execute("UPDATE trials SET state = ?, result = ? WHERE exp_key = ? AND tid = ?",
-                               (ERROR, json.dumps(abandoned(older_than, attempts, owner).to_document()), exp_key, tid))
+                    db.execute(
+                        "UPDATE trials SET state = ?, result = ? WHERE exp_key = ? AND tid = ?",
+                        (ERROR, json.dumps(abandoned(older_than, attempts, owner).to_document()), exp_key, tid),
+                    )
                 else:
-                    db.execute("UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?",
-                               (NEW, exp_key, tid))
+                    db.execute(
+                        "UPDATE trials SET state = ?, owner = NULL WHERE exp_key = ? AND tid = ?", (NEW, exp_key, tid)
+                    )
                 self._log_attempt(db, exp_key, tid, self._ended(owner, "heartbeat lost", time.time()))
-                moved.append({"exp_key": exp_key, "tid": tid, "owner": owner,
-                              "outcome": "failed" if attempts >= max_attempts else "requeued"})
+                moved.append(
+                    {
+                        "exp_key": exp_key,
+                        "tid": tid,
+                        "owner": owner,
+                        "outcome": "failed" if attempts >= max_attempts else "requeued",
+                    }
+                )
             return moved
+
         return self._transaction(work)
 
     def close(self) -> None:
