@@ -131,7 +131,7 @@ def test_pruner_settings_are_stored_with_defaults_and_refused_by_parameter_name(
     with pytest.raises(PrunerSettingError, match="^eta must be a whole number of at least 2, got 1$"):
         PrunerSettings.of("asha", eta=1)
     with pytest.raises(PrunerSettingError, match="^kind must be one of none, median, asha, hyperband"):
-        PrunerSettings.of("patience")
+        PrunerSettings.of("oracle")
     settings = PrunerSettings.of("hyperband", min_epochs=2)
     assert settings.to_document() == {"kind": "hyperband", "min_epochs": 2, "eta": 3}
     assert PrunerSettings.from_document(settings.to_document()) == settings

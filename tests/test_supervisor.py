@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from larnn_core import cli
 from larnn_core.data import dataset
 from tests.support.data import synthetic_har
+from tests.support.fake_workers import wait_for
 from workers.records import DONE, NEW, RUNNING
 from workers.store import open_store
 from workers.supervisor import parse_devices
@@ -75,11 +75,9 @@ def supervise(tmp_path, env, *options) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+def wait_long(condition) -> None:
+    """Supervised workers import torch before anything else: give them two minutes."""
+    wait_for(condition, timeout=120.0)
 
 
 def running(store) -> list[dict]:
@@ -95,10 +93,10 @@ def test_two_children_a_killed_one_restarted_and_its_trial_rerun_exactly_max_eva
     store, env = search
     supervisor = supervise(tmp_path, env, "--stale-after", "3", "--idle-exit", "4")
     try:
-        wait_for(lambda: len({owner_pid(t) for t in running(store)}) == 2)  # one trial per child
+        wait_long(lambda: len({owner_pid(t) for t in running(store)}) == 2)  # one trial per child
         victim = running(store)[0]
         os.kill(owner_pid(victim), signal.SIGKILL)
-        wait_for(lambda: "died (signal 9); restarting" in (tmp_path / "supervisor.log").read_text())
+        wait_long(lambda: "died (signal 9); restarting" in (tmp_path / "supervisor.log").read_text())
         assert supervisor.wait(timeout=300) == 0  # the children reach --idle-exit once the budget is spent
     finally:
         supervisor.kill()
@@ -113,7 +111,7 @@ def test_sigterm_reaches_every_child_and_each_gives_its_trial_back(tmp_path, sea
     store, env = search
     supervisor = supervise(tmp_path, env)
     try:
-        wait_for(lambda: len(running(store)) == 2)
+        wait_long(lambda: len(running(store)) == 2)
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=120) == 0
     finally:
@@ -187,7 +185,7 @@ def test_sigterm_to_larnn_search_stops_its_workers_and_they_give_their_trials_ba
     )
     searched = open_store(env["LARNN_STORE"])
     try:
-        wait_for(
+        wait_long(
             lambda: (
                 "s" in {e.name for e in searched.experiments()}
                 and sum(t.state == RUNNING for t in searched.trials("s")) == 2
