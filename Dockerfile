@@ -1,10 +1,14 @@
 # The larnn-hpo image: CUDA PyTorch, the project and the offline HAR data package, run as a
 # non-root user. The worker and CLI image installs no test dependencies; the compose file's test
 # service builds it with EXTRAS=hapt,dev.
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+FROM python:3.12-slim
 # a C compiler: torch.compile's Triton kernels build their launchers with it
 # (larnn_core/execution/torch_compile.py)
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+# PyTorch of the version CI tests the code with (.ci/run; tests/test_deploy.py holds the two to one
+# major.minor): PyPI's Linux build, CUDA's libraries in its wheels, the driver from the host
+ARG TORCH=2.13.0
+RUN pip install --no-cache-dir "torch==${TORCH}"
 ARG EXTRAS=hapt
 WORKDIR /app
 COPY . .

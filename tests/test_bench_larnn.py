@@ -153,3 +153,36 @@ def test_eval_agreement_benchmark_smoke_run_writes_both_statistics(tmp_path):
         assert len({"ratio_max", "ratio_min", "eval_loss", "train_loss"} & row[kind].keys()) == 4
         assert row[kind]["ratio_min"] <= row[kind]["ratio_max"]
         assert result["worst"][kind]["ratio_max"] == row[kind]["ratio_max"]
+
+
+@pytest.mark.slow
+def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
+    """benchmarks/gpu_check.py --dry-run: the GPU check's every step, shrunk, on CPU, so that it cannot rot."""
+    out = tmp_path / "gpu"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", str(out), "--dry-run", "--search-s", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "LARNN_DATA": str(tmp_path / "data")},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    steps = ("environment", "cuda_tests", "bench_larnn", "bench_throughput", "search")
+    assert all(report[step]["ok"] for step in steps), {s: report[s].get("error") for s in steps}
+    assert report["cuda_tests"]["result"]["skipped"] >= 5 and report["cuda_tests"]["result"]["passed"] == 0
+    assert report["bench_larnn"]["result"]["device"]["cpu"]["small"]["fast_train_ms"] > 0
+    assert set(report["bench_throughput"]["result"]["cpu best"]) == {"1", "2"}
+    assert report["search"]["result"]["done"] >= 1 and report["search"]["result"]["its_test_accuracy"] > 0
+    assert run.stdout.startswith("GPU check (dry run on CPU)") and len(run.stdout.splitlines()) <= 24  # one screen
+
+
+def test_a_failing_gpu_check_step_is_recorded_with_its_traceback_and_the_rest_go_on(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import gpu_check
+
+    failed = gpu_check.run_step("broken", lambda: 1 / 0)
+    assert failed["ok"] is False and failed["error"].startswith("ZeroDivisionError")
+    assert "Traceback" in failed["traceback"] and failed["seconds"] >= 0
+    assert gpu_check.run_step("fine", lambda: {"n": 1}) == {"ok": True, "result": {"n": 1}, "seconds": 0.0}

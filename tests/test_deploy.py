@@ -129,7 +129,7 @@ def test_the_worker_reserves_every_gpu_and_runs_one_process_per_device():
 def test_the_image_runs_as_a_user_from_a_pinned_base_and_its_commands_exist():
     dockerfile = (ROOT / "Dockerfile").read_text()
     base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
-    assert re.fullmatch(r"pytorch/pytorch:\d+\.\d+\.\d+-cuda[\d.]+-cudnn\d+-runtime", base)
+    assert re.fullmatch(r"python:3\.\d+-slim", base)  # a pinned Python; PyTorch pinned below
     assert re.search(r"^USER larnn$", dockerfile, re.M) and 'ENTRYPOINT ["larnn"]' in dockerfile
     assert "ARG EXTRAS=hapt\n" in dockerfile  # no test dependencies in the worker image
     assert SERVICES["test"]["build"]["args"]["EXTRAS"] == "hapt,dev"
@@ -139,3 +139,11 @@ def test_the_image_runs_as_a_user_from_a_pinned_base_and_its_commands_exist():
             [sys.executable, "-m", "larnn_core.cli", *command, "--help"], capture_output=True, text=True
         )
         assert done.returncode == 0 and "usage: larnn" in done.stdout, (command, done.stderr)
+
+
+def test_the_image_and_ci_use_one_pytorch_release():
+    """The image runs the PyTorch that CI tests the code with (its major.minor: a CUDA wheel of the
+    same release as .ci/run's CPU one)."""
+    image = re.search(r"^ARG TORCH=(\d+\.\d+)\.\d+$", (ROOT / "Dockerfile").read_text(), re.M)
+    ci = re.search(r"torch==(\d+\.\d+)\.\d+", (ROOT / ".ci" / "run").read_text())
+    assert image and ci and image[1] == ci[1], (image, ci)

@@ -18,7 +18,9 @@ from larnn_core.reference import reference_forward
 # compiled by torch.compile)
 CPU = ("cpu", Execution(cpu_loops=True))
 PATHS = [CPU, ("cpu", Execution(cpu_loops=False))] + (
-    [("cuda", Execution(cpu_loops=False, torch_compile=True))] if torch.cuda.is_available() else []
+    [pytest.param(("cuda", Execution(cpu_loops=False, torch_compile=True)), marks=pytest.mark.cuda)]
+    if torch.cuda.is_available()
+    else []
 )
 PATH_IDS = ["cpu-loops", "cpu-torch-ops", "cuda"][: len(PATHS)]
 COMPILED_ON_CPU = ("cpu", Execution(cpu_loops=False, torch_compile=True))  # through inductor's C++ backend

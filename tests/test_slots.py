@@ -1,5 +1,7 @@
 """`larnn worker --slots N`: several trials at once in one worker process."""
 
+import dataclasses
+import math
 import signal
 import threading
 import time
@@ -11,6 +13,7 @@ from larnn_core.hparams import HParams
 from larnn_core.train import train
 from tests.support import data
 from tests.support.fake_workers import spawn, wait_for
+from tests.support.marks import cuda
 from workers import report
 from workers.experiment import submit
 from workers.records import DONE, ERROR, FINAL, NEW, RUNNING, Trial
@@ -27,9 +30,10 @@ def url(tmp_path):
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-def training_objective(data, spans: list, loops: bool, fail_below: float | None = None):
-    """Trains on the small synthetic data (on the CPU loops or torch ops); records when and in
-    which thread each trial ran; raises for learning rates below fail_below."""
+def training_objective(data, spans: list, execution: dict, fail_below: float | None = None):
+    """Trains on the small synthetic data on the worker's device, as `execution` says (cpu_loops,
+    torch_compile); records when and in which thread each trial ran; raises for learning rates
+    below fail_below."""
 
     def objective(hyperparameters, settings, seed, device, on_epoch):
         started = time.monotonic()
@@ -38,27 +42,42 @@ def training_objective(data, spans: list, loops: bool, fail_below: float | None 
         hp = HParams.from_dict(
             {**TINY, "model": hyperparameters.get("model", "larnn"), "learning_rate": hyperparameters["learning_rate"]}
         )
-        result = train(hp, data, device="cpu", seed=seed, progress=False, on_epoch=on_epoch, cpu_loops=loops)
+        result = train(hp, data, device=device, seed=seed, progress=False, on_epoch=on_epoch, **execution)
         spans.append((started, time.monotonic(), threading.current_thread().name))
         return result
 
     return objective
 
 
-def slot_workers(store, objective, tmp_path, **options):
+def slot_workers(store, objective, tmp_path, device="cpu", **options):
     return lambda owner: Worker(
-        store, objective, owner=owner, device="cpu", poll_s=0.05, idle_exit_s=0.5, spool=tmp_path / "spool", **options
+        store, objective, owner=owner, device=device, poll_s=0.05, idle_exit_s=0.5, spool=tmp_path / "spool", **options
     )
 
 
-@pytest.mark.parametrize("loops", [True, False], ids=["cpu-loops", "torch-ops"])
-def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, url, tmp_path, loops):
-    store = open_store(url)
+def run_two_slots(store, data, tmp_path, device: str, execution: dict) -> None:
+    """Two slots train the two trials of experiment `pair`, at once (their spans overlap, in two threads)."""
     submit(store, "pair", "smoke", max_evals=2, algorithm="rand", seed=3)
     spans = []
-    assert run_slots(slot_workers(store, training_objective(small_har, spans, loops), tmp_path), 2, "cpu") == 2
+    objective = training_objective(data, spans, execution)
+    assert run_slots(slot_workers(store, objective, tmp_path, device), 2, device) == 2
     (a_start, a_end, a_slot), (b_start, b_end, b_slot) = sorted(spans)
     assert a_slot != b_slot and b_start < a_end  # two threads, overlapping in time
+
+
+@pytest.mark.parametrize(
+    "execution",
+    [
+        pytest.param({"cpu_loops": True}, id="cpu-loops"),
+        pytest.param({"cpu_loops": False}, id="torch-ops"),
+        # torch.compile called from two threads at once (as slots on a GPU do): dynamo compiles
+        # under a process-wide lock of its own (torch._dynamo.convert_frame.compile_lock)
+        pytest.param({"cpu_loops": False, "torch_compile": True}, id="compiled", marks=pytest.mark.slow),
+    ],
+)
+def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, url, tmp_path, execution):
+    store = open_store(url)
+    run_two_slots(store, small_har, tmp_path, "cpu", execution)
     experiment = store.get_experiment("pair")
     for trial in store.trials("pair"):
         assert trial.state == DONE and SLOT.match(trial.owner)
@@ -69,16 +88,31 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
             device="cpu",
             seed=trial_seed(experiment, trial.tid),
             progress=False,
-            cpu_loops=loops,
+            **execution,
         )
-        for key in ("train_losses", "validation_losses", "validation_accuracies", "test_accuracies"):
-            assert trial.result.to_document()["history"][key] == alone.to_document()["history"][key], (trial.tid, key)
+        timeless = [dataclasses.replace(e, seconds=None) for e in trial.result.epochs]
+        assert timeless == [dataclasses.replace(e, seconds=None) for e in alone.epochs], trial.tid
+        assert trial.result.execution == alone.execution
+
+
+@cuda
+def test_two_slots_on_one_gpu_train_two_trials_at_once(small_har, url, tmp_path):
+    """Slots on a GPU as workers run them: a CUDA stream each, each training's CUDA graphs captured
+    while the other slot launches (thread_local capture), torch.compile from both threads. Dropout
+    draws from the device's default generator under graphs, so each trial is reproducible in
+    distribution only: both must finish, with finite numbers, graphed and compiled."""
+    store = open_store(url)
+    run_two_slots(store, small_har, tmp_path, "cuda", {})
+    for trial in store.trials("pair"):
+        assert trial.state == DONE, trial.result.error
+        assert trial.result.execution == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": True}
+        assert all(math.isfinite(e.validation_loss) and math.isfinite(e.train_loss) for e in trial.result.epochs)
 
 
 def test_an_exception_in_one_slot_fails_that_trial_only(small_har, url, tmp_path):
     store = open_store(url)
     submit(store, "faulty", "smoke", max_evals=4, algorithm="rand", seed=1)
-    objective = training_objective(small_har, [], loops=True, fail_below=0.01)  # smoke's rates: 0.003-0.03
+    objective = training_objective(small_har, [], {"cpu_loops": True}, fail_below=0.01)  # smoke's rates: 0.003-0.03
     run_slots(slot_workers(store, objective, tmp_path), 2, "cpu")
     trials = store.trials("faulty")
     assert len(trials) == 4 and all(t.state in FINAL for t in trials)

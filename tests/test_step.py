@@ -10,8 +10,7 @@ from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer, set_learning_rate
 from larnn_core.hparams import HParams
 from tests.support.data import TINY
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
+from tests.support.marks import cuda
 
 
 def tiny_model(kind: str) -> torch.nn.Module:
