@@ -177,8 +177,11 @@ def throughput_summary(result: dict) -> dict:
 
 def search(plan: Plan) -> dict:
     """A real search, stopped after plan.search_s seconds as Ctrl-C stops it; then what the store holds."""
+    from larnn_core import data as har
     from workers.records import DONE, PRUNED
     from workers.store import open_store
+
+    har.load("hapt", progress=False)  # prepared before the clock starts (the search's workers read the cache)
 
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{scratch}/search.db"

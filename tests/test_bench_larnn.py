@@ -160,7 +160,7 @@ def test_the_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     """benchmarks/gpu_check.py --dry-run: the GPU check's every step, shrunk, on CPU, so that it cannot rot."""
     out = tmp_path / "gpu"
     run = subprocess.run(
-        [sys.executable, "benchmarks/gpu_check.py", str(out), "--dry-run", "--search-s", "20"],
+        [sys.executable, "benchmarks/gpu_check.py", str(out), "--dry-run", "--search-s", "30"],
         cwd=ROOT,
         capture_output=True,
         text=True,
