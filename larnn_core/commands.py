@@ -144,6 +144,7 @@ def read_config(text: str | None) -> dict:
 
 
 def _train(args) -> int:
+    from larnn_core.provenance import resolve_device
     from larnn_core.train import train
 
     config = read_config(args.config)
@@ -152,6 +153,7 @@ def _train(args) -> int:
     if args.epochs is not None:
         config["training_epochs"] = args.epochs
     hp = HParams.from_dict(config)
+    resolve_device(args.device)  # refused before the data is prepared
     data = har.load(args.source, args.data_dir, progress=not args.no_progress)
     result = train(
         hp,

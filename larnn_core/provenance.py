@@ -39,11 +39,20 @@ def code_version() -> str:
     return f"{version}+g{commit}{'-dirty' if dirty else ''}"
 
 
+DEVICES = "auto, cpu, cuda or cuda:N"  # what training runs on
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' is the first GPU when there is one; asking for a missing GPU is an error, not a fallback."""
+    """'auto' is the first GPU when there is one; asking for a missing GPU is an error, not a
+    fallback; anything but auto, cpu, cuda and cuda:N is a ValueError naming what is allowed."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's message for 'garbage', '' or 'cuda:-1' names no option
+        raise ValueError(f"device {name[:40]!r} is not one of {DEVICES}") from None
+    if device.type not in ("cpu", "cuda") or device.type == "cpu" and device.index not in (None, 0):
+        raise ValueError(f"device {name[:40]!r} is not one of {DEVICES}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")

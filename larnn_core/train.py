@@ -198,6 +198,8 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
         model.train()
         order = torch.randperm(len(X_train), generator=shuffle).to(dev)
         batches = order.split(hp.batch_size)
+        if len(batches) > 1 and len(batches[-1]) == 1:  # batch norm cannot normalise one sequence alone
+            batches = (*batches[:-2], torch.cat(batches[-2:]))
         with tqdm(
             total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch", disable=not progress
         ) as bar:

@@ -7,7 +7,7 @@ import torch
 
 from larnn_core import cli
 from larnn_core import train as training
-from larnn_core.data import dataset
+from larnn_core.data import dataset, make_splits
 from larnn_core.execution import torch_compile
 from larnn_core.hparams import HParams
 from larnn_core.records import TrainResult
@@ -229,3 +229,12 @@ def test_on_epoch_returning_true_stops_the_training_there(small_har):
         ).stopped_at_epoch
         is None
     )
+
+
+def test_a_last_batch_of_one_sequence_joins_the_batch_before(small_har):
+    """Batch norm cannot normalise a batch of one: a training split of N = k * batch_size + 1
+    sequences (seed 9557's trial 967094084: 5633 windows) failed every batch-norm trial."""
+    n_train = len(make_splits(small_har, 5, 0).train[1])
+    hp = HParams.from_dict({**TINY, "batch_size": n_train - 1, "training_epochs": 1})
+    result = training.train(hp, small_har, device="cpu", progress=False)
+    assert result.status == "ok", result.error

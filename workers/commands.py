@@ -19,6 +19,7 @@ from larnn_core.cli import positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
 from workers import pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
+from workers.slots import MAX_SLOTS
 from workers.stops import duration
 from workers.store import open_store, store_url
 
@@ -79,6 +80,14 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     )
     add_pruner_options(parser)
     parser.add_argument("--store", default=None, help=STORE_HELP)
+
+
+def slot_count(text: str) -> int:
+    """argparse type for --slots: 1 to MAX_SLOTS (each slot is a thread, a CUDA stream and its graphs' memory)."""
+    value = positive_int(text)
+    if value > MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SLOTS}, got {value}")
+    return value
 
 
 def _duration(text: str) -> float:
@@ -196,7 +205,7 @@ def register_worker(subparsers) -> None:
     )
     parser.add_argument(
         "--slots",
-        type=positive_int,
+        type=slot_count,
         default=1,
         metavar="N",
         help="trials at once on each device, in one process: one thread, CUDA stream and set of "
@@ -339,7 +348,7 @@ def register_search(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="device for every worker (default auto)")
     parser.add_argument(
         "--slots",
-        type=positive_int,
+        type=slot_count,
         default=1,
         metavar="N",
         help="trials at once in each worker process (larnn worker --slots; default 1)",
@@ -351,6 +360,9 @@ def register_search(subparsers) -> None:
 def _search(args) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be positive, got {args.workers}")
+    from larnn_core.provenance import resolve_device
+
+    resolve_device(args.device)  # a bad or missing device is an error now, not in every worker's log
     url = store_url(args.store)
     store = open_store(url)
     experiment = submit(store, args.name, args.space, **_submit_options(args))

@@ -6,7 +6,8 @@ import dataclasses
 import json
 import time
 
-from larnn_core.hparams import HParams
+from larnn_core.data.dataset import TRAIN_SUBJECTS
+from larnn_core.hparams import RANGES, HParams
 from larnn_core.records import OK
 from search_spaces import Space, load_space
 from workers import pruners
@@ -41,8 +42,13 @@ def make_experiment(
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if max_evals < 1:
         raise ValueError(f"max_evals must be positive, got {max_evals}")
-    if epochs is not None and epochs < 1:
-        raise ValueError(f"epochs must be positive, got {epochs}")
+    if epochs is not None and epochs not in RANGES["training_epochs"]:
+        raise ValueError(f"epochs must lie in {RANGES['training_epochs']} (training_epochs' range), got {epochs}")
+    if not 1 <= validation_subjects < TRAIN_SUBJECTS:
+        raise ValueError(
+            f"validation_subjects must be between 1 and {TRAIN_SUBJECTS - 1} (of the {TRAIN_SUBJECTS} "
+            f"training subjects), got {validation_subjects}"
+        )
     return Experiment(
         name,
         json.loads(space.to_json()),

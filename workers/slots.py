@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # workers.worker imports torch; `larnn status` reads SLOT without it
     from workers.worker import Worker
 
+MAX_SLOTS = 64  # slots per worker process: the throughput benchmark measures up to 16; past a few dozen, threads thrash
 SLOT = re.compile(r"^(?P<worker>.+)/slot(?P<slot>\d+)-of-(?P<slots>\d+)$")
 
 

@@ -5,19 +5,25 @@ a trial; a stopped experiment gets no more suggestions (queued and running trial
 
 from __future__ import annotations
 
+import math
 import re
 
 from workers.records import DONE, Experiment, Trial
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 100 * 365 * 86400.0  # stored as a JSON number: finite (Infinity breaks SQLite's JSON functions)
 
 
 def duration(text: str) -> float:
     """`--stop-after`: a number of seconds, or with a unit: 90m, 12h, 2d. ValueError otherwise."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"--stop-after: expected a positive duration such as 3600, 90m, 12h or 2d, got {text[:40]!r}")
-    return float(match.group(1)) * UNITS[match.group(2) or "s"]
+    seconds = float(match.group(1)) * UNITS[match.group(2) or "s"] if match else math.nan
+    if not 0 < seconds <= MAX_DURATION_S:  # NaN too; a number past a float's range reads as inf
+        raise ValueError(
+            f"--stop-after: expected a positive duration up to 100 years, such as 3600, 90m, 12h or 2d, "
+            f"got {text[:40]!r}"
+        )
+    return seconds
 
 
 def stop_reason(experiment: Experiment, trials: list[Trial], now: float) -> str | None:

@@ -24,6 +24,7 @@ CHANNELS = (
 )
 CLASSES = ("walking", "upstairs", "downstairs", "sitting", "standing", "laying")
 TEST_SUBJECTS = (2, 4, 9, 10, 12, 13, 18, 20, 24)  # the official UCI HAR split
+TRAIN_SUBJECTS = 30 - len(TEST_SUBJECTS)  # the volunteers of the training split, of whom validation takes some
 ARRAYS = ("X", "y", "subject", "split")
 
 

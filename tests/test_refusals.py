@@ -1,0 +1,46 @@
+"""Inputs that training would refuse are refused where they are given, in one line naming the
+option or field: devices, slot counts, an experiment's epochs, validation subjects and stop rule."""
+
+import pytest
+
+from larnn_core import cli
+from larnn_core.provenance import resolve_device
+
+
+@pytest.mark.parametrize("name", ["garbage", "cuda:-1", "", "meta", "mps", "cpu:3", "cuda:x"])
+def test_a_device_that_is_not_cpu_or_cuda_is_refused_naming_the_choices(name):
+    with pytest.raises(ValueError, match="is not one of auto, cpu, cuda or cuda:N"):
+        resolve_device(name)
+
+
+def test_a_missing_gpu_is_refused_not_replaced(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda:0")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--device", "meta"], "larnn train: error: device 'meta' is not one of"),
+        (["worker", "--device", "garbage"], "larnn worker: error: device 'garbage' is not one of"),
+        (["search", "smoke", "--name", "s", "--device", "mps"], "larnn search: error: device 'mps' is not one of"),
+        (["submit", "smoke", "--name", "e", "--epochs", "20000"], "epochs must lie in [1, 10000]"),
+        (
+            ["submit", "smoke", "--name", "v", "--validation-subjects", "21"],
+            "validation_subjects must be between 1 and 20",
+        ),
+        (["submit", "smoke", "--name", "t", "--stop-after", "9" * 400], "expected a positive duration up to 100 years"),
+        (["worker", "--slots", "100000"], "--slots: must be at most 64, got 100000"),
+    ],
+)
+def test_the_command_line_refuses_in_one_line(argv, message, tmp_path, capsys):
+    store = ["--store", f"sqlite:///{tmp_path / 'store.db'}"] if argv[0] in ("submit", "search", "worker") else []
+    try:
+        code = cli.main([*argv, *store])
+    except SystemExit as exit:  # argparse's own refusals
+        code = exit.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err), err
