@@ -136,6 +136,8 @@ def read_config(text: str | None) -> dict:
         config = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{source} is not valid JSON: {error}") from None
+    except ValueError as error:  # an integer of more digits than Python converts (4300)
+        raise ValueError(f"{source}: {str(error)[:120]}") from None
     except RecursionError:
         raise ValueError(f"{source} is nested too deeply to be a config") from None
     if not isinstance(config, dict):

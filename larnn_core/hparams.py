@@ -83,6 +83,9 @@ class HParams:
     def from_dict(cls, values: Mapping[str, Any]) -> HParams:
         """Build from a (possibly partial) dict; unknown keys are refused with their name."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        names = [k for k in values if not isinstance(k, str)]
+        if names:  # YAML's 1, null, true or a date as a key
+            raise ValueError(f"a hyperparameter's name must be text, got {_quote(names[0])}")
         unknown = [k for k in values if k not in fields]
         if unknown:
             hints = []
@@ -96,8 +99,8 @@ class HParams:
             if kind == "bool" and not isinstance(v, bool):
                 raise ValueError(f"hyperparameter {k!r} must be true or false, got {_quote(v)}")
             if kind in ("int", "float") and (
-                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-            ):
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) < 1e308
+            ):  # not math.isfinite: an integer past a float's range overflows it (NaN fails the comparison)
                 raise ValueError(f"hyperparameter {k!r} must be a finite number, got {_quote(v)}")
             if kind == "int":
                 if not float(v).is_integer():
@@ -156,5 +159,7 @@ def describe(name: str) -> str:
 
 def _quote(value: Any, limit: int = 200) -> str:
     """repr of a value, at most about `limit` characters: messages never dump a whole input."""
+    if isinstance(value, int) and value.bit_length() > 1000:  # repr itself refuses past 4300 digits
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

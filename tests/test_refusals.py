@@ -44,3 +44,26 @@ def test_the_command_line_refuses_in_one_line(argv, message, tmp_path, capsys):
         code = exit.code
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err), err
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('{"batch_size": 1' + "0" * 400 + "}", "'batch_size' must be a finite number, got an integer of about 400"),
+        ('{"batch_size": 1' + "0" * 5000 + "}", "--config: Exceeds the limit (4300 digits)"),
+    ],
+)
+def test_a_config_number_too_large_is_refused_with_its_field(config, message, capsys):
+    assert cli.main(["train", "--config", config]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and len(err[0]) < 400, err
+
+
+@pytest.mark.parametrize("key", ["1", "null", "true", "1.5", "2024-01-01"])
+def test_a_points_file_with_a_key_that_is_not_text_is_refused(key, tmp_path, capsys):
+    points = tmp_path / "points.yaml"
+    points.write_text(f"- {{{key}: 2}}\n")
+    argv = ["submit", "smoke", "--name", "p", "--points", str(points), "--store", f"sqlite:///{tmp_path / 's.db'}"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "point 0: a hyperparameter's name must be text" in err[0] and str(points) in err[0], err
