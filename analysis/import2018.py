@@ -13,6 +13,7 @@ import numpy as np
 
 from larnn_core.records import HISTORY, SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
 from search_spaces import Space, load_space
+from workers.experiment import check_name
 from workers.records import DONE, ERROR, Experiment, Objective, Trial
 from workers.store import BaseStore
 
@@ -107,7 +108,8 @@ def fitting_space(points: list[dict]) -> Space | None:
 
 
 def import_results(store: BaseStore, name: str, paths: list[Path]) -> tuple[int, list[str]]:
-    """(trials imported, problems as 'file: reason'). Refuses an existing name before reading."""
+    """(trials imported, problems as 'file: reason'). Refuses a bad or existing name before reading."""
+    check_name(name)
     existing = {e.name for e in store.experiments()}
     if name in existing:
         raise ValueError(f"experiment {name!r} already exists; import under another --name")

@@ -67,3 +67,21 @@ def test_a_points_file_with_a_key_that_is_not_text_is_refused(key, tmp_path, cap
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "point 0: a hyperparameter's name must be text" in err[0] and str(points) in err[0], err
+
+
+@pytest.mark.parametrize("name", ["", "a/../b", "line\nbreak", "a;b", "..", "é", "x" * 101])
+@pytest.mark.parametrize("command", ["submit", "import-results"])
+def test_an_experiment_name_is_held_to_one_rule_by_submit_and_import(name, command, tmp_path, capsys):
+    store = ["--store", f"sqlite:///{tmp_path / 's.db'}"]
+    argv = ["submit", "smoke"] if command == "submit" else ["import-results", str(tmp_path / "none.json")]
+    assert cli.main([*argv, "--name", name, *store]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must be 1 to 100 letters, digits, '-', '_' or '.'" in err[0], err
+
+
+def test_too_many_points_are_refused_before_any_is_checked(tmp_path, capsys):
+    points = tmp_path / "points.yaml"
+    points.write_text("".join(f"- {{learning_rate: {0.001 + i * 1e-6}}}\n" for i in range(2000)))
+    argv = ["submit", "smoke", "--name", "p", "--points", str(points), "--max-evals", "5"]
+    assert cli.main([*argv, "--store", f"sqlite:///{tmp_path / 's.db'}"]) == 2
+    assert f"{points}: 2000 points, more than --max-evals 5" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 
 from larnn_core.data.dataset import TRAIN_SUBJECTS
@@ -36,8 +37,7 @@ def make_experiment(
     """pruner: default pruners.DEFAULT with its default parameters; the stop rules: workers/stops.py."""
     if liar not in LIARS:
         raise ValueError(f"liar must be one of {', '.join(LIARS)}, got {liar!r}")
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise ValueError(f"experiment name {name!r} must be letters, digits, '-', '_' or '.'")
+    check_name(name)
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     if max_evals < 1:
@@ -61,6 +61,17 @@ def make_experiment(
         liar,
         {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
     )
+
+
+NAME = re.compile(r"[\w.-]{1,100}", re.ASCII)  # an experiment's name: it appears in paths, logs and URLs
+
+
+def check_name(name: str) -> str:
+    """The name of an experiment to create (submitted or imported); a ValueError unless it is 1 to
+    100 ASCII letters, digits, '-', '_' or '.'."""
+    if not NAME.fullmatch(name) or not name.strip("."):
+        raise ValueError(f"experiment name {name[:60]!r} must be 1 to 100 letters, digits, '-', '_' or '.'")
+    return name
 
 
 def stored_space(experiment: Experiment) -> Space:
@@ -90,15 +101,17 @@ def warm_start(store: BaseStore, space: Space, sources: list[str]) -> dict:
     return {"experiments": list(sources), "trials": trials, "left_out": left_out}
 
 
-def read_points(path: str, space: Space) -> list[dict]:
-    """A YAML or JSON list of points (each a mapping of hyperparameters, completed with the
-    defaults), each checked against the space and the hyperparameter table; a ValueError naming
-    the file, the point's index and the field."""
+def read_points(path: str, space: Space, limit: int) -> list[dict]:
+    """A YAML or JSON list of at most `limit` points (each a mapping of hyperparameters, completed
+    with the defaults), each checked against the space and the hyperparameter table; a ValueError
+    naming the file, the point's index and the field."""
     from search_spaces.format import read_document
 
     document = read_document(path)
     if not isinstance(document, list) or not all(isinstance(p, dict) for p in document):
         raise ValueError(f"{path}: expected a list of points, each a mapping of hyperparameters")
+    if len(document) > limit:  # before each point is checked: that takes a while for thousands
+        raise ValueError(f"{path}: {len(document)} points, more than --max-evals {limit}")
     points = []
     for index, given in enumerate(document):
         try:
@@ -141,9 +154,7 @@ def submit(
         return store.get_experiment(name)
     space = load_space(space_name_or_path)
     experiment = make_experiment(name, space, **options)
-    queued = read_points(points, space) if points else []
-    if len(queued) > experiment.max_evals:
-        raise ValueError(f"{points}: {len(queued)} points, more than --max-evals {experiment.max_evals}")
+    queued = read_points(points, space, experiment.max_evals) if points else []
     if warm:
         experiment = dataclasses.replace(experiment, warm_start=warm_start(store, space, list(warm)))
     try:
