@@ -85,3 +85,39 @@ def test_too_many_points_are_refused_before_any_is_checked(tmp_path, capsys):
     argv = ["submit", "smoke", "--name", "p", "--points", str(points), "--max-evals", "5"]
     assert cli.main([*argv, "--store", f"sqlite:///{tmp_path / 's.db'}"]) == 2
     assert f"{points}: 2000 points, more than --max-evals 5" in capsys.readouterr().err
+
+
+def bad_store_files(directory):
+    """A text file, another program's SQLite database, a store cut in half and one whose header
+    is overwritten: none is a larnn store."""
+    import sqlite3
+
+    from workers.store.sqlite import SQLiteStore
+
+    (directory / "text.db").write_text("hello, not a database")
+    with sqlite3.connect(directory / "foreign.db") as db:
+        db.execute("CREATE TABLE photos (id INTEGER)")
+    SQLiteStore(directory / "good.db").close()
+    good = (directory / "good.db").read_bytes()
+    (directory / "half.db").write_bytes(good[: len(good) // 2])
+    (directory / "header.db").write_bytes(b"x" * 100 + good[100:])
+    return {
+        "text.db": "is not a SQLite database",
+        "foreign.db": "is another program's SQLite database (tables: photos)",
+        "half.db": "is a damaged SQLite database",
+        "header.db": "is not a SQLite database",
+    }
+
+
+@pytest.mark.parametrize("command", [["status"], ["best", "x"], ["submit", "smoke", "--name", "x"], ["trials", "x"]])
+def test_a_file_that_is_not_a_larnn_store_is_refused_in_one_line_and_left_as_it_was(command, tmp_path, capsys):
+    import hashlib
+
+    for name, message in bad_store_files(tmp_path).items():
+        path = tmp_path / name
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        assert cli.main([*command, "--store", f"sqlite:///{path}"]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and str(path) in err[0], err
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before, name
+        assert sorted(p.name for p in tmp_path.glob(f"{name}*")) == [name]  # no journal beside it

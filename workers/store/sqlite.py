@@ -10,6 +10,7 @@ delivery of a result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
@@ -67,6 +68,31 @@ MIGRATIONS = {1: _add_attempt_logs_and_curves, 2: _rungs_to_records}
 VERSION = max(MIGRATIONS)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def refuse_foreign(path: Path) -> None:
+    """A file that is not a SQLite database, a damaged one, or another program's database is
+    refused in one line, before anything is written to it (opened for writing, a store would turn
+    its journal to WAL and add its tables)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # a new store, or one this class is about to create
+    with open(path, "rb") as file:
+        header = file.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise ValueError(f"{path} is not a SQLite database (its first bytes are not SQLite's): not a larnn store")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        raise ValueError(f"{path} is a damaged SQLite database ({error}): not a readable larnn store") from None
+    if tables and "experiments" not in tables:
+        raise ValueError(
+            f"{path} is another program's SQLite database (tables: {', '.join(sorted(tables)[:3])}"
+            f"{', ...' if len(tables) > 3 else ''}): not a larnn store"
+        )
+
+
 class SQLiteStore(BaseStore):
     def __init__(self, path: str | Path, busy_timeout_s: float = 5.0, retries: int = 3):
         """Each call waits at most about retries x busy_timeout_s for another process's lock."""
@@ -75,6 +101,7 @@ class SQLiteStore(BaseStore):
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
+        refuse_foreign(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -147,6 +174,8 @@ class SQLiteStore(BaseStore):
             return self._retrying(work, begin)
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite store {self.path}: {error}") from None
+        except sqlite3.DatabaseError as error:  # damaged since it was opened: no retry mends it
+            raise ValueError(f"SQLite store {self.path} is damaged ({error}): restore it from a copy") from None
 
     def _retrying(self, work, begin: bool):
         for retry in range(self.retries):
