@@ -65,6 +65,11 @@ def run_two_slots(store, data, tmp_path, device: str, execution: dict) -> None:
     assert a_slot != b_slot and b_start < a_end  # two threads, overlapping in time
 
 
+def timeless_values(report) -> dict:
+    """An epoch report's numbers but its duration."""
+    return {name: value for name, value in dataclasses.asdict(report).items() if name != "seconds"}
+
+
 @pytest.mark.parametrize(
     "execution",
     [
@@ -90,8 +95,14 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
             progress=False,
             **execution,
         )
-        timeless = [dataclasses.replace(e, seconds=None) for e in trial.result.epochs]
-        assert timeless == [dataclasses.replace(e, seconds=None) for e in alone.epochs], trial.tid
+        timeless = [timeless_values(e) for e in trial.result.epochs]
+        expected = [timeless_values(e) for e in alone.epochs]
+        if execution.get("torch_compile"):
+            # the slots share one process's compiled graphs: the second trial runs the graphs dynamo
+            # compiled for both (dynamic shapes after a recompile), alone it runs its own, so their
+            # float sums round differently (about 1e-6 apart in the losses)
+            expected = [pytest.approx(values, rel=1e-5) for values in expected]
+        assert timeless == expected, trial.tid
         assert trial.result.execution == alone.execution
 
 
