@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 import time
 from pathlib import Path
 
 import numpy as np
 
+from larnn_core.hparams import HParams
 from larnn_core.records import HISTORY, SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
 from search_spaces import Space, load_space
+from search_spaces.format import quote
 from workers.experiment import check_name
 from workers.records import DONE, ERROR, Experiment, Objective, Trial
 from workers.store import BaseStore
@@ -20,7 +24,12 @@ from workers.store import BaseStore
 # the 2018 files use the names our result documents keep (larnn_core/records.py: SELECTED, HISTORY)
 BEST = SELECTED[VALIDATION_ACCURACY]
 REQUIRED = {"space": dict, "loss": (int, float), "status": str, BEST: (int, float), "history": dict}
-CURVES = tuple(HISTORY[metric] for metric in (TRAIN_ACCURACY, "train_loss", VALIDATION_ACCURACY, "validation_loss"))
+OPTIONAL = {SELECTED["validation_f1"]: float, "best_train_accuracy": float, "model_name": str, "dataset_name": str}
+STATUSES = ("ok", "fail")  # hyperopt's, for a finished trial
+# the 2018 curves, by when they were measured: training ones every step, validation ones every epoch
+TRAIN_CURVES = (HISTORY[TRAIN_ACCURACY], HISTORY["train_loss"], "train_f1_scores")
+VALIDATION_CURVES = (HISTORY[VALIDATION_ACCURACY], HISTORY["validation_loss"], HISTORY["validation_f1"])
+OPTIONAL_CURVES = ("train_f1_scores", HISTORY["validation_f1"])  # the rest are required
 
 
 MAX_BYTES = 16 << 20  # a 2018 result file is a few kilobytes
@@ -35,13 +44,52 @@ def _number(value, finite: bool = True) -> bool:
     return math.isfinite(value) or (not finite and math.isnan(value))
 
 
+def _read_bytes(path: Path) -> bytes:
+    """A regular file's bytes, at most MAX_BYTES: a FIFO, a device or a directory is refused
+    without waiting on it (opened non-blocking, checked on the open descriptor)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise ValueError(f"more than {MAX_BYTES} bytes: too large for a result file")
+    return data
+
+
+def _check_history(history: dict) -> None:
+    """Known curves only, each a list of numbers; the curves measured together have one length,
+    and the steps trained (training curves) are a whole number of epochs (validation curves)."""
+    unknown = [name for name in history if name not in TRAIN_CURVES + VALIDATION_CURVES]
+    if unknown:
+        raise ValueError(f"history has an unknown curve {quote(unknown[0], 60)}")
+    lengths = {}
+    for curve in TRAIN_CURVES + VALIDATION_CURVES:
+        values = history.get(curve)
+        if values is None and curve in OPTIONAL_CURVES:
+            continue
+        if not isinstance(values, list) or not all(_number(v, finite=False) for v in values):
+            raise ValueError(f"history.{curve} must be a list of numbers")
+        lengths[curve] = len(values)
+    for group in (TRAIN_CURVES, VALIDATION_CURVES):
+        present = [curve for curve in group if curve in lengths]
+        if len({lengths[curve] for curve in present}) > 1:
+            counts = ", ".join(f"{curve} has {lengths[curve]}" for curve in present)
+            raise ValueError(f"history: {counts} values (not one length)")
+    steps, epochs = lengths[TRAIN_CURVES[0]], lengths[VALIDATION_CURVES[0]]
+    if (epochs == 0) != (steps == 0) or (epochs and steps % epochs):
+        raise ValueError(f"history: {steps} training steps are not a whole number of {epochs} epochs")
+
+
 def read_result(path: Path) -> dict:
     """A 2018 result as our trial result; ValueError saying what is wrong (never another error)."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise ValueError(f"{path.stat().st_size} bytes: too large for a result file")
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raw = _read_bytes(path)
+    except OSError as error:
+        raise ValueError(f"not readable ({error.strerror})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as error:  # JSON's, UTF-8's, an integer of more digits than Python converts
         raise ValueError(f"not readable JSON ({str(error)[:200]})") from None
     except RecursionError:
         raise ValueError("not readable JSON (nested too deeply)") from None
@@ -55,23 +103,31 @@ def read_result(path: Path) -> dict:
     for key in ("loss", BEST):
         if not _number(data[key]):
             raise ValueError(f"{key!r} must be a finite number")
+    for key, kind in OPTIONAL.items():
+        if key in data and not (_number(data[key]) if kind is float else isinstance(data[key], kind)):
+            raise ValueError(f"{key!r} must be {'a finite number' if kind is float else 'text'}")
+    if data["status"] not in STATUSES:
+        raise ValueError(f"'status' must be one of {', '.join(STATUSES)}, got {quote(data['status'], 60)}")
+    model = "lstm" if "lstm" in data.get("model_name", "").lower() else "larnn"
+    space = {"model": model, **data["space"]}
+    try:
+        HParams.from_dict(space)
+    except ValueError as error:
+        raise ValueError(f"space: {error}") from None
     history = data["history"]
-    for curve in CURVES:
-        values = history.get(curve)
-        if not isinstance(values, list) or not all(_number(v, finite=False) for v in values):
-            raise ValueError(f"history.{curve} must be a list of numbers")
+    _check_history(history)
     validation = history[HISTORY[VALIDATION_ACCURACY]]
     return {
-        "status": "ok" if data["status"] == "ok" else "fail",
+        "status": data["status"],
         # the 2018 code evaluated its "validation" curves on the test set and kept their maximum
         "protocol": "test-picked",
         "loss": float(data["loss"]),
         BEST: float(data[BEST]),
         SELECTED["validation_f1"]: data.get(SELECTED["validation_f1"]),
-        "best_train_accuracy": data.get("best_train_accuracy") if _number(data.get("best_train_accuracy")) else None,
+        "best_train_accuracy": data.get("best_train_accuracy"),
         "best_epoch": int(np.argmax(validation)) + 1 if validation else None,
         "history": history,
-        "space": {"model": "lstm" if "lstm" in str(data.get("model_name", "")).lower() else "larnn", **data["space"]},
+        "space": space,
         "model_name": data.get("model_name"),
         "data_source": data.get("dataset_name"),
         "imported_from": path.name,

@@ -1,10 +1,15 @@
 """Inputs that training would refuse are refused where they are given, in one line naming the
-option or field: devices, slot counts, an experiment's epochs, validation subjects and stop rule."""
+option or field: devices, slot counts, an experiment's epochs, validation subjects and stop rule,
+points and configs, names, store files, and the fields of imported 2018 result files."""
+
+import json
+import os
 
 import pytest
 
 from larnn_core import cli
 from larnn_core.provenance import resolve_device
+from tests.support.searches import result_2018
 
 
 @pytest.mark.parametrize("name", ["garbage", "cuda:-1", "", "meta", "mps", "cpu:3", "cuda:x"])
@@ -121,3 +126,63 @@ def test_a_file_that_is_not_a_larnn_store_is_refused_in_one_line_and_left_as_it_
         assert len(err) == 1 and message in err[0] and str(path) in err[0], err
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before, name
         assert sorted(p.name for p in tmp_path.glob(f"{name}*")) == [name]  # no journal beside it
+
+
+def _changed_2018_result(change) -> dict:
+    result = result_2018(0.005, 0.9)
+    change(result)
+    return result
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda r: r["space"].update({"NaN": 1}), "space: unknown hyperparameter(s): 'NaN'"),
+        (lambda r: r["space"].update({"hidden_size": "big"}), "'hidden_size' must be a finite number, got 'big'"),
+        (lambda r: r["space"].update({"num_layers": {"a": 1}}), "'num_layers' must be a finite number"),
+        (lambda r: r["space"].update({"learning_rate": 10**400}), "an integer of about 400 digits"),
+        (lambda r: r["space"].update({"larnn_mode": "sideways"}), "larnn_mode must be one of"),
+        (lambda r: r.update(status="maybe"), "'status' must be one of ok, fail, got \"maybe\""),
+        (lambda r: r.update(best_train_accuracy={}), "'best_train_accuracy' must be a finite number"),
+        (lambda r: r.update(model_name=["lstm"]), "'model_name' must be text"),
+        (
+            lambda r: r["history"]["validation_losses"].append(0.3),
+            "validation_accuracies has 2, validation_losses has 3 values (not one length)",
+        ),
+        (lambda r: r["history"].update(train_losses=[1.0]), "train_accuracies has 2, train_losses has 1 values"),
+        (lambda r: r["history"].update(weights=[1.0]), 'history has an unknown curve "weights"'),
+        (
+            lambda r: r["history"].update(train_accuracies=[0.1] * 3, train_losses=[1.0] * 3),
+            "3 training steps are not a whole number of 2 epochs",
+        ),
+    ],
+)
+def test_an_imported_result_is_checked_field_by_field(change, message, tmp_path, capsys):
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(_changed_2018_result(change)))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert cli.main(["import-results", str(path), "--name", "old", "--store", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"skipped {path}: ") and message in err[0], err
+
+
+def test_a_2018_result_with_per_step_training_curves_is_imported(tmp_path, capsys):
+    """The 2018 files measured training every step and validation every epoch (700 and 25 values)."""
+    path = tmp_path / "result.json"
+    steps = {"train_accuracies": [0.5] * 6, "train_losses": [1.0] * 6, "train_f1_scores": [0.4] * 6}
+    path.write_text(json.dumps(_changed_2018_result(lambda r: r["history"].update(steps))))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert cli.main(["import-results", str(path), "--name", "old", "--store", url]) == 0
+    assert "imported 1 trial(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_import_refuses_what_is_not_a_regular_file_without_waiting_on_it(kind, tmp_path, capsys):
+    path = {"fifo": tmp_path / "fifo", "device": "/dev/zero", "directory": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # nobody writes to it: reading it would wait forever
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert cli.main(["import-results", str(path), "--name", "old", "--store", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = "not readable (Is a directory)" if kind == "directory" else "not a regular file"
+    assert err == [f"skipped {path}: {expected}"]
