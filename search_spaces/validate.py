@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import itertools
 import math
 
@@ -76,12 +77,16 @@ def _check_range(name: str, path: str, node: Node, problems: list) -> None:
     """Every value the node can produce (after rounding) lies in the hyperparameter's RANGES entry."""
     valid = RANGES.get(name)
     low, high = bounds(node)
-    if valid is None or (math.isfinite(low) and math.isfinite(high) and low in valid and high in valid):
+    if valid is None:
         return
     if not (math.isfinite(low) and math.isfinite(high)):
-        can = "is unbounded (a normal distribution)"
-    elif FIELD_TYPES[name] == "int":
+        problems.append((path, f"{name} is unbounded (a normal distribution); it must lie in {valid}"))
+        return
+    if FIELD_TYPES[name] == "int":
         low, high = round_half_up(low), round_half_up(high)
+    if low in valid and high in valid:
+        return
+    if FIELD_TYPES[name] == "int":
         can = f"can be {low if low not in valid else high} after rounding"
     else:
         can = f"can be {low:g}" if low == high else f"ranges over [{low:g}, {high:g}]"
@@ -147,41 +152,58 @@ def validate(nodes: dict[str, Node], path: str = "space") -> list[tuple[str, str
             typed_ok[where] = _check_type(name, where, node, problems)
             if typed_ok[where] and FIELD_TYPES[name] in ("int", "float"):
                 _check_range(name, where, node, problems)
-        _check_heads_divide_hidden(combo, problems)
+        _check_hidden_rounding(combo, problems)
     for label, node in nodes.items():  # a branch label that is a hyperparameter name
         if isinstance(node, Branches) and label in FIELD_TYPES:
             _check_type(label, f"{path}.{label}", node, problems)
     return list(dict.fromkeys(problems))  # each problem once, in order
 
 
-def _check_heads_divide_hidden(combo: dict, problems: list) -> None:
-    """hidden_size is rounded to the nearest multiple of attention_heads; that must not be 0."""
+@functools.lru_cache(maxsize=256)
+def _largest_rounded_hidden(hidden: int, heads: tuple[int, int]) -> tuple[int, int]:
+    """(largest hidden size, the head count giving it) once hidden is rounded to a multiple of
+    some head count in the span; cached: a conditional space checks the same pair per combination."""
+    return max((round_half_up(hidden / h) * h, h) for h in range(heads[0], heads[1] + 1))
 
-    def extreme(name: str, which: int):
+
+def _check_hidden_rounding(combo: dict, problems: list) -> None:
+    """hidden_size is rounded to the nearest multiple of attention_heads (sampling.py): that must
+    be neither 0 nor past hidden_size's range, for any heads and hidden size the space can give."""
+
+    def span(name: str) -> tuple[tuple[int, int] | None, str]:
         if name not in combo:
-            return DEFAULTS[name], f"the default {name} ({DEFAULTS[name]})"
+            return (DEFAULTS[name], DEFAULTS[name]), f"the default {name} ({DEFAULTS[name]})"
         where, node = combo[name]
         b = bounds(node)
-        return (None, None) if b is None else (b[which], where)
+        if b is None or not all(map(math.isfinite, b)):
+            return None, where  # refused on its own: not a number, or unbounded
+        return (round_half_up(b[0]), round_half_up(b[1])), where
 
     model = combo.get("model", ("", Fixed(DEFAULTS["model"])))[1]
     models = model.options if isinstance(model, Choice) else [getattr(model, "value", None)]
     if "larnn" not in models:
         return
-    hidden, hidden_at = extreme("hidden_size", 0)
-    heads, heads_at = extreme("attention_heads", 1)
-    if hidden is None or heads is None or not (math.isfinite(hidden) and math.isfinite(heads)):
-        return
-    heads = round_half_up(heads)
-    if heads < 1:  # refused on its own: attention_heads out of its range
-        return
-    if round_half_up(hidden / heads) < 1:
-        where = hidden_at if "hidden_size" in combo else heads_at
+    (hidden, hidden_at), (heads, heads_at) = span("hidden_size"), span("attention_heads")
+    valid_heads, valid_hidden = RANGES["attention_heads"], RANGES["hidden_size"]
+    if hidden is None or heads is None or heads[0] not in valid_heads or heads[1] not in valid_heads:
+        return  # attention_heads out of its range is refused on its own
+    where = hidden_at if "hidden_size" in combo else heads_at
+    if round_half_up(hidden[0] / heads[1]) < 1:
         problems.append(
             (
                 where,
-                f"attention_heads can reach {heads} while hidden_size can be as low as "
-                f"{hidden:g}: rounded to a multiple of attention_heads, hidden_size would be 0 "
+                f"attention_heads can reach {heads[1]} while hidden_size can be as low as "
+                f"{hidden[0]}: rounded to a multiple of attention_heads, hidden_size would be 0 "
                 "(keep hidden_size >= attention_heads / 2)",
             )
         )
+    if hidden[1] in valid_hidden:  # the largest rounded hidden size, over every head count
+        largest, at = _largest_rounded_hidden(hidden[1], heads)
+        if largest not in valid_hidden:
+            problems.append(
+                (
+                    where,
+                    f"hidden_size {hidden[1]} rounded to a multiple of attention_heads {at} is {largest}, "
+                    f"past hidden_size's range {valid_hidden}",
+                )
+            )

@@ -134,6 +134,23 @@ def test_rounding_rule():
     assert isinstance(finalize({"dropout_drop_proba": np.float64(0.1)})["dropout_drop_proba"], float)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "space:\n  larnn_window_size: {uniform: [0.5, 3]}\n",  # 0.5 rounds up to 1
+        "space:\n  decay_each_N_epoch: 0.6\n",  # rounds to 1
+        "space:\n  hidden_size: 4096\n  attention_heads: 2048\n",  # 2 x 2048: at the range's end
+    ],
+)
+def test_a_space_whose_every_rounded_sample_is_valid_is_accepted(text, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    space = load_space(path)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        HParams.from_dict(space.sample(rng))  # sample: the rounding rule, then HParams' own check
+
+
 def problems_of(tmp_path, text: str) -> str:
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -189,6 +206,16 @@ def problems_of(tmp_path, text: str) -> str:
             "space:\n  hidden_size: 16\n  attention_heads: {quniform: [2, 40, 1]}\n",
             "space.hidden_size",
             "attention_heads can reach 40 while hidden_size can be as low as 16",
+        ),
+        (
+            "space:\n  hidden_size: 4096\n  attention_heads: 2730\n",
+            "space.hidden_size",
+            "hidden_size 4096 rounded to a multiple of attention_heads 2730 is 5460, past hidden_size's range",
+        ),
+        (
+            "space:\n  hidden_size: {quniform: [3000, 4096, 1]}\n  attention_heads: {quniform: [1, 3000, 1]}\n",
+            "space.hidden_size",
+            "past hidden_size's range [1, 4096]",
         ),
         (
             "space:\n  larnn_window_size: {uniform: [0, 10]}\n",
