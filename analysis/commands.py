@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from larnn_core.cli import one_line
 from workers.commands import STORE_HELP
 from workers.store import open_store
 
@@ -27,7 +28,7 @@ def _plot(args) -> None:
 
     from analysis.report import make_report
 
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)
     with tqdm(total=1, desc="plotting", disable=not sys.stderr.isatty()):
         figures = make_report(store, args.names, Path(args.out))
     print(f"{len(figures)} figures and {Path(args.out) / 'index.html'}")
@@ -48,7 +49,7 @@ def register_trials(subparsers) -> None:
 def _trials(args) -> None:
     from analysis.frame import export_columns, trials_frame
 
-    frame = export_columns(trials_frame(open_store(args.store), args.names)[0])
+    frame = export_columns(trials_frame(open_store(args.store, read_only=True), args.names)[0])
     if args.export:
         frame.to_csv(args.export, index=False)
         print(f"{len(frame)} trials written to {args.export}")
@@ -74,7 +75,7 @@ def _import(args) -> int:
 
     count, problems = import_results(open_store(args.store), args.name, [Path(f) for f in args.files])
     for problem in problems:
-        print(f"skipped {problem}", file=sys.stderr)
+        print(one_line(f"skipped {problem}"), file=sys.stderr)
     print(f"imported {count} trial(s) into {args.name!r}" + (f"; {len(problems)} file(s) skipped" if problems else ""))
     return 0 if count else 2
 
@@ -102,7 +103,7 @@ def _dashboard(args) -> None:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)
     store.experiments()  # an unreachable store or a bad URL: one line now, not a page of errors later
     print(f"larnn dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
     serve(store, args.host, args.port)

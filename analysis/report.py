@@ -21,11 +21,11 @@ pre{background:#f6f6f6;padding:0.8em;font-size:0.8em;overflow-x:auto}"""
 
 def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Figure]:
     """Write the figures and index.html under out; returns the figures."""
-    out.mkdir(parents=True, exist_ok=True)
     frame, hyperparameters = trials_frame(store, names)
     done = finished(frame)
     if done.empty:
         raise ValueError(f"no finished trials in {', '.join(names)} yet: nothing to plot")
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to plot
     experiments = [store.get_experiment(n) for n in names]
     log_names = plots.log_distributed(experiments)
     colors = plots.palette(names)

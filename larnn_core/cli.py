@@ -10,6 +10,27 @@ from importlib.metadata import entry_points
 
 GROUP = "larnn.commands"
 MAX_SEED = 2**32 - 1  # what numpy's and torch's generators take
+MAX_MESSAGE = 400  # characters of a refusal: a file, a field, a reason, even two SHA-256 digests and a URL
+
+
+def one_line(message: str) -> str:
+    """A refusal as one line of at most MAX_MESSAGE characters, however large the input it quotes
+    (its middle is cut: the start names the command and file, the end says what is wrong) or
+    however many problems it lists (the first, and how many more)."""
+    lines = message.strip().splitlines() or [""]
+    text = lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else "")
+    if len(text) <= MAX_MESSAGE:
+        return text
+    cut = f" ...({len(text)} characters)... "
+    keep = (MAX_MESSAGE - len(cut)) // 2
+    return text[:keep] + cut + text[-keep:]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that refuses a command line in one line (its usage is one --help away), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
 
 
 def _whole_number(text: str) -> int:
@@ -47,7 +68,7 @@ def seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="larnn",
         description="Hyperparameter optimisation of LARNN (Linear Attention Recurrent Neural Network) on UCI HAR.",
     )
@@ -65,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except (ValueError, OSError) as error:  # bad input, a missing file, no network: one clear line
-        print(f"larnn {args.command}: error: {error}", file=sys.stderr)
+        print(one_line(f"larnn {args.command}: error: {error}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"larnn {args.command}: interrupted", file=sys.stderr)

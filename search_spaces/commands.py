@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from larnn_core.cli import one_line
 from search_spaces.format import Branches, Fixed
 from search_spaces.space import builtin_names, builtin_path, load_space
 
@@ -45,8 +46,9 @@ def _check(args) -> int:
     for file in args.files:
         try:
             space = load_space(file)
-        except ValueError as error:
-            print(error, file=sys.stderr)
+        except ValueError as error:  # a checker: every problem, one bounded line each
+            for line in str(error).splitlines():
+                print(one_line(line), file=sys.stderr)
             status = 2
             continue
         searched = sum(not isinstance(n, Fixed) for n in space.nodes.values())

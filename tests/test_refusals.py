@@ -10,6 +10,7 @@ import pytest
 from larnn_core import cli
 from larnn_core.provenance import resolve_device
 from tests.support.searches import result_2018
+from tests.support.store_contract import experiment
 
 
 @pytest.mark.parametrize("name", ["garbage", "cuda:-1", "", "meta", "mps", "cpu:3", "cuda:x"])
@@ -102,7 +103,9 @@ def bad_store_files(directory):
     (directory / "text.db").write_text("hello, not a database")
     with sqlite3.connect(directory / "foreign.db") as db:
         db.execute("CREATE TABLE photos (id INTEGER)")
-    SQLiteStore(directory / "good.db").close()
+    good_store = SQLiteStore(directory / "good.db")
+    good_store.create_experiment(experiment("a"))  # the file is written by the first write
+    good_store.close()
     good = (directory / "good.db").read_bytes()
     (directory / "half.db").write_bytes(good[: len(good) // 2])
     (directory / "header.db").write_bytes(b"x" * 100 + good[100:])
@@ -186,3 +189,47 @@ def test_import_refuses_what_is_not_a_regular_file_without_waiting_on_it(kind, t
     err = capsys.readouterr().err.strip().splitlines()
     expected = "not readable (Is a directory)" if kind == "directory" else "not a regular file"
     assert err == [f"skipped {path}: {expected}"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "nosuch"],
+        ["best", "nosuch"],
+        ["trials", "nosuch"],
+        ["plot", "nosuch", "--out", "{tmp}/plots"],
+        ["submit", "smoke", "--name", "bad name"],
+        ["submit", "{tmp}/space.yaml", "--name", "refused"],
+        ["import-results", "{tmp}/space.yaml", "--name", "nothing"],
+    ],
+)
+def test_a_command_that_reads_or_is_refused_creates_no_store_or_folder(argv, tmp_path, capsys):
+    (tmp_path / "space.yaml").write_text("space:\n  hidden_size: 4096\n  attention_heads: 2730\n")
+    url = f"sqlite:///{tmp_path / 'new' / 'store.db'}"
+    cli.main([arg.format(tmp=tmp_path) for arg in argv] + ["--store", url])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"], capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["submit", "smoke", "--name", "x" * 100_000], "must be 1 to 100 letters"),
+        (["spaces", "show", "y" * 100_000], "no built-in space of that name"),
+        (["worker", "--slots", "z" * 100_000], "--slots: expected a whole number"),
+        (["train", "--config", '{"hidden_size": "' + "w" * 100_000 + '"}'], "'hidden_size' must be a finite number"),
+        (["nosuch-command"], "invalid choice: 'nosuch-command'"),
+        (["submit", "{tmp}/space.yaml", "--name", "two"], "a space file has description, space (and 2 more)"),
+    ],
+)
+def test_every_refusal_is_one_bounded_line(argv, message, tmp_path, capsys):
+    """However large the input it quotes or however many problems it finds: argparse's usage is
+    left to --help, a list of problems gives the first and how many more."""
+    (tmp_path / "space.yaml").write_text("hidden_size: 8\nattention_heads: 2\n")  # no `space:` mapping
+    store = ["--store", f"sqlite:///{tmp_path / 's.db'}"] if argv[0] == "submit" else []
+    try:
+        code = cli.main([arg.replace("{tmp}", str(tmp_path)) for arg in argv] + store)
+    except SystemExit as exit:
+        code = exit.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and len(err[0]) <= cli.MAX_MESSAGE and message in err[0], err

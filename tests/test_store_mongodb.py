@@ -21,8 +21,8 @@ def make_store():
     database = f"larnn_test_{uuid.uuid4().hex[:8]}"
     stores = []
 
-    def make():
-        stores.append(MongoStore(URI, database=database))
+    def make(read_only: bool = False):
+        stores.append(MongoStore(URI, database=database, read_only=read_only))
         return stores[-1]
 
     yield make

@@ -11,7 +11,9 @@ from workers.store.mongo import MongoStore
 @pytest.fixture
 def make_store():
     server = AtomicClient()
-    return lambda: MongoStore("mongodb://mock", client=server, database="larnn_test")
+    return lambda read_only=False: MongoStore(
+        "mongodb://mock", client=server, database="larnn_test", read_only=read_only
+    )
 
 
 @pytest.fixture

@@ -1,17 +1,19 @@
 """The store contract on real SQLite files (the cross-process test is in test_workers.py)."""
 
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
-from tests.support.store_contract import StoreContract
+from tests.support.store_contract import StoreContract, experiment
 from workers.store import open_store
 
 
 @pytest.fixture
 def make_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    return lambda: open_store(url)
+    return lambda read_only=False: open_store(url, read_only=read_only)
 
 
 @pytest.fixture
@@ -23,6 +25,34 @@ def store(make_store):
 
 class TestSQLiteStore(StoreContract):
     pass
+
+
+def test_a_store_is_created_by_its_first_write_and_read_as_empty_before(tmp_path):
+    """A command refused before it writes, or one that only reads, leaves no file or folder."""
+    path = tmp_path / "new" / "store.db"
+    for read_only in (True, False):
+        store = open_store(f"sqlite:///{path}", read_only=read_only)
+        assert store.experiments() == [] and store.trials("x") == [] and store.state_counts("x") == {}
+        store.close()
+    assert list(tmp_path.iterdir()) == []
+    store = open_store(f"sqlite:///{path}")
+    store.create_experiment(experiment("first"))
+    assert [e.name for e in open_store(f"sqlite:///{path}", read_only=True).experiments()] == ["first"]
+
+
+def test_a_reader_keeps_the_journal_mode_and_leaves_no_file_beside_the_store(tmp_path):
+    path = tmp_path / "store.db"
+    writer = open_store(f"sqlite:///{path}")
+    writer.create_experiment(experiment("a"))
+    writer.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=DELETE")  # as another tool might have left it
+    reader = open_store(f"sqlite:///{path}", read_only=True)
+    assert [e.name for e in reader.experiments()] == ["a"]
+    reader.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["store.db"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
 
 
 def test_a_store_made_before_attempt_logs_is_upgraded_in_place(tmp_path):
@@ -54,3 +84,21 @@ def test_connections_of_ended_threads_are_closed(make_store):
         thread.join()
     store.experiments()
     assert len(store._connections) <= 2  # this thread's, and at most the last ended one's
+
+
+def test_a_second_store_on_a_file_this_process_has_open_still_sees_other_processes_writes(tmp_path):
+    """Opening the same file again in one process (a command's second store, a test's reader)
+    must not drop the first connection's locks: that let a writing process that exits delete the
+    WAL both of this process's connections still read, and they never saw a write again."""
+    path = tmp_path / "store.db"
+    first = open_store(f"sqlite:///{path}")
+    first.create_experiment(experiment("a"))
+    second = open_store(f"sqlite:///{path}")
+    for tid in range(3):  # each from a process of its own, which closes its connection as it exits
+        row = f"('a', {tid}, 0, 0, '{{}}', '{{}}')"
+        insert = (
+            f"import sqlite3; sqlite3.connect({str(path)!r}, isolation_level=None).execute("
+            f'"INSERT INTO trials (exp_key, tid, state, attempts, misc, result) VALUES {row}")'
+        )
+        subprocess.run([sys.executable, "-c", insert], check=True)
+        assert len(second.trials("a")) == len(first.trials("a")) == tid + 1

@@ -302,7 +302,7 @@ def register_status(subparsers) -> None:
 
 
 def _status(args) -> None:
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)
     for name in args.names:
         store.get_experiment(name)  # unknown names are an error, not an empty table
     snapshot = report.read(store, args.names or None)
@@ -327,7 +327,7 @@ def register_best(subparsers) -> None:
 
 
 def _best(args) -> None:
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)
     failure = store.get_experiment(args.name).failure
     print(report.format_best(report.best_trials(store, args.name, args.top, args.include_pruned), args.format))
     if failure:  # on stderr, so that json and csv output stay parseable

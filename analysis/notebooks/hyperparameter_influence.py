@@ -36,7 +36,7 @@ from analysis.importance import ranking
 from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY
 from workers.store import open_store
 
-store = open_store(args.store)
+store = open_store(args.store, read_only=True)
 frame, hyperparameters = trials_frame(store, args.experiment)
 done = finished(frame)
 print(f"{len(frame)} trials, {len(done)} finished")

@@ -90,9 +90,9 @@ def build(progress: bool = True, url: str = URL, sha256: str | None = None) -> H
         archive = Path(tmp) / "UCI_HAR_Dataset.zip"
         actual = download(url, archive, progress)
         if actual != expected:
-            reason = "no SHA-256 is pinned for it" if expected is None else f"expected SHA-256 {expected}"
+            reason = "none is pinned for it" if expected is None else f"expected {expected}"
             raise ChecksumError(
-                f"refusing the download from {url}: its SHA-256 is {actual}, {reason}. "
-                "If you trust this file, pass --sha256 with the published digest."
+                f"refusing the download from {url}: its SHA-256 is {actual}, {reason}; "
+                "if you trust the file, pass --sha256 with the published digest"
             )
         return parse(archive, origin=f"{url}, sha256 {actual}")

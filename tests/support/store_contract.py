@@ -1,5 +1,6 @@
 """The contract every trial store backend must satisfy. Each backend's test module subclasses
-StoreContract and provides a `store` fixture (and `make_store`, another connection to the same store)."""
+StoreContract and provides a `store` fixture (and `make_store(read_only=False)`, another connection
+to the same store)."""
 
 import dataclasses
 import threading
@@ -10,7 +11,8 @@ import pytest
 from larnn_core.records import EpochReport
 from tests.support.results import result_with
 from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Attempt, Experiment, Objective, Trial
-from workers.store import ExperimentExists, UnknownExperiment
+from workers.store import ExperimentExists, ReadOnlyStore, UnknownExperiment
+from workers.store.base import WRITES
 
 
 def experiment(name="exp", max_evals=10, created=None):
@@ -27,6 +29,34 @@ def finished(name="exp", n=3):
 
 
 class StoreContract:
+    def test_a_store_opened_read_only_reads_and_refuses_every_write(self, store, make_store):
+        store.create_experiment(experiment("a"))
+        queued(store, "a", 2)
+        before = (store.experiments(), store.trials("a"))
+        reader = make_store(read_only=True)
+        assert (reader.experiments(), reader.trials("a")) == before and reader.counts("a")["queued"] == 2
+        writes = {
+            "create_experiment": (experiment("b"),),
+            "_update_experiment": ("a", {"max_evals": 3}),
+            "acquire_lease": ("a", "me", 10.0),
+            "release_lease": ("a", "me"),
+            "insert_trial": (Trial.new("a", 9, {}, {}),),
+            "reserve": ("me",),
+            "heartbeat": ("a", 0, "me"),
+            "report_epoch": ("a", 0, "me", EpochReport(1)),
+            "append_record": ("a", "rung 1", 0, 0.5),
+            "finish": ("a", 0, "me", DONE, result_with([0.5])),
+            "release": ("a", 0, "me"),
+            "requeue_stale": (0.0, 3),
+        }
+        assert set(writes) == WRITES
+        for name, args in writes.items():
+            with pytest.raises(ReadOnlyStore, match=f"{name} is a write"):
+                getattr(reader, name)(*args)
+        with pytest.raises(ReadOnlyStore):
+            reader.set_max_evals("a", 5)  # the writes built on those
+        assert (store.experiments(), store.trials("a")) == before
+
     def test_experiments(self, store):
         store.create_experiment(experiment("a", created=1.0))
         store.create_experiment(experiment("b", created=2.0))

@@ -14,6 +14,7 @@ into or out of a store.
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Sequence
 
@@ -33,8 +34,49 @@ class UnknownExperiment(ValueError):
     pass
 
 
+class ReadOnlyStore(ValueError):
+    """A write to a store opened for a command that only reads."""
+
+
+# the interface's methods that write (the other writes go through them): a store opened read_only
+# refuses each, whatever the backend
+WRITES = frozenset(
+    {
+        "create_experiment",
+        "_update_experiment",
+        "acquire_lease",
+        "release_lease",
+        "insert_trial",
+        "reserve",
+        "heartbeat",
+        "report_epoch",
+        "append_record",
+        "finish",
+        "release",
+        "requeue_stale",
+    }
+)
+
+
+def _refused_when_read_only(method):
+    @functools.wraps(method)
+    def write(self, *args, **kwargs):
+        if self.read_only:
+            raise ReadOnlyStore(f"the store was opened read-only: {method.__name__} is a write")
+        return method(self, *args, **kwargs)
+
+    return write
+
+
 class BaseStore(abc.ABC):
     """Experiments and their trials. Every method is atomic on its own."""
+
+    read_only = False  # a backend opened for a command that only reads sets it
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in WRITES & set(vars(cls)):
+            setattr(cls, name, _refused_when_read_only(vars(cls)[name]))
 
     # -- experiments
     @abc.abstractmethod

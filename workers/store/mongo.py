@@ -60,7 +60,11 @@ def _unavailable_as_store_error(cls):
 class MongoStore(BaseStore):
     import_timeout_s = 600.0  # a creation still marked `importing` after this long was abandoned
 
-    def __init__(self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None):
+    def __init__(
+        self, url: str, client: pymongo.MongoClient | None = None, database: str | None = None, read_only: bool = False
+    ):
+        """read_only (the commands that only read): no index is created and, unless an older
+        store must be upgraded, nothing is written (every write is refused: BaseStore)."""
         try:
             self.client = client or pymongo.MongoClient(
                 url, serverSelectionTimeoutMS=10_000, connectTimeoutMS=10_000, socketTimeoutMS=30_000
@@ -72,25 +76,27 @@ class MongoStore(BaseStore):
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
         self.records_ = db.get_collection("records", write_concern=concern)  # one document per (experiment, record)
-        self.experiments_.create_index("name", unique=True)
-        self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
-        self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
-        self.records_.create_index([("exp_key", 1), ("record", 1)], unique=True)
-        self._migrate(
-            db.get_collection("meta", write_concern=concern), db.get_collection("rungs", write_concern=concern)
-        )
-
-    def _migrate(self, meta, rungs) -> None:
-        """Upgrade a database of an earlier release in place; each step is safe to run twice, and
-        by several workers opening the store at once. Version 1 needs no step (trials stored
-        before attempt logs and live curves are read with empty ones); version 2 moves ASHA's
-        `rungs` into the generic `records` (as SQLite's migration names them)."""
+        if not read_only:
+            self.experiments_.create_index("name", unique=True)
+            self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
+            self.trials_.create_index([("state", 1), ("exp_key", 1), ("tid", 1)])
+            self.records_.create_index([("exp_key", 1), ("record", 1)], unique=True)
+        meta = db.get_collection("meta", write_concern=concern)
         version = (meta.find_one({"_id": "schema"}) or {"version": 0})["version"]
         if version > VERSION:
             raise ValueError(
                 f"this MongoDB store was written by a newer larnn-hpo (store version {version}; this "
                 f"one reads up to {VERSION})"
             )
+        if version < VERSION and not (read_only and self.experiments_.find_one({}) is None):
+            self._migrate(version, meta, db.get_collection("rungs", write_concern=concern))
+        self.read_only = read_only
+
+    def _migrate(self, version: int, meta, rungs) -> None:
+        """Upgrade a database of an earlier release in place; each step is safe to run twice, and
+        by several workers opening the store at once. Version 1 needs no step (trials stored
+        before attempt logs and live curves are read with empty ones); version 2 moves ASHA's
+        `rungs` into the generic `records` (as SQLite's migration names them)."""
         if version < 2:
             for doc in rungs.find({}, sort=[("_id", 1)]):
                 bracket, epoch = divmod(doc["rung"], 1_000_000)

@@ -94,19 +94,54 @@ def refuse_foreign(path: Path) -> None:
 
 
 class SQLiteStore(BaseStore):
-    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0, retries: int = 3):
-        """Each call waits at most about retries x busy_timeout_s for another process's lock."""
+    # The files this process has opened as stores. POSIX drops every lock a process holds on a
+    # file when any one of its descriptors of that file is closed, and refuse_foreign opens and
+    # closes the file outside SQLite: run on a file this process already has open, it would drop
+    # that connection's locks, another process's last connection would then take the WAL for its
+    # own and delete it, and this process would read a stale, unlinked WAL from then on. So a
+    # file is probed once per process, before its first connection.
+    _probed: set[Path] = set()
+    _probed_lock = threading.Lock()
+
+    def __init__(self, path: str | Path, busy_timeout_s: float = 5.0, retries: int = 3, read_only: bool = False):
+        """Each call waits at most about retries x busy_timeout_s for another process's lock.
+
+        The file (and its folder) is created by the first write, so a command refused before it
+        writes leaves nothing behind, and a missing store reads as empty. read_only (the commands
+        that only read): every write is refused (BaseStore) and the file's journal mode is kept
+        (its -wal and -shm files go with the last connection, as after any reader). An older store
+        is upgraded when opened, by readers too, since they cannot read its old layout."""
         self.path = Path(path)
         self.busy_timeout_s, self.retries = busy_timeout_s, retries
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
-        refuse_foreign(self.path)
+        with SQLiteStore._probed_lock:
+            if self.path.resolve() not in SQLiteStore._probed:
+                refuse_foreign(self.path)
+                SQLiteStore._probed.add(self.path.resolve())
+        self.read_only = read_only
+        if self._exists() and (not read_only or self._read("PRAGMA user_version") != [(VERSION,)]):
+            self._upgrade()
+
+    def _exists(self) -> bool:
+        return self.path.is_file()  # empty is not missing: a new store's pages can all be in its -wal file
+
+    def _upgrade(self) -> None:
+        """An existing store brought to VERSION (nothing to do at it); a reader's too."""
+        reader, self.read_only = self.read_only, False
+        try:
+            self._transaction(self._migrate)
+        finally:
+            self.read_only = reader
+
+    def _create(self) -> None:
+        """The folder and an empty store at the current version, before the first write."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
-        self._transaction(self._migrate)
+        self._retrying(self._migrate, True)
 
     def _migrate(self, db) -> None:
         """A new store gets the current schema; an older one is upgraded in place, one version's
@@ -158,8 +193,9 @@ class SQLiteStore(BaseStore):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            if not self.read_only:  # a reader keeps the file's journal mode
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._connections_lock:
                 for thread in [t for t in self._connections if not t.is_alive()]:
@@ -171,6 +207,10 @@ class SQLiteStore(BaseStore):
         """Run work(db) in one short write transaction, retrying on lock errors; StoreUnavailable
         when the database stays locked or cannot be opened."""
         try:
+            if not self._exists():
+                if not begin:
+                    return []  # reads of a store not yet created: it holds nothing
+                self._create()
             return self._retrying(work, begin)
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite store {self.path}: {error}") from None
