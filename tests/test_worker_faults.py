@@ -2,6 +2,7 @@
 worker killed with its result unsaved to the store, a spool that cannot be written. None of them
 stops the other experiments' work or loses a result."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from larnn_core import cli
 from search_spaces import load_space
 from tests.support.fake_workers import in_process_worker, logs_of, sleepy_objective, spawn, wait_for
+from tests.support.results import result_with
 from workers.experiment import make_experiment, submit
 from workers.records import DONE, ERROR, RUNNING, Trial
 from workers.store import open_store
@@ -94,7 +96,7 @@ def test_a_result_survives_an_outage_and_a_sigkill(tmp_path, url):
         lambda: "store unavailable" in logs_of(tmp_path) and "result of outage/0 kept in" in logs_of(tmp_path),
         timeout=90,
     )
-    assert list(spool.glob("outage.0.*.json*")), "the result is on disk"
+    assert list(spool.glob("*/outage.0.*.json*")), "the result is on disk"
     first.send_signal(signal.SIGKILL)
     first.wait()
     holder.kill()
@@ -106,7 +108,31 @@ def test_a_result_survives_an_outage_and_a_sigkill(tmp_path, url):
     (trial,) = store.trials("outage")
     assert trial.state == DONE and trial.result.status == "ok"
     assert runs.read_text().count("\n") == 1  # trained once
-    assert not list(spool.glob("outage.*"))
+    assert not list(spool.rglob("outage.*")) and list(spool.iterdir())  # delivered from the store's folder
+
+
+def test_workers_on_different_stores_sharing_a_spool_leave_each_other_s_results_alone(tmp_path):
+    """Worker b's store has never heard of a's trial: delivered to it, a's result would be
+    'dropped' and the trial trained again. Each store's results have a folder of their own."""
+    a, b = (open_store(f"sqlite:///{tmp_path / name}") for name in ("a.db", "b.db"))
+    submit(a, "x", "smoke", max_evals=1, algorithm="rand")
+    submit(b, "x", "smoke", max_evals=1, algorithm="rand")
+    worker_a, worker_b = (in_process_worker(store, None, tmp_path) for store in (a, b))
+    a.insert_trial(Trial.new("x", 0, {}, {}))
+    trial = a.reserve(worker_a.owner, "x")
+    worker_a.spool.mkdir(parents=True)
+    spooled = {
+        "name": "x",
+        "tid": 0,
+        "owner": worker_a.owner,
+        "state": DONE,
+        "result": result_with([0.9]).to_document(),
+    }
+    (worker_a.spool / f"x.0.{trial.tid}.json").write_text(json.dumps(spooled))  # as a worker killed after spooling
+    worker_b.flush_spool()
+    assert worker_a.spool != worker_b.spool and list(worker_a.spool.glob("*.json"))
+    worker_a.flush_spool()
+    assert a.trials("x")[0].state == DONE and not list(worker_a.spool.glob("*.json"))
 
 
 def test_an_unwritable_spool_stops_the_worker_before_it_takes_a_trial(tmp_path, url, monkeypatch, capsys):

@@ -148,13 +148,13 @@ def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
 
     def look_at_the_spool(name):
         if name == "finish":
-            spooled.extend(p.read_text() for p in (tmp_path / "spool").glob("*.json*"))
+            spooled.extend(p.read_text() for p in (tmp_path / "spool").glob("*/*.json*"))
 
     flaky = Flaky(store, 2, ["finish"], before=look_at_the_spool)
     in_process_worker(flaky, sleepy_objective(str(tmp_path / "runs"), 0.0, 1), tmp_path).run()
     assert len(spooled) == 3 and json.loads(spooled[0])["state"] == DONE  # on disk while the store was away
     assert store.trials("spool")[0].state == DONE
-    assert not list((tmp_path / "spool").iterdir())
+    assert not list((tmp_path / "spool").rglob("*.json*"))
     assert caplog.text.count("store unavailable (store unreachable (finish)); result of spool/0 kept in") == 2
 
 
@@ -162,8 +162,9 @@ def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url)
     store = open_store(url)
     submit(store, "respool", "smoke", max_evals=1)
     store.insert_trial(Trial.new("respool", 0, {}, {}, owner="dead-worker"))  # suggested and reserved, then killed
-    spool = tmp_path / "spool"
-    spool.mkdir()
+    worker = in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path)
+    spool = worker.spool  # this store's folder of the machine's spool
+    spool.mkdir(parents=True)
     (spool / "respool.0.dead-worker.json").write_text(
         json.dumps(
             {
@@ -175,7 +176,7 @@ def test_a_killed_workers_spooled_result_is_delivered_by_the_next(tmp_path, url)
             }
         )
     )
-    in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
+    worker.run()
     (trial,) = store.trials("respool")
     assert trial.state == DONE and trial.result.loss == -0.7
     assert not list(spool.iterdir())
@@ -187,8 +188,9 @@ def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path,
     store.insert_trial(Trial.new("claimed", 0, {}, {}, owner="dead-worker"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    spool = tmp_path / "spool"
-    spool.mkdir()
+    worker = in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path)
+    spool = worker.spool
+    spool.mkdir(parents=True)
     (spool / f"claimed.0.dead-worker.json.claimed-{dead.pid}").write_text(
         json.dumps(
             {
@@ -201,7 +203,7 @@ def test_a_result_claimed_by_a_worker_killed_mid_delivery_is_delivered(tmp_path,
         )
     )
     (spool / f"other.0.live.json.claimed-{os.getpid()}").write_text("{}")  # a live worker's claim: left alone
-    in_process_worker(store, lambda *a: pytest.fail("nothing should run"), tmp_path).run()
+    worker.run()
     assert store.trials("claimed")[0].state == DONE
     assert [p.name for p in spool.iterdir()] == [f"other.0.live.json.claimed-{os.getpid()}"]
 

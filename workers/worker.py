@@ -15,6 +15,7 @@ hyperparameters fail is marked failed and skipped; the worker goes on with the o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -89,7 +90,9 @@ class Worker:
         self.owner = owner or default_owner()
         self.heartbeat_s, self.stale_after_s, self.max_attempts = heartbeat_s, stale_after_s, max_attempts
         self.lease_s, self.poll_s, self.idle_exit_s, self.max_trials = lease_s, poll_s, idle_exit_s, max_trials
-        self.spool = Path(spool or default_spool())
+        # a folder per store: a worker delivers (or, when the store says the trial moved on, drops)
+        # only the results of its own store
+        self.spool = Path(spool or default_spool()) / hashlib.sha256(store.identity.encode()).hexdigest()[:16]
         self.retry_s = retry_s  # first wait after a store error; doubles up to a minute
         self.stopping = threading.Event()
         self.finished = 0

@@ -26,6 +26,7 @@ class AtomicCollection:
 class AtomicDatabase:
     def __init__(self, database, lock):
         self._database, self._lock = database, lock
+        self.name = database.name
 
     def get_collection(self, name, **options):
         return AtomicCollection(self._database.get_collection(name, **options), self._lock)

@@ -73,6 +73,13 @@ class BaseStore(abc.ABC):
 
     read_only = False  # a backend opened for a command that only reads sets it
 
+    @property
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """Which store this is, the same for every connection to it and without credentials:
+        what a worker's result spool is kept under (workers on different stores must not deliver,
+        or drop, each other's results)."""
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for name in WRITES & set(vars(cls)):

@@ -11,6 +11,7 @@ majority write 30 s); a server that does not answer in it raises StoreUnavailabl
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Sequence
 
@@ -72,6 +73,8 @@ class MongoStore(BaseStore):
         except ConfigurationError as error:  # a malformed URL (pymongo's message does not repeat it)
             raise ValueError(f"invalid MongoDB store URL: {error}") from None
         db = self.client.get_database(database) if database else self.client.get_default_database("larnn")
+        scheme, hosts = re.match(r"([^:]*)://(?:[^@/]*@)?([^/?]*)", url).groups()  # no credentials
+        self._identity = f"{scheme}:{','.join(sorted(hosts.split(',')))}/{db.name}"
         concern = WriteConcern(w="majority", j=True, wtimeout=30_000)
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
@@ -91,6 +94,10 @@ class MongoStore(BaseStore):
         if version < VERSION and not (read_only and self.experiments_.find_one({}) is None):
             self._migrate(version, meta, db.get_collection("rungs", write_concern=concern))
         self.read_only = read_only
+
+    @property
+    def identity(self) -> str:
+        return self._identity
 
     def _migrate(self, version: int, meta, rungs) -> None:
         """Upgrade a database of an earlier release in place; each step is safe to run twice, and

@@ -124,6 +124,10 @@ class SQLiteStore(BaseStore):
         if self._exists() and (not read_only or self._read("PRAGMA user_version") != [(VERSION,)]):
             self._upgrade()
 
+    @property
+    def identity(self) -> str:
+        return f"sqlite:{self.path.resolve()}"
+
     def _exists(self) -> bool:
         return self.path.is_file()  # empty is not missing: a new store's pages can all be in its -wal file
 
