@@ -154,6 +154,50 @@ def test_the_store_reaches_children_through_the_environment_only(monkeypatch):
     assert command[-4:] == ["--device", "cpu", "--max-trials", "1"]
 
 
+@pytest.mark.parametrize(
+    "exits, started, status, logged",
+    [
+        ([3], 1, 3, "worker on cpu cannot go on (exit 3): not restarted"),  # spool unwritable, experiment failed
+        ([2], 1, 2, "worker on cpu refused its input (exit 2): not restarted"),
+        ([1, 0], 2, 0, "worker on cpu died (exit 1); restarting"),  # a crash is restarted, then finishes
+    ],
+)
+def test_a_child_is_restarted_unless_it_stopped_for_a_reason_a_restart_would_meet(
+    exits, started, status, logged, monkeypatch, caplog
+):
+    """A worker whose spool cannot be written exited 1 and was restarted forever."""
+    from workers import supervisor
+
+    codes, real_popen = list(exits), subprocess.Popen
+
+    def popen(command, env, **options):
+        return real_popen([sys.executable, "-c", f"raise SystemExit({codes.pop(0)})"])
+
+    monkeypatch.setattr(supervisor.subprocess, "Popen", popen)
+    boss = supervisor.Supervisor(["cpu"], [], "sqlite:///unused.db", restart_delay_s=0.01, poll_s=0.01)
+    with caplog.at_level("INFO", logger="larnn.supervisor"):
+        assert boss.run() == status
+    assert len(exits) - len(codes) == started and logged in caplog.text
+
+
+def test_a_worker_waits_for_a_store_that_is_down_when_it_starts(caplog):
+    """It exited after 15 s (and under a supervisor, as if its input were bad: never restarted)."""
+    from workers.store import StoreUnavailable
+    from workers.worker import wait_for_store
+
+    tries = []
+
+    def open_store():
+        tries.append(1)
+        if len(tries) < 3:
+            raise StoreUnavailable("database is locked")
+        return "the store"
+
+    with caplog.at_level("WARNING", logger="larnn.worker"):
+        assert wait_for_store(open_store, retry_s=0.01) == "the store"
+    assert caplog.text.count("waiting for the trial store (database is locked)") == 2
+
+
 def test_sigterm_to_larnn_search_stops_its_workers_and_they_give_their_trials_back(tmp_path, search):
     """`larnn search` ran its workers in sessions of their own, and a SIGTERM (not Ctrl-C) ended
     the search alone: its workers kept training with no one watching."""

@@ -53,7 +53,9 @@ def test_a_worker_asked_for_a_failed_experiment_says_why_and_exits(tmp_path, url
     poison(store, "poisoned")
     store.fail_experiment("poisoned", "suggesting trial 0 failed: ValueError: low > high")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert cli.main(["worker", "--store", url, "--experiment", "poisoned", "--device", "cpu"]) == 1
+    assert (
+        cli.main(["worker", "--store", url, "--experiment", "poisoned", "--device", "cpu"]) == 3
+    )  # CANNOT_GO_ON: a supervisor does not restart it
     err = capsys.readouterr().err
     assert "experiment 'poisoned' has failed: suggesting trial 0 failed: ValueError: low > high" in err
     assert "Traceback" not in err
@@ -146,7 +148,7 @@ def test_an_unwritable_spool_stops_the_worker_before_it_takes_a_trial(tmp_path, 
         worker.run()
     assert store.trials("nospool") == []
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
-    assert cli.main(["worker", "--store", url, "--device", "cpu", "--idle-exit", "1"]) == 1
+    assert cli.main(["worker", "--store", url, "--device", "cpu", "--idle-exit", "1"]) == 3
     err = capsys.readouterr().err
     assert "cannot write to the result spool" in err and "Traceback" not in err
     assert store.trials("nospool") == []

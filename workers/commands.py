@@ -241,10 +241,11 @@ def _worker(args) -> int:
         return _supervise(args)
     from larnn_core.provenance import resolve_device
     from workers.slots import run_slots
-    from workers.worker import ExperimentFailed, SpoolUnwritable, Worker
+    from workers.supervisor import CANNOT_GO_ON
+    from workers.worker import ExperimentFailed, SpoolUnwritable, Worker, wait_for_store
 
     resolve_device(args.device)  # a missing GPU is an error now, not at the first trial
-    store = open_store(args.store)
+    store = wait_for_store(lambda: open_store(args.store))
 
     def make_worker(owner: str | None) -> Worker:
         return Worker(
@@ -263,7 +264,7 @@ def _worker(args) -> int:
         run_slots(make_worker, args.slots, args.device)
     except (SpoolUnwritable, ExperimentFailed) as error:
         print(f"larnn worker: error: {error}", file=sys.stderr)
-        return 1
+        return CANNOT_GO_ON
     return 0
 
 

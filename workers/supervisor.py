@@ -6,7 +6,10 @@ each of which then gives its trial back at its next epoch boundary. The store UR
 children through LARNN_STORE, never their command lines, where `ps` would show its password.
 
 A child that exits 0 (its --max-trials or --idle-exit reached) has finished and is not restarted;
-nor is one that exits 2, the CLI's status for bad input, which a restart would only repeat.
+nor is one that exits 2, the CLI's status for bad input, or 3, a worker's status when it stops for
+a reason of its own (its spool cannot be written, its experiment failed: the line before says
+which): a restart would only meet them again. Any other exit, or a signal, is restarted; a store
+that is down is not such a reason (a worker waits for it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 log = logging.getLogger("larnn.supervisor")
 
 BAD_INPUT = 2  # larnn's exit status for a refused input (larnn_core/cli.py)
+CANNOT_GO_ON = 3  # larnn worker's exit status when it stops for a reason a restart would meet again
+NOT_RESTARTED = {BAD_INPUT: "refused its input", CANNOT_GO_ON: "cannot go on"}
 DEVICE = re.compile(r"cpu|cuda:(\d+)")
 
 
@@ -90,7 +95,8 @@ class Supervisor:
                 child.process.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
-        """0 when every child finished or was stopped; 2 when a child refused its input."""
+        """0 when every child finished or was stopped; else the exit status of the last child
+        that was not restarted (2 or 3)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         self.children = [self._start(device) for device in self.devices]
@@ -104,9 +110,9 @@ class Supervisor:
                 self.children.remove(child)
                 if self.stopping or code == 0:
                     log.info("worker on %s exited (%d)", child.device, code)
-                elif code == BAD_INPUT:
-                    log.error("worker on %s refused its input (exit %d): not restarted", child.device, code)
-                    status = BAD_INPUT
+                elif code in NOT_RESTARTED:
+                    log.error("worker on %s %s (exit %d): not restarted", child.device, NOT_RESTARTED[code], code)
+                    status = code
                 else:
                     steady = time.monotonic() - child.started > self.max_restart_delay_s
                     restarts = 0 if steady else child.restarts + 1

@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
@@ -67,6 +68,23 @@ def default_spool() -> Path:
     return base / "larnn" / "spool"
 
 
+MAX_BACKOFF_S = 60.0  # the longest wait between two tries of an unavailable store
+
+
+def wait_for_store(open_store: Callable[[], BaseStore], retry_s: float = 1.0) -> BaseStore:
+    """open_store(), tried again after each StoreUnavailable (a store that is down or locked when
+    a worker starts), with the worker's logged backoff: a worker waits for its store, it does not
+    exit (a supervisor would not know whether to start it again)."""
+    backoff = retry_s
+    while True:
+        try:
+            return open_store()
+        except StoreUnavailable as error:
+            log.warning("waiting for the trial store (%s); retrying in %.0f s", error, backoff)
+            time.sleep(backoff)
+            backoff = min(MAX_BACKOFF_S, backoff * 2)
+
+
 class Worker:
     def __init__(
         self,
@@ -93,7 +111,7 @@ class Worker:
         # a folder per store: a worker delivers (or, when the store says the trial moved on, drops)
         # only the results of its own store
         self.spool = Path(spool or default_spool()) / hashlib.sha256(store.identity.encode()).hexdigest()[:16]
-        self.retry_s = retry_s  # first wait after a store error; doubles up to a minute
+        self.retry_s = retry_s  # first wait after a store error; doubles up to MAX_BACKOFF_S
         self.stopping = threading.Event()
         self.finished = 0
 
@@ -115,7 +133,7 @@ class Worker:
             except StoreUnavailable as error:
                 log.warning("waiting for the trial store (%s); retrying in %.0f s", error, backoff)
                 self.stopping.wait(backoff)
-                backoff = min(60.0, backoff * 2)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
                 continue
             if trial is None:
                 if self.idle_exit_s is not None and time.monotonic() - idle_since > self.idle_exit_s:
@@ -309,7 +327,7 @@ class Worker:
                     backoff,
                 )
                 time.sleep(backoff)
-                backoff = min(60.0, backoff * 2)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
         if accepted:
             log.info("result of %s/%d delivered", spooled["name"], spooled["tid"])
         else:
