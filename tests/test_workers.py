@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from larnn_core import cli
-from larnn_core.records import TrainResult
+from larnn_core.records import EpochReport, TrainResult
 from search_spaces import SpaceError
 from tests.support.fake_workers import in_process_worker, logs_of, sleepy_objective, spawn, wait_for
 from tests.support.results import result_with
 from tests.support.stores import AtomicClient
 from workers.experiment import submit
+from workers.pruners import PrunerSettings
 from workers.records import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, Trial
 from workers.store import ExperimentExists, StoreUnavailable, open_store
 from workers.store.mongo import MongoStore
@@ -78,6 +79,43 @@ def test_sigterm_gives_the_trial_back_and_exits_cleanly(tmp_path, url):
     assert "given back to the queue" in logs_of(tmp_path)
 
 
+def stopped_at(epoch_to_stop: int, worker_box: list, epochs: int = 3):
+    """An objective of `epochs` epochs whose worker is told to stop during epoch epoch_to_stop."""
+
+    def objective(hyperparameters, settings, seed, device, on_epoch):
+        for epoch in range(1, epochs + 1):
+            if epoch == epoch_to_stop:
+                worker_box[0].stop()  # SIGTERM arrives while this epoch trains
+            on_epoch(EpochReport(epoch, validation_accuracy=0.5))
+        return result_with([0.5] * epochs)
+
+    return objective
+
+
+@pytest.mark.parametrize("stop_in, state", [(2, NEW), (3, DONE)])
+def test_a_stop_gives_the_trial_back_unless_its_last_epoch_is_trained(stop_in, state, tmp_path, url):
+    """SIGTERM during the last epoch threw the finished training away (given back, trained again)."""
+    store = open_store(url)
+    submit(store, "term", "smoke", max_evals=1, epochs=3, pruner=PrunerSettings.of("none"))
+    box = []
+    box.append(in_process_worker(store, stopped_at(stop_in, box), tmp_path))
+    box[0].run()
+    (trial,) = store.trials("term")
+    assert trial.state == state and (trial.result.status == "ok") == (state == DONE)
+    assert [a.outcome for a in trial.attempt_log] == ["given back" if state == NEW else "finished"]
+
+
+def test_a_trial_whose_last_epoch_is_trained_is_done_not_pruned(tmp_path, url, monkeypatch):
+    from workers.pruners import MedianPruner
+
+    store = open_store(url)
+    submit(store, "full", "smoke", max_evals=1, epochs=3, pruner=PrunerSettings.of("median"))
+    monkeypatch.setattr(MedianPruner, "prune", lambda self, store, name, tid, curve: len(curve) == 3)
+    in_process_worker(store, stopped_at(0, [], epochs=3), tmp_path).run()
+    (trial,) = store.trials("full")
+    assert trial.state == DONE and "pruned_at_epoch" not in trial.result.extra
+
+
 def test_a_raising_objective_fails_its_trial_and_the_worker_goes_on(tmp_path, url):
     store = open_store(url)
     submit(store, "raise", "smoke", max_evals=3)
@@ -121,6 +159,8 @@ class Flaky:
 
     def __getattr__(self, name):
         method = getattr(self.store, name)
+        if not callable(method):  # a property: the store's identity
+            return method
 
         def call(*args, **kwargs):
             self.before(name)

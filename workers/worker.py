@@ -234,10 +234,13 @@ class Worker:
             self.fail_experiment(name, reason)
             self.report(name, tid, ERROR, TrainResult(FAIL, error=reason))
             return
-        pruner = experiment.pruner.for_trial(trial_hparams(point, experiment.objective).training_epochs)
+        last_epoch = trial_hparams(point, experiment.objective).training_epochs
+        pruner = experiment.pruner.for_trial(last_epoch)
         started = time.time()
         with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
-            epochs = EpochReporter(self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping)
+            epochs = EpochReporter(
+                self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping, last_epoch
+            )
             try:
                 log.info("trial %s/%d: %s", name, tid, json.dumps(point))
                 result = self.objective(point, experiment.objective, trial_seed(experiment, tid), self.device, epochs)
@@ -377,7 +380,9 @@ class Heartbeats:
 class EpochReporter:
     """The objective's on_epoch for one trial: leaves at the epoch boundary when the worker stops
     (StopRequested) or lost the trial (TrialLost), stores the epoch's report (fenced by owner: a
-    superseded worker writes nothing) and asks the pruner, which decides from the store."""
+    superseded worker writes nothing) and asks the pruner, which decides from the store. After the
+    last epoch the training is complete: a stop request lets its result be delivered (giving it
+    back threw the whole training away) and the pruner's verdict does not make it a pruned trial."""
 
     def __init__(
         self,
@@ -388,9 +393,10 @@ class EpochReporter:
         pruner: Pruner,
         lost: threading.Event,
         stopping: threading.Event,
+        last_epoch: int,
     ):
         self.store, self.name, self.tid, self.owner, self.pruner = store, name, tid, owner, pruner
-        self.lost, self.stopping = lost, stopping
+        self.lost, self.stopping, self.last_epoch = lost, stopping, last_epoch
         self.curve: list[EpochReport] = []
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
 
@@ -398,13 +404,14 @@ class EpochReporter:
         """True: the pruner stops the trial here."""
         if self.lost.is_set():
             raise TrialLost()
-        if self.stopping.is_set():
+        final = report.epoch == self.last_epoch
+        if self.stopping.is_set() and not final:
             raise StopRequested()
         self.curve.append(report)
         try:
             if not self.store.report_epoch(self.name, self.tid, self.owner, report):
                 raise TrialLost()
-            if self.pruner.prune(self.store, self.name, self.tid, self.curve):
+            if self.pruner.prune(self.store, self.name, self.tid, self.curve) and not final:
                 self.pruned_at = report.epoch
                 return True
         except StoreUnavailable as error:  # the curve is in the result too; the trial goes on
