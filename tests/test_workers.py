@@ -181,6 +181,21 @@ def test_unreachable_store_at_start_is_waited_for(tmp_path, url, caplog):
     assert caplog.text.count("waiting for the trial store") == 3
 
 
+def test_an_epoch_report_lost_to_an_outage_is_sent_with_the_next(tmp_path, url):
+    """The live curve that pruners and status read had a hole where the store was away."""
+    store = open_store(url)
+    submit(store, "gap", "smoke", max_evals=1, epochs=3, pruner=PrunerSettings.of("none"))
+    seen = []
+
+    def watch(name):
+        if name == "finish":
+            seen.extend(e.epoch for e in store.trials("gap")[0].curve)
+
+    flaky = Flaky(store, 1, ["report_epoch"], before=watch)  # the first report meets an outage
+    in_process_worker(flaky, stopped_at(0, [], epochs=3), tmp_path).run()
+    assert seen == [1, 2, 3]
+
+
 def test_a_finished_result_survives_an_unreachable_store(tmp_path, url, caplog):
     store = open_store(url)
     submit(store, "spool", "smoke", max_evals=1)

@@ -45,6 +45,14 @@ class Attempt:
 
 
 NO_RESULT = TrainResult("new")  # a trial's result until it ends (hyperopt's "new")
+CURVE_ATTEMPT = "attempt"  # a stored epoch report's attempt: its number in the trial's attempt_log, from 1
+
+
+def curve_entry(report: EpochReport, attempt: int) -> dict[str, Any]:
+    """An epoch report as a trial's stored curve keeps it: tagged with the attempt that trained it,
+    so a requeued trial's new attempt starts a curve of its own (the pruner, status and plots read
+    the current attempt's, which [1, 2, 1, 2, 3] was not) and the earlier ones stay on record."""
+    return {**report.to_document(), CURVE_ATTEMPT: attempt}
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class Trial:
     refresh_time: float | None = None  # its last heartbeat, epoch report or end
     attempts: int = 0  # reservations that count towards max_attempts
     attempt_log: tuple[Attempt, ...] = ()
-    curve: tuple[EpochReport, ...] = ()  # epochs reported while it ran
+    curve: tuple[EpochReport, ...] = ()  # epochs its current (or last) attempt reported
     result: TrainResult = NO_RESULT
 
     @classmethod
@@ -94,13 +102,17 @@ class Trial:
             "attempts": self.attempts,
             "result": self.result.to_document(),
             "attempt_log": [a.to_document() for a in self.attempt_log],
-            "curve": [e.to_document() for e in self.curve],
+            "curve": [curve_entry(e, len(self.attempt_log)) for e in self.curve],
         }
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Trial:
-        """Trials stored before attempt logs and live curves existed read with empty ones."""
+        """Trials stored before attempt logs and live curves existed read with empty ones. The
+        stored curve keeps every attempt's epochs (CURVE_ATTEMPT); the record's is the current
+        attempt's (entries stored before they were tagged count as the current attempt's)."""
         misc = document.get("misc") or {}
+        attempt = len(document.get("attempt_log") or ())
+        curve = [e for e in document.get("curve") or () if e.get(CURVE_ATTEMPT, attempt) == attempt]
         return cls(
             document["exp_key"],
             document["tid"],
@@ -112,7 +124,7 @@ class Trial:
             document.get("refresh_time"),
             document.get("attempts", 0),
             tuple(Attempt.from_document(a) for a in document.get("attempt_log") or ()),
-            tuple(EpochReport.from_document(e) for e in document.get("curve") or ()),
+            tuple(EpochReport.from_document({k: v for k, v in e.items() if k != CURVE_ATTEMPT}) for e in curve),
             TrainResult.from_document(document.get("result") or {"status": "new"}),
         )
 

@@ -398,6 +398,7 @@ class EpochReporter:
         self.store, self.name, self.tid, self.owner, self.pruner = store, name, tid, owner, pruner
         self.lost, self.stopping, self.last_epoch = lost, stopping, last_epoch
         self.curve: list[EpochReport] = []
+        self.sent = 0  # reports the store has (one that failed in an outage goes with the next)
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
 
     def __call__(self, report: EpochReport) -> bool:
@@ -409,13 +410,21 @@ class EpochReporter:
             raise StopRequested()
         self.curve.append(report)
         try:
-            if not self.store.report_epoch(self.name, self.tid, self.owner, report):
-                raise TrialLost()
+            for pending in self.curve[self.sent :]:
+                if not self.store.report_epoch(self.name, self.tid, self.owner, pending):
+                    raise TrialLost()
+                self.sent += 1
             if self.pruner.prune(self.store, self.name, self.tid, self.curve) and not final:
                 self.pruned_at = report.epoch
                 return True
         except StoreUnavailable as error:  # the curve is in the result too; the trial goes on
-            log.warning("epoch %d of %s/%d not reported: %s", report.epoch, self.name, self.tid, error)
+            log.warning(
+                "epoch %d of %s/%d not reported yet (it goes with the next): %s",
+                report.epoch,
+                self.name,
+                self.tid,
+                error,
+            )
         return False
 
 

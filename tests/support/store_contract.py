@@ -29,6 +29,24 @@ def finished(name="exp", n=3):
 
 
 class StoreContract:
+    def test_each_attempt_of_a_trial_has_a_curve_of_its_own(self, store):
+        """A requeued or given-back trial's next attempt read [1, 2, 1, 2, 3] as its curve."""
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {}, {}, owner="first"))
+        for epoch in (1, 2):
+            assert store.report_epoch("a", 0, "first", EpochReport(epoch))
+        assert store.release("a", 0, "first")  # given back at an epoch boundary
+        assert store.reserve("first", "a").tid == 0  # the same worker takes it again
+        assert store.trials("a")[0].curve == ()
+        assert store.report_epoch("a", 0, "first", EpochReport(1))
+        assert store.requeue_stale(-1, max_attempts=5)  # its heartbeat stopped
+        assert store.reserve("second", "a").tid == 0
+        assert not store.report_epoch("a", 0, "first", EpochReport(2))  # the superseded attempt writes nothing
+        for epoch in (1, 2, 3):
+            assert store.report_epoch("a", 0, "second", EpochReport(epoch))
+        (trial,) = store.trials("a")
+        assert [e.epoch for e in trial.curve] == [1, 2, 3] and len(trial.attempt_log) == 3
+
     def test_a_store_opened_read_only_reads_and_refuses_every_write(self, store, make_store):
         store.create_experiment(experiment("a"))
         queued(store, "a", 2)

@@ -28,7 +28,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from larnn_core.records import EpochReport, TrainResult
-from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial
+from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
@@ -233,9 +233,19 @@ class MongoStore(BaseStore):
         return self._update_own(name, tid, owner, {"$set": {"refresh_time": time.time()}})
 
     def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
-        return self._update_own(
-            name, tid, owner, {"$push": {"curve": report.to_document()}, "$set": {"refresh_time": time.time()}}
+        """The attempt is read first, then the push is conditional on it (still owner's, still running,
+        no attempt since): one atomic update, as a single push was."""
+        trial = self.trials_.find_one(
+            {"exp_key": name, "tid": tid, "owner": owner, "state": RUNNING}, {"attempt_log": 1}
         )
+        if trial is None:
+            return False
+        attempt = len(trial.get("attempt_log") or ())
+        changed = self.trials_.update_one(
+            {"exp_key": name, "tid": tid, "owner": owner, "state": RUNNING, "attempt_log": {"$size": attempt}},
+            {"$push": {"curve": curve_entry(report, attempt)}, "$set": {"refresh_time": time.time()}},
+        )
+        return changed.modified_count == 1
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
         """One single-document update: its result is the record as it stood after this arrival."""

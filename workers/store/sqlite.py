@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from larnn_core.records import EpochReport, TrainResult
-from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial
+from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
 
 RECORDS = """CREATE TABLE records (
@@ -373,14 +373,15 @@ class SQLiteStore(BaseStore):
     def report_epoch(self, name: str, tid: int, owner: str, report: EpochReport) -> bool:
         def work(db):
             rows = db.execute(
-                "SELECT curve FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                "SELECT curve, attempt_log FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
                 (name, tid, owner, RUNNING),
             ).fetchall()
             if not rows:
                 return False
+            curve, log = (json.loads(column) for column in rows[0])
             db.execute(
                 "UPDATE trials SET curve = ?, refresh_time = ? WHERE exp_key = ? AND tid = ?",
-                (json.dumps(json.loads(rows[0][0]) + [report.to_document()]), time.time(), name, tid),
+                (json.dumps(curve + [curve_entry(report, len(log))]), time.time(), name, tid),
             )
             return True
 
