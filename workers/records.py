@@ -22,14 +22,16 @@ from workers.pruners import PrunerSettings
 NEW, RUNNING, DONE, ERROR, PRUNED = 0, 1, 2, 3, 5
 STATE_NAMES = {NEW: "queued", RUNNING: "running", DONE: "done", ERROR: "failed", PRUNED: "pruned"}
 FINAL = (DONE, ERROR, PRUNED)
-ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost")
+ATTEMPT_OUTCOMES = ("running", "finished", "given back", "heartbeat lost", "superseded")
 HYPEROPT_CMD = ("domain_attachment", "FMinIter_Domain")  # what hyperopt's Trials expect in misc.cmd
 
 
 @dataclass(frozen=True)
 class Attempt:
     """One reservation of a trial: who held it, when, and how it ended (ATTEMPT_OUTCOMES; a
-    superseded worker, whose trial was requeued, ends as "heartbeat lost")."""
+    worker whose trial was requeued for want of heartbeats ends as "heartbeat lost", and as
+    "finished" if its complete result arrives later; the attempt that was retraining it then ends
+    as "superseded")."""
 
     owner: str
     start: float

@@ -230,7 +230,7 @@ class StoreContract:
         trials = store.trials("exp")
         assert trials[0].state == NEW and trials[0].owner is None and trials[0].attempts == 1
         assert trials[1].state == RUNNING
-        assert not store.finish("exp", 0, "w1", DONE, result_with([0.0]))  # the old owner lost it
+        assert not store.heartbeat("exp", 0, "w1")  # the old owner lost it
         assert store.reserve("w3", "exp").tid == 0
         time.sleep(0.2)
         store.heartbeat("exp", 1, "w2")
@@ -240,6 +240,23 @@ class StoreContract:
         trial = store.trials("exp")[0]
         assert trial.state == ERROR and trial.result.status == "fail"
         assert "no heartbeat" in trial.result.error and "2 times" in trial.result.error
+
+    def test_a_complete_result_held_up_past_a_requeue_is_kept(self, store):
+        """Its worker's heartbeats stopped in an outage while it trained on; the trial was requeued
+        and taken again. The finished result was dropped and the trial trained a second time."""
+        queued(store, "exp", 1)
+        store.reserve("w1")
+        assert store.requeue_stale(-1, max_attempts=3)[0]["outcome"] == "requeued"
+        assert store.reserve("w2").tid == 0  # retraining it
+        assert not store.finish("exp", 0, "stranger", DONE, result_with([0.1]))  # never held it
+        assert store.finish("exp", 0, "w1", DONE, result_with([0.7]))
+        (trial,) = store.trials("exp")
+        assert trial.state == DONE and trial.result == result_with([0.7]) and trial.owner == "w1"
+        assert [a.outcome for a in trial.attempt_log] == ["finished", "superseded"]
+        assert not store.report_epoch("exp", 0, "w2", EpochReport(1))  # the retraining stops here
+        assert not store.finish("exp", 0, "w2", DONE, result_with([0.2]))
+        assert not store.finish("exp", 0, "w1", DONE, result_with([0.3]))  # a final result stays
+        assert store.trials("exp")[0].result == result_with([0.7])
 
     def test_each_trial_keeps_the_log_of_its_attempts(self, store):
         queued(store, "exp", 2)

@@ -147,7 +147,9 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         """Record a final state (one of FINAL) and result; False (and nothing written) if the trial
-        is no longer this owner's."""
+        is no longer this owner's, unless it was requeued for want of owner's heartbeats and has no
+        final result yet: a complete result that an outage held up is not trained again, and an
+        attempt retraining it ends as "superseded" (late_delivery)."""
 
     @abc.abstractmethod
     def release(self, name: str, tid: int, owner: str) -> bool:
@@ -188,6 +190,19 @@ class BaseStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 (optional: a backend without connections needs nothing)
         """Release connections."""
+
+
+def late_delivery(state: int, attempt_log: list[dict], owner: str, now: float) -> list[dict] | None:
+    """finish's rule for a result from an attempt that was requeued (its worker's heartbeats stopped,
+    most often in a store outage, while it trained on): the trial's attempt log with that attempt
+    finished and any running one superseded; None when the result is not accepted (the trial is
+    final, or owner never held it)."""
+    lost = [i for i, a in enumerate(attempt_log) if a["owner"] == owner and a["outcome"] == "heartbeat lost"]
+    if state in FINAL or not lost:
+        return None
+    log = [{**a, "end": now, "outcome": "superseded"} if a["outcome"] == "running" else a for a in attempt_log]
+    log[lost[-1]] = {**log[lost[-1]], "end": now, "outcome": "finished"}
+    return log
 
 
 def abandoned(older_than: float, attempts: int, owner: str | None) -> TrainResult:

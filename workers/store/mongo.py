@@ -29,7 +29,15 @@ from pymongo.write_concern import WriteConcern
 
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial, curve_entry
-from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
+from workers.store.base import (
+    BaseStore,
+    ExperimentExists,
+    StoreUnavailable,
+    UnknownExperiment,
+    abandoned,
+    late_delivery,
+    own_trials,
+)
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
@@ -262,12 +270,29 @@ class MongoStore(BaseStore):
 
     def finish(self, name: str, tid: int, owner: str, state: int, result: TrainResult) -> bool:
         assert state in FINAL
-        if not self._update_own(
-            name, tid, owner, {"$set": {"state": state, "result": result.to_document(), "refresh_time": time.time()}}
+        now = time.time()
+        if self._update_own(
+            name, tid, owner, {"$set": {"state": state, "result": result.to_document(), "refresh_time": now}}
         ):
+            self._end_attempt(name, tid, owner, "finished")
+            return True
+        trial = self.trials_.find_one({"exp_key": name, "tid": tid}, {"state": 1, "attempt_log": 1})
+        log = None if trial is None else late_delivery(trial["state"], trial.get("attempt_log") or [], owner, now)
+        if log is None:
             return False
-        self._end_attempt(name, tid, owner, "finished")
-        return True
+        changed = self.trials_.update_one(  # only if nothing changed it since it was read
+            {"exp_key": name, "tid": tid, "state": trial["state"], "attempt_log": trial.get("attempt_log") or []},
+            {
+                "$set": {
+                    "state": state,
+                    "owner": owner,
+                    "result": result.to_document(),
+                    "refresh_time": now,
+                    "attempt_log": log,
+                }
+            },
+        )
+        return changed.modified_count == 1
 
     def release(self, name: str, tid: int, owner: str) -> bool:
         if not self._update_own(name, tid, owner, {"$set": {"state": NEW, "owner": None}, "$inc": {"attempts": -1}}):

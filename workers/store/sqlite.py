@@ -21,7 +21,15 @@ from pathlib import Path
 
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial, curve_entry
-from workers.store.base import BaseStore, ExperimentExists, StoreUnavailable, UnknownExperiment, abandoned, own_trials
+from workers.store.base import (
+    BaseStore,
+    ExperimentExists,
+    StoreUnavailable,
+    UnknownExperiment,
+    abandoned,
+    late_delivery,
+    own_trials,
+)
 
 RECORDS = """CREATE TABLE records (
     arrival INTEGER PRIMARY KEY AUTOINCREMENT, exp_key TEXT NOT NULL, record TEXT NOT NULL,
@@ -413,10 +421,20 @@ class SQLiteStore(BaseStore):
                     "WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
                     (state, json.dumps(result.to_document()), now, name, tid, owner, RUNNING),
                 ).rowcount
-                != 1
+                == 1
             ):
+                self._log_attempt(db, name, tid, self._ended(owner, "finished", now))
+                return True
+            rows = db.execute("SELECT state, attempt_log FROM trials WHERE exp_key = ? AND tid = ?", (name, tid))
+            row = rows.fetchone()
+            log = None if row is None else late_delivery(row[0], json.loads(row[1]), owner, now)
+            if log is None:
                 return False
-            self._log_attempt(db, name, tid, self._ended(owner, "finished", now))
+            db.execute(
+                "UPDATE trials SET state = ?, owner = ?, result = ?, refresh_time = ?, attempt_log = ? "
+                "WHERE exp_key = ? AND tid = ?",
+                (state, owner, json.dumps(result.to_document()), now, json.dumps(log), name, tid),
+            )
             return True
 
         return self._transaction(work)
