@@ -8,6 +8,12 @@ from hypothesis import settings
 from tests.support.data import synthetic_har
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-cases", type=int, default=None, help="command lines tests/test_fuzz_commands.py tries (and counts)"
+    )
+
+
 @pytest.fixture
 def small_har():
     return synthetic_har()

@@ -131,6 +131,19 @@ def test_a_file_that_is_not_a_larnn_store_is_refused_in_one_line_and_left_as_it_
         assert sorted(p.name for p in tmp_path.glob(f"{name}*")) == [name]  # no journal beside it
 
 
+@pytest.mark.parametrize("command", [["status"], ["submit", "smoke", "--name", "x"], ["worker", "--device", "cpu"]])
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_store_path_that_is_not_a_regular_file_is_refused(command, kind, tmp_path, capsys):
+    """A folder or a FIFO read as an empty store (status: 'no experiments'); submit failed with
+    SQLite's 'disk I/O error'; a worker waited for it forever."""
+    path = tmp_path / "store"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    assert cli.main([*command, "--store", f"sqlite:///{path}"]) == 2
+    assert (
+        capsys.readouterr().err.strip() == f"larnn {command[0]}: error: {path} is not a regular file: not a larnn store"
+    )
+
+
 def _changed_2018_result(change) -> dict:
     result = result_2018(0.005, 0.9)
     change(result)

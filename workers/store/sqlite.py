@@ -83,6 +83,8 @@ def refuse_foreign(path: Path) -> None:
     """A file that is not a SQLite database, a damaged one, or another program's database is
     refused in one line, before anything is written to it (opened for writing, a store would turn
     its journal to WAL and add its tables)."""
+    if path.exists() and not path.is_file():  # a folder, a FIFO, a device: stat() only, nothing opened
+        raise ValueError(f"{path} is not a regular file: not a larnn store")
     if not path.is_file() or path.stat().st_size == 0:
         return  # a new store, or one this class is about to create
     with open(path, "rb") as file:
