@@ -1,4 +1,5 @@
-"""Every `larnn` sub-command fuzzed (tests/support/cli_fuzz.py): whatever the command line, exit
+"""Every `larnn` sub-command fuzzed (tests/support/cli_fuzz.py): whatever the command line and
+whatever the input file it names, exit
 0, 2 or 3, never a traceback or a hang, a refusal in one bounded line, and no file changed by a
 refused command. `--fuzz-cases N` runs N cases and prints the counts (CI runs the default)."""
 
@@ -24,9 +25,9 @@ def test_no_command_line_surprises_a_user(monkeypatch, request, isolated_data_di
         suppress_health_check=list(HealthCheck),
         database=None,
     )
-    @given(cli_fuzz.argvs(folder))
-    def case(argv):
-        outcomes.append(cli_fuzz.run(argv, folder))
+    @given(cli_fuzz.cases(folder))
+    def case(argv_and_content):
+        outcomes.append(cli_fuzz.run(*argv_and_content, folder))
 
     case()
     counts = cli_fuzz.counts(outcomes)

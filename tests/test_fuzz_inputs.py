@@ -21,41 +21,10 @@ from larnn_core.hparams import HParams
 from search_spaces import SpaceError, load_space
 from search_spaces.format import parse_text
 from search_spaces.space import builtin_path, from_document
+from tests.support.trees import scalars, trees
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=3), suppress_health_check=[HealthCheck.too_slow])
-NAMES = list(HParams().to_dict()) + [
-    "architecture",
-    "space",
-    "description",
-    "uniform",
-    "quniform",
-    "loguniform",
-    "qloguniform",
-    "normal",
-    "qnormal",
-    "randint",
-    "choice",
-    "base",
-    "log_multiplier",
-]
 SMOKE = builtin_path("smoke").read_text()
-
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=12)
-    | st.sampled_from(["larnn", "lstm", "residual", "layer", "batch"])
-)
-trees = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(NAMES) | st.text(max_size=8), children, max_size=5)
-    ),
-    max_leaves=30,
-)
 
 
 def outcome(raw: bytes) -> str:

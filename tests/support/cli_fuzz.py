@@ -23,10 +23,12 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import yaml
 from hypothesis import strategies as st
 
 from larnn_core import cli
 from tests.support.searches import result_2018
+from tests.support.trees import trees
 
 MULTI_LINE = {"spaces", "import-results"}  # a line per file or problem, each bounded
 CASE_TIMEOUT_S = 30  # a case that takes longer hangs
@@ -65,10 +67,10 @@ def values(folder: Path) -> st.SearchStrategy[str]:
         *["auto", "cpu", "cuda", "cuda:0", "cuda:-1", "mps", "meta", "all", "cpu,cpu", "cpu,gpu0"],
         *["tpe", "rand", "none", "asha", "median", "hapt", "uci", "larnn", "lstm", "json", "csv", "table"],
         *["127.0.0.1", "0.0.0.0", "{}", "[1]", '{"batch_size": 1e999}', '{"hidden_size": "big"}', '{"x": 1}'],
-        *[str(folder / name) for name in ("missing", "fifo", "text.txt", "space.yaml", "points.yaml")],
+        *[str(folder / name) for name in ("missing", "fifo", "text.txt", "space.yaml", "points.yaml", GENERATED)],
         *[str(folder / name) for name in ("result.json", "foreign.db", "store.db", "out/x.csv")],
         *[str(folder), "/dev/zero", "/", (folder / "missing.zip").as_uri(), "file:///dev/zero", "ftp://x"],
-        *[f"sqlite:///{folder / name}" for name in ("store.db", "new.db", "foreign.db", "text.txt", "fifo")],
+        *[f"sqlite:///{folder / name}" for name in ("store.db", "new.db", "foreign.db", "fifo", GENERATED)],
         *[f"sqlite:///{folder}", "sqlite:///", "mongodb://", "mongodb://h:99999", "mongodb://@/x"],
     ]
     return st.sampled_from(words) | st.text(st.characters(exclude_characters="\x00"), max_size=30)
@@ -88,7 +90,8 @@ def likely(option: argparse.Action, folder: Path) -> st.SearchStrategy[str]:
         return st.sampled_from(["exp", "new", "fz-1"])
     if option.type is not None and option.type is not str:  # the CLI's number types
         return st.sampled_from(NUMBERS)
-    return st.sampled_from([str(folder / name) for name in ("space.yaml", "points.yaml", "out/x", "result.json")])
+    files = ("space.yaml", "points.yaml", "out/x", "result.json", GENERATED, GENERATED)
+    return st.sampled_from([str(folder / name) for name in files])
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -96,10 +99,23 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return dict(action.choices)
 
 
+GENERATED = "generated"  # the file each case writes first: a space, points, config or result of any content
+
+
+def contents() -> st.SearchStrategy[bytes]:
+    """What a generated input file holds: any bytes, or a JSON or YAML tree of the names files use."""
+    return (
+        st.binary(max_size=300)
+        | trees.map(lambda tree: json.dumps(tree).encode())
+        | trees.map(lambda tree: yaml.safe_dump(tree, allow_unicode=True).encode())
+    )
+
+
 @st.composite
-def argvs(draw, folder: Path) -> list[str]:
-    """A command line: a sub-command (and its action), some of its options and its positionals,
-    each option's value drawn from its choices or from values(folder)."""
+def cases(draw, folder: Path) -> tuple[list[str], bytes]:
+    """A command line and the content of the generated file it may name: a sub-command (and its
+    action), some of its options and its positionals, each value drawn from the option's likely
+    values or from values(folder)."""
     parser = cli.build_parser()
     commands = subcommands(parser)
     name = draw(st.sampled_from(sorted(commands)))
@@ -122,7 +138,7 @@ def argvs(draw, folder: Path) -> list[str]:
         else:
             count = {"+": draw(st.integers(1, 3)), "*": draw(st.integers(0, 2))}.get(option.nargs, 1)
             argv += [draw(value) for _ in range(count)]
-    return argv
+    return argv, draw(contents())
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -137,9 +153,9 @@ def snapshot(folder: Path) -> dict[str, str]:
             continue
         data = path.read_bytes()
         if data.startswith(b"SQLite format 3\x00"):
-            uri = f"{path.as_uri()}?mode=ro"
-            with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-                data = "\n".join(db.iterdump()).encode()
+            with contextlib.suppress(sqlite3.DatabaseError):  # a damaged one: by its bytes
+                with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+                    data = "\n".join(db.iterdump()).encode()
         state[str(path)] = hashlib.sha256(data).hexdigest()
     return state
 
@@ -151,8 +167,9 @@ class Outcome:
     detail: str = ""
 
 
-def run(argv: list[str], folder: Path) -> Outcome:
+def run(argv: list[str], content: bytes, folder: Path) -> Outcome:
     """One case, judged."""
+    (folder / GENERATED).write_bytes(content)
     before = snapshot(folder)
     out, err = io.StringIO(), io.StringIO()
 
