@@ -109,7 +109,10 @@ def bad_store_files(directory):
     good = (directory / "good.db").read_bytes()
     (directory / "half.db").write_bytes(good[: len(good) // 2])
     (directory / "header.db").write_bytes(b"x" * 100 + good[100:])
+    page = 4096  # SQLite's default page size: garbage over the third page, a table's
+    (directory / "middle.db").write_bytes(good[: 2 * page] + b"\xff" * page + good[3 * page :])
     return {
+        "middle.db": "is a damaged SQLite database",
         "text.db": "is not a SQLite database",
         "foreign.db": "is another program's SQLite database (tables: photos)",
         "half.db": "is a damaged SQLite database",

@@ -137,6 +137,14 @@ def test_workers_on_different_stores_sharing_a_spool_leave_each_other_s_results_
     assert a.trials("x")[0].state == DONE and not list(worker_a.spool.glob("*.json"))
 
 
+def test_results_spooled_before_spools_per_store_are_pointed_out(tmp_path, caplog):
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "x.0.old-worker.json").write_text("{}")
+    worker = in_process_worker(open_store(f"sqlite:///{tmp_path / 'a.db'}"), None, tmp_path)
+    assert f"1 result(s) spooled by an earlier release in {tmp_path / 'spool'}" in caplog.text
+    assert f"this store's is {worker.spool}" in caplog.text
+
+
 def test_an_unwritable_spool_stops_the_worker_before_it_takes_a_trial(tmp_path, url, monkeypatch, capsys):
     store = open_store(url)
     submit(store, "nospool", "smoke", max_evals=2, algorithm="rand")

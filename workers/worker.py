@@ -112,6 +112,15 @@ class Worker:
         # only the results of its own store
         self.spool = Path(spool or default_spool()) / hashlib.sha256(store.identity.encode()).hexdigest()[:16]
         self.retry_s = retry_s  # first wait after a store error; doubles up to MAX_BACKOFF_S
+        earlier = sorted(self.spool.parent.glob("*.json"))  # spooled before there was a folder per store
+        if earlier:
+            log.warning(
+                "%d result(s) spooled by an earlier release in %s, whose store they do not name: move "
+                "each into its store's folder (this store's is %s) and a worker of that store delivers it",
+                len(earlier),
+                self.spool.parent,
+                self.spool,
+            )
         self.stopping = threading.Event()
         self.finished = 0
 
