@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -92,10 +93,21 @@ def register_dashboard(subparsers) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
+        help="IP address to listen on, or localhost (default 127.0.0.1: this machine only; 0.0.0.0 exposes it)",
     )
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     parser.set_defaults(run=_dashboard)
+
+
+def check_host(host: str) -> None:
+    """--host: an IP address of this machine's (or all: 0.0.0.0, ::) or localhost, refused before
+    the store is opened rather than when the server binds; no name is looked up (offline)."""
+    if host == "localhost":
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"--host must be an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost, got {host!r}") from None
 
 
 def _dashboard(args) -> None:
@@ -103,6 +115,7 @@ def _dashboard(args) -> None:
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    check_host(args.host)
     store = open_store(args.store, read_only=True)
     store.experiments()  # an unreachable store or a bad URL: one line now, not a page of errors later
     print(f"larnn dashboard on http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)

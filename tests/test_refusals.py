@@ -40,6 +40,7 @@ def test_a_missing_gpu_is_refused_not_replaced(monkeypatch):
         ),
         (["submit", "smoke", "--name", "t", "--stop-after", "9" * 400], "expected a positive duration up to 100 years"),
         (["worker", "--slots", "100000"], "--slots: must be at most 64, got 100000"),
+        (["dashboard", "--host", "/tmp/x"], "--host must be an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost"),
     ],
 )
 def test_the_command_line_refuses_in_one_line(argv, message, tmp_path, capsys):
