@@ -116,7 +116,7 @@ class TrainResult:
         producer's). Every metric None before a selection."""
         selected = self.selected or EpochReport(self.best_epoch or 0)
         stored = {metric: self.extra[name] for metric, name in SELECTED.items() if self.extra.get(name) is not None}
-        return dataclasses.replace(selected, **stored)
+        return dataclasses.replace(selected, **stored) if stored else selected
 
     @property
     def loss(self) -> float | None:
@@ -142,9 +142,9 @@ class TrainResult:
                     if getattr(selected, metric) is not None
                 }
             )
-        for f in dataclasses.fields(self):
-            if f.name not in ("status", "epochs", "extra") and getattr(self, f.name) is not None:
-                document[f.name] = getattr(self, f.name)
+        for name in _PROVENANCE:
+            if getattr(self, name) is not None:
+                document[name] = getattr(self, name)
         if self.epochs:
             document["history"] = {
                 HISTORY[metric]: [getattr(e, metric) for e in self.epochs]
@@ -163,20 +163,21 @@ class TrainResult:
             EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
             for epoch in range(1, length + 1)
         )
-        known = {f.name for f in dataclasses.fields(cls)} - {"epochs", "extra"}
-        values = {name: document[name] for name in known if name in document}
+        values = {name: document[name] for name in ("status", *_PROVENANCE) if name in document}
         values.setdefault("status", FAIL)
-        result = cls(epochs=epochs, **values)
-        derived = result.to_document()
+        derived = cls(epochs=epochs, **values).to_document()
         extra = {
             key: value
             for key, value in document.items()
-            if key not in known and key != "history" and derived.get(key, _MISSING) != value
+            if key not in _KNOWN and key != "history" and derived.get(key, _MISSING) != value
         }
-        return dataclasses.replace(result, extra=extra)
+        return cls(epochs=epochs, extra=extra, **values)
 
 
 _MISSING = object()
+# the fields of TrainResult that its document keeps under their own names, besides status
+_PROVENANCE = tuple(f.name for f in dataclasses.fields(TrainResult) if f.name not in ("status", "epochs", "extra"))
+_KNOWN = frozenset(("status", *_PROVENANCE))
 
 
 def _at(values: list | None, epoch: int) -> float | None:

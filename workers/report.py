@@ -15,16 +15,22 @@ from workers.store import BaseStore
 
 def best_trials(store: BaseStore, name: str, top: int = 10, include_pruned: bool = False) -> list[dict]:
     """Finished trials by validation accuracy, best first (ties: earlier trial first); pruned
-    trials (their accuracy is from fewer epochs) only when asked for."""
-    return rank(store.trials(name), top, include_pruned)
+    trials (their accuracy is from fewer epochs) only when asked for. Ranked on the trials'
+    summaries; only the `top` are read whole."""
+    chosen = [t.tid for t in ranked(store.trial_summaries(name), include_pruned)[:top]]
+    return rank(store.trials(name, tids=chosen), top, include_pruned)
+
+
+def ranked(trials: list[Trial], include_pruned: bool = False) -> list[Trial]:
+    """Finished trials (or their summaries), best first, as best_trials orders them."""
+    done = [t for t in trials if t.state == DONE or include_pruned and t.state == PRUNED]
+    return sorted(done, key=lambda t: (-t.result.chosen.validation_accuracy, t.tid))
 
 
 def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[dict]:
-    """The best `top` of already-read trials, as best_trials rows."""
-    done = [t for t in trials if t.state == DONE or include_pruned and t.state == PRUNED]
-    done.sort(key=lambda t: (-t.result.chosen.validation_accuracy, t.tid))
+    """The best `top` of already-read whole trials, as best_trials rows."""
     rows = []
-    for t in done[:top]:
+    for t in ranked(trials, include_pruned)[:top]:
         r, chosen = t.result, t.result.chosen
         rows.append(
             {
@@ -83,8 +89,18 @@ Snapshot = list[tuple[Experiment, list[Trial]]]
 
 def read(store: BaseStore, names: list[str] | None = None) -> Snapshot:
     """Each experiment (all, or those named) with its trials: `larnn status` reads the store once
-    and prints every part from this (on a shared MongoDB, trials carry whole learning curves)."""
-    return [(e, store.trials(e.name)) for e in store.experiments() if not names or e.name in names]
+    and prints every part from this. Finished and queued trials are read as summaries (their
+    curves are never shown), running ones whole (their latest epoch is)."""
+    snapshot = []
+    for experiment in store.experiments():
+        if names and experiment.name not in names:
+            continue
+        summaries = store.trial_summaries(experiment.name)
+        running = {
+            t.tid: t for t in store.trials(experiment.name, tids=[t.tid for t in summaries if t.state == RUNNING])
+        }
+        snapshot.append((experiment, [running.get(t.tid, t) for t in summaries]))
+    return snapshot
 
 
 def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
@@ -99,7 +115,7 @@ def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
         eta = (
             (sum(durations) / len(durations) * remaining / max(1, len(in_flight))) if durations and remaining else None
         )
-        best = rank(trials, 1)
+        best = ranked(trials)[:1]
         ended = (
             "failed" if experiment.failure else "done" if remaining <= 0 else "stopped" if experiment.stopped else None
         )
@@ -110,8 +126,8 @@ def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
                 "algorithm": experiment.algorithm,
                 "budget": experiment.max_evals,
                 **counts,
-                "best_val": best[0][VALIDATION_ACCURACY] if best else None,
-                "its_test": best[0][TEST_ACCURACY] if best else None,
+                "best_val": best[0].result.chosen.validation_accuracy if best else None,
+                "its_test": best[0].result.chosen.test_accuracy if best else None,
                 "workers": len(processes),
                 "eta": ended if ended else _duration(eta) if eta is not None else "?",
             }

@@ -202,7 +202,7 @@ class Worker:
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
                 continue
             try:
-                experiment, trials = self.store.get_experiment(name), self.store.trials(name)
+                experiment, trials = self.store.get_experiment(name), self.store.trial_summaries(name)
                 if len(trials) >= experiment.max_evals:
                     continue
                 reason = stop_reason(experiment, trials, time.time())

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from larnn_core.records import EpochReport
+from larnn_core.records import FAIL, EpochReport, TrainResult
 from tests.support.results import result_with
 from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Attempt, Experiment, Objective, Trial
 from workers.store import ExperimentExists, ReadOnlyStore, UnknownExperiment
-from workers.store.base import WRITES
+from workers.store.base import SUMMARY_RESULT, WRITES
 
 
 def experiment(name="exp", max_evals=10, created=None):
@@ -283,6 +283,44 @@ class StoreContract:
         assert store.get_experiment("good").failure is None
         with pytest.raises(UnknownExperiment):
             store.fail_experiment("missing", "reason")
+
+    def test_summaries_leave_out_what_grows_with_the_epochs_and_keep_what_ranks(self, store):
+        """What suggestions, stop rules, status and best read: the summary of each trial."""
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {"lr": [0]}, {"lr": [0.01]}, owner="w1", now=100.0))
+        assert store.report_epoch("a", 0, "w1", EpochReport(1, validation_accuracy=0.5))
+        result = dataclasses.replace(result_with([0.5, 0.75, 0.625], test_accuracy=0.7), seed=7, device="cpu")
+        assert store.finish("a", 0, "w1", DONE, result)
+        store.insert_trial(Trial.new("a", 1, {"lr": [1]}, {"lr": [0.1]}, owner="w2"))
+        store.finish("a", 1, "w2", ERROR, TrainResult(FAIL, error="diverged"))
+        store.insert_trial(Trial.new("a", 2, {}, {}))
+        full, summaries = store.trials("a"), store.trial_summaries("a")
+        assert [t.tid for t in summaries] == [0, 1, 2]
+        for whole, summary in zip(full, summaries):
+            assert summary == dataclasses.replace(
+                whole,
+                attempt_log=(),
+                curve=(),
+                result=TrainResult.from_document(
+                    {k: v for k, v in whole.result.to_document().items() if k in SUMMARY_RESULT}
+                ),
+            )
+            assert summary.hyperopt() == whole.hyperopt()  # a suggestion reads the same
+        done = summaries[0].result
+        assert (done.loss, done.best_epoch, done.chosen.validation_accuracy, done.chosen.test_accuracy) == (
+            -0.75,
+            2,
+            0.75,
+            0.7,
+        )
+        assert done.epochs == () and done.seed is None and summaries[1].result.error == "diverged"
+        assert store.trial_summaries("missing") == []
+
+    def test_trials_are_read_by_tid(self, store):
+        queued(store, "exp", 5)
+        queued(store, "other", 2)
+        assert [t.tid for t in store.trials("exp", tids=[3, 1, 7])] == [1, 3]
+        assert store.trials("exp", tids=[]) == [] and len(store.trials("exp")) == 5
 
     def test_inserted_running_trial_belongs_to_its_suggester(self, store):
         store.insert_trial(Trial.new("exp", 0, {}, {}, owner="w1"))

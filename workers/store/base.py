@@ -18,8 +18,12 @@ import functools
 import time
 from collections.abc import Sequence
 
-from larnn_core.records import FAIL, EpochReport, TrainResult
+from larnn_core.records import FAIL, SELECTED, EpochReport, TrainResult
 from workers.records import FINAL, STATE_NAMES, Experiment, Trial
+
+# what a trial summary keeps of a result document: hyperopt's status and loss, the selected epoch
+# and its numbers (larnn_core.records.SELECTED's names), and why it failed
+SUMMARY_RESULT = ("status", "loss", "best_epoch", "error", *SELECTED.values())
 
 
 class ExperimentExists(ValueError):
@@ -119,8 +123,15 @@ class BaseStore(abc.ABC):
         """Add a trial; its (exp_key, tid) must be new."""
 
     @abc.abstractmethod
-    def trials(self, name: str) -> list[Trial]:
-        """All trials of an experiment, by tid."""
+    def trials(self, name: str, tids: Sequence[int] | None = None) -> list[Trial]:
+        """All trials of an experiment (or those of these tids), by tid, curves and all."""
+
+    @abc.abstractmethod
+    def trial_summaries(self, name: str) -> list[Trial]:
+        """All trials of an experiment, by tid, without what grows with their epochs: no curve, no
+        attempt log, and of the result only SUMMARY_RESULT (a projection: the rest is never read).
+        What suggestions, stop rules, `status` and `best` rank on: at 1000 trials of 100 epochs the
+        whole trials are 50 MB and take seconds to read, their summaries milliseconds."""
 
     @abc.abstractmethod
     def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:

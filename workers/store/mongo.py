@@ -30,6 +30,7 @@ from pymongo.write_concern import WriteConcern
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import (
+    SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
     StoreUnavailable,
@@ -40,6 +41,11 @@ from workers.store.base import (
 )
 
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
+SUMMARY = {  # trial_summaries' projection
+    "_id": 0,
+    **dict.fromkeys(("exp_key", "tid", "state", "owner", "book_time", "refresh_time", "attempts"), 1),
+    **dict.fromkeys(("misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1),
+}
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
 DUPLICATE_KEY = 11000  # MongoDB's error code
 VERSION = 2  # the store's layout (MongoStore._migrate); SQLite's VERSION counts the same steps
@@ -204,8 +210,12 @@ class MongoStore(BaseStore):
         except DuplicateKeyError:
             raise ValueError(f"trial {trial.tid} of {trial.exp_key!r} already exists") from None
 
-    def trials(self, name: str) -> list[Trial]:
-        return [Trial.from_document(doc) for doc in self.trials_.find({"exp_key": name}, {"_id": 0}, sort=[("tid", 1)])]
+    def trials(self, name: str, tids: Sequence[int] | None = None) -> list[Trial]:
+        query = {"exp_key": name, **({"tid": {"$in": list(tids)}} if tids is not None else {})}
+        return [Trial.from_document(doc) for doc in self.trials_.find(query, {"_id": 0}, sort=[("tid", 1)])]
+
+    def trial_summaries(self, name: str) -> list[Trial]:
+        return [Trial.from_document(doc) for doc in self.trials_.find({"exp_key": name}, SUMMARY, sort=[("tid", 1)])]
 
     def state_counts(self, name: str) -> dict[int, int]:
         return {state: self.trials_.count_documents({"exp_key": name, "state": state}) for state in STATE_NAMES}

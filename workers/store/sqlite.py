@@ -22,6 +22,7 @@ from pathlib import Path
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import (
+    SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
     StoreUnavailable,
@@ -46,6 +47,13 @@ SCHEMA = (  # a new store's tables, at VERSION
     RECORDS,
 )
 COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve"
+SUMMARY = ", ".join(  # trial_summaries' projection: the plain columns, [idxs, vals], SUMMARY_RESULT's values
+    (
+        *COLUMNS.split(", ")[:7],
+        "json_extract(misc, '$.idxs', '$.vals')",
+        "json_extract(result, " + ", ".join(f"'$.{key}'" for key in SUMMARY_RESULT) + ")",
+    )
+)
 
 
 def _add_attempt_logs_and_curves(db) -> None:
@@ -135,8 +143,10 @@ class SQLiteStore(BaseStore):
                 refuse_foreign(self.path)
                 SQLiteStore._probed.add(self.path.resolve())
         self.read_only = read_only
+        self._prepared = False  # the schema is known to be at VERSION (_prepare)
         if self._exists() and (not read_only or self._read("PRAGMA user_version") != [(VERSION,)]):
-            self._upgrade()
+            with self._translated():
+                self._prepare()
 
     @property
     def identity(self) -> str:
@@ -145,21 +155,21 @@ class SQLiteStore(BaseStore):
     def _exists(self) -> bool:
         return self.path.is_file()  # empty is not missing: a new store's pages can all be in its -wal file
 
-    def _upgrade(self) -> None:
-        """An existing store brought to VERSION (nothing to do at it); a reader's too."""
-        reader, self.read_only = self.read_only, False
-        try:
-            self._transaction(self._migrate)
-        finally:
-            self.read_only = reader
-
-    def _create(self) -> None:
-        """The folder and an empty store at the current version, before the first write."""
+    def _prepare(self) -> None:
+        """The folder, and the schema at VERSION: a new store's created, an older one's upgraded in
+        place (by readers too, which cannot read its old layout). Once per store object, before its
+        first write, under the write lock: workers that start at once on a new store create it
+        once, and none writes before its tables exist."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StoreUnavailable(f"cannot create the folder of {self.path}: {error}") from None
-        self._retrying(self._migrate, True)
+        reader, self.read_only = self.read_only, False
+        try:
+            self._retrying(self._migrate, True)
+        finally:
+            self.read_only = reader
+        self._prepared = True
 
     def _migrate(self, db) -> None:
         """A new store gets the current schema; an older one is upgraded in place, one version's
@@ -211,9 +221,13 @@ class SQLiteStore(BaseStore):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
-            if not self.read_only:  # a reader keeps the file's journal mode
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                if not self.read_only:  # a reader keeps the file's journal mode
+                    db.execute("PRAGMA journal_mode=WAL")  # locked while another process creates the file
+                    db.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:
+                db.close()
+                raise
             self._local.db = db
             with self._connections_lock:
                 for thread in [t for t in self._connections if not t.is_alive()]:
@@ -224,12 +238,17 @@ class SQLiteStore(BaseStore):
     def _transaction(self, work, begin: bool = True):
         """Run work(db) in one short write transaction, retrying on lock errors; StoreUnavailable
         when the database stays locked or cannot be opened."""
-        try:
-            if not self._exists():
-                if not begin:
-                    return []  # reads of a store not yet created: it holds nothing
-                self._create()
+        with self._translated():
+            if begin and not self._prepared:
+                self._prepare()
+            elif not begin and not self._exists():
+                return []  # reads of a store not yet created: it holds nothing
             return self._retrying(work, begin)
+
+    @contextlib.contextmanager
+    def _translated(self):
+        try:
+            yield
         except sqlite3.OperationalError as error:
             raise StoreUnavailable(f"SQLite store {self.path}: {error}") from None
         except sqlite3.DatabaseError as error:  # damaged since it was opened: no retry mends it
@@ -237,8 +256,8 @@ class SQLiteStore(BaseStore):
 
     def _retrying(self, work, begin: bool):
         for retry in range(self.retries):
-            db = self.db
             try:
+                db = self.db
                 if begin:
                     db.execute("BEGIN IMMEDIATE")
                 try:
@@ -344,9 +363,27 @@ class SQLiteStore(BaseStore):
             {**dict(zip(names[:7], row[:7])), **{name: json.loads(value) for name, value in zip(names[7:], row[7:])}}
         )
 
-    def trials(self, name: str) -> list[Trial]:
+    def trials(self, name: str, tids: Sequence[int] | None = None) -> list[Trial]:
+        among, args = (
+            ("", ()) if tids is None else (" AND tid IN (SELECT value FROM json_each(?))", (json.dumps(list(tids)),))
+        )
+        rows = self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ?{among} ORDER BY tid", (name, *args))
+        return [self._trial(r) for r in rows]
+
+    def trial_summaries(self, name: str) -> list[Trial]:
+        """The projection in SQLite's JSON functions: one parse of each document, in SQLite."""
+        names = COLUMNS.split(", ")[:7]
         return [
-            self._trial(r) for r in self._read(f"SELECT {COLUMNS} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
+            Trial.from_document(
+                {
+                    **dict(zip(names, row)),
+                    "misc": dict(zip(("idxs", "vals"), json.loads(row[7]))),
+                    "result": {
+                        key: value for key, value in zip(SUMMARY_RESULT, json.loads(row[8])) if value is not None
+                    },
+                }
+            )
+            for row in self._read(f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
         ]
 
     def state_counts(self, name: str) -> dict[int, int]:
