@@ -165,7 +165,8 @@ class TrainResult:
         )
         values = {name: document[name] for name in ("status", *_PROVENANCE) if name in document}
         values.setdefault("status", FAIL)
-        derived = cls(epochs=epochs, **values).to_document()
+        # what the epochs imply (the selected epoch's numbers, the loss): without epochs, nothing
+        derived = cls(epochs=epochs, **values).to_document() if epochs else {}
         extra = {
             key: value
             for key, value in document.items()
