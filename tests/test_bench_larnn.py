@@ -1,5 +1,5 @@
-"""benchmarks/bench_larnn.py, bench_throughput.py and bench_eval_agreement.py end to end on shrunken shapes: the
-JSON that runs are compared by."""
+"""benchmarks/bench_larnn.py, bench_throughput.py, bench_eval_agreement.py and bench_fleet.py end to
+end on shrunken shapes: the JSON that runs are compared by."""
 
 import json
 import os
@@ -186,3 +186,27 @@ def test_a_failing_gpu_check_step_is_recorded_with_its_traceback_and_the_rest_go
     assert failed["ok"] is False and failed["error"].startswith("ZeroDivisionError")
     assert "Traceback" in failed["traceback"] and failed["seconds"] >= 0
     assert gpu_check.run_step("fine", lambda: {"n": 1}) == {"ok": True, "result": {"n": 1}, "seconds": 0.0}
+
+
+@pytest.mark.slow
+def test_bench_fleet_on_a_small_experiment_measures_what_readme_reports(tmp_path):
+    """benchmarks/bench_fleet.py with 30 trials and two fake workers: every number README's table
+    and fleet paragraph quote is there, summaries read less than whole trials, the fleet starts trials."""
+    out = tmp_path / "fleet.json"
+    options = ["--sizes", "30", "--repeats", "1", "--fleet", "2", "--fleet-base", "30", "--fleet-seconds", "2"]
+    run = subprocess.run(
+        [sys.executable, "benchmarks/bench_fleet.py", *options, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for store in ("sqlite", "mongomock"):
+        (row,) = result["latency"][store]
+        assert row["trials"] == 30 and row["read_summaries_MB"] < row["read_whole_MB"] / 10
+        for key in ("tpe_algorithm_ms", "anneal_algorithm_ms", "rand_algorithm_ms", "next_trial_ms", "status_ms"):
+            assert row[key] > 0
+    assert [(r["algorithm"], r["workers"]) for r in result["fleet"]] == [("tpe", 2), ("rand", 2)]
+    assert all(r["trials_started_per_s"] > 0 and 0 < r["training_share"] <= 1 for r in result["fleet"])
