@@ -179,10 +179,15 @@ def test_status_reads_each_experiments_trials_once_for_all_it_prints(url, monkey
     submit(store, "busy", "smoke", max_evals=4, algorithm="rand")
     store.insert_trial(Trial.new("busy", 0, {}, {}, owner=slot_owner("gpu-host:42:abc123", 2, 4)))
     reads = []
-    trials = type(store).trials
-    monkeypatch.setattr(type(store), "trials", lambda self, name: reads.append(name) or trials(self, name))
+    trials, summaries = type(store).trials, type(store).trial_summaries
+    monkeypatch.setattr(
+        type(store), "trials", lambda self, name, tids=None: reads.append(("whole", tids)) or trials(self, name, tids)
+    )
+    monkeypatch.setattr(
+        type(store), "trial_summaries", lambda self, name: reads.append(("summaries", None)) or summaries(self, name)
+    )
     assert cli.main(["status", "busy", "--store", url]) == 0
     out = capsys.readouterr().out
     assert "busy trial 0 running on gpu-host:42:abc123/slot2-of-4" in out  # the running trial's line
     assert "worker gpu-host:42:abc123: 1 of 4 slot(s) busy: slot 2 busy/0" in out  # the worker's line
-    assert reads == ["busy"]
+    assert reads == [("summaries", None), ("whole", [0])]  # every trial's summary, the running one whole
