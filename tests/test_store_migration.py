@@ -49,6 +49,24 @@ def test_a_previous_release_store_reads_as_that_release_read_it(store_and_reads)
     assert trials[0].result.chosen.test_accuracy == 0.6 and trials[1].result.extra["pruned_at_epoch"] == 5
     assert trials[2].result.error == "CUDA out of memory" and trials[3].attempt_log[0].outcome == "running"
     assert store.get_experiment("round3").pruner.to_document() == {"kind": "asha", "min_epochs": 5, "eta": 3}
+    summaries = store.trial_summaries("round3")  # SQLite's summary columns, filled by the migration
+    assert [s.hyperopt() for s in summaries] == [t.hyperopt() for t in trials]
+    assert ranked_on(summaries) == ranked_on(trials)
+    assert summaries[2].result.error == "CUDA out of memory" and summaries[0].curve == ()
+
+
+def ranked_on(trials: list[Trial]) -> list[tuple]:
+    """What suggestions, status and best read of each trial's result."""
+    return [
+        (
+            t.result.chosen.validation_accuracy,
+            t.result.chosen.test_accuracy,
+            t.result.best_epoch,
+            t.result.loss,
+            t.result.status,
+        )
+        for t in trials
+    ]
 
 
 def test_its_asha_rungs_are_records_that_go_on_in_arrival_order(store_and_reads):
