@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -130,7 +131,7 @@ def latencies(store: BaseStore, exp: Experiment, size: int, repeats: int, spool:
         "read_summaries_MB": json_bytes(summaries) / 1e6,
     }
     for algorithm in ("tpe", "anneal", "rand"):
-        chosen = Experiment(**{**vars(exp), "algorithm": algorithm})
+        chosen = dataclasses.replace(exp, algorithm=algorithm)
         out[f"{algorithm}_algorithm_ms"] = median_ms(lambda c=chosen: suggest(c, summaries, size), repeats)[0]
     worker = Worker(store, owner="bench:2:b", spool=spool)
     out["next_trial_ms"] = median_ms(worker.next_trial, repeats)[0]  # each inserts one running trial
@@ -176,14 +177,14 @@ class TimedWorker(Worker):
 
 def fleet(url: str, workers: int, algorithm: str, base: int, seconds: float, spool: str) -> dict:
     store = open_store(url)
-    exp = Experiment(**{**vars(experiment(base + 1_000_000)), "algorithm": algorithm})
+    exp = dataclasses.replace(experiment(base + 1_000_000), algorithm=algorithm)
     grow(store, exp, base, np.random.default_rng(1))
     training = FakeTraining(workers)
-    fleet = [
+    pool = [
         TimedWorker(store, training, experiment=NAME, owner=f"bench:{i}:w", poll_s=0.05, heartbeat_s=5.0, spool=spool)
         for i in range(workers)
     ]
-    threads = [threading.Thread(target=w.run, daemon=True) for w in fleet]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in pool]
     before = sum(store.state_counts(NAME).values())
     started = time.perf_counter()
     for thread in threads:
@@ -191,7 +192,7 @@ def fleet(url: str, workers: int, algorithm: str, base: int, seconds: float, spo
     time.sleep(seconds)
     started_trials = sum(store.state_counts(NAME).values()) - before
     elapsed = time.perf_counter() - started
-    for w in fleet:
+    for w in pool:
         w.stop()
     for thread in threads:
         thread.join(timeout=60)
@@ -201,7 +202,7 @@ def fleet(url: str, workers: int, algorithm: str, base: int, seconds: float, spo
         "algorithm": algorithm,
         "trials_started_per_s": started_trials / elapsed,
         "trials_finished": counts["done"] - base,
-        "next_trial_share": sum(w.next_trial_s for w in fleet) / (workers * elapsed),
+        "next_trial_share": sum(w.next_trial_s for w in pool) / (workers * elapsed),
         "training_share": training.seconds / (workers * elapsed),
     }
 
