@@ -52,21 +52,35 @@ def _write_at_once(url, barrier, results):
         results.put(repr(error))
 
 
+def _read_meanwhile(url, barrier, results):
+    store = open_store(url, read_only=True)
+    barrier.wait()
+    try:
+        for _ in range(50):
+            store.experiments(), store.state_counts("race"), store.trial_summaries("race")
+        results.put("ok")
+    except Exception as error:
+        results.put(repr(error))
+
+
 def test_workers_that_start_at_once_on_a_new_store_create_it_once_and_all_write(tmp_path):
-    """Six processes open a store that does not exist and write at the same moment, sixty times:
-    before the schema was created under the write lock, one round in five to fifteen failed ("no such
-    table: records" in a file another process had just made, or a lock on its journal mode)."""
+    """Six processes open a store that does not exist and write at the same moment, while two read
+    it, sixty times. Before the schema was created under the write lock, one round in five to
+    fifteen failed ("no such table: records" in a file another process had just made, or a lock on
+    its journal mode); a reader of a file whose creator had not committed its tables yet read "no
+    such table: experiments" (a `larnn status` beside a starting `larnn search`)."""
     context = multiprocessing.get_context("fork")
     for round_ in range(60):
         url = f"sqlite:///{tmp_path / str(round_) / 'store.db'}"
-        barrier, results = context.Barrier(6), context.Queue()
+        barrier, results = context.Barrier(8), context.Queue()
         processes = [context.Process(target=_write_at_once, args=(url, barrier, results)) for _ in range(6)]
+        processes += [context.Process(target=_read_meanwhile, args=(url, barrier, results)) for _ in range(2)]
         for p in processes:
             p.start()
         outcomes = [results.get(timeout=60) for _ in processes]
         for p in processes:
             p.join(timeout=60)
-        assert outcomes == ["ok"] * 6, (round_, outcomes)
+        assert outcomes == ["ok"] * 8, (round_, outcomes)
         assert len(open_store(url).append_record("race", "r", -1, 0.0)) == 7
 
 

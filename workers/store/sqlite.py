@@ -267,9 +267,17 @@ class SQLiteStore(BaseStore):
         with self._translated():
             if begin and not self._prepared:
                 self._prepare()
-            elif not begin and not self._exists():
-                return []  # reads of a store not yet created: it holds nothing
+            elif not begin and not self._prepared and not self._schema_ready():
+                return []  # reads of a store not yet created, or whose creator is still at it: it holds nothing
             return self._retrying(work, begin)
+
+    def _schema_ready(self) -> bool:
+        """Whether the file exists and holds the schema at VERSION (remembered once it does): another
+        process may have made the file and not yet committed its tables."""
+        if self._exists():
+            version = self._retrying(lambda db: db.execute("PRAGMA user_version").fetchall(), False)
+            self._prepared = version == [(VERSION,)]
+        return self._prepared
 
     @contextlib.contextmanager
     def _translated(self):
