@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from larnn_core import cli
 from larnn_core.data import dataset
 from tests.support.data import synthetic_har
+from tests.support.fake_workers import wait_for
 from tests.test_supervisor import SPACE
 from workers.records import DONE, NEW, RUNNING
 from workers.store import open_store
@@ -84,13 +84,6 @@ def sbatch(tmp_path, env, *worker_options) -> str:
     return submitted.stdout.strip().split(";")[0]
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
-        time.sleep(1.0)
-
-
 def job_gone(job: str) -> bool:
     queue = subprocess.run(["squeue", "--noheader", "--jobs", job], capture_output=True, text=True, timeout=30)
     return queue.returncode != 0 or not queue.stdout.strip()
@@ -102,7 +95,7 @@ def test_a_job_array_of_two_workers_runs_the_experiment_to_exactly_its_budget(tm
     store, env = experiment(max_evals=4, epochs=2)
     job = sbatch(tmp_path, env, "--experiment", "slurm", "--idle-exit", "5", "--heartbeat", "0.5")
     try:
-        wait_for(lambda: job_gone(job), 300, f"job {job} to end")
+        wait_for(lambda: job_gone(job), timeout=300, poll_s=1.0)
     finally:
         subprocess.run(["scancel", job], timeout=30)
     trials = store.trials("slurm")
@@ -120,9 +113,9 @@ def test_slurms_sigterm_makes_each_worker_give_its_trial_back(tmp_path, experime
     store, env = experiment(max_evals=2, epochs=150)  # trials long enough to be interrupted
     job = sbatch(tmp_path, env, "--experiment", "slurm", "--heartbeat", "0.5")
     try:
-        wait_for(lambda: sum(t.state == RUNNING for t in store.trials("slurm")) == 2, 180, "two running trials")
+        wait_for(lambda: sum(t.state == RUNNING for t in store.trials("slurm")) == 2, timeout=180, poll_s=1.0)
         subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=30)
-        wait_for(lambda: job_gone(job), 120, f"job {job} to end after SIGTERM")
+        wait_for(lambda: job_gone(job), timeout=120, poll_s=1.0)
     finally:
         subprocess.run(["scancel", job], timeout=30)
     trials = store.trials("slurm")

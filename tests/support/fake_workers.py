@@ -46,11 +46,11 @@ def spawn(url, runs, epoch_s, epochs, *timing):
     )
 
 
-def wait_for(condition, timeout=60.0):
+def wait_for(condition, timeout=60.0, poll_s=0.05):
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 def logs_of(tmp_path) -> str:

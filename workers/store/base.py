@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from larnn_core.records import FAIL, SELECTED, EpochReport, TrainResult
 from workers.records import FINAL, STATE_NAMES, Experiment, Trial
 
+# a trial document's top-level fields that hold plain values (the others hold documents): a trial
+# summary keeps them all
+PLAIN_FIELDS = ("exp_key", "tid", "state", "owner", "book_time", "refresh_time", "attempts")
 # what a trial summary keeps of a result document: hyperopt's status and loss, the selected epoch
 # and its numbers (larnn_core.records.SELECTED's names), and why it failed
 SUMMARY_RESULT = ("status", "loss", "best_epoch", "error", *SELECTED.values())

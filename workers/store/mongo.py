@@ -30,6 +30,7 @@ from pymongo.write_concern import WriteConcern
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import (
+    PLAIN_FIELDS,
     SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
@@ -43,8 +44,7 @@ from workers.store.base import (
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 SUMMARY = {  # trial_summaries' projection
     "_id": 0,
-    **dict.fromkeys(("exp_key", "tid", "state", "owner", "book_time", "refresh_time", "attempts"), 1),
-    **dict.fromkeys(("misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1),
+    **dict.fromkeys((*PLAIN_FIELDS, "misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1),
 }
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
 DUPLICATE_KEY = 11000  # MongoDB's error code

@@ -22,6 +22,7 @@ from pathlib import Path
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial, curve_entry
 from workers.store.base import (
+    PLAIN_FIELDS,
     SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
@@ -54,8 +55,13 @@ SCHEMA = (  # a new store's tables, at VERSION
     TRIALS_INDEX,
     RECORDS,
 )
-COLUMNS = "exp_key, tid, state, owner, book_time, refresh_time, attempts, misc, result, attempt_log, curve"
-SUMMARY = ", ".join((*COLUMNS.split(", ")[:7], "point", "outcome"))  # trial_summaries' projection
+DOCUMENT_COLUMNS = ("misc", "result", "attempt_log", "curve")  # a trial document's fields that hold JSON
+COLUMNS = ", ".join((*PLAIN_FIELDS, *DOCUMENT_COLUMNS))
+SUMMARY = ", ".join((*PLAIN_FIELDS, "point", "outcome"))  # trial_summaries' projection
+INSERT = (  # a whole row: the summary columns, then COLUMNS
+    f"INSERT INTO trials (point, outcome, {COLUMNS}) "
+    f"VALUES ({', '.join('?' * (2 + len(PLAIN_FIELDS) + len(DOCUMENT_COLUMNS)))})"
+)
 
 
 def _add_attempt_logs_and_curves(db) -> None:
@@ -96,11 +102,10 @@ def _summary_columns(db) -> None:
     db.execute("ALTER TABLE trials RENAME TO trials_before_summaries")
     db.execute(TRIALS)
     for row in db.execute(f"SELECT {COLUMNS} FROM trials_before_summaries ORDER BY exp_key, tid").fetchall():
-        misc, result = json.loads(row[7]), json.loads(row[8])
-        db.execute(
-            f"INSERT INTO trials (point, outcome, {COLUMNS}) VALUES ({', '.join('?' * 13)})",
-            (_point(misc), _outcome(result), *row),
+        misc, result = (
+            json.loads(row[len(PLAIN_FIELDS) + DOCUMENT_COLUMNS.index(name)]) for name in ("misc", "result")
         )
+        db.execute(INSERT, (_point(misc), _outcome(result), *row))
     db.execute("DROP TABLE trials_before_summaries")
     db.execute(TRIALS_INDEX)
 
@@ -380,12 +385,12 @@ class SQLiteStore(BaseStore):
         doc = trial.to_document()
         try:
             db.execute(
-                f"INSERT INTO trials (point, outcome, {COLUMNS}) VALUES ({', '.join('?' * 13)})",
+                INSERT,
                 (
                     _point(doc["misc"]),
                     _outcome(doc["result"]),
-                    *(doc[column] for column in COLUMNS.split(", ")[:7]),
-                    *(json.dumps(doc[column]) for column in COLUMNS.split(", ")[7:]),
+                    *(doc[column] for column in PLAIN_FIELDS),
+                    *(json.dumps(doc[column]) for column in DOCUMENT_COLUMNS),
                 ),
             )
         except sqlite3.IntegrityError:
@@ -393,10 +398,10 @@ class SQLiteStore(BaseStore):
 
     @staticmethod
     def _trial(row: tuple) -> Trial:
-        """A trials row (COLUMNS): its first seven columns plain, the rest JSON."""
-        names = COLUMNS.split(", ")
+        """A trials row (COLUMNS): its plain columns, then its JSON ones."""
+        plain, documents = row[: len(PLAIN_FIELDS)], row[len(PLAIN_FIELDS) :]
         return Trial.from_document(
-            {**dict(zip(names[:7], row[:7])), **{name: json.loads(value) for name, value in zip(names[7:], row[7:])}}
+            {**dict(zip(PLAIN_FIELDS, plain)), **{name: json.loads(v) for name, v in zip(DOCUMENT_COLUMNS, documents)}}
         )
 
     def trials(self, name: str, tids: Sequence[int] | None = None) -> list[Trial]:
@@ -408,18 +413,19 @@ class SQLiteStore(BaseStore):
 
     def trial_summaries(self, name: str) -> list[Trial]:
         """The plain columns and the summary columns (TRIALS): the documents are not read."""
-        names = COLUMNS.split(", ")[:7]
         return [
             Trial.from_document(
                 {
-                    **dict(zip(names, row)),
-                    "misc": dict(zip(("idxs", "vals"), json.loads(row[7]))),
+                    **dict(zip(PLAIN_FIELDS, plain)),
+                    "misc": dict(zip(("idxs", "vals"), json.loads(point))),
                     "result": {
-                        key: value for key, value in zip(SUMMARY_RESULT, json.loads(row[8])) if value is not None
+                        key: value for key, value in zip(SUMMARY_RESULT, json.loads(outcome)) if value is not None
                     },
                 }
             )
-            for row in self._read(f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
+            for *plain, point, outcome in self._read(
+                f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,)
+            )
         ]
 
     def state_counts(self, name: str) -> dict[int, int]:
