@@ -45,8 +45,9 @@ class EpochReport:
 
     @property
     def evaluation_finite(self) -> bool:
-        """Whether the model's evaluation stayed finite (an epoch whose evaluation diverged is never selected)."""
-        return all(value is not None and math.isfinite(value) for value in (self.validation_loss, self.test_loss))
+        """Whether the validation loss stayed finite (an epoch whose evaluation diverged is never
+        selected; selection never looks at the test split)."""
+        return self.validation_loss is not None and math.isfinite(self.validation_loss)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(EpochReport))
@@ -70,6 +71,7 @@ SELECTED = {
     "validation_f1": "best_validation_f1_score",
     TEST_ACCURACY: TEST_ACCURACY,
     "test_f1": "test_f1_score",
+    "test_loss": "test_loss",
 }
 assert set(HISTORY) == set(FIELDS[1:]) and set(SELECTED) <= set(FIELDS)  # each names EpochReport's fields
 
@@ -98,6 +100,8 @@ class TrainResult:
     validation_subjects: list[int] | None = None
     code_version: str | None = None
     stopped_at_epoch: int | None = None
+    resumed_from_epoch: int | None = None  # the checkpoint's epoch, when the training went on from one
+    test_curves: bool | None = None  # True: the test split was evaluated at every epoch (test-picked curves)
     nonfinite_evaluation_epochs: int | None = None
     first_nonfinite_evaluation_epoch: int | None = None
     evaluation_diverged: bool | None = None
@@ -129,7 +133,8 @@ class TrainResult:
 
     def to_document(self) -> dict[str, Any]:
         """The stored result: hyperopt's status and loss, the selected epoch's numbers, the history
-        (one list per metric measured, when an epoch was trained)."""
+        (one list per metric measured at every epoch, when an epoch was trained: the test split,
+        read at the selected epoch only, has none unless test curves were asked for)."""
         document = {"status": self.status}
         if self.loss is not None:
             document["loss"] = self.loss
@@ -149,7 +154,7 @@ class TrainResult:
             document["history"] = {
                 HISTORY[metric]: [getattr(e, metric) for e in self.epochs]
                 for metric in HISTORY
-                if any(getattr(e, metric) is not None for e in self.epochs)
+                if all(getattr(e, metric) is not None for e in self.epochs)
             }
         return {**document, **self.extra}
 
@@ -159,10 +164,15 @@ class TrainResult:
         numbers there are kept in `extra` when no epoch of the history holds them)."""
         history = document.get("history") or {}
         length = max((len(values) for values in history.values() if isinstance(values, list)), default=0)
-        epochs = tuple(
+        epochs = [
             EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
             for epoch in range(1, length + 1)
-        )
+        ]
+        best_epoch = document.get("best_epoch")
+        if isinstance(best_epoch, int) and 1 <= best_epoch <= length:  # numbers measured at that epoch only
+            once = {m: document[n] for m, n in SELECTED.items() if HISTORY[m] not in history and n in document}
+            epochs[best_epoch - 1] = dataclasses.replace(epochs[best_epoch - 1], **once)
+        epochs = tuple(epochs)
         values = {name: document[name] for name in ("status", *_PROVENANCE) if name in document}
         values.setdefault("status", FAIL)
         # what the epochs imply (the selected epoch's numbers, the loss): without epochs, nothing

@@ -1,17 +1,21 @@
 """The training protocol: Adam + L2, the 2018 step decay, epoch chosen on validation subjects,
-test accuracy read at that epoch only (2018 defect 5, docs/design.md: it took the best test epoch).
+test split read once, with the selected epoch's weights (2018 defect 5, docs/design.md: it took the
+best test epoch; reading the test split at every epoch also cost each epoch an evaluation).
 
 `train` reports each epoch as an EpochReport and returns a TrainResult (larnn_core/records.py),
 whose document is a hyperopt-valid result: `loss` is minus the selected epoch's validation
 accuracy and `status` is "ok" or "fail"; a NaN training loss or a CUDA out-of-memory is a "fail"
 with a reason.
 
-An epoch whose validation or test loss is not finite (the model diverged in evaluation) is never
+An epoch whose validation loss is not finite (the model diverged in evaluation) is never
 selected. The result counts such epochs (`nonfinite_evaluation_epochs`, the first in
 `first_nonfinite_evaluation_epoch`) and flags them (`evaluation_diverged`), but stays "ok" when
 another epoch is eligible: that epoch's numbers are real measurements chosen on validation alone,
 and failing the trial would throw them away (and leave TPE nothing to learn from). With no
 eligible epoch the trial fails.
+
+A training can stop at any epoch boundary and go on later from a Checkpoint (larnn_core/checkpoint.py):
+`on_checkpoint` receives one after every epoch, `resume_from` offers one at the start.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from larnn_core.checkpoint import Checkpoint, CheckpointRefused, optimizer_tensors, restore_model, restore_optimizer
 from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
 from larnn_core.execution import Execution, resolve
@@ -98,6 +104,9 @@ def train(
     validation_subjects: int = 5,
     progress: bool = True,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    resume_from: Callable[[dict[str, Any]], Checkpoint | None] | None = None,
+    test_curves: bool = False,
     cpu_loops: bool | None = None,
     torch_compile: bool | None = None,
     cuda_graphs: bool | None = None,
@@ -105,6 +114,13 @@ def train(
     """Train one model and return its result; on_epoch(report) runs after each epoch, and
     returning True stops the training there (a pruner's decision: the result then holds the
     epochs trained, and `stopped_at_epoch`).
+    on_checkpoint(checkpoint) runs at each epoch boundary, before on_epoch (the checkpoint holds
+    the live training's tensors: encode it during the call). resume_from(identity) is asked once,
+    before the first epoch, for a checkpoint of this training to go on from (identity: the values
+    of checkpoint.IDENTITY); None trains from scratch, and one that does not fit the model raises
+    CheckpointRefused before any epoch is trained.
+    test_curves: evaluate the test split at every epoch too (test-picked curves, for studies of
+    the protocol; the result records it); otherwise the test split is read once, at the end.
     cpu_loops, torch_compile, cuda_graphs: the execution (larnn_core/execution/choice.py; None:
     the device's default unless the environment turns it off), resolved here once and recorded
     as the result's `execution`."""
@@ -114,50 +130,53 @@ def train(
     if hp.model == "lstm":  # torch.nn.LSTM: no LARNN steps to run on loops or to compile
         execution = dataclasses.replace(execution, cpu_loops=False, torch_compile=False)
     splits = make_splits(data, validation_subjects, seed)
-    epochs: list[EpochReport] = []
+    identity = dict(
+        hyperparameters=hp.to_dict(),
+        seed=seed,
+        validation_subjects=splits.validation_subjects,
+        data_checksum=data.checksum,
+    )
     provenance = dict(
         model=hp.model,
         protocol=PROTOCOL,
-        hyperparameters=hp.to_dict(),
-        seed=seed,
         device=describe_device(dev),
         execution=execution.as_record(),
         data_source=data.source,
         data_origin=data.origin,
-        data_checksum=data.checksum,
-        validation_subjects=splits.validation_subjects,
         code_version=code_version(),
+        **identity,
     )
-    outcome: dict = {"status": FAIL}
+    outcome: dict = {"status": FAIL, "test_curves": test_curves or None}
+    epochs: list[EpochReport] = []
     try:
-        stopped = _fit(hp, splits, dev, execution, seed, epochs, progress, on_epoch)
-        outcome["stopped_at_epoch"] = stopped
-        if not epochs:
-            raise TrainingFailed("no epoch was trained")
-        diverged = [e.epoch for e in epochs if not e.evaluation_finite]
-        outcome.update(
-            nonfinite_evaluation_epochs=len(diverged),
-            evaluation_diverged=bool(diverged),
-            first_nonfinite_evaluation_epoch=diverged[0] if diverged else None,
-        )
-        eligible = [e for e in epochs if e.evaluation_finite]
-        if not eligible:
-            raise TrainingFailed(
-                f"evaluation diverged at every epoch (non-finite validation or test loss from epoch {diverged[0]})"
+        with compiled_training() if execution.torch_compile else contextlib.nullcontext():
+            run = Run(hp, splits, dev, execution, identity, progress, test_curves)
+            resume = resume_from(identity) if resume_from is not None else None
+            if resume is not None:
+                run.restore(resume)
+                outcome["resumed_from_epoch"] = resume.epoch
+            epochs = run.epochs
+            outcome["stopped_at_epoch"] = run.fit(on_epoch, on_checkpoint)
+            if not epochs:
+                raise TrainingFailed("no epoch was trained")
+            diverged = [e.epoch for e in epochs if not e.evaluation_finite]
+            outcome.update(
+                nonfinite_evaluation_epochs=len(diverged),
+                evaluation_diverged=bool(diverged),
+                first_nonfinite_evaluation_epoch=diverged[0] if diverged else None,
             )
-        best = max(eligible, key=lambda e: e.validation_accuracy)  # the first maximum
-        outcome.update(status=OK, best_epoch=best.epoch)
+            if run.best_epoch is None:
+                raise TrainingFailed(
+                    f"evaluation diverged at every epoch (non-finite validation loss from epoch {diverged[0]})"
+                )
+            run.test_selected()
+            outcome.update(status=OK, best_epoch=run.best_epoch)
     except TrainingFailed as error:
         outcome["error"] = str(error)
     except torch.cuda.OutOfMemoryError as error:
         outcome["error"] = f"CUDA out of memory: {error}"
+    outcome = {key: value for key, value in outcome.items() if value is not None}
     return TrainResult(epochs=tuple(epochs), wall_time_s=time.time() - started, **provenance, **outcome)
-
-
-def _fit(hp, splits, dev, execution: Execution, seed, epochs, progress, on_epoch) -> int | None:
-    """Trains, appending each epoch's report; returns the epoch at which on_epoch asked to stop, if it did."""
-    with compiled_training() if execution.torch_compile else contextlib.nullcontext():
-        return _epochs(hp, splits, dev, execution, seed, epochs, progress, on_epoch)
 
 
 def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> torch.Generator | None:
@@ -170,42 +189,125 @@ def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> tor
     return torch.Generator(device=dev).manual_seed(seed + 1)  # not the shuffle's stream (seed)
 
 
-def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_epoch) -> int | None:
-    n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
-    _, steps, n_inputs = splits.train[0].shape
-    with GLOBAL_RNG:  # initialisation draws from the global generator: one training at a time
-        seed_everything(seed)
-        model = build_model(
-            hp,
-            n_inputs=n_inputs,
-            n_classes=n_classes,
-            steps=steps,
-            execution=execution,
-            generator=dropout_generator(dev, execution, seed),
-        ).to(dev)
-    optimizer = make_optimizer(model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
-    step = TrainStep(model, optimizer, hp.clip_grad_norm, execution.cuda_graphs)
-    forward = Graphed(model) if execution.cuda_graphs else model
-    tensors = {
-        name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
-        for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
-    }
-    X_train, y_train = tensors["train"]
-    shuffle = torch.Generator().manual_seed(seed)
-    for epoch in range(1, hp.training_epochs + 1):
+class Run:
+    """One training: its model, optimizer and random generators, the epochs trained so far and the
+    best epoch's weights (its state dict after that epoch, batch-norm statistics included: the
+    model the test split is read with)."""
+
+    def __init__(
+        self,
+        hp: HParams,
+        splits,
+        dev: torch.device,
+        execution: Execution,
+        identity: dict,
+        progress: bool,
+        test_curves: bool,
+    ):
+        self.hp, self.dev, self.identity, self.progress, self.test_curves = hp, dev, identity, progress, test_curves
+        seed = identity["seed"]
+        self.n_classes = int(max(splits.train[1].max(), splits.test[1].max())) + 1
+        _, steps, n_inputs = splits.train[0].shape
+        self.dropout = dropout_generator(dev, execution, seed)
+        with GLOBAL_RNG:  # initialisation draws from the global generator: one training at a time
+            seed_everything(seed)
+            self.model = build_model(
+                hp,
+                n_inputs=n_inputs,
+                n_classes=self.n_classes,
+                steps=steps,
+                execution=execution,
+                generator=self.dropout,
+            ).to(dev)
+        self.optimizer = make_optimizer(self.model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
+        self.step = TrainStep(self.model, self.optimizer, hp.clip_grad_norm, execution.cuda_graphs)
+        self.forward = Graphed(self.model) if execution.cuda_graphs else self.model
+        self.tensors = {
+            name: (torch.from_numpy(X).to(dev), torch.from_numpy(y).to(dev))
+            for name, (X, y) in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))
+        }
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.epochs: list[EpochReport] = []
+        self.best_epoch: int | None = None
+        self.best: dict[str, torch.Tensor] | None = None
+
+    def generators(self) -> dict[str, torch.Tensor]:
+        """The state of every random stream the epochs draw from (under CUDA graphs, dropout draws
+        from the device's default generator)."""
+        states = {"shuffle": self.shuffle.get_state()}
+        if self.dropout is not None:
+            states["dropout"] = self.dropout.get_state()
+        elif self.dev.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.dev)
+        return states
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            len(self.epochs),
+            self.identity,
+            tuple(self.epochs),
+            self.model.state_dict(),
+            optimizer_tensors(self.optimizer),
+            self.generators(),
+            self.best_epoch,
+            self.best,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Goes on from checkpoint (CheckpointRefused if it does not fit this training)."""
+        restore_model(self.model, checkpoint.model)
+        restore_optimizer(self.optimizer, checkpoint.optimizer)
+        if set(checkpoint.generators) != set(self.generators()):
+            raise CheckpointRefused(f"its random streams ({', '.join(checkpoint.generators)}) are not this training's")
+        self.shuffle.set_state(checkpoint.generators["shuffle"])
+        if self.dropout is not None:
+            self.dropout.set_state(checkpoint.generators["dropout"])
+        elif self.dev.type == "cuda":
+            torch.cuda.set_rng_state(checkpoint.generators["cuda"], self.dev)
+        self.epochs[:] = checkpoint.epochs
+        self.best_epoch, self.best = checkpoint.best_epoch, checkpoint.best
+
+    def fit(self, on_epoch, on_checkpoint) -> int | None:
+        """Trains the epochs left; returns the epoch at which on_epoch asked to stop, if it did."""
+        for epoch in range(len(self.epochs) + 1, self.hp.training_epochs + 1):
+            report = self.train_epoch(epoch)
+            self.epochs.append(report)
+            best = self.epochs[self.best_epoch - 1] if self.best_epoch else None
+            if report.evaluation_finite and (best is None or report.validation_accuracy > best.validation_accuracy):
+                self.best_epoch = epoch  # the first maximum
+                self.best = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+            if on_checkpoint is not None:
+                on_checkpoint(self.checkpoint())
+            if on_epoch is not None and on_epoch(report) and epoch < self.hp.training_epochs:
+                return epoch
+        return None
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        return evaluate(self.model, *self.tensors[split], self.n_classes, self.forward)
+
+    def test_selected(self) -> None:
+        """Reads the test split once, with the selected epoch's weights, into that epoch's report
+        (with test curves the same weights gave the same numbers at that epoch)."""
+        restore_model(self.model, self.best)
+        measured = {f"test_{metric}": value for metric, value in self.evaluate("test").items()}
+        self.epochs[self.best_epoch - 1] = dataclasses.replace(self.epochs[self.best_epoch - 1], **measured)
+
+    def train_epoch(self, epoch: int) -> EpochReport:
+        hp, model, optimizer = self.hp, self.model, self.optimizer
         epoch_start = time.time()
         set_learning_rate(optimizer, hp.learning_rate * LR_DECAY ** ((epoch - 1) // hp.decay_each_N_epoch))
         model.train()
-        order = torch.randperm(len(X_train), generator=shuffle).to(dev)
+        X_train, y_train = self.tensors["train"]
+        order = torch.randperm(len(X_train), generator=self.shuffle).to(self.dev)
         batches = order.split(hp.batch_size)
         if len(batches) > 1 and len(batches[-1]) == 1:  # batch norm cannot normalise one sequence alone
             batches = (*batches[:-2], torch.cat(batches[-2:]))
         with tqdm(
-            total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch", disable=not progress
+            total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch", disable=not self.progress
         ) as bar:
             total_loss, correct = 0.0, 0
             for index in batches:
-                loss, logits = step(X_train[index], y_train[index])
+                loss, logits = self.step(X_train[index], y_train[index])
                 if not math.isfinite(loss.item()):
                     raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}")
                 total_loss += loss.item() * len(index)
@@ -217,7 +319,8 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
             measured = {
                 f"{name}_{metric}": value
                 for name in ("validation", "test")
-                for metric, value in evaluate(model, *tensors[name], n_classes, forward).items()
+                if name == "validation" or self.test_curves
+                for metric, value in self.evaluate(name).items()
             }
             report = EpochReport(
                 epoch,
@@ -227,7 +330,4 @@ def _epochs(hp, splits, dev, execution: Execution, seed, epochs, progress, on_ep
                 **measured,
             )
             bar.set_postfix(loss=f"{report.train_loss:.4f}", val_acc=f"{report.validation_accuracy:.4f}")
-        epochs.append(report)
-        if on_epoch is not None and on_epoch(epochs[-1]) and epoch < hp.training_epochs:
-            return epoch
-    return None
+        return report

@@ -104,7 +104,8 @@ def test_training_evaluates_with_statistics_of_each_epochs_weights(small_har, mo
     monkeypatch.setattr(training, "evaluate", lambda *a, **k: events.append(("evaluate",)) or real_evaluate(*a, **k))
     training.train(HParams.from_dict({**TINY, "training_epochs": 2}), small_har, device="cpu", progress=False)
     train_size = len(make_splits(small_har, 5, 0).train[1])
-    assert events == [("refresh", min(REFRESH_SAMPLES, train_size)), ("evaluate",), ("evaluate",)] * 2
+    # validation after each epoch, then the test split once (with the selected epoch's weights and statistics)
+    assert events == [("refresh", min(REFRESH_SAMPLES, train_size)), ("evaluate",)] * 2 + [("evaluate",)]
 
 
 def test_refreshed_statistics_are_those_of_the_current_weights():

@@ -1,0 +1,125 @@
+"""Checkpoints: a training stopped at any epoch boundary goes on to the uninterrupted result, bit
+for bit on CPU; a checkpoint of another training, or a damaged one, is refused in one line."""
+
+import dataclasses
+
+import pytest
+
+from larnn_core import train as training
+from larnn_core.checkpoint import Checkpoint, CheckpointRefused, model_bytes, read_model
+from larnn_core.hparams import HParams
+from tests.support.data import TINY
+
+
+def timeless(result):
+    """A result without what differs between two runs of the same training: times, where it resumed."""
+    epochs = tuple(dataclasses.replace(e, seconds=None) for e in result.epochs)
+    return dataclasses.replace(result, epochs=epochs, wall_time_s=None, resumed_from_epoch=None)
+
+
+def saved_training(hp, data, seed=4):
+    saved = []
+    result = training.train(
+        hp, data, device="cpu", seed=seed, progress=False, on_checkpoint=lambda c: saved.append(c.to_bytes())
+    )
+    return result, saved
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {**TINY, "training_epochs": 5, "dropout_drop_proba": 0.3},
+        {**TINY, "training_epochs": 5, "model": "lstm", "dropout_drop_proba": 0.3, "num_layers": 2},
+    ],
+    ids=["larnn-dropout", "lstm-dropout"],
+)
+def test_a_resumed_training_ends_bit_for_bit_as_the_uninterrupted_one(small_har, config):
+    hp = HParams.from_dict(config)
+    uninterrupted, saved = saved_training(hp, small_har)
+    assert len(saved) == 5
+    for stopped_after in (1, 3, 5):
+        reports = []
+        resumed = training.train(
+            hp,
+            small_har,
+            device="cpu",
+            seed=4,
+            progress=False,
+            resume_from=lambda identity, k=stopped_after: Checkpoint.from_bytes(saved[k - 1], identity),
+            on_epoch=reports.append,
+        )
+        assert resumed.resumed_from_epoch == stopped_after
+        assert [r.epoch for r in reports] == list(range(stopped_after + 1, 6))  # only the epochs left are trained
+        assert timeless(resumed) == timeless(uninterrupted)
+
+
+def test_the_checkpoint_carries_the_best_epochs_weights_and_the_epochs_so_far(small_har):
+    hp = HParams.from_dict({**TINY, "training_epochs": 3})
+    result, saved = saved_training(hp, small_har)
+    identity = {
+        "hyperparameters": hp.to_dict(),
+        "seed": 4,
+        "validation_subjects": result.validation_subjects,
+        "data_checksum": small_har.checksum,
+    }
+    last = Checkpoint.from_bytes(saved[-1], identity)
+    assert last.epoch == 3 and last.best_epoch == result.best_epoch
+    assert [e.validation_accuracy for e in last.epochs] == [e.validation_accuracy for e in result.epochs]
+    assert set(last.best) == set(last.model) and {"shuffle", "dropout"} == set(last.generators)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda identity: {**identity, "seed": 5}, "seed"),
+        (
+            lambda identity: {**identity, "hyperparameters": {**identity["hyperparameters"], "hidden_size": 9}},
+            "hyperparameters",
+        ),
+        (lambda identity: {**identity, "data_checksum": "0" * 64}, "data_checksum"),
+        (lambda identity: {**identity, "validation_subjects": [1, 2, 3, 4, 5]}, "validation_subjects"),
+    ],
+)
+def test_a_checkpoint_of_another_training_is_refused_naming_what_differs(small_har, change, named):
+    hp = HParams.from_dict({**TINY, "training_epochs": 1})
+    result, saved = saved_training(hp, small_har)
+    identity = {
+        "hyperparameters": hp.to_dict(),
+        "seed": 4,
+        "validation_subjects": result.validation_subjects,
+        "data_checksum": small_har.checksum,
+    }
+    Checkpoint.from_bytes(saved[0], identity)
+    with pytest.raises(CheckpointRefused, match=f"its {named} differs"):
+        Checkpoint.from_bytes(saved[0], change(identity))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda data: data[:100], "header does not parse|tensors do not read"),
+        (lambda data: b"\x00" * len(data), "header does not parse"),
+        (lambda data: data[: len(data) // 2], "tensors do not read"),
+    ],
+)
+def test_a_damaged_checkpoint_is_refused(small_har, damage, message):
+    hp = HParams.from_dict({**TINY, "training_epochs": 1})
+    result, saved = saved_training(hp, small_har)
+    identity = {
+        "hyperparameters": hp.to_dict(),
+        "seed": 4,
+        "validation_subjects": result.validation_subjects,
+        "data_checksum": small_har.checksum,
+    }
+    with pytest.raises(CheckpointRefused, match=message):
+        Checkpoint.from_bytes(damage(saved[0]), identity)
+
+
+def test_a_model_file_is_not_a_checkpoint_and_the_reverse(small_har):
+    hp = HParams.from_dict({**TINY, "training_epochs": 1})
+    _, saved = saved_training(hp, small_har)
+    with pytest.raises(CheckpointRefused, match="not a larnn-model/1 file"):
+        read_model(saved[0])
+    model = model_bytes({}, {"hyperparameters": hp.to_dict()})
+    with pytest.raises(CheckpointRefused, match="not a larnn-checkpoint/1 file"):
+        Checkpoint.from_bytes(model, {})
