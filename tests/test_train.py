@@ -50,7 +50,9 @@ def test_test_curves_on_request_read_the_same_test_numbers_at_the_selected_epoch
     assert len(history) == 9 and all(len(v) == 4 for v in history.values())
     assert curves.to_document()["test_curves"] is True
     assert curves.best_epoch == once.best_epoch
-    assert curves.selected.test_accuracy == once.selected.test_accuracy == history["test_accuracies"][once.best_epoch - 1]
+    assert (
+        curves.selected.test_accuracy == once.selected.test_accuracy == history["test_accuracies"][once.best_epoch - 1]
+    )
 
 
 def test_same_seed_same_result(small_har):

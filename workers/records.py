@@ -37,13 +37,43 @@ class Attempt:
     start: float
     end: float | None = None
     outcome: str = "running"
+    resumed_from_epoch: int | None = None  # the epochs of the checkpoint it went on from
+
+    def to_document(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        if self.resumed_from_epoch is None:  # attempts of earlier releases read back unchanged
+            del document["resumed_from_epoch"]
+        return document
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Attempt:
+        return cls(**document)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file the store keeps for a trial (FILE_KINDS): where, how long, its SHA-256 (checked on
+    every read), the epoch it holds, who wrote it and when."""
+
+    location: str  # the backend's: a file name in the store's folder (SQLite), a GridFS id (MongoDB)
+    sha256: str
+    size: int
+    epoch: int | None
+    owner: str | None
+    time: float
 
     def to_document(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> Attempt:
+    def from_document(cls, document: dict[str, Any]) -> StoredFile:
         return cls(**document)
+
+
+# a trial's files: its latest checkpoint while it runs (larnn_core/checkpoint.py), then the model
+# of its selected epoch (what `larnn export` writes out), kept as the experiment's keep_artifacts says
+CHECKPOINT, MODEL = "checkpoint", "model"
+FILE_KINDS = (CHECKPOINT, MODEL)
 
 
 NO_RESULT = TrainResult("new")  # a trial's result until it ends (hyperopt's "new")
@@ -73,6 +103,7 @@ class Trial:
     attempt_log: tuple[Attempt, ...] = ()
     curve: tuple[EpochReport, ...] = ()  # epochs its current (or last) attempt reported
     result: TrainResult = NO_RESULT
+    files: dict[str, StoredFile] = field(default_factory=dict)  # by kind (FILE_KINDS)
 
     @classmethod
     def new(
@@ -105,6 +136,7 @@ class Trial:
             "result": self.result.to_document(),
             "attempt_log": [a.to_document() for a in self.attempt_log],
             "curve": [curve_entry(e, len(self.attempt_log)) for e in self.curve],
+            "files": {kind: f.to_document() for kind, f in self.files.items()},
         }
 
     @classmethod
@@ -128,6 +160,7 @@ class Trial:
             tuple(Attempt.from_document(a) for a in document.get("attempt_log") or ()),
             tuple(EpochReport.from_document({k: v for k, v in e.items() if k != CURVE_ATTEMPT}) for e in curve),
             TrainResult.from_document(document.get("result") or {"status": "new"}),
+            {kind: StoredFile.from_document(f) for kind, f in (document.get("files") or {}).items()},
         )
 
     def hyperopt(self, state: int | None = None, loss: float | None = None) -> dict[str, Any]:

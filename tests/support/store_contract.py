@@ -10,9 +10,21 @@ import pytest
 
 from larnn_core.records import FAIL, EpochReport, TrainResult
 from tests.support.results import result_with
-from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Attempt, Experiment, Objective, Trial
+from workers.records import (
+    CHECKPOINT,
+    DONE,
+    ERROR,
+    MODEL,
+    NEW,
+    PRUNED,
+    RUNNING,
+    Attempt,
+    Experiment,
+    Objective,
+    Trial,
+)
 from workers.store import ExperimentExists, ReadOnlyStore, UnknownExperiment
-from workers.store.base import SUMMARY_RESULT, WRITES
+from workers.store.base import SUMMARY_RESULT, WRITES, DamagedFile
 
 
 def experiment(name="exp", max_evals=10, created=None):
@@ -66,6 +78,10 @@ class StoreContract:
             "finish": ("a", 0, "me", DONE, result_with([0.5])),
             "release": ("a", 0, "me"),
             "requeue_stale": (0.0, 3),
+            "note_resumed": ("a", 0, "me", 2),
+            "_put_file": ("a", 0, CHECKPOINT, b"x"),
+            "_set_file": ("a", 0, CHECKPOINT, None, None),
+            "_remove_file": ("0" * 24,),
         }
         assert set(writes) == WRITES
         for name, args in writes.items():
@@ -74,6 +90,9 @@ class StoreContract:
         with pytest.raises(ReadOnlyStore):
             reader.set_max_evals("a", 5)  # the writes built on those
         assert (store.experiments(), store.trials("a")) == before
+        assert reader.read_file("a", 0, CHECKPOINT) is None
+        with pytest.raises(ReadOnlyStore):
+            reader.save_file("a", 0, CHECKPOINT, b"x", 1, None)
 
     def test_experiments(self, store):
         store.create_experiment(experiment("a", created=1.0))
@@ -336,3 +355,46 @@ class StoreContract:
         assert {k: v for k, v in store.state_counts("exp").items() if v} == {NEW: 1, RUNNING: 1, DONE: 1}
         assert store.counts("exp") == {"queued": 1, "running": 1, "done": 1, "failed": 0, "pruned": 0}
         assert not any(store.state_counts("nothing").values())
+
+    # -- a trial's files
+    def test_a_checkpoint_is_kept_for_its_owner_only_and_replaces_the_older_one(self, store, make_store):
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {}, {}, owner="first"))
+        assert store.read_file("a", 0, CHECKPOINT) is None
+        assert store.save_file("a", 0, CHECKPOINT, b"epoch 1", 1, "first")
+        first = store.read_file("a", 0, CHECKPOINT)[0]
+        assert store.save_file("a", 0, CHECKPOINT, b"epoch 2", 2, "first")
+        stored, data = make_store().read_file("a", 0, CHECKPOINT)  # any connection reads it
+        assert (data, stored.epoch, stored.size, stored.owner) == (b"epoch 2", 2, 7, "first")
+        assert store._get_file(first.location) is None  # the older checkpoint is deleted
+        assert store.requeue_stale(-1, max_attempts=5) and store.reserve("second", "a").tid == 0
+        assert store.note_resumed("a", 0, "second", 2) and not store.note_resumed("a", 0, "first", 2)
+        assert [a.resumed_from_epoch for a in store.trials("a")[0].attempt_log] == [None, 2]
+        # the superseded worker writes nothing, and leaves no bytes behind
+        assert not store.save_file("a", 0, CHECKPOINT, b"stale epoch 3", 3, "first")
+        assert store.read_file("a", 0, CHECKPOINT)[1] == b"epoch 2"
+        assert store.save_file("a", 0, CHECKPOINT, b"epoch 3", 3, "second")
+        assert store.read_file("a", 0, CHECKPOINT)[0].owner == "second"
+        assert not store.save_file("a", 7, CHECKPOINT, b"no such trial", 1, "second")
+
+    def test_files_are_checked_against_their_checksum_and_dropped_by_anyone(self, store):
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {}, {}, owner="w"))
+        assert store.save_file("a", 0, MODEL, b"weights", 4, "w")
+        assert store.save_file("a", 0, CHECKPOINT, b"state", 4, "w")
+        summary = store.trial_summaries("a")[0]
+        assert set(summary.files) == {MODEL, CHECKPOINT} and summary.files == store.trials("a")[0].files
+        stored = summary.files[MODEL]
+        store._remove_file(stored.location)
+        store._set_file(
+            "a", 0, MODEL, dataclasses.replace(stored, location=store._put_file("a", 0, MODEL, b"weightz")), None
+        )
+        with pytest.raises(DamagedFile, match="model of trial a/0 \\(epoch 4\\) fails its SHA-256 check"):
+            store.read_file("a", 0, MODEL)
+        store._remove_file(store.trials("a")[0].files[MODEL].location)
+        with pytest.raises(DamagedFile, match="is missing from the store"):
+            store.read_file("a", 0, MODEL)
+        assert store.finish("a", 0, "w", DONE, result_with([0.5]))
+        store.drop_file("a", 0, CHECKPOINT)  # a final trial's: no owner needed
+        store.drop_file("a", 0, CHECKPOINT)  # twice is harmless
+        assert set(store.trials("a")[0].files) == {MODEL}

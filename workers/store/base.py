@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import abc
 import functools
+import hashlib
 import time
 from collections.abc import Sequence
 
 from larnn_core.records import FAIL, SELECTED, EpochReport, TrainResult
-from workers.records import FINAL, STATE_NAMES, Experiment, Trial
+from workers.records import FINAL, STATE_NAMES, Experiment, StoredFile, Trial
 
 # a trial document's top-level fields that hold plain values (the others hold documents): a trial
 # summary keeps them all
 PLAIN_FIELDS = ("exp_key", "tid", "state", "owner", "book_time", "refresh_time", "attempts")
+# a trial document's fields that a summary keeps besides those: its files' records (a few each)
+SUMMARY_DOCUMENTS = ("files",)
 # what a trial summary keeps of a result document: hyperopt's status and loss, the selected epoch
 # and its numbers (larnn_core.records.SELECTED's names), and why it failed
 SUMMARY_RESULT = ("status", "loss", "best_epoch", "error", *SELECTED.values())
@@ -45,6 +48,10 @@ class ReadOnlyStore(ValueError):
     """A write to a store opened for a command that only reads."""
 
 
+class DamagedFile(ValueError):
+    """A trial's file whose bytes are missing or do not match the checksum recorded with it."""
+
+
 # the interface's methods that write (the other writes go through them): a store opened read_only
 # refuses each, whatever the backend
 WRITES = frozenset(
@@ -61,6 +68,10 @@ WRITES = frozenset(
         "finish",
         "release",
         "requeue_stale",
+        "note_resumed",
+        "_put_file",
+        "_set_file",
+        "_remove_file",
     }
 )
 
@@ -179,6 +190,34 @@ class BaseStore(abc.ABC):
     def state_counts(self, name: str) -> dict[int, int]:
         """{state: number of trials} without reading the trials (status polls and budget checks)."""
 
+    @abc.abstractmethod
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+        """Record in owner's running attempt that it went on from a checkpoint of `epoch` epochs
+        (`resumed_from_epoch`); fenced as report_epoch is."""
+
+    # -- a trial's files (workers.records.FILE_KINDS): bytes kept apart from the trial's document,
+    # which records each one (StoredFile); the backend's primitives, then the rules every backend shares
+    @abc.abstractmethod
+    def _put_file(self, name: str, tid: int, kind: str, data: bytes) -> str:
+        """Keep data durably (on disk, or in the database) under a new location, and return it; no
+        trial refers to it yet."""
+
+    @abc.abstractmethod
+    def _set_file(
+        self, name: str, tid: int, kind: str, stored: StoredFile | None, owner: str | None
+    ) -> tuple[bool, StoredFile | None]:
+        """Atomically make `stored` (None: no file) the trial's file of this kind, and return
+        (done, the record it replaced). With an owner, fenced as report_epoch is: (False, None)
+        and nothing changed unless the trial is running and owner's. (False, None) for an unknown trial."""
+
+    @abc.abstractmethod
+    def _get_file(self, location: str) -> bytes | None:
+        """The bytes at location; None if they are gone."""
+
+    @abc.abstractmethod
+    def _remove_file(self, location: str) -> None:
+        """Delete the bytes at location (nothing if they are gone already)."""
+
     # -- derived, the same for every backend
     def set_max_evals(self, name: str, max_evals: int) -> None:
         """Raise (or lower) an experiment's budget."""
@@ -196,6 +235,42 @@ class BaseStore(abc.ABC):
     def resume_experiment(self, name: str, max_evals: int) -> None:
         """A new budget for an experiment, stopped or not; its stop rules count from now (`resumed`)."""
         self._update_experiment(name, {"max_evals": max_evals, "stopped": None, "resumed": time.time()})
+
+    def save_file(self, name: str, tid: int, kind: str, data: bytes, epoch: int | None, owner: str | None) -> bool:
+        """Keep data as the trial's file of this kind, then delete the one it replaces. With an
+        owner, only while the trial is owner's and running (False, and nothing kept, otherwise):
+        a superseded worker cannot overwrite a newer checkpoint. The bytes are written before the
+        record, so a record always names whole bytes; a writer killed in between leaves bytes no
+        record names (in SQLite's folder: removed with the next file of the trial)."""
+        location = self._put_file(name, tid, kind, data)
+        stored = StoredFile(location, hashlib.sha256(data).hexdigest(), len(data), epoch, owner, time.time())
+        done, replaced = self._set_file(name, tid, kind, stored, owner)
+        if not done:
+            self._remove_file(location)
+        elif replaced is not None:
+            self._remove_file(replaced.location)
+        return done
+
+    def read_file(self, name: str, tid: int, kind: str) -> tuple[StoredFile, bytes] | None:
+        """The trial's file of this kind and its bytes (None: it has none); DamagedFile when the
+        bytes are gone or fail their checksum."""
+        trials = self.trials(name, [tid])
+        stored = trials[0].files.get(kind) if trials else None
+        if stored is None:
+            return None
+        data = self._get_file(stored.location)
+        if data is None:
+            raise DamagedFile(f"the {kind} of trial {name}/{tid} (epoch {stored.epoch}) is missing from the store")
+        if len(data) != stored.size or hashlib.sha256(data).hexdigest() != stored.sha256:
+            raise DamagedFile(f"the {kind} of trial {name}/{tid} (epoch {stored.epoch}) fails its SHA-256 check")
+        return stored, data
+
+    def drop_file(self, name: str, tid: int, kind: str) -> None:
+        """Delete the trial's file of this kind, if it has one (any worker may: a finished trial's
+        checkpoint, a model beyond keep_artifacts)."""
+        done, replaced = self._set_file(name, tid, kind, None, None)
+        if done and replaced is not None:
+            self._remove_file(replaced.location)
 
     def counts(self, name: str) -> dict[str, int]:
         """Trials by state name, every state present."""

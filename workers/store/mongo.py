@@ -15,7 +15,10 @@ import re
 import time
 from collections.abc import Sequence
 
+import gridfs
 import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
 from pymongo import ReturnDocument
 from pymongo.errors import (
     BulkWriteError,
@@ -28,9 +31,21 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from larnn_core.records import EpochReport, TrainResult
-from workers.records import ERROR, FINAL, NEW, RUNNING, STATE_NAMES, Attempt, Experiment, Trial, curve_entry
+from workers.records import (
+    ERROR,
+    FINAL,
+    NEW,
+    RUNNING,
+    STATE_NAMES,
+    Attempt,
+    Experiment,
+    StoredFile,
+    Trial,
+    curve_entry,
+)
 from workers.store.base import (
     PLAIN_FIELDS,
+    SUMMARY_DOCUMENTS,
     SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
@@ -44,8 +59,11 @@ from workers.store.base import (
 HIDDEN = {"_id": 0, "lease_owner": 0, "lease_until": 0}
 SUMMARY = {  # trial_summaries' projection
     "_id": 0,
-    **dict.fromkeys((*PLAIN_FIELDS, "misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1),
+    **dict.fromkeys(
+        (*PLAIN_FIELDS, *SUMMARY_DOCUMENTS, "misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1
+    ),
 }
+FILES = "trial_files"  # the GridFS bucket of the trials' files, in the store's database
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
 DUPLICATE_KEY = 11000  # MongoDB's error code
 VERSION = 2  # the store's layout (MongoStore._migrate); SQLite's VERSION counts the same steps
@@ -53,7 +71,8 @@ UNAVAILABLE = (ConnectionFailure, ExecutionTimeout, WTimeoutError)  # Connection
 
 
 def _unavailable_as_store_error(cls):
-    """Every public method raises StoreUnavailable where pymongo says the server did not answer."""
+    """Every method raises StoreUnavailable where pymongo says the server did not answer (the
+    private ones too: BaseStore's shared methods call them)."""
 
     def translated(method):
         @functools.wraps(method)
@@ -66,7 +85,7 @@ def _unavailable_as_store_error(cls):
         return call
 
     for name, member in list(vars(cls).items()):
-        if callable(member) and (not name.startswith("_") or name == "__init__"):
+        if callable(member) and (not name.startswith("__") or name == "__init__"):
             setattr(cls, name, translated(member))
     return cls
 
@@ -93,6 +112,7 @@ class MongoStore(BaseStore):
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
         self.records_ = db.get_collection("records", write_concern=concern)  # one document per (experiment, record)
+        self._database = db
         if not read_only:
             self.experiments_.create_index("name", unique=True)
             self.trials_.create_index([("exp_key", 1), ("tid", 1)], unique=True)
@@ -342,6 +362,49 @@ class MongoStore(BaseStore):
                 moved.append(
                     {"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"], "outcome": "failed"}
                 )
+
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+        changed = self.trials_.update_one(
+            {
+                "exp_key": name,
+                "tid": tid,
+                "owner": owner,
+                "state": RUNNING,
+                "attempt_log": {"$elemMatch": {"owner": owner, "outcome": "running"}},
+            },
+            {"$set": {"attempt_log.$.resumed_from_epoch": epoch}},
+        )
+        return changed.modified_count == 1
+
+    # -- files: GridFS in the store's database, so a worker on any machine reads any trial's
+    @functools.cached_property
+    def _files(self) -> gridfs.GridFS:
+        return gridfs.GridFS(self._database, collection=FILES)
+
+    def _put_file(self, name: str, tid: int, kind: str, data: bytes) -> str:
+        return str(self._files.put(data, filename=f"{name}/{tid}/{kind}"))
+
+    def _set_file(self, name, tid, kind, stored, owner):
+        fence = {"owner": owner, "state": RUNNING} if owner is not None else {}
+        update = (
+            {"$set": {f"files.{kind}": stored.to_document()}}
+            if stored is not None
+            else {"$unset": {f"files.{kind}": ""}}
+        )
+        before = self.trials_.find_one_and_update({"exp_key": name, "tid": tid, **fence}, update, {"files": 1})
+        if before is None:
+            return False, None
+        replaced = (before.get("files") or {}).get(kind)
+        return True, None if replaced is None else StoredFile.from_document(replaced)
+
+    def _get_file(self, location: str) -> bytes | None:
+        try:
+            return self._files.get(ObjectId(location)).read()
+        except (gridfs.errors.NoFile, InvalidId):
+            return None
+
+    def _remove_file(self, location: str) -> None:
+        self._files.delete(ObjectId(location))
 
     def close(self) -> None:
         self.client.close()

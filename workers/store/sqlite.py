@@ -11,18 +11,23 @@ delivery of a result.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import random
+import re
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 from larnn_core.records import EpochReport, TrainResult
-from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, Trial, curve_entry
+from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, StoredFile, Trial, curve_entry
 from workers.store.base import (
     PLAIN_FIELDS,
+    SUMMARY_DOCUMENTS,
     SUMMARY_RESULT,
     BaseStore,
     ExperimentExists,
@@ -45,7 +50,8 @@ TRIALS = """CREATE TABLE trials (
     point TEXT NOT NULL DEFAULT '[{}, {}]', outcome TEXT NOT NULL DEFAULT '[]',
     exp_key TEXT NOT NULL, tid INTEGER NOT NULL, state INTEGER NOT NULL, owner TEXT,
     book_time REAL, refresh_time REAL, attempts INTEGER NOT NULL, misc TEXT NOT NULL, result TEXT NOT NULL,
-    attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (exp_key, tid))"""
+    attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (exp_key, tid))"""
 TRIALS_INDEX = "CREATE INDEX trials_state ON trials (state, exp_key, tid)"  # reserve's and requeue_stale's
 SCHEMA = (  # a new store's tables, at VERSION
     """CREATE TABLE experiments (
@@ -55,9 +61,9 @@ SCHEMA = (  # a new store's tables, at VERSION
     TRIALS_INDEX,
     RECORDS,
 )
-DOCUMENT_COLUMNS = ("misc", "result", "attempt_log", "curve")  # a trial document's fields that hold JSON
+DOCUMENT_COLUMNS = ("misc", "result", "attempt_log", "curve", "files")  # a trial document's fields that hold JSON
 COLUMNS = ", ".join((*PLAIN_FIELDS, *DOCUMENT_COLUMNS))
-SUMMARY = ", ".join((*PLAIN_FIELDS, "point", "outcome"))  # trial_summaries' projection
+SUMMARY = ", ".join((*PLAIN_FIELDS, "point", "outcome", *SUMMARY_DOCUMENTS))  # trial_summaries' projection
 INSERT = (  # a whole row: the summary columns, then COLUMNS
     f"INSERT INTO trials (point, outcome, {COLUMNS}) "
     f"VALUES ({', '.join('?' * (2 + len(PLAIN_FIELDS) + len(DOCUMENT_COLUMNS)))})"
@@ -98,10 +104,12 @@ def _outcome(result: dict) -> str:
 
 
 def _summary_columns(db) -> None:
-    """Version 3: the trials table is rebuilt with its summary columns first (TRIALS), its rows copied."""
+    """Version 3: the trials table is rebuilt with its summary columns first (TRIALS), its rows copied
+    (with no files: version 4's column)."""
     db.execute("ALTER TABLE trials RENAME TO trials_before_summaries")
     db.execute(TRIALS)
-    for row in db.execute(f"SELECT {COLUMNS} FROM trials_before_summaries ORDER BY exp_key, tid").fetchall():
+    columns = COLUMNS.replace("files", "'{}'")
+    for row in db.execute(f"SELECT {columns} FROM trials_before_summaries ORDER BY exp_key, tid").fetchall():
         misc, result = (
             json.loads(row[len(PLAIN_FIELDS) + DOCUMENT_COLUMNS.index(name)]) for name in ("misc", "result")
         )
@@ -110,10 +118,18 @@ def _summary_columns(db) -> None:
     db.execute(TRIALS_INDEX)
 
 
+def _add_files(db) -> None:
+    """Version 4: trials record their files (checkpoint, model; none for older trials)."""
+    if "files" not in [row[1] for row in db.execute("PRAGMA table_info(trials)")]:
+        db.execute("ALTER TABLE trials ADD COLUMN files TEXT NOT NULL DEFAULT '{}'")
+
+
 # each version's step from the one before; a store made before versions were kept is version 0
-MIGRATIONS = {1: _add_attempt_logs_and_curves, 2: _rungs_to_records, 3: _summary_columns}
+MIGRATIONS = {1: _add_attempt_logs_and_curves, 2: _rungs_to_records, 3: _summary_columns, 4: _add_files}
 VERSION = max(MIGRATIONS)
 
+
+FILES_SUFFIX = ".files"  # larnn.db's trial files are kept in larnn.db.files/
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
@@ -412,20 +428,22 @@ class SQLiteStore(BaseStore):
         return [self._trial(r) for r in rows]
 
     def trial_summaries(self, name: str) -> list[Trial]:
-        """The plain columns and the summary columns (TRIALS): the documents are not read."""
+        """The plain columns, the summary columns (TRIALS) and SUMMARY_DOCUMENTS: not misc, result or curve."""
+        plain = len(PLAIN_FIELDS)
         return [
             Trial.from_document(
                 {
-                    **dict(zip(PLAIN_FIELDS, plain)),
-                    "misc": dict(zip(("idxs", "vals"), json.loads(point))),
+                    **dict(zip(PLAIN_FIELDS, row[:plain])),
+                    "misc": dict(zip(("idxs", "vals"), json.loads(row[plain]))),
                     "result": {
-                        key: value for key, value in zip(SUMMARY_RESULT, json.loads(outcome)) if value is not None
+                        key: value
+                        for key, value in zip(SUMMARY_RESULT, json.loads(row[plain + 1]))
+                        if value is not None
                     },
+                    **{field: json.loads(value) for field, value in zip(SUMMARY_DOCUMENTS, row[plain + 2 :])},
                 }
             )
-            for *plain, point, outcome in self._read(
-                f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,)
-            )
+            for row in self._read(f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
         ]
 
     def state_counts(self, name: str) -> dict[int, int]:
@@ -573,6 +591,99 @@ class SQLiteStore(BaseStore):
             return moved
 
         return self._transaction(work)
+
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+        def work(db):
+            if not db.execute(
+                "SELECT 1 FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
+                (name, tid, owner, RUNNING),
+            ).fetchall():
+                return False
+            self._log_attempt(
+                db,
+                name,
+                tid,
+                lambda log: [
+                    {**a, "resumed_from_epoch": epoch} if a["owner"] == owner and a["outcome"] == "running" else a
+                    for a in log
+                ],
+            )
+            return True
+
+        return self._transaction(work)
+
+    # -- files: in a folder beside the database (FILES_SUFFIX), one folder per trial
+    @property
+    def files_folder(self) -> Path:
+        return self.path.with_name(self.path.name + FILES_SUFFIX)
+
+    def _trial_folder(self, name: str, tid: int) -> Path:
+        safe = (
+            name
+            if re.fullmatch(r"[\w-][\w.-]*", name, re.ASCII)
+            else "x-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        )
+        return self.files_folder / safe / str(tid)
+
+    def _put_file(self, name: str, tid: int, kind: str, data: bytes) -> str:
+        """Written atomically: a temporary file, fsync, rename, fsync of the folder. Returns the
+        path relative to files_folder."""
+        folder = self._trial_folder(name, tid)
+        final = folder / f"{kind}-{uuid.uuid4().hex[:12]}.safetensors"
+        part = final.with_suffix(".part")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(part, final)
+            descriptor = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            part.unlink(missing_ok=True)
+            raise StoreUnavailable(f"cannot write {final}: {error.strerror or error}") from None
+        return str(final.relative_to(self.files_folder))
+
+    def _set_file(self, name, tid, kind, stored, owner):
+        def work(db):
+            fence, args = (" AND owner = ? AND state = ?", (owner, RUNNING)) if owner is not None else ("", ())
+            rows = db.execute(f"SELECT files FROM trials WHERE exp_key = ? AND tid = ?{fence}", (name, tid, *args))
+            row = rows.fetchone()
+            if row is None:
+                return False, None
+            files = json.loads(row[0])
+            replaced = files.pop(kind, None)
+            if stored is not None:
+                files[kind] = stored.to_document()
+            db.execute("UPDATE trials SET files = ? WHERE exp_key = ? AND tid = ?", (json.dumps(files), name, tid))
+            return True, None if replaced is None else StoredFile.from_document(replaced)
+
+        done, replaced = self._transaction(work)
+        if done and stored is not None:
+            self._remove_strays(name, tid)
+        return done, replaced
+
+    def _remove_strays(self, name: str, tid: int) -> None:
+        """Files of the trial's folder that no record names (a writer killed between the bytes and
+        the record), once older than a minute (younger ones may be a live writer's, not recorded yet)."""
+        recorded = {f.location for f in (self.trials(name, [tid]) or [Trial(name, tid)])[0].files.values()}
+        for path in self._trial_folder(name, tid).glob("*"):
+            with contextlib.suppress(OSError):
+                if str(path.relative_to(self.files_folder)) not in recorded and time.time() - path.stat().st_mtime > 60:
+                    path.unlink()
+
+    def _get_file(self, location: str) -> bytes | None:
+        try:
+            return (self.files_folder / location).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _remove_file(self, location: str) -> None:
+        (self.files_folder / location).unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._connections_lock:
