@@ -98,6 +98,7 @@ class TrainResult:
     data_origin: str | None = None
     data_checksum: str | None = None
     validation_subjects: list[int] | None = None
+    normalisation: dict[str, list[float]] | None = None  # the inputs' per-channel mean and std (training part)
     code_version: str | None = None
     stopped_at_epoch: int | None = None
     resumed_from_epoch: int | None = None  # the checkpoint's epoch, when the training went on from one

@@ -143,6 +143,7 @@ def train(
         execution=execution.as_record(),
         data_source=data.source,
         data_origin=data.origin,
+        normalisation={"mean": splits.mean.tolist(), "std": splits.std.tolist()},
         code_version=code_version(),
         **identity,
     )

@@ -19,6 +19,7 @@ from larnn_core.cli import positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
 from workers import pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
+from workers.records import DEFAULT_KEEP, models_kept
 from workers.slots import MAX_SLOTS
 from workers.stops import duration
 from workers.store import open_store, store_url
@@ -78,6 +79,20 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
         help="running trials count in each suggestion with the worst, mean or best finished "
         "loss (constant liar); default none: TPE already counts them as the worst",
     )
+    parser.add_argument(
+        "--keep-artifacts",
+        type=_keep,
+        default=DEFAULT_KEEP,
+        metavar="top-K|all|none",
+        help="the trained models (selected-epoch weights) kept in the store once trials end, for "
+        f"`larnn export`: the K best trials', every trial's, or none (default {DEFAULT_KEEP})",
+    )
+    parser.add_argument(
+        "--test-curves",
+        action="store_true",
+        help="evaluate the test split at every epoch (test-picked curves, for protocol studies; "
+        "the epoch is still chosen on validation); default: once, at the selected epoch",
+    )
     add_pruner_options(parser)
     parser.add_argument("--store", default=None, help=STORE_HELP)
 
@@ -88,6 +103,14 @@ def slot_count(text: str) -> int:
     if value > MAX_SLOTS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_SLOTS}, got {value}")
     return value
+
+
+def _keep(text: str) -> str:
+    try:
+        models_kept(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("keep_artifacts ")) from None
+    return text
 
 
 def _duration(text: str) -> float:
@@ -146,6 +169,8 @@ def _submit_options(args) -> dict:
         liar=args.liar,
         stop_after_no_improvement=args.stop_after_no_improvement,
         stop_after_s=args.stop_after,
+        keep_artifacts=args.keep_artifacts,
+        test_curves=args.test_curves,
     )
 
 

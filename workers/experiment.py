@@ -12,7 +12,7 @@ from larnn_core.hparams import RANGES, HParams
 from larnn_core.records import OK
 from search_spaces import Space, load_space
 from workers import pruners
-from workers.records import DONE, Experiment, Objective, Trial
+from workers.records import DEFAULT_KEEP, DONE, Experiment, Objective, Trial, models_kept
 from workers.store import BaseStore, ExperimentExists
 
 ALGORITHMS = ("tpe", "rand", "anneal")  # hyperopt's modules of these names suggest (workers/suggest.py)
@@ -33,6 +33,8 @@ def make_experiment(
     liar: str = "none",
     stop_after_no_improvement: int | None = None,
     stop_after_s: float | None = None,
+    keep_artifacts: str = DEFAULT_KEEP,
+    test_curves: bool = False,
 ) -> Experiment:
     """pruner: default pruners.DEFAULT with its default parameters; the stop rules: workers/stops.py."""
     if liar not in LIARS:
@@ -49,17 +51,19 @@ def make_experiment(
             f"validation_subjects must be between 1 and {TRAIN_SUBJECTS - 1} (of the {TRAIN_SUBJECTS} "
             f"training subjects), got {validation_subjects}"
         )
+    models_kept(keep_artifacts)
     return Experiment(
         name,
         json.loads(space.to_json()),
         algorithm,
         max_evals,
-        Objective(source, epochs, validation_subjects),
+        Objective(source, epochs, validation_subjects, test_curves),
         seed,
         time.time(),
         pruner or pruners.PrunerSettings.of(),
         liar,
         {"no_improvement": stop_after_no_improvement, "after_s": stop_after_s},
+        keep_artifacts=keep_artifacts,
     )
 
 

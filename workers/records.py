@@ -186,11 +186,13 @@ class Trial:
 @dataclass(frozen=True)
 class Objective:
     """What each trial of an experiment trains on: the data source, an epochs override (None: the
-    point's training_epochs), the training subjects held out for validation."""
+    point's training_epochs), the training subjects held out for validation, whether the test split
+    is read at every epoch."""
 
     source: str = "hapt"
     epochs: int | None = None
     validation_subjects: int = 5
+    test_curves: bool = False  # evaluate the test split at every epoch (test-picked curves), not once
 
     def to_document(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,6 +201,22 @@ class Objective:
     def from_document(cls, document: dict[str, Any]) -> Objective:
         """Older experiments also stored a `metric` (never read); imports name their files as source."""
         return cls(**{f.name: document[f.name] for f in dataclasses.fields(cls) if f.name in document})
+
+
+DEFAULT_KEEP = "top-10"
+
+
+def models_kept(keep: str) -> int | None:
+    """An experiment's keep_artifacts as a count of models kept: "all" (None: no bound), "none"
+    (0), or "top-K" (the K best finished trials'); ValueError for anything else."""
+    if keep == "all":
+        return None
+    if keep == "none":
+        return 0
+    count = keep.removeprefix("top-")
+    if keep.startswith("top-") and count.isdigit() and int(count) >= 1:
+        return int(count)
+    raise ValueError(f"keep_artifacts must be top-K (K >= 1), all or none, got {keep[:40]!r}")
 
 
 @dataclass(frozen=True)
@@ -224,6 +242,7 @@ class Experiment:
     space_name: str | None = None  # an import's built-in space
     imported_from: list[str] | None = None  # an import's files
     trial_order: str | None = None  # an import's: "file times" or "unordered"
+    keep_artifacts: str = DEFAULT_KEEP  # whose models stay in the store once trials end (models_kept)
 
     @property
     def imported(self) -> bool:

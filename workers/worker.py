@@ -5,7 +5,10 @@ lease, runs the experiment's hyperopt algorithm on the stored trials and inserts
 already reserved to itself. While a trial runs, a thread sends heartbeats; a trial whose
 heartbeats stop goes back to the queue (requeue_stale, run by every worker), and after
 max_attempts it is marked failed. SIGTERM (or Ctrl-C) stops at the next epoch boundary and gives
-the trial back. A finished result is written to a local spool file before any store call and
+the trial back. At every epoch boundary the trial's checkpoint is kept in the store (fenced by
+owner), so a trial that a stopped, killed or preempted worker leaves goes on, on any worker, from
+its last epoch; when it ends its selected-epoch model is kept instead (as many as the
+experiment's keep_artifacts says). A finished result is written to a local spool file before any store call and
 removed only once the store has accepted it, so an unreachable store or a killed worker never
 loses a result: the next worker on the machine delivers it. A spool that cannot be written stops
 the worker before it trains results it could not keep. An experiment whose suggestion or
@@ -31,12 +34,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from larnn_core.checkpoint import IDENTITY, Checkpoint, CheckpointRefused, model_bytes
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
 from workers.objective import ObjectiveFunction, train_objective
 from workers.pruners import Pruner
-from workers.records import DONE, ERROR, PRUNED, Trial
+from workers.records import CHECKPOINT, DONE, ERROR, FINAL, MODEL, PRUNED, Trial, models_kept
+from workers.report import ranked
 from workers.stops import stop_reason
 from workers.store import BaseStore, StoreUnavailable
+from workers.store.base import DamagedFile
 from workers.suggest import hyperparameters, suggest, trial_hparams, trial_seed
 
 log = logging.getLogger("larnn.worker")
@@ -247,12 +253,12 @@ class Worker:
         pruner = experiment.pruner.for_trial(last_epoch)
         started = time.time()
         with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
-            epochs = EpochReporter(
+            session = TrialSession(
                 self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping, last_epoch
             )
             try:
                 log.info("trial %s/%d: %s", name, tid, json.dumps(point))
-                result = self.objective(point, experiment.objective, trial_seed(experiment, tid), self.device, epochs)
+                result = self.objective(point, experiment.objective, trial_seed(experiment, tid), self.device, session)
             except StopRequested:
                 self.store.release(name, tid, self.owner)
                 log.info("trial %s/%d given back to the queue", name, tid)
@@ -264,12 +270,31 @@ class Worker:
                 result = TrainResult(
                     FAIL, error=f"{type(error).__name__}: {error}", extra={"traceback": traceback.format_exc()}
                 )
-        state, result = judge(result, epochs.pruned_at)
+            state, result = judge(result, session.pruned_at)
+            if state != ERROR and models_kept(experiment.keep_artifacts) != 0:
+                session.keep_model(result)
         if state == PRUNED:
-            log.info("trial %s/%d pruned at epoch %d", name, tid, epochs.pruned_at)
+            log.info("trial %s/%d pruned at epoch %d", name, tid, session.pruned_at)
         # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
         ran = dict(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
         self.report(name, tid, state, dataclasses.replace(result, extra={**result.extra, **ran}))
+        self.tidy_files(experiment.name, models_kept(experiment.keep_artifacts))
+
+    def tidy_files(self, name: str, kept: int | None) -> None:
+        """Delete the checkpoints of the experiment's ended trials, and the models beyond the `kept`
+        best (None: keep all). Any worker may; a store outage only delays it to the next trial."""
+        try:
+            ended = [t for t in self.store.trial_summaries(name) if t.state in FINAL]
+            for trial in ended:
+                if CHECKPOINT in trial.files:
+                    self.store.drop_file(name, trial.tid, CHECKPOINT)
+            with_model = [t for t in ended if MODEL in t.files]
+            best = {t.tid for t in ranked(with_model, include_pruned=True)[:kept]}
+            for trial in with_model:
+                if trial.tid not in best:
+                    self.store.drop_file(name, trial.tid, MODEL)
+        except StoreUnavailable as error:
+            log.warning("the files of %s were not tidied (%s): the next trial does it", name, error)
 
     def report(self, name: str, tid: int, state: int, result: TrainResult) -> None:
         """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
@@ -386,12 +411,19 @@ class Heartbeats:
                 log.warning("heartbeat for %s/%d failed: %s", self.name, self.tid, error)
 
 
-class EpochReporter:
-    """The objective's on_epoch for one trial: leaves at the epoch boundary when the worker stops
+class TrialSession:
+    """The objective's link to the store for one trial.
+
+    Called after each epoch (on_epoch): leaves at the epoch boundary when the worker stops
     (StopRequested) or lost the trial (TrialLost), stores the epoch's report (fenced by owner: a
     superseded worker writes nothing) and asks the pruner, which decides from the store. After the
     last epoch the training is complete: a stop request lets its result be delivered (giving it
-    back threw the whole training away) and the pruner's verdict does not make it a pruned trial."""
+    back threw the whole training away) and the pruner's verdict does not make it a pruned trial.
+
+    `save` keeps each epoch's checkpoint in the store, before that epoch's report, so a stop loses
+    no trained epoch; `resume_from` offers the trial's checkpoint to a training that starts, and
+    the epochs it holds are reported again as the new attempt's curve; `keep_model` keeps the
+    selected epoch's weights once the training has ended."""
 
     def __init__(
         self,
@@ -409,6 +441,9 @@ class EpochReporter:
         self.curve: list[EpochReport] = []
         self.sent = 0  # reports the store has (one that failed in an outage goes with the next)
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
+        self.resumed: int | None = None  # the epoch of the checkpoint the training went on from
+        self.identity: dict | None = None
+        self.best: tuple[int, dict] | None = None  # the best epoch so far and its weights (the last checkpoint's)
 
     def __call__(self, report: EpochReport) -> bool:
         """True: the pruner stops the trial here."""
@@ -435,6 +470,68 @@ class EpochReporter:
                 error,
             )
         return False
+
+    def resume_from(self, identity: dict) -> Checkpoint | None:
+        """The trial's checkpoint, if it has one; CheckpointRefused if it is damaged or another training's."""
+        self.identity = identity
+        try:
+            found = self.store.read_file(self.name, self.tid, CHECKPOINT)
+        except DamagedFile as error:
+            raise CheckpointRefused(str(error)) from None
+        if found is None:
+            return None
+        checkpoint = Checkpoint.from_bytes(found[1], identity)
+        self.resumed, self.curve, self.sent = checkpoint.epoch, list(checkpoint.epochs), 0
+        if checkpoint.best is not None:
+            self.best = (checkpoint.best_epoch, checkpoint.best)
+        log.info("trial %s/%d resumes from its checkpoint of epoch %d", self.name, self.tid, checkpoint.epoch)
+        if not self.store.note_resumed(self.name, self.tid, self.owner, checkpoint.epoch):
+            raise TrialLost()
+        return checkpoint
+
+    def refused(self, error: CheckpointRefused) -> None:
+        """The checkpoint was refused: the training starts again from scratch."""
+        log.warning("trial %s/%d: checkpoint refused (%s); training from scratch", self.name, self.tid, error)
+        if self.resumed is not None:  # the attempt log said it went on from the checkpoint
+            self.store.note_resumed(self.name, self.tid, self.owner, None)
+        self.resumed, self.curve, self.sent, self.best = None, [], 0, None
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        """Keeps the checkpoint (fenced by owner); a store outage skips it (the next one goes)."""
+        if checkpoint.best is not None:
+            self.best = (checkpoint.best_epoch, checkpoint.best)  # a snapshot: training never writes into it
+        if self.lost.is_set():
+            raise TrialLost()
+        try:
+            saved = self.store.save_file(
+                self.name, self.tid, CHECKPOINT, checkpoint.to_bytes(), checkpoint.epoch, self.owner
+            )
+        except StoreUnavailable as error:
+            log.warning("checkpoint of epoch %d of %s/%d not kept: %s", checkpoint.epoch, self.name, self.tid, error)
+            return
+        if not saved:
+            raise TrialLost()
+
+    def keep_model(self, result: TrainResult) -> None:
+        """Keeps the selected epoch's weights as the trial's model (fenced by owner), described by
+        the result's provenance: what rebuilds and evaluates it (`larnn export`)."""
+        if self.best is None or self.best[0] != result.best_epoch:
+            return
+        document = result.to_document()
+        description = {
+            **{name: document.get(name) for name in IDENTITY},
+            **{
+                name: document.get(name)
+                for name in ("model", "protocol", "data_source", "normalisation", "code_version", "device", "execution")
+            },
+            "epoch": result.best_epoch,
+        }
+        try:
+            self.store.save_file(
+                self.name, self.tid, MODEL, model_bytes(self.best[1], description), result.best_epoch, self.owner
+            )
+        except StoreUnavailable as error:
+            log.warning("the model of %s/%d was not kept: %s", self.name, self.tid, error)
 
 
 def judge(result: TrainResult, pruned_at: int | None = None) -> tuple[int, TrainResult]:

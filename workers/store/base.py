@@ -191,9 +191,9 @@ class BaseStore(abc.ABC):
         """{state: number of trials} without reading the trials (status polls and budget checks)."""
 
     @abc.abstractmethod
-    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int | None) -> bool:
         """Record in owner's running attempt that it went on from a checkpoint of `epoch` epochs
-        (`resumed_from_epoch`); fenced as report_epoch is."""
+        (`resumed_from_epoch`; None: it did not after all); fenced as report_epoch is."""
 
     # -- a trial's files (workers.records.FILE_KINDS): bytes kept apart from the trial's document,
     # which records each one (StoredFile); the backend's primitives, then the rules every backend shares

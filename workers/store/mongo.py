@@ -363,7 +363,7 @@ class MongoStore(BaseStore):
                     {"exp_key": trial["exp_key"], "tid": trial["tid"], "owner": trial["owner"], "outcome": "failed"}
                 )
 
-    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int | None) -> bool:
         changed = self.trials_.update_one(
             {
                 "exp_key": name,

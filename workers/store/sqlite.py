@@ -592,7 +592,7 @@ class SQLiteStore(BaseStore):
 
         return self._transaction(work)
 
-    def note_resumed(self, name: str, tid: int, owner: str, epoch: int) -> bool:
+    def note_resumed(self, name: str, tid: int, owner: str, epoch: int | None) -> bool:
         def work(db):
             if not db.execute(
                 "SELECT 1 FROM trials WHERE exp_key = ? AND tid = ? AND owner = ? AND state = ?",
