@@ -63,9 +63,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """[true class, predicted class] counts."""
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """F1 per class, averaged with the class frequencies as weights."""
-    confusion = np.bincount(y_true * n_classes + y_pred, minlength=n_classes**2).reshape(n_classes, n_classes)
+    confusion = confusion_matrix(y_true, y_pred, n_classes)
     tp = np.diag(confusion).astype(float)
     precision = np.divide(tp, confusion.sum(0), out=np.zeros(n_classes), where=confusion.sum(0) > 0)
     recall = np.divide(tp, confusion.sum(1), out=np.zeros(n_classes), where=confusion.sum(1) > 0)
@@ -75,6 +80,26 @@ def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float
 
 
 @torch.no_grad()
+def predict(
+    model: torch.nn.Module, X: torch.Tensor, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Logits of the model in eval mode, EVAL_BATCH sequences at a time; forward (default: the
+    model) may be a Graphed model."""
+    model.eval()
+    forward = forward or model
+    # clone: a graphed forward's output is overwritten by its next replay
+    return torch.cat([forward(X[i : i + EVAL_BATCH]).clone() for i in range(0, len(X), EVAL_BATCH)])
+
+
+def metrics(logits: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+    predictions = logits.argmax(1)
+    return {
+        "loss": F.cross_entropy(logits, y).item(),
+        "accuracy": (predictions == y).float().mean().item(),
+        "f1": weighted_f1(y.cpu().numpy(), predictions.cpu().numpy(), n_classes),
+    }
+
+
 def evaluate(
     model: torch.nn.Module,
     X: torch.Tensor,
@@ -82,17 +107,8 @@ def evaluate(
     n_classes: int,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """Metrics of the model in eval mode; forward (default: the model) may be a Graphed model."""
-    model.eval()
-    forward = forward or model
-    # clone: a graphed forward's output is overwritten by its next replay
-    logits = torch.cat([forward(X[i : i + EVAL_BATCH]).clone() for i in range(0, len(X), EVAL_BATCH)])
-    predictions = logits.argmax(1)
-    return {
-        "loss": F.cross_entropy(logits, y).item(),
-        "accuracy": (predictions == y).float().mean().item(),
-        "f1": weighted_f1(y.cpu().numpy(), predictions.cpu().numpy(), n_classes),
-    }
+    """Loss, accuracy and weighted F1 of the model in eval mode (forward: as predict's)."""
+    return metrics(predict(model, X, forward), y, n_classes)
 
 
 def train(

@@ -2,13 +2,22 @@
 for bit on CPU; a checkpoint of another training, or a damaged one, is refused in one line."""
 
 import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
+from larnn_core import cli
 from larnn_core import train as training
 from larnn_core.checkpoint import Checkpoint, CheckpointRefused, model_bytes, read_model
+from larnn_core.data import dataset
 from larnn_core.hparams import HParams
+from larnn_core.records import TrainResult
 from tests.support.data import TINY
+from tests.support.fake_workers import ROOT, wait_for
 
 
 def timeless(result):
@@ -123,3 +132,48 @@ def test_a_model_file_is_not_a_checkpoint_and_the_reverse(small_har):
     model = model_bytes({}, {"hyperparameters": hp.to_dict()})
     with pytest.raises(CheckpointRefused, match="not a larnn-checkpoint/1 file"):
         Checkpoint.from_bytes(model, {})
+
+
+def test_larnn_train_killed_goes_on_with_resume_to_the_uninterrupted_result(small_har, tmp_path, capsys):
+    """`larnn train --checkpoint-dir DIR` is killed with SIGKILL after a few epochs; `larnn train
+    --resume DIR` ends with the result of a training that was never stopped."""
+    dataset.save(small_har, dataset.cache_path("hapt"))
+    config = json.dumps({**TINY, "training_epochs": 40, "dropout_drop_proba": 0.2})
+    folder = tmp_path / "ck"
+    command = ["train", "--config", config, "--device", "cpu", "--seed", "3", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "larnn_core.cli", *command, "--checkpoint-dir", str(folder)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    record = folder / "checkpoint.json"
+    wait_for(lambda: record.exists() and json.loads(record.read_text())["epoch"] >= 2, timeout=120)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    epoch = json.loads(record.read_text())["epoch"]
+    assert 2 <= epoch < 40 and len(list(folder.glob("checkpoint-*.safetensors"))) == 1
+    assert cli.main(["train", "--resume", str(folder), "--device", "cpu", "--no-progress"]) == 0
+    resumed = TrainResult.from_document(json.loads(capsys.readouterr().out))
+    assert cli.main(command) == 0
+    whole = TrainResult.from_document(json.loads(capsys.readouterr().out))
+    assert resumed.resumed_from_epoch == epoch and timeless(resumed) == timeless(whole)
+
+
+def test_larnn_train_refuses_bad_checkpoint_folders_in_one_line(small_har, tmp_path, capsys):
+    dataset.save(small_har, dataset.cache_path("hapt"))
+    folder = tmp_path / "ck"
+    base = ["train", "--config", json.dumps({**TINY, "training_epochs": 2}), "--device", "cpu", "--no-progress"]
+    assert cli.main([*base, "--checkpoint-dir", str(folder)]) == 0
+    capsys.readouterr()
+    refusals = [
+        ([*base, "--checkpoint-dir", str(folder)], f"{folder} already holds a training: go on with"),
+        (["train", "--resume", str(folder), "--seed", "2"], "leave out --seed"),
+        (["train", "--resume", str(tmp_path / "none")], "no training.json there"),
+    ]
+    (folder / "checkpoint-2.safetensors").write_bytes(b"damaged")
+    refusals.append((["train", "--resume", str(folder)], "checkpoint-2.safetensors fails its SHA-256 check"))
+    for arguments, message in refusals:
+        assert cli.main(arguments) == 2
+        error = capsys.readouterr().err
+        assert message in error and len(error.strip().splitlines()) == 1, error

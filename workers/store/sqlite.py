@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import random
 import re
 import sqlite3
@@ -23,6 +22,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from larnn_core.files import atomic_write
 from larnn_core.records import EpochReport, TrainResult
 from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, StoredFile, Trial, curve_entry
 from workers.store.base import (
@@ -626,27 +626,14 @@ class SQLiteStore(BaseStore):
         return self.files_folder / safe / str(tid)
 
     def _put_file(self, name: str, tid: int, kind: str, data: bytes) -> str:
-        """Written atomically: a temporary file, fsync, rename, fsync of the folder. Returns the
-        path relative to files_folder."""
-        folder = self._trial_folder(name, tid)
-        final = folder / f"{kind}-{uuid.uuid4().hex[:12]}.safetensors"
-        part = final.with_suffix(".part")
+        """Written atomically (larnn_core.files); returns the path relative to files_folder."""
+        path = self._trial_folder(name, tid) / f"{kind}-{uuid.uuid4().hex[:12]}.safetensors"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(part, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(part, final)
-            descriptor = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data)
         except OSError as error:
-            part.unlink(missing_ok=True)
-            raise StoreUnavailable(f"cannot write {final}: {error.strerror or error}") from None
-        return str(final.relative_to(self.files_folder))
+            raise StoreUnavailable(f"cannot write {path}: {error.strerror or error}") from None
+        return str(path.relative_to(self.files_folder))
 
     def _set_file(self, name, tid, kind, stored, owner):
         def work(db):
