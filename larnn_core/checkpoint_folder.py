@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from larnn_core.checkpoint import Checkpoint, CheckpointRefused
-from larnn_core.files import atomic_write
+from larnn_core.files import atomic_write, read_json_object
 
 SETTINGS, RECORD = "training.json", "checkpoint.json"
-MAX_JSON_BYTES = 1 << 20
 
 
 class CheckpointFolder:
@@ -28,17 +27,7 @@ class CheckpointFolder:
 
     def _read_json(self, name: str) -> dict[str, Any] | None:
         path = self.path / name
-        if not path.is_file():
-            return None
-        if path.stat().st_size > MAX_JSON_BYTES:
-            raise ValueError(f"{path} is {path.stat().st_size} bytes: not written by larnn train")
-        try:
-            document = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not valid JSON ({str(error)[:120]})") from None
-        if not isinstance(document, dict):
-            raise ValueError(f"{path} must be a JSON object")
-        return document
+        return read_json_object(path) if path.is_file() else None
 
     def start(self, settings: dict[str, Any]) -> None:
         """A new training's folder; refused where one already holds a training (go on with --resume)."""

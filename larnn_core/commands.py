@@ -208,9 +208,9 @@ def _train(args) -> int:
     except (KeyError, TypeError) as error:
         raise ValueError(f"{args.resume}: its training settings lack {error}") from None
     resolve_device(args.device)  # refused before the data is prepared
-    if folder is not None and args.resume is None:
-        folder.start(settings)
     data = har.load(source, args.data_dir, progress=not args.no_progress)
+    if folder is not None and args.resume is None:
+        folder.start(settings)  # once everything else is accepted: a refused command writes nothing
     result = train(
         hp,
         data,

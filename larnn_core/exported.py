@@ -23,13 +23,12 @@ from larnn_core.checkpoint import restore_model
 from larnn_core.classifier import build_model
 from larnn_core.data import HARData
 from larnn_core.execution import resolve
-from larnn_core.files import atomic_write
+from larnn_core.files import atomic_write, read_json_object
 from larnn_core.hparams import HParams
 from larnn_core.provenance import resolve_device
 from larnn_core.train import confusion_matrix, metrics, predict
 
 SPLITS = ("test", "validation")
-MAX_DESCRIPTION_BYTES = 1 << 20
 
 
 def description_path(path: Path) -> Path:
@@ -58,14 +57,7 @@ def read_export(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise FileNotFoundError(f"{path} is not an exported model (a .pt file written by larnn export)")
     if not described.is_file():
         raise FileNotFoundError(f"{path}: its description {described.name} is missing beside it")
-    if described.stat().st_size > MAX_DESCRIPTION_BYTES:
-        raise ValueError(f"{described} is {described.stat().st_size} bytes: not a model's description")
-    try:
-        description = json.loads(described.read_bytes())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"{described} is not valid JSON ({str(error)[:120]})") from None
-    if not isinstance(description, dict):
-        raise ValueError(f"{described} must be a JSON object")
+    description = read_json_object(described)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != description.get("weights_sha256"):
         raise ValueError(f"{path} does not match its description {described.name} (weights_sha256)")

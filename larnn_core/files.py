@@ -3,8 +3,12 @@ is the old file or the new one, never half of either."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
+
+MAX_JSON_BYTES = 1 << 20  # a settings or description file; anything larger is not ours
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -25,3 +29,16 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A small JSON object from path; ValueError naming the file for anything else."""
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size} bytes: not a file larnn wrote")
+    try:
+        document = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({str(error)[:120]})") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} must be a JSON object")
+    return document

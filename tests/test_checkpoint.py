@@ -12,7 +12,7 @@ import pytest
 
 from larnn_core import cli
 from larnn_core import train as training
-from larnn_core.checkpoint import Checkpoint, CheckpointRefused, model_bytes, read_model
+from larnn_core.checkpoint import IDENTITY, Checkpoint, CheckpointRefused, model_bytes, read_model
 from larnn_core.data import dataset
 from larnn_core.hparams import HParams
 from larnn_core.records import TrainResult
@@ -24,6 +24,11 @@ def timeless(result):
     """A result without what differs between two runs of the same training: times, where it resumed."""
     epochs = tuple(dataclasses.replace(e, seconds=None) for e in result.epochs)
     return dataclasses.replace(result, epochs=epochs, wall_time_s=None, resumed_from_epoch=None)
+
+
+def identity_of(result):
+    """The identity a checkpoint of this training carries (larnn_core.checkpoint.IDENTITY)."""
+    return {name: getattr(result, name) for name in IDENTITY}
 
 
 def saved_training(hp, data, seed=4):
@@ -65,12 +70,7 @@ def test_a_resumed_training_ends_bit_for_bit_as_the_uninterrupted_one(small_har,
 def test_the_checkpoint_carries_the_best_epochs_weights_and_the_epochs_so_far(small_har):
     hp = HParams.from_dict({**TINY, "training_epochs": 3})
     result, saved = saved_training(hp, small_har)
-    identity = {
-        "hyperparameters": hp.to_dict(),
-        "seed": 4,
-        "validation_subjects": result.validation_subjects,
-        "data_checksum": small_har.checksum,
-    }
+    identity = identity_of(result)
     last = Checkpoint.from_bytes(saved[-1], identity)
     assert last.epoch == 3 and last.best_epoch == result.best_epoch
     assert [e.validation_accuracy for e in last.epochs] == [e.validation_accuracy for e in result.epochs]
@@ -92,12 +92,7 @@ def test_the_checkpoint_carries_the_best_epochs_weights_and_the_epochs_so_far(sm
 def test_a_checkpoint_of_another_training_is_refused_naming_what_differs(small_har, change, named):
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     result, saved = saved_training(hp, small_har)
-    identity = {
-        "hyperparameters": hp.to_dict(),
-        "seed": 4,
-        "validation_subjects": result.validation_subjects,
-        "data_checksum": small_har.checksum,
-    }
+    identity = identity_of(result)
     Checkpoint.from_bytes(saved[0], identity)
     with pytest.raises(CheckpointRefused, match=f"its {named} differs"):
         Checkpoint.from_bytes(saved[0], change(identity))
@@ -114,12 +109,7 @@ def test_a_checkpoint_of_another_training_is_refused_naming_what_differs(small_h
 def test_a_damaged_checkpoint_is_refused(small_har, damage, message):
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     result, saved = saved_training(hp, small_har)
-    identity = {
-        "hyperparameters": hp.to_dict(),
-        "seed": 4,
-        "validation_subjects": result.validation_subjects,
-        "data_checksum": small_har.checksum,
-    }
+    identity = identity_of(result)
     with pytest.raises(CheckpointRefused, match=message):
         Checkpoint.from_bytes(damage(saved[0]), identity)
 

@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from larnn_core.checkpoint import IDENTITY, read_model
 from workers.records import MODEL, Trial
 from workers.report import ranked
 from workers.store import BaseStore, open_store
@@ -93,6 +92,7 @@ def chosen_trial(store: BaseStore, name: str, tid: int | None) -> Trial:
 def export(store: BaseStore, name: str, tid: int | None, out: Path) -> dict[str, Any]:
     """Writes the trial's model to out (and its description beside it); returns the description.
     Nothing is written when the stored model is damaged or is not this trial's."""
+    from larnn_core.checkpoint import IDENTITY, read_model  # torch: only when a model is read
     from larnn_core.exported import write_export
 
     store.get_experiment(name)  # UnknownExperiment: one line

@@ -271,18 +271,28 @@ class Worker:
                     FAIL, error=f"{type(error).__name__}: {error}", extra={"traceback": traceback.format_exc()}
                 )
             state, result = judge(result, session.pruned_at)
-            if state != ERROR and models_kept(experiment.keep_artifacts) != 0:
-                session.keep_model(result)
+            kept = models_kept(experiment.keep_artifacts)
+            with_model = state != ERROR and kept != 0 and session.keep_model(result)
         if state == PRUNED:
             log.info("trial %s/%d pruned at epoch %d", name, tid, session.pruned_at)
         # `space`: the sampled point, as in the 2018 result files (`hyperparameters` adds the defaults)
         ran = dict(space=point, worker=self.owner, trial_wall_time_s=time.time() - started)
-        self.report(name, tid, state, dataclasses.replace(result, extra={**result.extra, **ran}))
-        self.tidy_files(experiment.name, models_kept(experiment.keep_artifacts))
+        if not self.report(name, tid, state, dataclasses.replace(result, extra={**result.extra, **ran})):
+            return  # the trial is another worker's now: so is its checkpoint
+        try:
+            self.store.drop_file(name, tid, CHECKPOINT)  # an ended trial keeps its model only
+        except StoreUnavailable as error:
+            log.warning(
+                "the checkpoint of %s/%d was not deleted (%s): the next trial's tidying does it", name, tid, error
+            )
+        if with_model:
+            self.tidy_files(name, kept)
 
     def tidy_files(self, name: str, kept: int | None) -> None:
-        """Delete the checkpoints of the experiment's ended trials, and the models beyond the `kept`
-        best (None: keep all). Any worker may; a store outage only delays it to the next trial."""
+        """Delete the models beyond the experiment's `kept` best (None: keep all), and checkpoints
+        that ended trials still hold (their worker stopped between its result and the deletion).
+        Any worker may, after it kept a model (one read of the trial summaries); a store outage
+        only delays it to the next."""
         try:
             ended = [t for t in self.store.trial_summaries(name) if t.state in FINAL]
             for trial in ended:
@@ -296,9 +306,10 @@ class Worker:
         except StoreUnavailable as error:
             log.warning("the files of %s were not tidied (%s): the next trial does it", name, error)
 
-    def report(self, name: str, tid: int, state: int, result: TrainResult) -> None:
-        """Spool to disk, then hand to the store (retrying until it accepts), then unspool. If the
-        spool cannot be written, the result goes straight to the store and the worker stops."""
+    def report(self, name: str, tid: int, state: int, result: TrainResult) -> bool:
+        """Spool to disk, then hand to the store (retrying until it accepts), then unspool; whether
+        the store took it. If the spool cannot be written, the result goes straight to the store
+        and the worker stops."""
         record = {"name": name, "tid": tid, "owner": self.owner, "state": state, "result": result.to_document()}
         path = self.spool / f"{name}.{tid}.{re.sub(r'[:/]', '_', self.owner)}.json"
         part = path.with_suffix(".part")
@@ -319,8 +330,9 @@ class Worker:
             raise SpoolUnwritable(
                 f"cannot write to the result spool {self.spool} ({error.strerror or error})"
             ) from None
-        self._deliver(path)
+        accepted = self._deliver(path)
         self.finished += 1
+        return accepted
 
     def flush_spool(self) -> None:
         """Deliver results that a worker on this machine spooled but could not hand over (it was
@@ -331,18 +343,20 @@ class Worker:
         for path in sorted(self.spool.glob("*.json")) + orphans:
             self._deliver(path)
 
-    def _deliver(self, path: Path) -> None:
+    def _deliver(self, path: Path) -> bool:
         """Claim the spool file by renaming it (one worker wins), then hand it to the store."""
         claimed = path.with_name(path.name.split(".json")[0] + f".json.claimed-{os.getpid()}")
         try:
             os.replace(path, claimed)
         except FileNotFoundError:  # another worker claimed it first and delivers it
-            return
-        self._hand_over(json.loads(claimed.read_text()), str(claimed))
+            return False
+        accepted = self._hand_over(json.loads(claimed.read_text()), str(claimed))
         claimed.unlink()
+        return accepted
 
-    def _hand_over(self, spooled: dict, kept_in: str) -> None:
-        """store.finish, retried with a logged backoff while the store is unavailable."""
+    def _hand_over(self, spooled: dict, kept_in: str) -> bool:
+        """store.finish, retried with a logged backoff while the store is unavailable; whether it
+        accepted the result."""
         backoff = self.retry_s
         while True:
             try:
@@ -373,6 +387,7 @@ class Worker:
                 spooled["name"],
                 spooled["tid"],
             )
+        return accepted
 
 
 def _alive(pid: int) -> bool:
@@ -512,11 +527,11 @@ class TrialSession:
         if not saved:
             raise TrialLost()
 
-    def keep_model(self, result: TrainResult) -> None:
+    def keep_model(self, result: TrainResult) -> bool:
         """Keeps the selected epoch's weights as the trial's model (fenced by owner), described by
-        the result's provenance: what rebuilds and evaluates it (`larnn export`)."""
+        the result's provenance: what rebuilds and evaluates it (`larnn export`). Whether it did."""
         if self.best is None or self.best[0] != result.best_epoch:
-            return
+            return False
         document = result.to_document()
         description = {
             **{name: document.get(name) for name in IDENTITY},
@@ -527,11 +542,12 @@ class TrialSession:
             "epoch": result.best_epoch,
         }
         try:
-            self.store.save_file(
+            return self.store.save_file(
                 self.name, self.tid, MODEL, model_bytes(self.best[1], description), result.best_epoch, self.owner
             )
         except StoreUnavailable as error:
             log.warning("the model of %s/%d was not kept: %s", self.name, self.tid, error)
+            return False
 
 
 def judge(result: TrainResult, pruned_at: int | None = None) -> tuple[int, TrainResult]:
