@@ -375,6 +375,15 @@ def test_larnn_search_end_to_end_on_the_offline_data(tmp_path, isolated_data_dir
         result = trial.result
         assert result.data_source == "hapt" and result.device.startswith("cpu") and result.code_version
         assert 0.0 < result.chosen.test_accuracy <= 1.0 and len(result.epochs) == 1
+    # the main job ends naming the command that exports its best model, which evaluates to its number
+    assert "the best trial's model: larnn export e2e --out e2e.pt" in run.stdout
+    for command in (["export", "e2e", "--out", "e2e.pt"], ["evaluate", "e2e.pt", "--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "larnn_core.cli", *command], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    best = max(trials, key=lambda t: (t.result.chosen.validation_accuracy, -t.tid))
+    assert json.loads(done.stdout)["accuracy"] == best.result.chosen.test_accuracy
 
 
 @pytest.mark.slow

@@ -449,6 +449,8 @@ def _search(args) -> int:
         return 130
     _stop(workers)
     print(report.format_best(report.best_trials(store, args.name, 5), "table"))
+    where = "" if args.store is None else f" --store '{redact(url)}'"
+    print(f"the best trial's model: larnn export {args.name}{where} --out {args.name}.pt")
     return 0
 
 
