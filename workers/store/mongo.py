@@ -112,6 +112,7 @@ class MongoStore(BaseStore):
         self.experiments_ = db.get_collection("experiments", write_concern=concern)
         self.trials_ = db.get_collection("trials", write_concern=concern)
         self.records_ = db.get_collection("records", write_concern=concern)  # one document per (experiment, record)
+        # the trials' files (GridFS) are written with the server's default concern: majority since MongoDB 5
         self._database = db
         if not read_only:
             self.experiments_.create_index("name", unique=True)
