@@ -167,3 +167,41 @@ def test_a_sigkilled_worker_process_trial_resumes_in_another_process(tmp_path, s
     (whole,), (resumed,) = store.trials("whole"), store.trials("killed")
     assert resumed.result.resumed_from_epoch == k and resumed.attempt_log[-1].resumed_from_epoch == k
     assert comparable(resumed) == comparable(whole)
+
+
+def test_with_checkpoint_every_a_kill_keeps_none_yet_a_stop_keeps_its_epoch(store, tmp_path):
+    submit(store, "sparse", "smoke", max_evals=1, algorithm="rand", seed=7, epochs=EPOCHS)
+    with pytest.raises(Killed):
+        in_process_worker(store, dying_after(3), tmp_path, experiment="sparse", checkpoint_every_s=1000).run()
+    assert CHECKPOINT not in store.trials("sparse")[0].files  # not due in 3 epochs: nothing kept
+    time.sleep(0.3)
+    worker = in_process_worker(store, train_objective, tmp_path, experiment="sparse", checkpoint_every_s=1000)
+    worker.stale_after_s = 0.2
+
+    def stopped_after_epoch_1(point, settings, seed, device, session):
+        def on_epoch(report):
+            if report.epoch == 1:
+                worker.stop()  # SIGTERM at this epoch boundary, its checkpoint not due: kept all the same
+            return session(report)
+
+        return train_objective(point, settings, seed, device, StopsWith(session, on_epoch))
+
+    worker.objective = stopped_after_epoch_1
+    worker.run()
+    (trial,) = store.trials("sparse")
+    assert trial.state == 0 and trial.files[CHECKPOINT].epoch == 1
+    assert [a.outcome for a in trial.attempt_log] == ["heartbeat lost", "given back"]
+
+
+class StopsWith(DiesAfter):
+    """A trial session whose epochs go through on_epoch."""
+
+    def __init__(self, session, on_epoch):
+        super().__init__(session, k=None)
+        self.on_epoch = on_epoch
+
+    def __call__(self, report):
+        return self.on_epoch(report)
+
+    def save(self, checkpoint):
+        self.session.save(checkpoint)

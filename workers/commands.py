@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from larnn_core import data as har
-from larnn_core.cli import positive_int, seconds, seed
+from larnn_core.cli import nonnegative_seconds, positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
 from workers import pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
@@ -257,6 +257,15 @@ def register_worker(subparsers) -> None:
     parser.add_argument(
         "--max-attempts", type=positive_int, default=3, help="reservations before a trial is failed (default 3)"
     )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=nonnegative_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep a trial's checkpoint at an epoch boundary once this long has passed since the last "
+        "(default 0: every epoch); a stop request and the last epoch always keep one. A fleet of fast "
+        "GPUs sets it to bound what checkpoints write to the store",
+    )
     parser.set_defaults(run=_worker)
 
 
@@ -283,6 +292,7 @@ def _worker(args) -> int:
             max_attempts=args.max_attempts,
             idle_exit_s=args.idle_exit,
             max_trials=args.max_trials,
+            checkpoint_every_s=args.checkpoint_every,
         )
 
     try:
@@ -310,6 +320,7 @@ def _supervise(args) -> int:
         ("--heartbeat", args.heartbeat),
         ("--stale-after", args.stale_after),
         ("--max-attempts", args.max_attempts),
+        ("--checkpoint-every", args.checkpoint_every),
     ]
     worker_args = [str(part) for option, value in passed_on if value is not None for part in (option, value)]
     return Supervisor(devices, worker_args, store_url(args.store)).run()

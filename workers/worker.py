@@ -109,6 +109,7 @@ class Worker:
         max_trials: int | None = None,
         spool: Path | None = None,
         retry_s: float = 1.0,
+        checkpoint_every_s: float = 0.0,
     ):
         self.store, self.objective, self.experiment, self.device = store, objective, experiment, device
         self.owner = owner or default_owner()
@@ -118,6 +119,7 @@ class Worker:
         # only the results of its own store
         self.spool = Path(spool or default_spool()) / hashlib.sha256(store.identity.encode()).hexdigest()[:16]
         self.retry_s = retry_s  # first wait after a store error; doubles up to MAX_BACKOFF_S
+        self.checkpoint_every_s = checkpoint_every_s  # 0: a checkpoint at every epoch boundary
         earlier = sorted(self.spool.parent.glob("*.json"))  # spooled before there was a folder per store
         if earlier:
             log.warning(
@@ -254,7 +256,15 @@ class Worker:
         started = time.time()
         with Heartbeats(self.store, name, tid, self.owner, self.heartbeat_s) as heartbeats:
             session = TrialSession(
-                self.store, name, tid, self.owner, pruner, heartbeats.lost, self.stopping, last_epoch
+                self.store,
+                name,
+                tid,
+                self.owner,
+                pruner,
+                heartbeats.lost,
+                self.stopping,
+                last_epoch,
+                self.checkpoint_every_s,
             )
             try:
                 log.info("trial %s/%d: %s", name, tid, json.dumps(point))
@@ -435,8 +445,10 @@ class TrialSession:
     last epoch the training is complete: a stop request lets its result be delivered (giving it
     back threw the whole training away) and the pruner's verdict does not make it a pruned trial.
 
-    `save` keeps each epoch's checkpoint in the store, before that epoch's report, so a stop loses
-    no trained epoch; `resume_from` offers the trial's checkpoint to a training that starts, and
+    `save` keeps each epoch's checkpoint in the store before that epoch's report (with
+    checkpoint_every_s, the first one after that long since the last, and always the one before a
+    stop or after the last epoch), so a stop loses no trained epoch and a kill at most an epoch (or
+    checkpoint_every_s); `resume_from` offers the trial's checkpoint to a training that starts, and
     the epochs it holds are reported again as the new attempt's curve; `keep_model` keeps the
     selected epoch's weights once the training has ended."""
 
@@ -450,9 +462,12 @@ class TrialSession:
         lost: threading.Event,
         stopping: threading.Event,
         last_epoch: int,
+        checkpoint_every_s: float = 0.0,
     ):
         self.store, self.name, self.tid, self.owner, self.pruner = store, name, tid, owner, pruner
         self.lost, self.stopping, self.last_epoch = lost, stopping, last_epoch
+        self.checkpoint_every_s, self.last_kept = checkpoint_every_s, time.monotonic()
+        self.pending: Checkpoint | None = None  # this epoch's checkpoint, when it was not due (save)
         self.curve: list[EpochReport] = []
         self.sent = 0  # reports the store has (one that failed in an outage goes with the next)
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
@@ -466,6 +481,8 @@ class TrialSession:
             raise TrialLost()
         final = report.epoch == self.last_epoch
         if self.stopping.is_set() and not final:
+            if self.pending is not None:  # the epoch's checkpoint, not due yet: a stop keeps it
+                self._keep(self.pending)
             raise StopRequested()
         self.curve.append(report)
         try:
@@ -512,11 +529,20 @@ class TrialSession:
         self.resumed, self.curve, self.sent, self.best = None, [], 0, None
 
     def save(self, checkpoint: Checkpoint) -> None:
-        """Keeps the checkpoint (fenced by owner); a store outage skips it (the next one goes)."""
+        """Keeps the checkpoint when it is due (fenced by owner); one that is not stays pending
+        until the epoch's report, which keeps it if the worker is stopping. A store outage skips it
+        (the next one goes)."""
         if checkpoint.best is not None:
             self.best = (checkpoint.best_epoch, checkpoint.best)  # a snapshot: training never writes into it
         if self.lost.is_set():
             raise TrialLost()
+        due = time.monotonic() - self.last_kept >= self.checkpoint_every_s
+        self.pending = None if due or checkpoint.epoch == self.last_epoch else checkpoint
+        if self.pending is None:
+            self._keep(checkpoint)
+
+    def _keep(self, checkpoint: Checkpoint) -> None:
+        self.last_kept, self.pending = time.monotonic(), None
         try:
             saved = self.store.save_file(
                 self.name, self.tid, CHECKPOINT, checkpoint.to_bytes(), checkpoint.epoch, self.owner
