@@ -101,7 +101,10 @@ def test_two_slots_train_two_trials_at_once_each_as_it_would_alone(small_har, ur
             # the slots share one process's compiled graphs: the second trial runs the graphs dynamo
             # compiled for both (dynamic shapes after a recompile), alone it runs its own, so their
             # float sums round differently (about 1e-6 apart in the losses)
-            expected = [pytest.approx(values, rel=1e-5) for values in expected]
+            expected = [
+                {name: None if value is None else pytest.approx(value, rel=1e-5) for name, value in values.items()}
+                for values in expected
+            ]  # (the metrics not measured at an epoch, its test numbers but at the selected one, are None)
         assert timeless == expected, trial.tid
         assert trial.result.execution == alone.execution
 
