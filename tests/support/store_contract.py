@@ -23,7 +23,7 @@ from workers.records import (
     Objective,
     Trial,
 )
-from workers.store import ExperimentExists, ReadOnlyStore, UnknownExperiment
+from workers.store import ExperimentExists, ReadOnlyStore, StoreUnavailable, UnknownExperiment
 from workers.store.base import SUMMARY_RESULT, WRITES, DamagedFile
 
 
@@ -398,3 +398,17 @@ class StoreContract:
         store.drop_file("a", 0, CHECKPOINT)  # a final trial's: no owner needed
         store.drop_file("a", 0, CHECKPOINT)  # twice is harmless
         assert set(store.trials("a")[0].files) == {MODEL}
+
+    def test_bytes_a_failed_record_leaves_are_removed(self, store, monkeypatch):
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {}, {}, owner="w"))
+        written, put = [], store._put_file
+        monkeypatch.setattr(store, "_put_file", lambda *args: written.append(put(*args)) or written[-1])
+
+        def outage(*args):
+            raise StoreUnavailable("the store went away")
+
+        monkeypatch.setattr(store, "_set_file", outage)
+        with pytest.raises(StoreUnavailable):
+            store.save_file("a", 0, CHECKPOINT, b"epoch 1", 1, "w")
+        assert len(written) == 1 and store._get_file(written[0]) is None

@@ -14,6 +14,7 @@ into or out of a store.
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import hashlib
 import time
@@ -244,7 +245,12 @@ class BaseStore(abc.ABC):
         record names (in SQLite's folder: removed with the next file of the trial)."""
         location = self._put_file(name, tid, kind, data)
         stored = StoredFile(location, hashlib.sha256(data).hexdigest(), len(data), epoch, owner, time.time())
-        done, replaced = self._set_file(name, tid, kind, stored, owner)
+        try:
+            done, replaced = self._set_file(name, tid, kind, stored, owner)
+        except BaseException:  # not recorded (an outage): bytes no record names are removed
+            with contextlib.suppress(Exception):
+                self._remove_file(location)
+            raise
         if not done:
             self._remove_file(location)
         elif replaced is not None:
