@@ -16,6 +16,7 @@ from search_spaces import SpaceError
 from tests.support.fake_workers import in_process_worker, logs_of, sleepy_objective, spawn, wait_for
 from tests.support.results import result_with
 from tests.support.stores import AtomicClient
+from workers import report
 from workers.experiment import submit
 from workers.pruners import PrunerSettings
 from workers.records import DONE, ERROR, FINAL, NEW, PRUNED, RUNNING, Trial
@@ -320,6 +321,41 @@ def test_status_and_best(tmp_path, url, capsys):
     assert lines[0].startswith("tid,validation_accuracy,test_accuracy") and len(lines) == 5
     assert cli.main(["best", "nope", "--store", url]) == 2
     assert "no experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
+    """`larnn best` (the main job ends with it): the hyperparameters the trials share once above, the
+    others beside the numbers where they fit in 100 columns, else under each trial; small values
+    keep their digits; --wide: every hyperparameter as a column."""
+    varying = {f"knob_{i}": 0.5 for i in range(12)}
+    rows = [
+        {
+            "tid": tid,
+            "validation_accuracy": 0.9 - tid / 100,
+            "test_accuracy": 0.8,
+            "best_epoch": 3,
+            "epochs": 10,
+            "wall_time_s": 12.5,
+            "hyperparameters": {
+                "batch_size": 256,
+                "l2_weight_reg": 1.9e-05 * (tid + 1),
+                "model": "lstm" if tid == 2 else "larnn",
+                **({} if tid == 2 else {"attention_heads": 4 + tid}),
+                **{name: value + tid for name, value in varying.items()},
+            },
+        }
+        for tid in range(3)
+    ]
+    lines = report.format_best(rows, "table").splitlines()
+    assert lines[0] == "same in all 3: batch_size=256" and all(len(line) <= report.WIDTH for line in lines)
+    under_lstm = " ".join(lines[lines.index(next(line for line in lines if line.lstrip().startswith("2 "))) + 1 :])
+    assert "model=lstm" in under_lstm and "attention_heads" not in under_lstm  # an LSTM has no heads
+    assert "l2_weight_reg=1.9e-05" in "\n".join(lines[:6]) and "=0.0000" not in "\n".join(lines)
+    few = [{**row, "hyperparameters": {"batch_size": 256, "learning_rate": 0.01 * (1 + row["tid"])}} for row in rows]
+    table = report.format_best(few, "table").splitlines()
+    assert table[1].split()[-1] == "learning_rate" and len(table) == 5  # it fits: a column
+    wide = report.format_best(rows, "table", wide=True).splitlines()
+    assert "batch_size" in wide[0] and "knob_11" in wide[0] and len(wide) == 4
 
 
 def test_store_url_from_the_environment(tmp_path, monkeypatch, capsys):

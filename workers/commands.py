@@ -357,6 +357,12 @@ def register_best(subparsers) -> None:
     parser.add_argument("--top", type=positive_int, default=10, help="how many (default 10)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="table: every hyperparameter as a column (default: those the trials share once above the "
+        f"table, the others as columns where they fit in {report.WIDTH} characters, else under each trial)",
+    )
+    parser.add_argument(
         "--include-pruned", action="store_true", help="rank pruned trials too (their accuracy comes from fewer epochs)"
     )
     parser.add_argument("--store", default=None, help=STORE_HELP)
@@ -366,7 +372,8 @@ def register_best(subparsers) -> None:
 def _best(args) -> None:
     store = open_store(args.store, read_only=True)
     failure = store.get_experiment(args.name).failure
-    print(report.format_best(report.best_trials(store, args.name, args.top, args.include_pruned), args.format))
+    rows = report.best_trials(store, args.name, args.top, args.include_pruned)
+    print(report.format_best(rows, args.format, args.wide))
     if failure:  # on stderr, so that json and csv output stay parseable
         print(f"note: experiment {args.name} failed: {failure['reason']}", file=sys.stderr)
 

@@ -47,7 +47,13 @@ def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[di
     return rows
 
 
-def format_best(rows: list[dict], fmt: str) -> str:
+WIDTH = 100  # columns a terminal shows: `larnn best`'s table fits in them unless --wide
+
+
+def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
+    """json and csv: every field. table: the numbers, then only the hyperparameters that differ
+    among the trials shown (those they share, once, above), as columns where they fit in WIDTH,
+    else as one wrapped `name=value` line under each trial; wide: every hyperparameter as a column."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
     names = sorted({k for row in rows for k in row["hyperparameters"]})
@@ -64,11 +70,38 @@ def format_best(rows: list[dict], fmt: str) -> str:
         writer.writeheader()
         writer.writerows(flat)
         return out.getvalue()
-    return table(flat)
+    if wide or not rows:
+        return table(flat)
+    shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
+    varying = [k for k in names if k not in shared]
+    lines = _wrapped(f"same in all {len(rows)}:", [f"{k}={_cell(rows[0]['hyperparameters'][k])}" for k in shared])
+    columns = table([{k: v for k, v in r.items() if k not in shared} for r in flat])
+    if max(map(len, columns.splitlines())) <= WIDTH:
+        return "\n".join([*lines, columns])
+    numbers = table([{k: v for k, v in row.items() if k != "hyperparameters"} for row in rows]).splitlines()
+    lines.append(numbers[0])
+    for row, line in zip(rows, numbers[1:]):
+        point = row["hyperparameters"]  # an LSTM's has none of the LARNN's own: left out, not blank
+        lines += [line, *_wrapped("     ", [f"{k}={_cell(point[k])}" for k in varying if k in point])]
+    return "\n".join(lines)
+
+
+def _wrapped(lead: str, words: list[str]) -> list[str]:
+    """lead and words joined by spaces in lines of at most WIDTH (continuations indented)."""
+    lines, line = [], lead
+    for word in words:
+        if len(line) + 1 + len(word) > WIDTH and line.strip():
+            lines.append(line)
+            line = " " * 6 + word
+        else:
+            line += " " + word
+    return [*lines, line] if words else []
 
 
 def _cell(value) -> str:
     if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.3g}"  # a learning rate or an L2 weight: its digits, not 0.0000
         return f"{value:.4f}" if abs(value) < 1 else f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     return "" if value is None else str(value)
 
