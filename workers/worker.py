@@ -290,7 +290,8 @@ class Worker:
         if not self.report(name, tid, state, dataclasses.replace(result, extra={**result.extra, **ran})):
             return  # the trial is another worker's now: so is its checkpoint
         try:
-            self.store.drop_file(name, tid, CHECKPOINT)  # an ended trial keeps its model only
+            if session.checkpointed:
+                self.store.drop_file(name, tid, CHECKPOINT)  # an ended trial keeps its model only
         except StoreUnavailable as error:
             log.warning(
                 "the checkpoint of %s/%d was not deleted (%s): the next trial's tidying does it", name, tid, error
@@ -468,6 +469,7 @@ class TrialSession:
         self.lost, self.stopping, self.last_epoch = lost, stopping, last_epoch
         self.checkpoint_every_s, self.last_kept = checkpoint_every_s, time.monotonic()
         self.pending: Checkpoint | None = None  # this epoch's checkpoint, when it was not due (save)
+        self.checkpointed = False  # whether the trial may have a checkpoint in the store (found or kept)
         self.curve: list[EpochReport] = []
         self.sent = 0  # reports the store has (one that failed in an outage goes with the next)
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
@@ -509,9 +511,11 @@ class TrialSession:
         try:
             found = self.store.read_file(self.name, self.tid, CHECKPOINT)
         except DamagedFile as error:
+            self.checkpointed = True  # its record stays until a new one replaces it
             raise CheckpointRefused(str(error)) from None
         if found is None:
             return None
+        self.checkpointed = True
         checkpoint = Checkpoint.from_bytes(found[1], identity)
         self.resumed, self.curve, self.sent = checkpoint.epoch, list(checkpoint.epochs), 0
         if checkpoint.best is not None:
@@ -542,7 +546,7 @@ class TrialSession:
             self._keep(checkpoint)
 
     def _keep(self, checkpoint: Checkpoint) -> None:
-        self.last_kept, self.pending = time.monotonic(), None
+        self.last_kept, self.pending, self.checkpointed = time.monotonic(), None, True
         try:
             saved = self.store.save_file(
                 self.name, self.tid, CHECKPOINT, checkpoint.to_bytes(), checkpoint.epoch, self.owner
