@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from larnn_core.records import SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
+from larnn_core.records import HONEST, SELECTED, TEST_PICKED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
 from workers.records import STATE_NAMES
 from workers.store import BaseStore
 
@@ -49,7 +49,7 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
                     "state": STATE_NAMES[trial.state],
                     "status": result.status,
                     # results stored before they recorded it: imports are the 2018 protocol's, trainings honest
-                    "protocol": result.protocol or ("test-picked" if imported else "honest"),
+                    "protocol": result.protocol or (TEST_PICKED if imported else HONEST),
                     "model": point.get("model", (result.hyperparameters or {}).get("model", "larnn")),
                     **{metric: _number(getattr(result.chosen, metric)) for metric in SELECTED},
                     TRAIN_ACCURACY: train_accuracy(result),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from larnn_core.hparams import HParams
-from larnn_core.records import HISTORY, SELECTED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
+from larnn_core.records import HISTORY, SELECTED, TEST_PICKED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
 from search_spaces import Space, load_space
 from search_spaces.format import quote
 from workers.experiment import check_name
@@ -120,7 +120,7 @@ def read_result(path: Path) -> dict:
     return {
         "status": data["status"],
         # the 2018 code evaluated its "validation" curves on the test set and kept their maximum
-        "protocol": "test-picked",
+        "protocol": TEST_PICKED,
         "loss": float(data["loss"]),
         BEST: float(data[BEST]),
         SELECTED["validation_f1"]: data.get(SELECTED["validation_f1"]),

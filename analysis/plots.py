@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from analysis.importance import POOLED, encode, importance_by_experiment  # noqa: E402
-from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY  # noqa: E402
+from larnn_core.records import HONEST, TEST_ACCURACY, TEST_PICKED, VALIDATION_ACCURACY  # noqa: E402
 from workers.records import Experiment  # noqa: E402
 
 ACC, TEST = VALIDATION_ACCURACY, TEST_ACCURACY  # the frame's columns
@@ -32,10 +32,10 @@ VALIDATION_LABEL, TEST_PICKED_LABEL = "validation accuracy", "test-picked accura
 def accuracy_label(data: pd.DataFrame) -> str:
     """What the accuracy column holds for these trials: honest validation accuracy, or the 2018
     protocol's test-picked score (the best epoch on the test set), or both, which then says so."""
-    protocols = set(data["protocol"]) if "protocol" in data and len(data) else {"honest"}
-    if protocols == {"test-picked"}:
+    protocols = set(data["protocol"]) if "protocol" in data and len(data) else {HONEST}
+    if protocols == {TEST_PICKED}:
         return TEST_PICKED_LABEL
-    if "test-picked" in protocols:
+    if TEST_PICKED in protocols:
         return "accuracy: validation, or test-picked for 2018 imports"
     return VALIDATION_LABEL
 

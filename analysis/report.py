@@ -10,6 +10,7 @@ from pathlib import Path
 from analysis import plots
 from analysis.frame import METRICS, finished, trials_frame
 from analysis.importance import METHOD, ranking
+from larnn_core.records import TEST_PICKED
 from workers.store import BaseStore
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -45,7 +46,7 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
     return figures
 
 
-TEST_PICKED = (
+TEST_PICKED_CAVEAT = (
     "Caveat: trials marked test-picked come from the 2018 protocol, which evaluated its "
     '"validation" curves on the test set and kept their best epoch; their accuracy is a test-picked '
     "score, optimistic against an honest validation accuracy, and they have no separate test "
@@ -75,7 +76,7 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
             for x in experiments
             if x.failure
         ],
-        *([f"<p class='note'>{e(TEST_PICKED)}</p>"] if (frame["protocol"] == "test-picked").any() else []),
+        *([f"<p class='note'>{e(TEST_PICKED_CAVEAT)}</p>"] if (frame["protocol"] == TEST_PICKED).any() else []),
         *[
             f"<p class='note'>Note: {e(x.name)} is left out of the optimisation history: its trials are "
             "unordered (its result files were all written within moments, by a copy or a clone, so their "

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OK, FAIL = "ok", "fail"  # a result's status (hyperopt's words)
+# a result's protocol, how its selected epoch was chosen: on validation subjects (this project's
+# trainings), or on the test set (the 2018 code, whose imported results say so)
+HONEST, TEST_PICKED = "honest", "test-picked"
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ from larnn_core.execution.cuda_graphs import Graphed, TrainStep, make_optimizer,
 from larnn_core.execution.torch_compile import compiled_training
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
-from larnn_core.records import FAIL, OK, EpochReport, TrainResult
+from larnn_core.records import FAIL, HONEST, OK, EpochReport, TrainResult
 from larnn_core.statistics import REFRESH_SAMPLES, refresh
 
-PROTOCOL = "honest"  # results say how their numbers were chosen; 2018's imports are "test-picked"
+PROTOCOL = HONEST  # results say how their numbers were chosen; 2018's imports are TEST_PICKED
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
 EVAL_BATCH = 1024
 

@@ -166,6 +166,19 @@ def test_import_of_2018_results_round_trips_and_skips_malformed_files(tmp_path, 
     assert frame["best_epoch"].tolist() == [2, 2, 2]
     assert cli.main(["import-results", *paths[:1], "--name", "paper-2018", "--store", url]) == 2
     assert "already exists" in capsys.readouterr().err
+    # `best` and `status` name the imports' numbers by their protocol: test-picked, not validation
+    assert cli.main(["best", "paper-2018", "--format", "json", "--store", url]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["test_picked_accuracy"] for row in rows] == [0.9192, 0.91, 0.88]
+    assert all(row["protocol"] == "test-picked" and "validation_accuracy" not in row for row in rows)
+    assert cli.main(["best", "paper-2018", "--store", url]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("protocol: test-picked: 2018 results: the epoch was chosen on the test set")
+    header = next(line for line in table if line.startswith("tid"))
+    assert "test_picked_accuracy" in header and "validation" not in header
+    assert cli.main(["status", "paper-2018", "--store", url]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert "chosen_on" in status[0] and "test (2018)" in status[1] and "best_val" not in status[0]
 
 
 def test_import_of_only_bad_files_writes_nothing(tmp_path, url):

@@ -336,6 +336,7 @@ def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
             "best_epoch": 3,
             "epochs": 10,
             "wall_time_s": 12.5,
+            "protocol": "honest",
             "hyperparameters": {
                 "batch_size": 256,
                 "l2_weight_reg": 1.9e-05 * (tid + 1),
@@ -347,15 +348,21 @@ def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
         for tid in range(3)
     ]
     lines = report.format_best(rows, "table").splitlines()
-    assert lines[0] == "same in all 3: batch_size=256" and all(len(line) <= report.WIDTH for line in lines)
+    assert lines[0].startswith("protocol: honest: the epoch chosen on validation subjects")
+    assert "same in all 3: batch_size=256" in lines and all(len(line) <= report.WIDTH for line in lines)
     under_lstm = " ".join(lines[lines.index(next(line for line in lines if line.lstrip().startswith("2 "))) + 1 :])
     assert "model=lstm" in under_lstm and "attention_heads" not in under_lstm  # an LSTM has no heads
-    assert "l2_weight_reg=1.9e-05" in "\n".join(lines[:6]) and "=0.0000" not in "\n".join(lines)
+    first = "\n".join(lines[: lines.index(next(line for line in lines if line.lstrip().startswith("1 ")))])
+    assert "l2_weight_reg=1.9e-05" in first and "=0.0000" not in "\n".join(lines)
     few = [{**row, "hyperparameters": {"batch_size": 256, "learning_rate": 0.01 * (1 + row["tid"])}} for row in rows]
     table = report.format_best(few, "table").splitlines()
-    assert table[1].split()[-1] == "learning_rate" and len(table) == 5  # it fits: a column
+    header = next(line for line in table if line.startswith("tid"))
+    assert header.split()[-1] == "learning_rate" and table[-3:] == [
+        line for line in table if line[:3].strip().isdigit()
+    ]
     wide = report.format_best(rows, "table", wide=True).splitlines()
-    assert "batch_size" in wide[0] and "knob_11" in wide[0] and len(wide) == 4
+    header = next(line for line in wide if line.startswith("tid"))
+    assert "batch_size" in header and "knob_11" in header and "protocol" not in header and wide[-4] == header
 
 
 def test_store_url_from_the_environment(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ import io
 import json
 import time
 
-from larnn_core.records import TEST_ACCURACY, VALIDATION_ACCURACY
+from larnn_core.records import HONEST, TEST_ACCURACY, TEST_PICKED, VALIDATION_ACCURACY
 from workers.records import DONE, PRUNED, RUNNING, STATE_NAMES, Experiment, Trial
 from workers.slots import SLOT
 from workers.store import BaseStore
@@ -27,8 +27,27 @@ def ranked(trials: list[Trial], include_pruned: bool = False) -> list[Trial]:
     return sorted(done, key=lambda t: (-t.result.chosen.validation_accuracy, t.tid))
 
 
+# how a result's selected epoch was chosen (TrainResult.protocol), as `best` and `status` say it
+PROTOCOLS = {
+    HONEST: "the epoch chosen on validation subjects, the test split read once with its weights",
+    TEST_PICKED: "2018 results: the epoch was chosen on the test set, so their accuracy is a test-picked "
+    "test number, not a validation one",
+}
+SELECTION = {HONEST: VALIDATION_ACCURACY, TEST_PICKED: "test_picked_accuracy"}  # the selection number's name
+CHOSEN_ON = {HONEST: "validation", TEST_PICKED: "test (2018)"}  # `status`: where the best trial's epoch was chosen
+
+
+def protocol(trial: Trial, experiment: Experiment | None = None) -> str:
+    """A trial's protocol: its result's, else (a summary, or a result of an earlier release)
+    test-picked for an import and honest otherwise."""
+    if trial.result.protocol in PROTOCOLS:
+        return trial.result.protocol
+    return TEST_PICKED if experiment is not None and experiment.imported else HONEST
+
+
 def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[dict]:
-    """The best `top` of already-read whole trials, as best_trials rows."""
+    """The best `top` of already-read whole trials, as best_trials rows; the selection number is
+    named by the trial's protocol (SELECTION), which each row also says."""
     rows = []
     for t in ranked(trials, include_pruned)[:top]:
         r, chosen = t.result, t.result.chosen
@@ -36,11 +55,12 @@ def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[di
             {
                 "tid": t.tid,
                 **({"pruned_at": r.extra.get("pruned_at_epoch")} if include_pruned else {}),
-                VALIDATION_ACCURACY: chosen.validation_accuracy,
+                SELECTION[protocol(t)]: chosen.validation_accuracy,
                 TEST_ACCURACY: chosen.test_accuracy,
                 "best_epoch": r.best_epoch,
                 "epochs": len(r.epochs) or None,
                 "wall_time_s": r.wall_time_s if r.wall_time_s is not None else r.extra.get("trial_wall_time_s"),
+                "protocol": protocol(t),
                 "hyperparameters": t.point,
             }
         )
@@ -70,15 +90,24 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
         writer.writeheader()
         writer.writerows(flat)
         return out.getvalue()
-    if wide or not rows:
+    if not rows:
         return table(flat)
+    said = sorted({row["protocol"] for row in rows})
+    header = [line for name in said for line in _wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
+    flat = [{k: v for k, v in row.items() if k != "protocol"} for row in flat]
+    if wide:
+        return "\n".join([*header, table(flat)])
     shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
     varying = [k for k in names if k not in shared]
-    lines = _wrapped(f"same in all {len(rows)}:", [f"{k}={_cell(rows[0]['hyperparameters'][k])}" for k in shared])
+    lines = header + _wrapped(
+        f"same in all {len(rows)}:", [f"{k}={_cell(rows[0]['hyperparameters'][k])}" for k in shared]
+    )
     columns = table([{k: v for k, v in r.items() if k not in shared} for r in flat])
     if max(map(len, columns.splitlines())) <= WIDTH:
         return "\n".join([*lines, columns])
-    numbers = table([{k: v for k, v in row.items() if k != "hyperparameters"} for row in rows]).splitlines()
+    numbers = table(
+        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol")} for row in rows]
+    ).splitlines()
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):
         point = row["hyperparameters"]  # an LSTM's has none of the LARNN's own: left out, not blank
@@ -159,7 +188,8 @@ def status_rows(snapshot: Snapshot, live_within_s: float = 120.0) -> list[dict]:
                 "algorithm": experiment.algorithm,
                 "budget": experiment.max_evals,
                 **counts,
-                "best_val": best[0].result.chosen.validation_accuracy if best else None,
+                "best": best[0].result.chosen.validation_accuracy if best else None,
+                "chosen_on": CHOSEN_ON[protocol(best[0], experiment)] if best else None,
                 "its_test": best[0].result.chosen.test_accuracy if best else None,
                 "workers": len(processes),
                 "eta": ended if ended else _duration(eta) if eta is not None else "?",
