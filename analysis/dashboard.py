@@ -24,7 +24,7 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from analysis.plots import TEST_PICKED_LABEL, VALIDATION_LABEL
+from analysis.plots import AXIS_LABELS, TEST_PICKED_NAME, VALIDATION_NAME
 from larnn_core.records import TEST_ACCURACY
 from search_spaces import Space
 from search_spaces.format import Choice, Fixed, is_log_scaled
@@ -150,7 +150,7 @@ def study_attrs(experiment: Experiment) -> dict[str, Any]:
 
 def system_attrs(experiment: Experiment) -> dict[str, Any]:
     """The objective's name, under Optuna's key for it."""
-    return {"study:metric_names": [TEST_PICKED_LABEL if experiment.imported else VALIDATION_LABEL]}
+    return {"study:metric_names": [AXIS_LABELS[TEST_PICKED_NAME if experiment.imported else VALIDATION_NAME]]}
 
 
 def point_of(space: Space | None, trial: Trial) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from analysis import plots
 from analysis.frame import METRICS, finished, trials_frame
 from analysis.importance import METHOD, ranking
-from larnn_core.records import TEST_PICKED
+from larnn_core.records import TEST_PICKED, VALIDATION_ACCURACY
 from workers.store import BaseStore
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -66,7 +66,8 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
         *METRICS,
         *[h for h in hyperparameters if h in done and h != "model"],
     ]
-    best = done.head(10)[columns]
+    best = done.head(10)[columns]  # the selection number named by its protocol (plots.accuracy_name)
+    best = best.rename(columns={VALIDATION_ACCURACY: plots.accuracy_name(best).replace(" ", "_")})
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>Search report: {e(title)}</h1>",
