@@ -32,6 +32,8 @@ CHECKPOINT_FORMAT = "larnn-checkpoint/1"
 MODEL_FORMAT = "larnn-model/1"
 # what a checkpoint must share with the training that resumes from it
 IDENTITY = ("hyperparameters", "seed", "validation_subjects", "data_checksum")
+# what a model file (and an exported model) describes besides its IDENTITY: the result's provenance
+DESCRIBED = ("model", "protocol", "data_source", "normalisation", "code_version", "device", "execution")
 
 
 class CheckpointRefused(ValueError):

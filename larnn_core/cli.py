@@ -56,25 +56,25 @@ def seed(text: str) -> int:
     return value
 
 
-def _seconds(text: str, least: float, inclusive: bool) -> float:
+def _seconds(text: str, zero_allowed: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text[:40]!r}") from None
-    if not (math.isfinite(value) and (value >= least if inclusive else value > least)):
-        kind = "a positive" if not inclusive else "a non-negative"
+    if not (math.isfinite(value) and (value >= 0 if zero_allowed else value > 0)):
+        kind = "a non-negative" if zero_allowed else "a positive"
         raise argparse.ArgumentTypeError(f"must be {kind} number of seconds, got {text[:40]}")
     return value
 
 
 def seconds(text: str) -> float:
     """argparse type: a finite, positive duration in seconds."""
-    return _seconds(text, 0.0, inclusive=False)
+    return _seconds(text, zero_allowed=False)
 
 
 def nonnegative_seconds(text: str) -> float:
     """argparse type: a finite duration in seconds, 0 included."""
-    return _seconds(text, 0.0, inclusive=True)
+    return _seconds(text, zero_allowed=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -146,3 +147,18 @@ def test_a_second_store_on_a_file_this_process_has_open_still_sees_other_process
         )
         subprocess.run([sys.executable, "-c", insert], check=True)
         assert len(second.trials("a")) == len(first.trials("a")) == tid + 1
+
+
+def test_bytes_no_record_names_are_removed_with_the_next_file_once_a_minute_old(store):
+    """A writer killed between its bytes and their record leaves a stray file in the trial's folder:
+    the next file kept for the trial removes it once it is a minute old (a younger one may be a live
+    writer's, not recorded yet)."""
+    from workers.records import CHECKPOINT, Trial
+
+    store.create_experiment(experiment("a"))
+    store.insert_trial(Trial.new("a", 0, {}, {}, owner="w"))
+    old, young = (store.files_folder / store._put_file("a", 0, CHECKPOINT, b"stray") for _ in range(2))
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert store.save_file("a", 0, CHECKPOINT, b"epoch 1", 1, "w")
+    kept = store.files_folder / store.trials("a")[0].files[CHECKPOINT].location
+    assert not old.exists() and young.exists() and kept.read_bytes() == b"epoch 1"

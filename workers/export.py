@@ -11,21 +11,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from workers.commands import STORE_HELP
 from workers.records import MODEL, Trial
 from workers.report import ranked
 from workers.store import BaseStore, open_store
 from workers.store.base import DamagedFile
-
-DESCRIBED = (
-    "model",
-    "protocol",
-    "data_source",
-    "data_checksum",
-    "normalisation",
-    "code_version",
-    "device",
-    "execution",
-)
 
 
 def register(subparsers) -> None:
@@ -42,7 +32,7 @@ def register(subparsers) -> None:
         "--trial", type=_tid, default=None, metavar="N", help="this trial (default: the best finished one)"
     )
     parser.add_argument("--out", required=True, help="the .pt file to write (its description goes beside it as .json)")
-    parser.add_argument("--store", default=None, help="trial store URL (default: $LARNN_STORE or sqlite:///larnn.db)")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
     parser.set_defaults(run=_export)
 
 
@@ -54,13 +44,15 @@ def _tid(text: str) -> int:
 
 
 def _export(args) -> None:
+    from larnn_core.exported import description_path
+
     out = Path(args.out)
     description = export(open_store(args.store, read_only=True), args.experiment, args.trial, out)
     metrics = description["metrics"]
     print(
         f"exported trial {args.experiment}/{description['trial']} (epoch {description['epoch']}: validation "
         f"accuracy {metrics['validation_accuracy']:.4f}, test {metrics['test_accuracy']:.4f}) to {out} "
-        f"and {out.with_suffix('.json')}"
+        f"and {description_path(out)}"
     )
     print(f"  evaluate:  larnn evaluate {out}")
 
@@ -92,7 +84,7 @@ def chosen_trial(store: BaseStore, name: str, tid: int | None) -> Trial:
 def export(store: BaseStore, name: str, tid: int | None, out: Path) -> dict[str, Any]:
     """Writes the trial's model to out (and its description beside it); returns the description.
     Nothing is written when the stored model is damaged or is not this trial's."""
-    from larnn_core.checkpoint import IDENTITY, read_model  # torch: only when a model is read
+    from larnn_core.checkpoint import DESCRIBED, IDENTITY, read_model  # torch: only when a model is read
     from larnn_core.exported import write_export
 
     store.get_experiment(name)  # UnknownExperiment: one line

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from larnn_core.checkpoint import IDENTITY, Checkpoint, CheckpointRefused, model_bytes
+from larnn_core.checkpoint import DESCRIBED, IDENTITY, Checkpoint, CheckpointRefused, model_bytes
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
 from workers.objective import ObjectiveFunction, train_objective
 from workers.pruners import Pruner
@@ -474,7 +474,6 @@ class TrialSession:
         self.sent = 0  # reports the store has (one that failed in an outage goes with the next)
         self.pruned_at: int | None = None  # the epoch at which the pruner stopped the trial
         self.resumed: int | None = None  # the epoch of the checkpoint the training went on from
-        self.identity: dict | None = None
         self.best: tuple[int, dict] | None = None  # the best epoch so far and its weights (the last checkpoint's)
 
     def __call__(self, report: EpochReport) -> bool:
@@ -507,7 +506,6 @@ class TrialSession:
 
     def resume_from(self, identity: dict) -> Checkpoint | None:
         """The trial's checkpoint, if it has one; CheckpointRefused if it is damaged or another training's."""
-        self.identity = identity
         try:
             found = self.store.read_file(self.name, self.tid, CHECKPOINT)
         except DamagedFile as error:
@@ -563,14 +561,7 @@ class TrialSession:
         if self.best is None or self.best[0] != result.best_epoch:
             return False
         document = result.to_document()
-        description = {
-            **{name: document.get(name) for name in IDENTITY},
-            **{
-                name: document.get(name)
-                for name in ("model", "protocol", "data_source", "normalisation", "code_version", "device", "execution")
-            },
-            "epoch": result.best_epoch,
-        }
+        description = {**{name: document.get(name) for name in (*IDENTITY, *DESCRIBED)}, "epoch": result.best_epoch}
         try:
             return self.store.save_file(
                 self.name, self.tid, MODEL, model_bytes(self.best[1], description), result.best_epoch, self.owner

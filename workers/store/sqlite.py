@@ -641,23 +641,22 @@ class SQLiteStore(BaseStore):
             rows = db.execute(f"SELECT files FROM trials WHERE exp_key = ? AND tid = ?{fence}", (name, tid, *args))
             row = rows.fetchone()
             if row is None:
-                return False, None
+                return False, None, {}
             files = json.loads(row[0])
             replaced = files.pop(kind, None)
             if stored is not None:
                 files[kind] = stored.to_document()
             db.execute("UPDATE trials SET files = ? WHERE exp_key = ? AND tid = ?", (json.dumps(files), name, tid))
-            return True, None if replaced is None else StoredFile.from_document(replaced)
+            return True, None if replaced is None else StoredFile.from_document(replaced), files
 
-        done, replaced = self._transaction(work)
+        done, replaced, files = self._transaction(work)
         if done and stored is not None:
-            self._remove_strays(name, tid)
+            self._remove_strays(name, tid, {f["location"] for f in files.values()})
         return done, replaced
 
-    def _remove_strays(self, name: str, tid: int) -> None:
+    def _remove_strays(self, name: str, tid: int, recorded: set[str]) -> None:
         """Files of the trial's folder that no record names (a writer killed between the bytes and
         the record), once older than a minute (younger ones may be a live writer's, not recorded yet)."""
-        recorded = {f.location for f in (self.trials(name, [tid]) or [Trial(name, tid)])[0].files.values()}
         for path in self._trial_folder(name, tid).glob("*"):
             with contextlib.suppress(OSError):
                 if str(path.relative_to(self.files_folder)) not in recorded and time.time() - path.stat().st_mtime > 60:
