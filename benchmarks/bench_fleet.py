@@ -7,16 +7,20 @@
    store them), on SQLite (a file) and on mongomock (MongoDB's API in this process: its timings
    are not a MongoDB server's, which parses BSON in C and runs queries beside the data). At each
    size, medians of --repeats:
-   - reading the trials whole (what suggestions read before trial summaries) and as summaries
-     (what they read now): ms and JSON bytes handed to Python;
-   - one suggestion's algorithm on the summaries, for tpe, anneal and rand;
+   - reading the trials whole (what suggestions read before trial summaries), as summaries (what
+     `status` and `best` read): ms and JSON bytes handed to Python;
+   - reading every trial's outcome (what a worker reads when it starts, and a MongoDB store's
+     worker at every suggestion), and only the outcome that changed since the last read (a
+     SQLite store's worker at every suggestion: workers/history.py);
+   - one suggestion's algorithm on a worker's history, for tpe, anneal and rand;
    - one Worker.next_trial: under the experiment's lease, the read, the stop rules, TPE and the
-     insert of the new trial (the time that bounds how fast one experiment starts trials);
+     insert of the new trial (the time that bounds how fast one experiment starts trials): a new
+     worker's first, which reads every trial's point, and the median of the next;
    - `larnn status` (report.read + status_rows) and `larnn best` (best_trials, top 10).
 2. A simulated fleet on SQLite: N worker threads share one store and one experiment that already
    holds --fleet-base finished trials; each trial is a fake training of 3 epochs, 0-1 s in all,
-   reporting each epoch; once with TPE and once with rand, whose algorithm costs 4 ms at 1000
-   trials against TPE's 44 (the difference is what TPE costs the fleet). Printed per N: trials
+   reporting each epoch; once with TPE and once with rand (the difference is what TPE costs the
+   fleet). Printed per N: trials
    started per second over --fleet-seconds, and where the workers' time went (next_trial:
    suggesting under the lease, waiting for it, reserving; training). Threads share
    the interpreter: on 2 cores their Python work (suggestions, JSON) is serialised by the GIL, as
@@ -44,6 +48,7 @@ from larnn_core.records import FAIL, OK, EpochReport, TrainResult
 from search_spaces import load_space
 from workers import report
 from workers.experiment import make_experiment, stored_space
+from workers.history import History
 from workers.records import DONE, ERROR, Attempt, Experiment, Trial
 from workers.store import BaseStore, open_store
 from workers.suggest import suggest
@@ -129,11 +134,19 @@ def latencies(store: BaseStore, exp: Experiment, size: int, repeats: int, spool:
         "read_whole_MB": whole_bytes / 1e6,
         "read_summaries_ms": summary_ms,
         "read_summaries_MB": json_bytes(summaries) / 1e6,
+        "read_outcomes_ms": median_ms(lambda: store.trial_outcomes(NAME), repeats)[0],
     }
+    store.insert_trial(Trial.new(NAME, size, {}, {}, owner="bench:1:a"))  # a running trial, its heartbeats
+    history = History(exp)
+    history.refresh(store)
+    out["read_changes_ms"] = median_ms(  # one trial changed since the last read: a worker's usual refresh
+        lambda: (store.heartbeat(NAME, size, "bench:1:a"), history.refresh(store)), repeats
+    )[0]
     for algorithm in ("tpe", "anneal", "rand"):
         chosen = dataclasses.replace(exp, algorithm=algorithm)
-        out[f"{algorithm}_algorithm_ms"] = median_ms(lambda c=chosen: suggest(c, summaries, size), repeats)[0]
+        out[f"{algorithm}_algorithm_ms"] = median_ms(lambda c=chosen: suggest(c, history, size + 1), repeats)[0]
     worker = Worker(store, owner="bench:2:b", spool=spool)
+    out["next_trial_first_ms"] = median_ms(worker.next_trial, 1)[0]  # a new worker reads every point
     out["next_trial_ms"] = median_ms(worker.next_trial, repeats)[0]  # each inserts one running trial
     out["status_ms"] = median_ms(lambda: report.status_rows(report.read(store)), repeats)[0]
     out["best_ms"] = median_ms(lambda: report.best_trials(store, NAME, 10), repeats)[0]

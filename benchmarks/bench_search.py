@@ -46,6 +46,7 @@ from search_spaces import Space, load_space
 from workers import pruners
 from workers.commands import add_pruner_options
 from workers.experiment import make_experiment
+from workers.history import History
 from workers.records import DONE, PRUNED, Trial
 from workers.suggest import suggest
 
@@ -153,7 +154,7 @@ def search(
                 and (epoch_budget is None or spent < epoch_budget)
             ):
                 tid = len(memory.docs)
-                idxs, vals = suggest(experiment, memory.docs, tid)
+                idxs, vals = suggest(experiment, History.of(experiment, memory.docs), tid)
                 memory.docs.append(Trial.new("replay", tid, idxs, vals, owner=f"w{worker}"))
                 curve = replay.curve(vals, np.random.default_rng([seed, tid]))
                 running[worker] = (tid, curve, experiment.pruner.for_trial(len(curve)))

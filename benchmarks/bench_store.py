@@ -26,6 +26,7 @@ import numpy as np
 from larnn_core.records import OK, EpochReport, TrainResult
 from search_spaces import load_space
 from workers.experiment import make_experiment, submit
+from workers.history import History
 from workers.records import DONE, Trial
 from workers.store import open_store
 from workers.suggest import suggest
@@ -50,7 +51,8 @@ def tpe_suggest_ms(n_trials: int = 200, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     trials = []
     for tid in range(n_trials):
-        idxs, vals = suggest(dataclasses.replace(experiment, algorithm="rand"), trials, tid)
+        chosen = dataclasses.replace(experiment, algorithm="rand")
+        idxs, vals = suggest(chosen, History.of(chosen, trials), tid)
         accuracy = float(rng.uniform(0.8, 0.95))
         trials.append(
             Trial(
@@ -65,7 +67,7 @@ def tpe_suggest_ms(n_trials: int = 200, repeats: int = 5) -> float:
     times = []
     for i in range(repeats):
         started = time.perf_counter()
-        suggest(experiment, trials, n_trials + i)
+        suggest(experiment, History.of(experiment, trials), n_trials + i)
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times)
 

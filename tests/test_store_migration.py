@@ -11,7 +11,7 @@ from pathlib import Path
 import mongomock
 import pytest
 
-from workers.records import DONE, ERROR, PRUNED, RUNNING, Experiment, Trial
+from workers.records import DONE, ERROR, PRUNED, RUNNING, Experiment, Trial, TrialOutcome
 from workers.store.mongo import MongoStore
 from workers.store.sqlite import VERSION, SQLiteStore
 
@@ -50,7 +50,12 @@ def test_a_previous_release_store_reads_as_that_release_read_it(store_and_reads)
     assert trials[2].result.error == "CUDA out of memory" and trials[3].attempt_log[0].outcome == "running"
     assert store.get_experiment("round3").pruner.to_document() == {"kind": "asha", "min_epochs": 5, "eta": 3}
     summaries = store.trial_summaries("round3")  # SQLite's summary columns, filled by the migration
-    assert [s.hyperopt() for s in summaries] == [t.hyperopt() for t in trials]
+    outcomes, mark = store.trial_outcomes("round3")  # what a worker's suggestions read
+    assert sorted(outcomes) == [TrialOutcome.of(t.tid, t.state, t.refresh_time, t.result.to_document()) for t in trials]
+    assert store.trial_points("round3", [0, 3]) == {t.tid: (t.idxs, t.vals) for t in (trials[0], trials[3])}
+    assert store.heartbeat("round3", 3, trials[3].owner)
+    changed, _ = store.trial_outcomes("round3", mark)  # (a MongoDB store's: all of them, every time)
+    assert sorted(o.tid for o in changed) == ([3] if mark is not None else [0, 1, 2, 3])
     assert ranked_on(summaries) == ranked_on(trials)
     assert summaries[2].result.error == "CUDA out of memory" and summaries[0].curve == ()
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
+from tests.support.results import result_with
 from tests.support.store_contract import StoreContract, experiment
+from workers.records import DONE, Trial
 from workers.store import open_store
 
 
@@ -83,6 +85,45 @@ def test_workers_that_start_at_once_on_a_new_store_create_it_once_and_all_write(
             p.join(timeout=60)
         assert outcomes == ["ok"] * 8, (round_, outcomes)
         assert len(open_store(url).append_record("race", "r", -1, 0.0)) == 7
+
+
+def _write_trials(url, first, barrier):
+    """Insert 60 trials, reserve, heartbeat and finish each: every kind of write, as a worker's."""
+    store = open_store(url)
+    barrier.wait()
+    for tid in range(first, first + 60):
+        store.insert_trial(Trial.new("busy", tid, {"x": [tid]}, {"x": [tid / 100]}))
+        owner = f"w{first}"
+        if store.reserve(owner, "busy") is not None:
+            store.heartbeat("busy", tid, owner)
+            store.finish("busy", tid, owner, DONE, result_with([tid / 1000]))
+
+
+def test_change_marks_miss_no_write_of_processes_writing_at_once(tmp_path):
+    """Three processes write trials while this one reads only what changed since its last read,
+    as a worker's History does: what it has gathered equals one full read at the end."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    reader = open_store(url)
+    reader.create_experiment(experiment("busy"))
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(4)
+    writers = [context.Process(target=_write_trials, args=(url, first, barrier)) for first in (0, 1000, 2000)]
+    for p in writers:
+        p.start()
+    barrier.wait()
+    gathered, mark, reads = {}, None, 0
+    while any(p.is_alive() for p in writers) or reads == 0:
+        outcomes, mark = reader.trial_outcomes("busy", mark)
+        gathered.update((o.tid, o) for o in outcomes)
+        reads += 1
+    for p in writers:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    outcomes, mark = reader.trial_outcomes("busy", mark)
+    gathered.update((o.tid, o) for o in outcomes)
+    full = {o.tid: o for o in reader.trial_outcomes("busy")[0]}
+    assert len(full) == 180 and gathered == full and reads > 3
+    assert reader.trial_outcomes("busy", mark) == ([], mark)
 
 
 def test_a_reader_keeps_the_journal_mode_and_leaves_no_file_beside_the_store(tmp_path):

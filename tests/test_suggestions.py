@@ -5,9 +5,11 @@ import dataclasses
 
 import pytest
 
+from larnn_core.records import OK
 from search_spaces import load_space
 from tests.support.results import result_with
 from workers.experiment import make_experiment
+from workers.history import History
 from workers.records import DONE, NEW, PRUNED, RUNNING, Trial
 from workers.suggest import as_history, suggest
 
@@ -17,7 +19,7 @@ def history_of(n_done: int, n_running: int) -> list[dict]:
     rand = make_experiment("h", load_space("smoke"), algorithm="rand", seed=3)
     trials = []
     for tid in range(n_done + n_running):
-        idxs, vals = suggest(rand, trials, tid)
+        idxs, vals = suggest(rand, History.of(rand, trials), tid)
         trial = Trial.new("h", tid, idxs, vals, owner="w")
         if tid < n_done:
             trial = dataclasses.replace(
@@ -37,24 +39,26 @@ def test_the_liar_changes_the_next_suggestion_when_trials_are_running(seed):
     finished = history_of(24, 0)
     plain = make_experiment("h", load_space("smoke"), seed=seed)
     lying = make_experiment("h", load_space("smoke"), seed=seed, liar=liar)
-    idxs, vals = suggest(plain, finished, 28)
+    idxs, vals = suggest(plain, History.of(plain, finished), 28)
     running = [
         Trial.new("h", tid, {label: [tid] if ids else [] for label, ids in idxs.items()}, vals, owner=f"w{tid}")
         for tid in range(24, 28)
     ]
-    assert suggest(lying, finished + running, 28) not in (suggest(plain, finished + running, 28), (idxs, vals))
-    assert suggest(lying, finished, 28) == (idxs, vals)  # with nothing running, the liar has nothing to say
+    told, untold = History.of(lying, finished + running), History.of(plain, finished + running)
+    assert suggest(lying, told, 28) not in (suggest(plain, untold, 28), (idxs, vals))
+    assert suggest(lying, History.of(lying, finished), 28) == (idxs, vals)  # nothing running: nothing to say
 
 
 def test_running_trials_are_told_the_chosen_lie_and_pruned_ones_count_as_done():
     trials = history_of(3, 1)
     trials[0] = dataclasses.replace(trials[0], state=PRUNED)
     losses = [t.result.loss for t in trials[:3]]
+    history = History.of(make_experiment("h", load_space("smoke")), trials)
     for liar, lie in (("worst", max(losses)), ("best", min(losses)), ("mean", sum(losses) / 3)):
-        history = as_history(trials, liar)
-        assert history[3]["state"] == DONE and history[3]["result"]["loss"] == pytest.approx(lie)
-        assert history[0]["state"] == DONE
-    assert as_history(trials, "none")[3]["state"] == RUNNING
+        seen = as_history(history, liar)
+        assert seen.states[3] == DONE and seen.statuses[3] == OK and seen.losses[3] == pytest.approx(lie)
+        assert seen.states[0] == DONE and seen.losses[0] == losses[0]
+    assert as_history(history, "none").states[3] == RUNNING and not as_history(history, "none").scored[3]
 
 
 def test_an_unknown_liar_is_refused():
@@ -109,6 +113,6 @@ def test_a_warm_start_changes_the_first_suggestion_and_counts_what_does_not_fit(
     warm = submit(store, "warm", "smoke", seed=5, warm=["src"])
     cold = submit(store, "cold", "smoke", seed=5)
     assert warm.warm_start["left_out"] == 1 and len(warm.warm_start["trials"]) == 24
-    assert source.name == "src" and suggest(warm, [], 0) != suggest(cold, [], 0)
+    assert source.name == "src" and suggest(warm, History(warm), 0) != suggest(cold, History(cold), 0)
     with pytest.raises(ValueError, match="no experiment named 'nope'"):
         submit(store, "w2", "smoke", warm=["nope"])

@@ -4,7 +4,8 @@ Every part of the service reads these, never the documents: stores convert at th
 (`from_document` when they read, `to_document` when they write), and the documents keep the
 format of earlier releases (docs/design.md, section 5, is checked against the fields here).
 A trial's epochs and result are larnn_core's EpochReport and TrainResult (larnn_core/records.py);
-its hyperopt view, the document hyperopt's algorithms read, is made in one place (`Trial.hyperopt`).
+the document hyperopt's algorithms read of a trial is made in one place (`hyperopt_document`), from
+the little a worker reads of it at each suggestion (`TrialOutcome`, and its point).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from larnn_core.records import OK, EpochReport, TrainResult
+from larnn_core.records import EpochReport, TrainResult
 from workers.pruners import PrunerSettings
 
 # hyperopt's job states, and PRUNED: stopped early by the experiment's pruner (workers/pruners.py),
@@ -163,24 +164,43 @@ class Trial:
             {kind: StoredFile.from_document(f) for kind, f in (document.get("files") or {}).items()},
         )
 
-    def hyperopt(self, state: int | None = None, loss: float | None = None) -> dict[str, Any]:
-        """The document hyperopt's algorithms read (Trials.insert_trial_docs), with another state
-        or loss where the suggestion says so (suggest.as_history). Its result is what they read of
-        one, status and loss: not the curves."""
-        status, loss = (self.result.status, self.result.loss) if loss is None else (OK, loss)
-        result = {"status": status, **({"loss": loss} if loss is not None else {})}
-        return {
-            "exp_key": self.exp_key,
-            "tid": self.tid,
-            "spec": None,
-            "version": 0,
-            "owner": self.owner,
-            "book_time": self.book_time,
-            "refresh_time": self.refresh_time,
-            "result": result,
-            "state": self.state if state is None else state,
-            "misc": {"tid": self.tid, "cmd": HYPEROPT_CMD, "workdir": None, "idxs": self.idxs, "vals": self.vals},
-        }
+
+def hyperopt_document(
+    exp_key: str, tid: int, state: int, status: str, loss: float | None, idxs: dict, vals: dict
+) -> dict[str, Any]:
+    """A trial as hyperopt's Trials keep one (insert_trial_docs), with what its algorithms read of
+    a result, status and loss: not the curves."""
+    return {
+        "exp_key": exp_key,
+        "tid": tid,
+        "spec": None,
+        "version": 0,
+        "owner": None,
+        "book_time": None,
+        "refresh_time": None,
+        "result": {"status": status, **({"loss": loss} if loss is not None else {})},
+        "state": state,
+        "misc": {"tid": tid, "cmd": HYPEROPT_CMD, "workdir": None, "idxs": idxs, "vals": vals},
+    }
+
+
+class TrialOutcome(NamedTuple):
+    """What a worker reads of each trial at every suggestion (BaseStore.trial_outcomes): a few
+    numbers, where a summary is a record of dozens. The trial's point never changes once inserted,
+    so a worker reads it once (BaseStore.trial_points, workers/history.py)."""
+
+    tid: int
+    state: int
+    refresh_time: float | None
+    status: str
+    loss: float | None  # what hyperopt minimises (TrainResult.loss)
+    validation_accuracy: float | None  # at the selected epoch: what the stop rules compare
+
+    @classmethod
+    def of(cls, tid: int, state: int, refresh_time: float | None, result: dict[str, Any]) -> TrialOutcome:
+        """From a result document, or the part of one a store projects (SUMMARY_RESULT)."""
+        outcome = TrainResult.from_document(result)
+        return cls(tid, state, refresh_time, outcome.status, outcome.loss, outcome.chosen.validation_accuracy)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from workers.records import DONE, Experiment, Trial
+from workers.records import DONE, Experiment, TrialOutcome
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_S = 100 * 365 * 86400.0  # stored as a JSON number: finite (Infinity breaks SQLite's JSON functions)
@@ -26,7 +26,7 @@ def duration(text: str) -> float:
     return seconds
 
 
-def stop_reason(experiment: Experiment, trials: list[Trial], now: float) -> str | None:
+def stop_reason(experiment: Experiment, trials: list[TrialOutcome], now: float) -> str | None:
     """Why the experiment should stop now, or None."""
     rules = experiment.stop
     since = experiment.resumed or experiment.created
@@ -38,7 +38,7 @@ def stop_reason(experiment: Experiment, trials: list[Trial], now: float) -> str 
     done = sorted((t for t in trials if t.state == DONE), key=lambda t: t.refresh_time or 0)
     best, best_tid, without = -float("inf"), None, 0
     for trial in done:
-        accuracy = trial.result.chosen.validation_accuracy
+        accuracy = trial.validation_accuracy
         if accuracy > best:
             best, best_tid, without = accuracy, trial.tid, 0
         elif (trial.refresh_time or 0) > since:

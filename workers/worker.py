@@ -36,6 +36,7 @@ from pathlib import Path
 
 from larnn_core.checkpoint import DESCRIBED, IDENTITY, Checkpoint, CheckpointRefused, model_bytes
 from larnn_core.records import FAIL, OK, EpochReport, TrainResult
+from workers.history import History
 from workers.objective import ObjectiveFunction, train_objective
 from workers.pruners import Pruner
 from workers.records import CHECKPOINT, DONE, ERROR, FINAL, MODEL, PRUNED, Trial, models_kept
@@ -131,6 +132,7 @@ class Worker:
             )
         self.stopping = threading.Event()
         self.finished = 0
+        self.histories: dict[str, History] = {}  # by experiment: what this worker has read of its trials
 
     # -- the loop
     def run(self) -> int:
@@ -210,17 +212,21 @@ class Worker:
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
                 continue
             try:
-                experiment, trials = self.store.get_experiment(name), self.store.trial_summaries(name)
-                if len(trials) >= experiment.max_evals:
+                experiment = self.store.get_experiment(name)
+                history = self.histories.get(name)
+                if history is None or not history.fits(experiment):
+                    history = self.histories[name] = History(experiment)
+                history.refresh(self.store)
+                if len(history) >= experiment.max_evals:
                     continue
-                reason = stop_reason(experiment, trials, time.time())
+                reason = stop_reason(experiment, history.outcomes, time.time())
                 if reason:
                     log.info("experiment %s stopped: %s", name, reason)
                     self.store.stop_experiment(name, reason)
                     continue
-                tid = max((t.tid for t in trials), default=-1) + 1
+                tid = max(history.by_tid, default=-1) + 1
                 try:
-                    idxs, vals = suggest(experiment, trials, tid)
+                    idxs, vals = suggest(experiment, history, tid)
                 except Exception as error:  # the experiment's fault: it ends, the worker goes on
                     self.fail_experiment(name, f"suggesting trial {tid} failed: {_summary(error)}")
                     continue

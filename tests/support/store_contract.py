@@ -9,7 +9,10 @@ import time
 import pytest
 
 from larnn_core.records import FAIL, EpochReport, TrainResult
+from search_spaces import load_space
 from tests.support.results import result_with
+from workers.experiment import make_experiment
+from workers.history import History
 from workers.records import (
     CHECKPOINT,
     DONE,
@@ -22,9 +25,11 @@ from workers.records import (
     Experiment,
     Objective,
     Trial,
+    TrialOutcome,
 )
 from workers.store import ExperimentExists, ReadOnlyStore, StoreUnavailable, UnknownExperiment
 from workers.store.base import SUMMARY_RESULT, WRITES, DamagedFile
+from workers.suggest import suggest
 
 
 def experiment(name="exp", max_evals=10, created=None):
@@ -177,7 +182,7 @@ class StoreContract:
         (stored,) = store.trials("exp")
         assert stored == trial and stored.vals == {"lr": [0.01]} and stored.state == NEW and stored.attempts == 0
         for key in ("tid", "spec", "result", "misc", "state", "owner", "book_time", "refresh_time", "exp_key"):
-            assert key in stored.hyperopt()  # what hyperopt reads
+            assert key in stored.to_document()  # hyperopt's fields
         with pytest.raises(ValueError, match="trial 0 of 'exp' already exists"):
             store.insert_trial(Trial.new("exp", 0, {}, {}))
 
@@ -324,7 +329,6 @@ class StoreContract:
                     {k: v for k, v in whole.result.to_document().items() if k in SUMMARY_RESULT}
                 ),
             )
-            assert summary.hyperopt() == whole.hyperopt()  # a suggestion reads the same
         done = summaries[0].result
         assert (done.loss, done.best_epoch, done.chosen.validation_accuracy, done.chosen.test_accuracy) == (
             -0.75,
@@ -334,6 +338,64 @@ class StoreContract:
         )
         assert done.epochs == () and done.seed is None and summaries[1].result.error == "diverged"
         assert store.trial_summaries("missing") == []
+
+    def test_outcomes_and_points_are_what_suggestions_read_and_a_mark_brings_only_the_changes(self, store):
+        """Each kind of write to a trial changes its outcome's mark (SQLite), or every trial comes
+        each time with no mark (MongoDB); either way what was read adds up to a full read."""
+        store.create_experiment(experiment("a"))
+        store.insert_trial(Trial.new("a", 0, {"lr": [0]}, {"lr": [0.01]}, owner="w1", now=100.0))
+        store.insert_trial(Trial.new("a", 1, {"lr": [1]}, {"lr": [0.1]}))
+        queued(store, "other", 2)
+        outcomes, mark = store.trial_outcomes("a")
+        assert sorted(outcomes) == [(0, RUNNING, 100.0, "new", None, None), (1, NEW, None, "new", None, None)]
+        assert store.trial_points("a", [1, 7]) == {1: ({"lr": [1]}, {"lr": [0.1]})}
+        assert store.trial_points("a", []) == {} and store.trial_outcomes("missing")[0] == []
+        writes = [
+            ({0}, lambda: store.finish("a", 0, "w1", DONE, result_with([0.5, 0.75]))),
+            ({1}, lambda: store.reserve("w2", "a")),
+            ({1}, lambda: store.heartbeat("a", 1, "w2")),
+            ({1}, lambda: store.report_epoch("a", 1, "w2", EpochReport(1, validation_accuracy=0.4))),
+            ({1}, lambda: store.save_file("a", 1, CHECKPOINT, b"state", 1, "w2")),
+            ({1}, lambda: store.release("a", 1, "w2")),
+            ({2}, lambda: store.insert_trial(Trial.new("a", 2, {"lr": []}, {"lr": []}))),
+            (set(), lambda: store.finish("other", 0, "nobody", DONE, result_with([0.5]))),
+            ({1, 2}, lambda: (store.reserve("w3", "a"), store.reserve("w3", "a"), store.requeue_stale(-1, 5))),
+        ]
+        for changed, write in writes:
+            write()
+            outcomes, next_mark = store.trial_outcomes("a", mark)
+            full = sorted(store.trial_outcomes("a")[0])
+            if next_mark is None:  # a backend without marks: every trial, every time
+                assert sorted(outcomes) == full
+                continue
+            assert {o.tid for o in outcomes} == changed and set(outcomes) <= set(full) and next_mark >= mark
+            mark = next_mark
+        assert full[0] == TrialOutcome(0, DONE, full[0].refresh_time, "ok", -0.75, 0.75)
+
+    def test_a_history_read_change_by_change_equals_one_read_at_once(self, store):
+        """A worker's History (workers/history.py) kept across 40 suggestions and the writes between
+        them holds what a fresh one reads, and TPE suggests the same from both."""
+        exp = make_experiment("h", load_space("smoke"), algorithm="rand", seed=1)
+        store.create_experiment(exp)
+        kept = History(exp)
+        for tid in range(40):
+            kept.refresh(store)
+            idxs, vals = suggest(exp, kept, tid)
+            store.insert_trial(Trial.new("h", tid, idxs, vals, owner="w"))
+            if tid % 4 == 1:
+                store.finish("h", tid - 1, "w", PRUNED, result_with([0.2, 0.3], stopped_at_epoch=2))
+            if tid % 4 == 2:
+                store.finish("h", tid - 1, "w", ERROR, TrainResult(FAIL, error="diverged"))
+            if tid % 4 == 3:
+                store.finish("h", tid - 1, "w", DONE, result_with([0.5, 0.1 * (tid % 7)]))
+                store.heartbeat("h", tid, "w")
+        kept.refresh(store)
+        fresh = History(exp)
+        fresh.refresh(store)
+        assert kept.by_tid == fresh.by_tid and len(kept) == 40
+        assert sorted(zip(*kept.columns.values())) == sorted(zip(*fresh.columns.values()))
+        tpe = dataclasses.replace(exp, algorithm="tpe")
+        assert suggest(tpe, kept, 40) == suggest(tpe, fresh, 40)
 
     def test_trials_are_read_by_tid(self, store):
         queued(store, "exp", 5)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from larnn_core.records import FAIL, SELECTED, EpochReport, TrainResult
-from workers.records import FINAL, STATE_NAMES, Experiment, StoredFile, Trial
+from workers.records import FINAL, STATE_NAMES, Experiment, StoredFile, Trial, TrialOutcome
 
 # a trial document's top-level fields that hold plain values (the others hold documents): a trial
 # summary keeps them all
@@ -147,6 +147,18 @@ class BaseStore(abc.ABC):
         attempt log, and of the result only SUMMARY_RESULT (a projection: the rest is never read).
         What suggestions, stop rules, `status` and `best` rank on: at 1000 trials of 100 epochs the
         whole trials are 50 MB and take seconds to read, their summaries milliseconds."""
+
+    @abc.abstractmethod
+    def trial_outcomes(self, name: str, since: int | None = None) -> tuple[list[TrialOutcome], int | None]:
+        """The trials of an experiment changed after mark `since` (every trial when None), in no
+        particular order, as the few numbers a worker reads at each of its suggestions
+        (workers/history.py); and the mark to pass next time. A backend that keeps no change
+        marks returns every trial and None."""
+
+    @abc.abstractmethod
+    def trial_points(self, name: str, tids: Sequence[int]) -> dict[int, tuple[dict, dict]]:
+        """The misc.idxs and misc.vals of these trials (those that exist), by tid: what a worker
+        reads once of each trial, since a point never changes after its insert."""
 
     @abc.abstractmethod
     def reserve(self, owner: str, experiment: str | None = None) -> Trial | None:

@@ -41,6 +41,7 @@ from workers.records import (
     Experiment,
     StoredFile,
     Trial,
+    TrialOutcome,
     curve_entry,
 )
 from workers.store.base import (
@@ -62,6 +63,10 @@ SUMMARY = {  # trial_summaries' projection
     **dict.fromkeys(
         (*PLAIN_FIELDS, *SUMMARY_DOCUMENTS, "misc.idxs", "misc.vals", *(f"result.{key}" for key in SUMMARY_RESULT)), 1
     ),
+}
+OUTCOME = {  # trial_outcomes' projection
+    "_id": 0,
+    **dict.fromkeys(("tid", "state", "refresh_time", *(f"result.{key}" for key in SUMMARY_RESULT)), 1),
 }
 FILES = "trial_files"  # the GridFS bucket of the trials' files, in the store's database
 VISIBLE = {"importing": {"$exists": False}}  # experiments whose creation has completed
@@ -237,6 +242,23 @@ class MongoStore(BaseStore):
 
     def trial_summaries(self, name: str) -> list[Trial]:
         return [Trial.from_document(doc) for doc in self.trials_.find({"exp_key": name}, SUMMARY, sort=[("tid", 1)])]
+
+    def trial_outcomes(self, name: str, since: int | None = None) -> tuple[list[TrialOutcome], None]:
+        """Every trial, each time: change marks would cost each trial write a second round trip
+        (a counter document), and writes with marks taken in one order may land in another."""
+        return [
+            TrialOutcome.of(doc["tid"], doc["state"], doc.get("refresh_time"), doc.get("result") or {})
+            for doc in self.trials_.find({"exp_key": name}, OUTCOME)
+        ], None
+
+    def trial_points(self, name: str, tids: Sequence[int]) -> dict[int, tuple[dict, dict]]:
+        documents = self.trials_.find(
+            {"exp_key": name, "tid": {"$in": list(tids)}}, {"_id": 0, "tid": 1, "misc.idxs": 1, "misc.vals": 1}
+        )
+        return {
+            doc["tid"]: ((doc.get("misc") or {}).get("idxs") or {}, (doc.get("misc") or {}).get("vals") or {})
+            for doc in documents
+        }
 
     def state_counts(self, name: str) -> dict[int, int]:
         return {state: self.trials_.count_documents({"exp_key": name, "state": state}) for state in STATE_NAMES}

@@ -11,6 +11,7 @@ delivery of a result.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -24,7 +25,18 @@ from pathlib import Path
 
 from larnn_core.files import atomic_write
 from larnn_core.records import EpochReport, TrainResult
-from workers.records import ERROR, FINAL, NEW, RUNNING, Attempt, Experiment, StoredFile, Trial, curve_entry
+from workers.records import (
+    ERROR,
+    FINAL,
+    NEW,
+    RUNNING,
+    Attempt,
+    Experiment,
+    StoredFile,
+    Trial,
+    TrialOutcome,
+    curve_entry,
+)
 from workers.store.base import (
     PLAIN_FIELDS,
     SUMMARY_DOCUMENTS,
@@ -53,7 +65,7 @@ TRIALS = """CREATE TABLE trials (
     attempt_log TEXT NOT NULL DEFAULT '[]', curve TEXT NOT NULL DEFAULT '[]', files TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (exp_key, tid))"""
 TRIALS_INDEX = "CREATE INDEX trials_state ON trials (state, exp_key, tid)"  # reserve's and requeue_stale's
-SCHEMA = (  # a new store's tables, at VERSION
+SCHEMA = (  # a new store's tables, at VERSION but for the change marks (CHANGE_MARKS, added after)
     """CREATE TABLE experiments (
     name TEXT PRIMARY KEY, doc TEXT NOT NULL, created REAL NOT NULL,
     lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0)""",
@@ -103,6 +115,14 @@ def _outcome(result: dict) -> str:
     return json.dumps([result.get(key) for key in SUMMARY_RESULT])
 
 
+@functools.lru_cache(maxsize=2**17)
+def _outcome_values(text: str) -> tuple:
+    """TrialOutcome's status, loss and validation accuracy from an outcome column. Memoised on the
+    text: a worker reads every trial's when it starts, and a MongoDB store's at each suggestion."""
+    result = {key: value for key, value in zip(SUMMARY_RESULT, json.loads(text)) if value is not None}
+    return TrialOutcome.of(0, 0, None, result)[3:]
+
+
 def _summary_columns(db) -> None:
     """Version 3: the trials table is rebuilt with its summary columns first (TRIALS), its rows copied
     (with no files: version 4's column)."""
@@ -124,8 +144,43 @@ def _add_files(db) -> None:
         db.execute("ALTER TABLE trials ADD COLUMN files TEXT NOT NULL DEFAULT '{}'")
 
 
+# Version 5: every insert or update of a trial takes the store's next change mark, so a worker
+# reads only the outcomes that changed since its last suggestion (trial_outcomes). Write
+# transactions are serialised, so marks grow in commit order: a reader that has seen mark M has
+# seen every change up to M, and any later one gets a mark above M. The marks sit in a narrow
+# table of their own: a trigger that updated the trials row would write it (and its curve) twice.
+CHANGE_MARKS = (
+    "CREATE TABLE changes (mark INTEGER NOT NULL)",
+    "INSERT INTO changes VALUES (0)",
+    """CREATE TABLE trial_changes (
+    exp_key TEXT NOT NULL, tid INTEGER NOT NULL, changed INTEGER NOT NULL, PRIMARY KEY (exp_key, tid))""",
+    "CREATE INDEX trial_changes_order ON trial_changes (exp_key, changed)",
+    *(
+        f"""CREATE TRIGGER trial_{event.lower()}d AFTER {event} ON trials BEGIN
+    UPDATE changes SET mark = mark + 1;
+    INSERT OR REPLACE INTO trial_changes VALUES (NEW.exp_key, NEW.tid, (SELECT mark FROM changes));
+    END"""
+        for event in ("INSERT", "UPDATE")
+    ),
+    "INSERT INTO trial_changes SELECT exp_key, tid, 0 FROM trials",
+    # the budget check before each suggestion (state_counts) reads this index alone
+    "CREATE INDEX trials_experiment_state ON trials (exp_key, state)",
+)
+
+
+def _change_marks(db) -> None:
+    for statement in CHANGE_MARKS:
+        db.execute(statement)
+
+
 # each version's step from the one before; a store made before versions were kept is version 0
-MIGRATIONS = {1: _add_attempt_logs_and_curves, 2: _rungs_to_records, 3: _summary_columns, 4: _add_files}
+MIGRATIONS = {
+    1: _add_attempt_logs_and_curves,
+    2: _rungs_to_records,
+    3: _summary_columns,
+    4: _add_files,
+    5: _change_marks,
+}
 VERSION = max(MIGRATIONS)
 
 
@@ -230,7 +285,7 @@ class SQLiteStore(BaseStore):
         if version == VERSION:
             return
         if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'experiments'").fetchall():
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *CHANGE_MARKS):
                 db.execute(statement)
         else:
             for step in range(version + 1, VERSION + 1):
@@ -445,6 +500,22 @@ class SQLiteStore(BaseStore):
             )
             for row in self._read(f"SELECT {SUMMARY} FROM trials WHERE exp_key = ? ORDER BY tid", (name,))
         ]
+
+    def trial_outcomes(self, name: str, since: int | None = None) -> tuple[list[TrialOutcome], int | None]:
+        rows = self._read(
+            "SELECT t.tid, t.state, t.refresh_time, t.outcome, c.changed FROM trial_changes c "
+            "JOIN trials t ON t.exp_key = c.exp_key AND t.tid = c.tid WHERE c.exp_key = ? AND c.changed > ?",
+            (name, -1 if since is None else since),  # rows older than the marks (version 5) have mark 0
+        )
+        outcomes = [TrialOutcome(tid, state, at, *_outcome_values(text)) for tid, state, at, text, _ in rows]
+        return outcomes, max((row[4] for row in rows), default=since)
+
+    def trial_points(self, name: str, tids: Sequence[int]) -> dict[int, tuple[dict, dict]]:
+        rows = self._read(
+            "SELECT tid, point FROM trials WHERE exp_key = ? AND tid IN (SELECT value FROM json_each(?))",
+            (name, json.dumps(list(tids))),
+        )
+        return {tid: tuple(json.loads(point)) for tid, point in rows}
 
     def state_counts(self, name: str) -> dict[int, int]:
         return dict(self._read("SELECT state, COUNT(*) FROM trials WHERE exp_key = ? GROUP BY state", (name,)))
