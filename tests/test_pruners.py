@@ -19,7 +19,7 @@ from workers.pruners import (
     PrunerSettings,
     promotable,
 )
-from workers.records import DONE, FINAL, PRUNED, Trial
+from workers.records import DONE, FINAL, PRUNED, RUNNING, Trial
 from workers.store import open_store
 from workers.worker import Worker
 
@@ -42,8 +42,13 @@ def add_finished(store, name: str, curves: list[list[EpochReport]]) -> None:
         )
 
 
-def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_reported(store):
+def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_completed(store):
     add_finished(store, "exp", [curve(0.5, 0.6, 0.7), curve(0.5, 0.7, 0.8), curve(0.4, 0.5, 0.9), curve(0.3)])
+    # running trials and a pruned one past epoch 2: not completed, not counted (as Optuna's); with
+    # them the median at epoch 2 would be 0.7
+    for tid in (10, 11, 12):
+        store.insert_trial(Trial("exp", tid, state=RUNNING, curve=tuple(curve(0.95, 0.95))))
+    store.insert_trial(Trial("exp", 13, state=PRUNED, curve=tuple(curve(0.01, 0.01))))
     median = MedianPruner(warmup=1, min_trials=3)
     # at epoch 2 the others' best-so-far are 0.6, 0.7, 0.5 (the fourth trial stopped at epoch 1): median 0.6
     assert not median.prune(store, "exp", 99, curve(0.9, 0.55))  # its best so far, 0.9, is above

@@ -5,8 +5,13 @@ from what the store holds (other trials' curves, ASHA's rung records), so worker
 machines agree and a restarted worker continues where the last one stopped. The value compared is
 a trial's best validation accuracy so far (robust to one noisy epoch).
 
-    median  after `warmup` epochs, once at least `min_trials` other trials have reported this
+    median  after `warmup` epochs, once at least `min_trials` completed trials reached this
             epoch: prune a trial whose best-so-far is below the median of theirs at this epoch.
+            Completed trials only, as Optuna's MedianPruner: running trials' curves are still
+            moving, and pruned ones are the low ones, which would pull the median down. Unlike
+            Optuna, which sets the trial's best value so far against the others' values at the
+            epoch, both sides are best-so-far: one lucky epoch does not carry a trial past
+            others judged on a single noisy one.
     asha    rungs at r, r*eta, r*eta^2, ... epochs below the trial's last epoch. Reaching a rung,
             a trial is recorded there (atomically, in the store) and goes on only if it is in the
             top 1/eta of the trials recorded at that rung so far; nobody waits for a rung to fill.
@@ -118,19 +123,21 @@ class MedianPruner(Pruner):
     kind: ClassVar[str] = "median"
     parameters: ClassVar[tuple[Parameter, ...]] = (
         Parameter("warmup", "--prune-warmup", 5, 1, "epochs before any stop"),
-        Parameter("min_trials", "--prune-min-trials", 5, 1, "other trials that must have reported the epoch"),
+        Parameter("min_trials", "--prune-min-trials", 5, 1, "completed trials that must have reached the epoch"),
     )
     warmup: int = 5
     min_trials: int = 5
 
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
+        from workers.records import DONE  # records import this module (PrunerSettings)
+
         epoch = curve[-1].epoch
         if epoch <= self.warmup:
             return False
         others = [
             best_so_far(t.curve, epoch)
             for t in store.trials(name)
-            if t.tid != tid and any(e.epoch >= epoch for e in t.curve)
+            if t.state == DONE and t.tid != tid and any(e.epoch >= epoch for e in t.curve)
         ]
         return len(others) >= self.min_trials and best_so_far(curve, epoch) < statistics.median(others)
 
