@@ -7,10 +7,13 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import plots
 from analysis.frame import METRICS, finished, trials_frame
 from analysis.importance import METHOD, ranking
 from larnn_core.records import TEST_PICKED, VALIDATION_ACCURACY
+from workers import confirm
 from workers.store import BaseStore
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -42,7 +45,8 @@ def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Fig
         + plots.model_figure(done, out, colors)
         + plots.selection_figure(done, out, colors)
     )
-    (out / "index.html").write_text(_html(experiments, frame, done, hyperparameters, table, figures))
+    confirmed = {x.name: report for x in experiments if (report := confirm.latest_report(store, x.name))}
+    (out / "index.html").write_text(_html(experiments, frame, done, hyperparameters, table, figures, confirmed))
     return figures
 
 
@@ -54,7 +58,33 @@ TEST_PICKED_CAVEAT = (
 )
 
 
-def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
+def _confirmed_html(name: str, report: dict, done) -> list[str]:
+    """A confirmation's configurations beside the search's single-training numbers."""
+    e = html.escape
+    single = done[done["experiment"] == name].set_index("tid")[VALIDATION_ACCURACY]
+    rows = [
+        {
+            "configuration": row["configuration"],
+            "search (one training)": "" if row["tid"] not in single else f"{single[row['tid']]:.4f}",
+            "done": f"{row['done']}/{row['of']}",
+            "validation_accuracy mean [95% interval]": confirm.span(row["validation_accuracy"]),
+            "test_accuracy mean [95% interval]": confirm.span(row["test_accuracy"]),
+            "validation difference with the first": confirm.span(row["difference_with_first"]["validation_accuracy"])
+            if "difference_with_first" in row
+            else "",
+        }
+        for row in report["configurations"]
+    ]
+    return [
+        f"<h2>Confirmed configurations: {e(name)}</h2>",
+        f"<p>{e(report['experiment'])}: each configuration trained again with the same {report['seeds']} seeds; "
+        "means over the seeds with 95% Student-t intervals, and paired differences with the first "
+        "(larnn confirm).</p>",
+        pd.DataFrame(rows).to_html(index=False),
+    ]
+
+
+def _html(experiments, frame, done, hyperparameters, table, figures, confirmed) -> str:
     e = html.escape
     title = ", ".join(x.name for x in experiments)
     counts = frame.groupby(["experiment", "state"]).size().unstack(fill_value=0)
@@ -89,6 +119,7 @@ def _html(experiments, frame, done, hyperparameters, table, figures) -> str:
         counts.to_html(),
         "<h2>Best trials</h2>",
         best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""),
+        *[line for name, report in confirmed.items() for line in _confirmed_html(name, report, done)],
     ]
     if not table.empty:
         parts += [

@@ -48,6 +48,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def seed(text: str) -> int:
     """argparse type: a seed in 0..2^32 - 1."""
     value = _whole_number(text)

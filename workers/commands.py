@@ -1,4 +1,4 @@
-"""workers' sub-commands: `larnn submit | worker | status | best | search`."""
+"""workers' sub-commands: `larnn submit | worker | status | best | search | confirm`."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from larnn_core import data as har
-from larnn_core.cli import nonnegative_seconds, positive_int, seconds, seed
+from larnn_core.cli import nonnegative_int, nonnegative_seconds, positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
-from workers import pruners, report
+from workers import confirm, pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
-from workers.records import DEFAULT_KEEP, models_kept
+from workers.records import DEFAULT_KEEP, Experiment, models_kept
 from workers.slots import MAX_SLOTS
 from workers.stops import duration
-from workers.store import open_store, store_url
+from workers.store import BaseStore, open_store, store_url
 
 STORE_HELP = (
     "trial store URL: sqlite:///PATH or mongodb://USER:PW@HOST:PORT/DB (default: $LARNN_STORE, else sqlite:///larnn.db)"
@@ -372,7 +372,7 @@ def register_best(subparsers) -> None:
 def _best(args) -> None:
     store = open_store(args.store, read_only=True)
     failure = store.get_experiment(args.name).failure
-    rows = report.best_trials(store, args.name, args.top, args.include_pruned)
+    rows = confirm.with_confirmed(store, args.name, report.best_trials(store, args.name, args.top, args.include_pruned))
     print(report.format_best(rows, args.format, args.wide))
     if failure:  # on stderr, so that json and csv output stay parseable
         print(f"note: experiment {args.name} failed: {failure['reason']}", file=sys.stderr)
@@ -411,7 +411,19 @@ def _search(args) -> int:
     store = open_store(url)
     experiment = submit(store, args.name, args.space, **_submit_options(args))
     har.load(args.source)  # prepared once here, with a progress bar, rather than in every worker
-    logs = Path(args.logs) / args.name
+    if _run_here(store, url, experiment, args) != 0:
+        return 130
+    print(report.format_best(report.best_trials(store, args.name, 5), "table"))
+    where = "" if args.store is None else f" --store '{redact(url)}'"
+    print(f"the best trial's model: larnn export {args.name}{where} --out {args.name}.pt")
+    return 0
+
+
+def _run_here(store: BaseStore, url: str, experiment: Experiment, args) -> int:
+    """Run args.workers local worker processes on the experiment until every trial is final, with
+    a progress bar; 130 after Ctrl-C or SIGTERM (the workers stopped at their next epoch boundary)."""
+    name = experiment.name
+    logs = Path(args.logs) / name
     logs.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
@@ -419,7 +431,7 @@ def _search(args) -> int:
         "larnn_core.cli",
         "worker",
         "--experiment",
-        args.name,
+        name,
         "--device",
         args.device,
         "--slots",
@@ -439,15 +451,15 @@ def _search(args) -> int:
         for i in range(args.workers)
     ]
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the workers as Ctrl-C does
-    print(f"{args.workers} worker(s) on {args.name!r}, logs in {logs}/", file=sys.stderr)
+    print(f"{args.workers} worker(s) on {name!r}, logs in {logs}/", file=sys.stderr)
     total, best = experiment.max_evals, []
     try:
-        with tqdm(total=total, desc=args.name, unit="trial") as bar:
+        with tqdm(total=total, desc=name, unit="trial") as bar:
             while True:
-                counts = store.counts(args.name)
+                counts = store.counts(name)
                 final = counts["done"] + counts["failed"] + counts["pruned"]
                 if final != bar.n:  # trials are read only when one has finished, not every poll
-                    best = report.best_trials(store, args.name, 1)
+                    best = report.best_trials(store, name, 1)
                 bar.update(final - bar.n)
                 bar.set_postfix(
                     running=counts["running"],
@@ -458,17 +470,96 @@ def _search(args) -> int:
                 if final >= total:
                     break
                 if all(w.poll() is not None for w in workers):
-                    raise RuntimeError(f"every worker exited before the search finished; see {logs}/")
+                    raise RuntimeError(f"every worker exited before the experiment finished; see {logs}/")
                 time.sleep(1.0)
     except KeyboardInterrupt:
         print(f"\nstopping {len(workers)} worker(s) at their next epoch boundary...", file=sys.stderr)
         _stop(workers)
-        print(f"stopped; continue with: larnn worker --store '{redact(url)}' --experiment {args.name}", file=sys.stderr)
+        print(f"stopped; continue with: larnn worker --store '{redact(url)}' --experiment {name}", file=sys.stderr)
         return 130
     _stop(workers)
-    print(report.format_best(report.best_trials(store, args.name, 5), "table"))
-    where = "" if args.store is None else f" --store '{redact(url)}'"
-    print(f"the best trial's model: larnn export {args.name}{where} --out {args.name}.pt")
+    return 0
+
+
+def register_confirm(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "confirm",
+        help="train an experiment's best configurations again over several seeds, with intervals",
+        description="Is the search's best configuration really the best? Trains the top --top configurations "
+        "of EXPERIMENT again with --seeds new seeds each (the same seeds for every configuration, so "
+        "their differences are paired), as the trials of a confirmation experiment (default "
+        "EXPERIMENT-confirm) that ordinary workers run. Prints, per configuration, the mean and 95%% "
+        "interval over the seeds of the selected epoch's validation accuracy and of the test accuracy "
+        "there, re-ranked, and the paired differences with the first. Run again to see the report of a "
+        "confirmation made earlier (its missing trials are run first); `larnn best EXPERIMENT` then "
+        "shows the confirmed figures beside the search's.",
+    )
+    parser.add_argument("experiment", help="the search whose best configurations are confirmed")
+    parser.add_argument("--top", type=positive_int, default=3, help="how many configurations (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="trainings per configuration (default 3)")
+    parser.add_argument(
+        "--baseline",
+        choices=("lstm",),
+        default=None,
+        help="also train the LSTM of the best configuration's size, optimiser and schedule, with the same seeds",
+    )
+    parser.add_argument("--name", default=None, help="the confirmation experiment (default EXPERIMENT-confirm)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs per training (default: the search's)")
+    parser.add_argument("--seed", type=seed, default=None, help="the seeds' root (default: the search's seed + 1)")
+    parser.add_argument(
+        "--workers",
+        type=nonnegative_int,
+        default=1,
+        help="local worker processes that run it here (default 1); 0: only register it, for "
+        "`larnn worker --experiment NAME` anywhere",
+    )
+    parser.add_argument("--device", default="auto", help="device for every local worker (default auto)")
+    parser.add_argument("--slots", type=slot_count, default=1, metavar="N", help="trials at once per worker")
+    parser.add_argument("--logs", default="larnn-logs", help="directory for the workers' logs (default larnn-logs)")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--store", default=None, help=STORE_HELP)
+    parser.set_defaults(run=_confirm)
+
+
+def _confirm(args) -> int:
+    url = store_url(args.store)
+    store = open_store(url)
+    name = args.name or confirm.confirmation_name(args.experiment)
+    existing = {e.name: e for e in store.experiments()}.get(name)
+    if existing is None:
+        if args.workers:
+            from larnn_core.provenance import resolve_device
+
+            resolve_device(args.device)
+        experiment = confirm.make_confirmation(
+            store,
+            args.experiment,
+            top=args.top,
+            seeds=args.seeds,
+            baseline=args.baseline,
+            name=name,
+            epochs=args.epochs,
+            seed=args.seed,
+        )
+        print(
+            f"confirmation {name!r}: {len(experiment.confirms['configurations'])} configuration(s) of "
+            f"{args.experiment!r} x {args.seeds} seeds = {experiment.max_evals} trainings",
+            file=sys.stderr,
+        )
+    elif (existing.confirms or {}).get("experiment") != args.experiment:
+        raise ValueError(f"experiment {name!r} exists and does not confirm {args.experiment!r}; choose another --name")
+    else:
+        experiment = existing  # made earlier: what a crash left unqueued, its missing trials, then its report
+        confirm.queue(store, experiment)
+    counts = store.counts(name)
+    if args.workers and counts["queued"] + counts["running"]:
+        har.load(experiment.objective.source)
+        if _run_here(store, url, experiment, args) != 0:
+            return 130
+    elif counts["queued"] + counts["running"]:
+        where = "" if args.store is None else f" --store '{redact(url)}'"
+        print(f"start workers: larnn worker{where} --experiment {name} --devices all", file=sys.stderr)
+    print(confirm.format_report(confirm.confirmation_report(store, name), args.format))
     return 0
 
 

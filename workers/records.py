@@ -263,6 +263,7 @@ class Experiment:
     imported_from: list[str] | None = None  # an import's files
     trial_order: str | None = None  # an import's: "file times" or "unordered"
     keep_artifacts: str = DEFAULT_KEEP  # whose models stay in the store once trials end (models_kept)
+    confirms: dict[str, Any] | None = None  # a confirmation's {experiment, seeds, configurations} (workers/confirm.py)
 
     @property
     def imported(self) -> bool:

@@ -79,7 +79,7 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     names = sorted({k for row in rows for k in row["hyperparameters"]})
     flat = [
         {
-            **{k: v for k, v in row.items() if k != "hyperparameters"},
+            **{k: v for k, v in row.items() if k not in ("hyperparameters", "confirmation")},
             **{k: row["hyperparameters"].get(k, "") for k in names},
         }
         for row in rows
@@ -106,7 +106,7 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     if max(map(len, columns.splitlines())) <= WIDTH:
         return "\n".join([*lines, columns])
     numbers = table(
-        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol")} for row in rows]
+        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol", "confirmation")} for row in rows]
     ).splitlines()
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):

@@ -22,8 +22,11 @@ SUGGEST = {name: importlib.import_module(f"hyperopt.{name}").suggest for name in
 
 
 def trial_seed(experiment: Experiment, tid: int) -> int:
-    """One seed per (experiment, trial): suggestions and trainings are reproducible."""
-    return (experiment.seed * 1_000_003 + tid) % (2**31 - 1)
+    """One seed per (experiment, trial): suggestions and trainings are reproducible. A
+    confirmation's trials share theirs across configurations (workers/confirm.py): the j-th trial
+    of every configuration trains with the j-th seed."""
+    replicate = tid % experiment.confirms["seeds"] if experiment.confirms else tid
+    return (experiment.seed * 1_000_003 + replicate) % (2**31 - 1)
 
 
 class Observations(NamedTuple):

@@ -205,8 +205,8 @@ class Worker:
         experiments = [self.store.get_experiment(self.experiment)] if self.experiment else self.store.experiments()
         for experiment in experiments:
             name = experiment.name
-            if experiment.failure or experiment.stopped:
-                continue
+            if experiment.failure or experiment.stopped or experiment.confirms:
+                continue  # a confirmation's trials are all queued by `larnn confirm`: none to suggest
             if sum(self.store.state_counts(name).values()) >= experiment.max_evals:
                 continue  # budget spent: checked cheaply, before taking the lease and reading trials
             if not self.store.acquire_lease(name, self.owner, self.lease_s):
