@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from larnn_core import cli
+from larnn_core.hparams import HParams
 from larnn_core.records import EpochReport, TrainResult
 from tests.support.results import result_with
 from workers import confirm
@@ -28,9 +29,9 @@ def url(tmp_path):
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-def searched(store, name="s", n=6):
-    """A finished search of the smoke space: trial t's validation accuracy 0.5 + 0.05 t (trial 5 best)."""
-    experiment = submit(store, name, "smoke", max_evals=n, algorithm="rand", seed=3)
+def searched(store, name="s", n=6, space="smoke"):
+    """A finished search: trial t's validation accuracy 0.5 + 0.05 t (trial 5 best)."""
+    experiment = submit(store, name, space, max_evals=n, algorithm="rand", seed=3)
     for tid in range(n):
         idxs, vals = suggest(experiment, History.of(experiment, store.trials(name)), tid)
         point = hyperparameters(experiment, Trial(name, tid, idxs, vals))
@@ -59,15 +60,15 @@ def seeded_objective(seen: list):
 
 def test_a_confirmation_trains_the_top_configurations_and_the_lstm_on_shared_seeds(tmp_path, url):
     store = open_store(url)
-    search = searched(store)
+    search = searched(store, space="paper-round2")  # its points leave `model` out (at its default)
     experiment = confirm.make_confirmation(store, "s", top=2, seeds=3, baseline="lstm")
     assert experiment.name == "s-confirm" and experiment.max_evals == 9 and experiment.pruner.kind == "none"
     assert [c["tid"] for c in experiment.confirms["configurations"]] == [5, 4, None]
     queued = store.trials("s-confirm")
     assert [t.state for t in queued] == [NEW] * 9
-    best, second = (store.trials("s", tids=[tid])[0].point for tid in (5, 4))
+    best, second = (HParams.from_dict(store.trials("s", tids=[tid])[0].point).to_dict() for tid in (5, 4))
     points = [hyperparameters(experiment, t) for t in queued]
-    assert points[:3] == [best] * 3 and points[3:6] == [second] * 3
+    assert points[:3] == [best] * 3 and points[3:6] == [second] * 3 and best["model"] == "larnn"
     assert points[6:] == [{**best, "model": "lstm"}] * 3
     seeds = [trial_seed(experiment, t.tid) for t in queued]
     assert seeds[:3] == seeds[3:6] == seeds[6:] and len(set(seeds[:3])) == 3  # paired: seed j for every one

@@ -24,6 +24,7 @@ import statistics
 import time
 from typing import Any
 
+from larnn_core.hparams import HParams
 from larnn_core.records import OK
 from search_spaces.space import from_document
 from workers import pruners
@@ -45,8 +46,11 @@ def configurations(store: BaseStore, source: str, top: int, baseline: str | None
     its first trial), then the LSTM baseline of the best one (its sizes, optimiser and schedule)."""
     chosen: list[dict] = []
     for row in best_trials(store, source, top):
-        if row["hyperparameters"] and row["hyperparameters"] not in [c["point"] for c in chosen]:
-            chosen.append({"tid": row["tid"], "point": row["hyperparameters"], "label": f"trial {row['tid']}"})
+        # complete (every hyperparameter, defaults included): the points a space leaves out would
+        # not tell a configuration from its LSTM baseline
+        point = HParams.from_dict(row["hyperparameters"]).to_dict() if row["hyperparameters"] else None
+        if point and point not in [c["point"] for c in chosen]:
+            chosen.append({"tid": row["tid"], "point": point, "label": f"trial {row['tid']}"})
     if not chosen:
         raise ValueError(f"experiment {source!r} has no finished trial to confirm yet")
     if baseline == "lstm":
@@ -66,8 +70,8 @@ def make_confirmation(
     epochs: int | None = None,
     seed: int | None = None,
 ) -> Experiment:
-    """Register the confirmation experiment of `source` and queue its trials (configuration i's j-th
-    at tid i * seeds + j); nothing is written when a check fails."""
+    """Register the confirmation experiment of `source` and queue its trials (`planned`); nothing is
+    written when a check fails."""
     if seeds < 2:
         raise ValueError(f"--seeds must be at least 2 (an interval needs two trainings), got {seeds}")
     origin = store.get_experiment(source)
@@ -98,22 +102,31 @@ def make_confirmation(
         "configurations": [{"label": c["label"], "tid": c["tid"]} for c in chosen],
     }
     experiment = dataclasses.replace(experiment, confirms=confirms)
+    trials = planned(experiment)  # every trial made before anything is written
     store.create_experiment(experiment)
-    queue(store, experiment)
+    for trial in trials:
+        store.insert_trial(trial)
     return experiment
 
 
-def queue(store: BaseStore, experiment: Experiment) -> None:
-    """Queue the confirmation's trials that are not in the store yet: all of them once it is made,
-    those a crash left out when `larnn confirm` runs again. Workers never suggest a trial of a
-    confirmation (workers/worker.py), so nothing else inserts one."""
-    space = stored_space(experiment)
+def planned(experiment: Experiment) -> list[Trial]:
+    """Every trial of a confirmation, queued: configuration i's j-th at tid i * seeds + j."""
+    space, seeds = stored_space(experiment), experiment.confirms["seeds"]
     points = experiment.space["document"]["space"]["configuration"]["choice"]
-    seeds, have = experiment.confirms["seeds"], {o.tid for o in store.trial_outcomes(experiment.name)[0]}
-    for i, point in enumerate(points):
-        for tid in range(i * seeds, (i + 1) * seeds):
-            if tid not in have:
-                store.insert_trial(Trial.new(experiment.name, tid, *space.trial_misc(point, tid)))
+    return [
+        Trial.new(experiment.name, tid, *space.trial_misc(point, tid))
+        for i, point in enumerate(points)
+        for tid in range(i * seeds, (i + 1) * seeds)
+    ]
+
+
+def queue(store: BaseStore, experiment: Experiment) -> None:
+    """Queue the trials a crash kept out of the store while `larnn confirm` made the confirmation.
+    Workers never suggest a trial of a confirmation (workers/worker.py): nothing else inserts one."""
+    have = {o.tid for o in store.trial_outcomes(experiment.name)[0]}
+    for trial in planned(experiment):
+        if trial.tid not in have:
+            store.insert_trial(trial)
 
 
 def interval(values: list[float]) -> dict[str, Any]:
