@@ -34,8 +34,6 @@ class History:
         self.labels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.mark: int | None = None  # the store's change mark as of the last refresh (trial_outcomes)
         self.by_tid: dict[int, TrialOutcome] = {}
-        self.rows: dict[int, int] = {}  # tid -> its row in `columns`
-        self.columns: dict[str, list] = {name: [] for name in TrialOutcome._fields}  # TPE reads them as arrays
         self._add({t["tid"]: (t["idxs"], t["vals"]) for t in warm})
 
     @classmethod
@@ -72,20 +70,15 @@ class History:
         """Take these outcomes (`every`: they are all the trials there are) and new points."""
         self._add({tid: point for tid, point in points.items() if tid not in self.points})
         outcomes = [o for o in outcomes if o.tid in self.points]  # a trial deleted between the reads
-        if every:  # columns at once (a MongoDB store's every refresh)
-            self.by_tid = {o.tid: o for o in outcomes}
-            self.rows = {tid: row for row, tid in enumerate(self.by_tid)}
-            values = list(zip(*self.by_tid.values())) or [()] * len(TrialOutcome._fields)
-            self.columns = {name: list(column) for name, column in zip(TrialOutcome._fields, values)}
-            return
-        for outcome in outcomes:
-            row = self.rows.setdefault(outcome.tid, len(self.rows))
-            for column, value in zip(self.columns.values(), outcome):
-                if row == len(column):
-                    column.append(value)
-                else:
-                    column[row] = value
-            self.by_tid[outcome.tid] = outcome
+        if every:
+            self.by_tid = {}
+        self.by_tid.update((o.tid, o) for o in outcomes)
+
+    @property
+    def columns(self) -> dict[str, tuple]:
+        """The outcomes field by field (TPE reads them as arrays)."""
+        values = list(zip(*self.by_tid.values())) or [()] * len(TrialOutcome._fields)
+        return dict(zip(TrialOutcome._fields, values))
 
     def observed(self, tids: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per label of the space, the tids among these that have a value for it, and the values

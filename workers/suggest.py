@@ -1,4 +1,4 @@
-"""hyperopt's algorithms on stored trial documents, and the hyperparameters of a trial."""
+"""hyperopt's algorithms on a worker's history of an experiment, and the hyperparameters of a trial."""
 
 from __future__ import annotations
 

@@ -47,20 +47,29 @@ def _quantized_mass(samples, weights, mus, sigmas, bounds, cdf):
     return (np.cumsum(mass, axis=1)[:, -1] if mass.shape[1] else np.zeros(len(distinct)))[back.ravel()]
 
 
-@scope.define
-def larnn_GMM1_lpdf(samples, weights, mus, sigmas, low=None, high=None, q=None):
-    """hyperopt's GMM1_lpdf; its quantized case without the loop over components."""
-    if q is None:
-        return tpe.GMM1_lpdf(samples, weights, mus, sigmas, low, high, q)
+def _quantized_lpdf(samples, weights, mus, sigmas, low, high, bounds, cdf):
+    """log of each sample's quantization bucket's mass under the mixture, less log of the mass
+    inside [low, high]: the quantized case that GMM1_lpdf and LGMM1_lpdf share, their bucket's
+    bounds and their components' cdf given."""
     samples, weights, mus, sigmas = map(np.asarray, (samples, weights, mus, sigmas))
-    if samples.size == 0:
-        return np.asarray([])
     shape, samples = samples.shape, samples.flatten()
     p_accept = (
         1
         if low is None and high is None
         else np.sum(weights * (tpe.normal_cdf(high, mus, sigmas) - tpe.normal_cdf(low, mus, sigmas)))
     )
+    rval = np.log(_quantized_mass(samples, weights, mus, sigmas, bounds, cdf)) - np.log(p_accept)
+    rval.shape = shape
+    return rval
+
+
+@scope.define
+def larnn_GMM1_lpdf(samples, weights, mus, sigmas, low=None, high=None, q=None):
+    """hyperopt's GMM1_lpdf; its quantized case without the loop over components."""
+    if q is None:
+        return tpe.GMM1_lpdf(samples, weights, mus, sigmas, low, high, q)
+    if np.size(samples) == 0:
+        return np.asarray([])
 
     def bounds(x):
         return (
@@ -68,9 +77,7 @@ def larnn_GMM1_lpdf(samples, weights, mus, sigmas, low=None, high=None, q=None):
             x + q / 2 if high is None else np.minimum(x + q / 2, high),
         )
 
-    rval = np.log(_quantized_mass(samples, weights, mus, sigmas, bounds, tpe.normal_cdf)) - np.log(p_accept)
-    rval.shape = shape
-    return rval
+    return _quantized_lpdf(samples, weights, mus, sigmas, low, high, bounds, tpe.normal_cdf)
 
 
 @scope.define
@@ -78,13 +85,6 @@ def larnn_LGMM1_lpdf(samples, weights, mus, sigmas, low=None, high=None, q=None)
     """hyperopt's LGMM1_lpdf; its quantized case without the loop over components."""
     if q is None:
         return tpe.LGMM1_lpdf(samples, weights, mus, sigmas, low, high, q)
-    samples, weights, mus, sigmas = map(np.asarray, (samples, weights, mus, sigmas))
-    shape, samples = samples.shape, samples.flatten()
-    p_accept = (
-        1
-        if low is None and high is None
-        else np.sum(weights * (tpe.normal_cdf(high, mus, sigmas) - tpe.normal_cdf(low, mus, sigmas)))
-    )
 
     def bounds(x):
         return (
@@ -92,9 +92,7 @@ def larnn_LGMM1_lpdf(samples, weights, mus, sigmas, low=None, high=None, q=None)
             x + q / 2 if high is None else np.minimum(x + q / 2, np.exp(high)),
         )
 
-    rval = np.log(_quantized_mass(samples, weights, mus, sigmas, bounds, tpe.lognormal_cdf)) - np.log(p_accept)
-    rval.shape = shape
-    return rval
+    return _quantized_lpdf(samples, weights, mus, sigmas, low, high, bounds, tpe.lognormal_cdf)
 
 
 VECTORISED = {
