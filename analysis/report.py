@@ -67,9 +67,8 @@ def _confirmed_html(name: str, report: dict, done) -> list[str]:
             "configuration": row["configuration"],
             "search (one training)": "" if row["tid"] not in single else f"{single[row['tid']]:.4f}",
             "done": f"{row['done']}/{row['of']}",
-            "validation_accuracy mean [95% interval]": confirm.span(row["validation_accuracy"]),
-            "test_accuracy mean [95% interval]": confirm.span(row["test_accuracy"]),
-            "validation difference with the first": confirm.span(row["difference_with_first"]["validation_accuracy"])
+            **{f"{metric} mean [95% interval]": confirm.span(row[metric]) for metric in confirm.METRICS},
+            "validation difference with the first": confirm.span(row["difference_with_first"][VALIDATION_ACCURACY])
             if "difference_with_first" in row
             else "",
         }

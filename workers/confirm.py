@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from larnn_core.hparams import HParams
-from larnn_core.records import OK
+from larnn_core.records import OK, TEST_ACCURACY, VALIDATION_ACCURACY
 from search_spaces.space import from_document
 from workers import pruners
 from workers.experiment import make_experiment, stored_space
@@ -33,7 +33,7 @@ from workers.records import DONE, Experiment, Trial
 from workers.report import best_trials
 from workers.store import BaseStore
 
-METRICS = ("validation_accuracy", "test_accuracy")  # the selected epoch's, per trial
+METRICS = (VALIDATION_ACCURACY, TEST_ACCURACY)  # the selected epoch's, per trial
 LEVEL = 0.95  # the intervals' confidence
 
 
@@ -156,7 +156,7 @@ def confirmation_report(store: BaseStore, name: str) -> dict[str, Any]:
         i, j = divmod(trial.tid, seeds)
         if trial.state == DONE and trial.result.status == OK:
             epoch = trial.result.chosen
-            by_seed[i][j] = {"validation_accuracy": epoch.validation_accuracy, "test_accuracy": epoch.test_accuracy}
+            by_seed[i][j] = {metric: getattr(epoch, metric) for metric in METRICS}
     rows = [
         {
             "configuration": configuration["label"],
@@ -171,7 +171,7 @@ def confirmation_report(store: BaseStore, name: str) -> dict[str, Any]:
         }
         for i, configuration in enumerate(chosen)
     ]
-    rows.sort(key=lambda r: (r["validation_accuracy"]["mean"] is None, -(r["validation_accuracy"]["mean"] or 0)))
+    rows.sort(key=lambda r: (r[VALIDATION_ACCURACY]["mean"] is None, -(r[VALIDATION_ACCURACY]["mean"] or 0)))
     first = rows[0]
     for row in rows[1:]:
         shared = sorted(set(row["seeds"]) & set(first["seeds"]))
@@ -213,8 +213,8 @@ def with_confirmed(store: BaseStore, source: str, rows: list[dict]) -> list[dict
     return [
         {
             **row,
-            "confirmed_validation": span(by_tid[row["tid"]]["validation_accuracy"]),
-            "confirmed_test": span(by_tid[row["tid"]]["test_accuracy"]),
+            "confirmed_validation": span(by_tid[row["tid"]][VALIDATION_ACCURACY]),
+            "confirmed_test": span(by_tid[row["tid"]][TEST_ACCURACY]),
             "confirmation": {
                 "experiment": report["experiment"],
                 **{metric: by_tid[row["tid"]][metric] for metric in METRICS},
@@ -249,15 +249,15 @@ def format_report(report: dict[str, Any], fmt: str = "table") -> str:
     for rank, row in enumerate(rows, 1):
         lines.append(
             f"{rank:>4}  {row['configuration']:<{width}}  {row['done']:>2}/{row['of']:<2}  "
-            f"{span(row['validation_accuracy']):<26}  {span(row['test_accuracy']):<26}"
+            f"{span(row[VALIDATION_ACCURACY]):<26}  {span(row[TEST_ACCURACY]):<26}"
         )
     if len(rows) > 1:
         lines.append(f"paired differences with {rows[0]['configuration']} (same seeds):")
         for row in rows[1:]:
             difference = row["difference_with_first"]
             lines.append(
-                f"      {row['configuration']:<{width}}  validation {span(difference['validation_accuracy'])}  "
-                f"test {span(difference['test_accuracy'])}{_verdict(difference['validation_accuracy'])}"
+                f"      {row['configuration']:<{width}}  validation {span(difference[VALIDATION_ACCURACY])}  "
+                f"test {span(difference[TEST_ACCURACY])}{_verdict(difference[VALIDATION_ACCURACY])}"
             )
     return "\n".join(lines)
 
