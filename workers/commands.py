@@ -488,7 +488,7 @@ def register_confirm(subparsers) -> None:
         description="Is the search's best configuration really the best? Trains the top --top configurations "
         "of EXPERIMENT again with --seeds new seeds each (the same seeds for every configuration, so "
         "their differences are paired), as the trials of a confirmation experiment (default "
-        "EXPERIMENT-confirm) that ordinary workers run. Prints, per configuration, the mean and 95%% "
+        "EXPERIMENT-confirm) that ordinary workers run. Prints, per configuration, the mean and 95% "
         "interval over the seeds of the selected epoch's validation accuracy and of the test accuracy "
         "there, re-ranked, and the paired differences with the first. Run again to see the report of a "
         "confirmation made earlier (its missing trials are run first); `larnn best EXPERIMENT` then "
