@@ -111,7 +111,9 @@ def test_larnn_best_shows_the_confirmed_figures_beside_the_searchs(tmp_path, url
     assert rows[0]["confirmation"]["validation_accuracy"]["n"] == 2 and rows[2]["confirmed_validation"] is None
     assert rows[0]["confirmed_validation"].startswith(f"{rows[0]['confirmation']['validation_accuracy']['mean']:.4f} [")
     assert cli.main(["best", "s", "--store", url]) == 0
-    assert "confirmed_validation" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "confirmed by s-confirm" in out and rows[0]["confirmed_validation"] in out
+    assert max(map(len, out.splitlines())) <= 100  # the confirmed figures in a table of their own
 
 
 def test_the_html_report_shows_the_confirmed_configurations_beside_the_searchs_numbers(tmp_path, url):

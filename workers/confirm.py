@@ -30,7 +30,7 @@ from search_spaces.space import from_document
 from workers import pruners
 from workers.experiment import make_experiment, stored_space
 from workers.records import DONE, Experiment, Trial
-from workers.report import best_trials
+from workers.report import CONFIRMED, best_trials
 from workers.store import BaseStore
 
 METRICS = (VALIDATION_ACCURACY, TEST_ACCURACY)  # the selected epoch's, per trial
@@ -213,15 +213,14 @@ def with_confirmed(store: BaseStore, source: str, rows: list[dict]) -> list[dict
     return [
         {
             **row,
-            "confirmed_validation": span(by_tid[row["tid"]][VALIDATION_ACCURACY]),
-            "confirmed_test": span(by_tid[row["tid"]][TEST_ACCURACY]),
+            **{key: span(by_tid[row["tid"]][metric]) for key, metric in zip(CONFIRMED, METRICS)},
             "confirmation": {
                 "experiment": report["experiment"],
                 **{metric: by_tid[row["tid"]][metric] for metric in METRICS},
             },
         }
         if row["tid"] in by_tid
-        else {**row, "confirmed_validation": None, "confirmed_test": None}
+        else {**row, **dict.fromkeys(CONFIRMED)}
         for row in rows
     ]
 

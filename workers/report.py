@@ -92,11 +92,18 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
         return out.getvalue()
     if not rows:
         return table(flat)
+    confirmed = _confirmed_lines(rows)
+    rows = [{k: v for k, v in row.items() if k not in CONFIRMED} for row in rows]
+    flat = [{k: v for k, v in row.items() if k not in CONFIRMED} for row in flat]
+    return "\n".join([*_best_table(rows, flat, names, wide), *confirmed])
+
+
+def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool) -> list[str]:
     said = sorted({row["protocol"] for row in rows})
     header = [line for name in said for line in _wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
     flat = [{k: v for k, v in row.items() if k != "protocol"} for row in flat]
     if wide:
-        return "\n".join([*header, table(flat)])
+        return [*header, table(flat)]
     shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
     varying = [k for k in names if k not in shared]
     lines = header + _wrapped(
@@ -104,7 +111,7 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     )
     columns = table([{k: v for k, v in r.items() if k not in shared} for r in flat])
     if max(map(len, columns.splitlines())) <= WIDTH:
-        return "\n".join([*lines, columns])
+        return [*lines, columns]
     numbers = table(
         [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol", "confirmation")} for row in rows]
     ).splitlines()
@@ -112,7 +119,23 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     for row, line in zip(rows, numbers[1:]):
         point = row["hyperparameters"]  # an LSTM's has none of the LARNN's own: left out, not blank
         lines += [line, *_wrapped("     ", [f"{k}={_cell(point[k])}" for k in varying if k in point])]
-    return "\n".join(lines)
+    return lines
+
+
+CONFIRMED = ("confirmed_validation", "confirmed_test")  # a row's confirmation (workers/confirm.with_confirmed)
+
+
+def _confirmed_lines(rows: list[dict]) -> list[str]:
+    """The confirmed trials' figures, as a table of their own under the best trials' (beside them
+    they would not fit in WIDTH)."""
+    confirmed = [row for row in rows if row.get("confirmation")]
+    if not confirmed:
+        return []
+    return [
+        f"confirmed by {confirmed[0]['confirmation']['experiment']} (larnn confirm): mean [95% interval] "
+        "over its seeds",
+        table([{"tid": row["tid"], **{k: row[k] for k in CONFIRMED}} for row in confirmed]),
+    ]
 
 
 def _wrapped(lead: str, words: list[str]) -> list[str]:
