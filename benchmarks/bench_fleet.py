@@ -136,7 +136,9 @@ def latencies(store: BaseStore, exp: Experiment, size: int, repeats: int, spool:
         "read_summaries_MB": json_bytes(summaries) / 1e6,
         "read_outcomes_ms": median_ms(lambda: store.trial_outcomes(NAME), repeats)[0],
     }
-    store.insert_trial(Trial.new(NAME, size, {}, {}, owner="bench:1:a"))  # a running trial, its heartbeats
+    first = store.trials(NAME, tids=[0])[0]  # a running trial at its point, beating its heartbeats
+    idxs = {label: [size] if ids else [] for label, ids in first.idxs.items()}
+    store.insert_trial(Trial.new(NAME, size, idxs, first.vals, owner="bench:1:a"))
     history = History(exp)
     history.refresh(store)
     out["read_changes_ms"] = median_ms(  # one trial changed since the last read: a worker's usual refresh
@@ -258,8 +260,8 @@ def main() -> None:
                 print(f"{kind}: grew to {size} trials in {time.perf_counter() - started:.0f} s", file=sys.stderr)
                 out["latency"][kind].append(latencies(store, exp, size, args.repeats, spool))
                 print(json.dumps(out["latency"][kind][-1]), file=sys.stderr)
-                for stray in [t.tid for t in store.trial_summaries(NAME) if t.state != DONE]:  # next_trial's
-                    store.finish(NAME, stray, "bench:2:b", ERROR, TrainResult(FAIL, error="not trained"))
+                for stray in [t for t in store.trial_summaries(NAME) if t.state != DONE]:  # running ones left
+                    store.finish(NAME, stray.tid, stray.owner, ERROR, TrainResult(FAIL, error="not trained"))
             if kind == "sqlite":
                 out["latency"][kind][-1]["store_MB"] = Path(f"{directory}/latency.db").stat().st_size / 1e6
             store.close()

@@ -350,6 +350,7 @@ class StoreContract:
         assert sorted(outcomes) == [(0, RUNNING, 100.0, "new", None, None), (1, NEW, None, "new", None, None)]
         assert store.trial_points("a", [1, 7]) == {1: ({"lr": [1]}, {"lr": [0.1]})}
         assert store.trial_points("a", []) == {} and store.trial_outcomes("missing")[0] == []
+        assert set(store.trial_points("a", range(5000))) == {0, 1}  # a worker's first read asks for many
         writes = [
             ({0}, lambda: store.finish("a", 0, "w1", DONE, result_with([0.5, 0.75]))),
             ({1}, lambda: store.reserve("w2", "a")),
