@@ -15,7 +15,7 @@ from workers import tpe
 from workers.experiment import WARM_TIDS, make_experiment
 from workers.history import History
 from workers.records import DONE, ERROR, NEW, PRUNED, RUNNING, Trial
-from workers.suggest import suggest
+from workers.suggest import suggest, trial_seed
 
 EVERY_KIND = {  # each of hyperopt's distributions, a conditional branch among them
     "u": hp.uniform("u", -1, 1),
@@ -141,19 +141,22 @@ def test_a_worker_suggests_what_hyperopt_would_from_the_same_trials(space, seed)
     history = History.of(experiment, trials)
     for tid in (45, 46):
         assert suggest(experiment, history, tid) == hyperopts_choice(
-            history.domain, docs, tid, (seed * 1_000_003 + tid) % (2**31 - 1)
+            history.domain, docs, tid, trial_seed(experiment, tid)
         )
 
 
 def test_a_warm_start_enters_the_arrays_as_done_trials():
     trials, docs = service_trials("smoke", 30, 4)
-    warm = [
-        {"source": "old", "tid": WARM_TIDS + i, "idxs": d["misc"]["idxs"], "vals": d["misc"]["vals"], "loss": -0.99}
+    warm = [  # five points of the history again, under tids of their own, as experiment.warm_start keeps them
+        {
+            "source": "old",
+            "tid": WARM_TIDS + i,
+            "idxs": {label: [WARM_TIDS + i] if ids else [] for label, ids in d["misc"]["idxs"].items()},
+            "vals": d["misc"]["vals"],
+            "loss": -0.99,
+        }
         for i, d in enumerate(docs[:5])
     ]
-    warm = [
-        {**w, "idxs": {k: [w["tid"]] if v else [] for k, v in w["idxs"].items()}} for w in warm
-    ]  # their own tids, as experiment.warm_start makes them
     experiment = dataclasses.replace(
         make_experiment("h", load_space("smoke"), seed=4), warm_start={"experiments": ["old"], "trials": warm}
     )
@@ -169,5 +172,5 @@ def test_a_warm_start_enters_the_arrays_as_done_trials():
     ]
     history = History.of(experiment, trials)
     assert suggest(experiment, history, 30) == hyperopts_choice(
-        history.domain, docs + warm_docs, 30, (4 * 1_000_003 + 30) % (2**31 - 1)
+        history.domain, docs + warm_docs, 30, trial_seed(experiment, 30)
     )
