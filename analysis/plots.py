@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from analysis.importance import POOLED, encode, importance_by_experiment  # noqa: E402
+from analysis.importance import POOLED, encode, importance_by_experiment, refusals, reliable  # noqa: E402
 from larnn_core.records import HONEST, TEST_ACCURACY, TEST_PICKED, VALIDATION_ACCURACY  # noqa: E402
 from workers.records import Experiment  # noqa: E402
 
@@ -245,37 +245,47 @@ def importance_figure(
     done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str]
 ) -> tuple[list[Figure], pd.DataFrame]:
     """Importance within each experiment (its colour), and pooled with the experiment as a
-    feature (grey); the table: importance.importance_by_experiment."""
+    feature (grey), each with its surrogate's cross-validated R²; an experiment whose surrogate
+    does not predict its trials (importance.RELIABLE_R2) gets a sentence saying so, not bars. The
+    table: importance.importance_by_experiment."""
     table = importance_by_experiment(done, [h for h in hyperparameters if h in done])
     if table.empty:
         return [], table
-    largest = table.groupby("hyperparameter", sort=False)["mean"].max()
+    r2 = table.groupby("experiment", sort=False)["r2"].first()
+    shown = reliable(table)
+    largest = shown.groupby("hyperparameter", sort=False)["mean"].max()
     names = [name for name, top in largest.items() if top >= 0.01 * largest.max() or name == "experiment"][::-1]
-    groups = list(dict.fromkeys(table["experiment"]))
-    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) * max(1.5, len(groups) * 0.7) + 1.8))
-    for group, offset in zip(groups, _offsets(len(groups))[::-1]):
-        part = table[table["experiment"] == group].set_index("hyperparameter")
+    groups = list(dict.fromkeys(shown["experiment"]))
+    refused = refusals(table)
+    fig, ax = plt.subplots(figsize=(6.4, 0.3 * len(names) * max(1.5, len(groups) * 0.7) + 1.8 + 0.3 * len(refused)))
+    for group, offset in zip(groups, _offsets(max(len(groups), 1))[::-1]):
+        part = shown[shown["experiment"] == group].set_index("hyperparameter")
         rows = [i for i, name in enumerate(names) if name in part.index]
         chosen = part.loc[[names[i] for i in rows]]
         ax.barh(
             [i + offset for i in rows],
             chosen["mean"],
-            xerr=chosen["std"],
+            xerr=[chosen["mean"] - chosen["low"], chosen["high"] - chosen["mean"]],
             height=0.8 / len(groups),
             color="0.55" if group == POOLED else colors[group],
             alpha=0.85,
             capsize=2,
-            label=group,
+            label=f"{group} (cross-validated R² {r2[group]:.2f})",
             gid=None if group == POOLED else tag(group),
         )
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("drop in R² when shuffled (mean ± std)")
+    if names:
+        ax.set_yticks(range(len(names)), names)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.set_yticks([])
+    for k, sentence in enumerate(refused):
+        ax.text(0.02, 0.97 - 0.08 * k, sentence, transform=ax.transAxes, fontsize=8, va="top", color="0.25")
+    ax.set_xlabel("drop in R² when shuffled (mean, 90% interval over bootstrap fits and shuffles)")
     ax.set_title(
         f"Hyperparameter importance within each experiment ({len(done)} trials)\npermutation importance "
-        "of a random-forest surrogate, 5 fits x 5 shuffles\n(left out: below 1% of the largest)",
+        "of a random-forest surrogate, 5 bootstrap fits x 5 shuffles\n(left out: below 1% of the largest)",
         fontsize=9,
     )
-    ax.legend(fontsize=8, loc="best")
     return [_save(fig, out, "importance", "Hyperparameter importance")], table
 
 

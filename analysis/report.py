@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis import plots
 from analysis.frame import METRICS, finished, trials_frame
-from analysis.importance import METHOD, ranking
+from analysis.importance import METHOD, ranking, refusals
 from larnn_core.records import TEST_PICKED, VALIDATION_ACCURACY
 from workers import confirm
 from workers.store import BaseStore
@@ -123,6 +123,7 @@ def _html(experiments, frame, done, hyperparameters, table, figures, confirmed) 
     if not table.empty:
         parts += [
             f"<h2>Importance</h2><p>{e(METHOD)}.</p>",
+            *[f"<p class='note'>{e(sentence)}: its rows below are no ranking.</p>" for sentence in refusals(table)],
             table.to_html(index=False, float_format=lambda v: f"{v:.4f}"),
         ]
     parts.append("<h2>Figures</h2>")

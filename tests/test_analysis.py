@@ -12,7 +12,7 @@ import pytest
 
 from analysis.frame import trials_frame
 from analysis.import2018 import import_results
-from analysis.importance import POOLED, importance, importance_by_experiment, ranking
+from analysis.importance import POOLED, RELIABLE_R2, importance, importance_by_experiment, ranking
 from larnn_core import cli
 from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
@@ -53,6 +53,20 @@ def test_importance_ranks_the_planted_hyperparameter_first(store):
     table = importance(frame[frame["state"] == "done"], hyperparameters)
     assert table["hyperparameter"].iloc[0] == "learning_rate"
     assert table["mean"].iloc[0] > 10 * max(table["mean"].iloc[1], 1e-3)
+    assert table["r2"].iloc[0] > 0.5 > RELIABLE_R2  # a surrogate that predicts unseen trials
+    assert (table["low"] <= table["mean"]).all() and (table["mean"] <= table["high"]).all()
+
+
+def test_importance_refuses_to_rank_random_accuracies_and_says_so(url, tmp_path):
+    store = open_store(url)
+    add_synthetic_experiment(store, "noise", n=40, seed=7, accuracy=lambda point, rng: rng.uniform(0.6, 0.9))
+    frame, hyperparameters = trials_frame(store, ["noise"])
+    table = importance_by_experiment(frame[frame["state"] == "done"], hyperparameters)
+    assert table["r2"].max() < RELIABLE_R2 and ranking(table) == []
+    assert cli.main(["plot", "noise", "--out", str(tmp_path / "plots"), "--store", url]) == 0
+    svg = (tmp_path / "plots" / "importance.svg").read_text()
+    assert "too few or too noisy trials to rank" in svg and "<!-- learning_rate -->" not in svg
+    assert "noise: too few or too noisy trials to rank" in (tmp_path / "plots" / "index.html").read_text()
 
 
 def axes_in_svg(path: Path) -> int:

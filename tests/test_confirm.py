@@ -130,6 +130,7 @@ def test_the_html_report_shows_the_confirmed_configurations_beside_the_searchs_n
         assert confirm.span(row["validation_accuracy"]) in section
     assert "<td>0.7500</td>" in section  # trial 5's single training, beside its confirmation
     assert "difference with the first" in section
+    assert "s: too few or too noisy trials to rank (cross-validated R² needs 10 trials" in page  # 6 trials
 
 
 def test_the_command_registers_once_reports_later_and_refuses_bad_input_naming_it(tmp_path, url, capsys):

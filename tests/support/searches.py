@@ -13,13 +13,17 @@ def planted_accuracy(point: dict, rng) -> float:
     return float(0.93 - 0.6 * abs(np.log(point["learning_rate"] / 0.006)) ** 2 + rng.normal(0, 0.002))
 
 
-def add_synthetic_experiment(store, name: str, space: str = "larnn-vs-lstm", n: int = 60, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
+def add_synthetic_experiment(
+    store, name: str, space: str = "larnn-vs-lstm", n: int = 60, seed: int = 0, accuracy=None
+) -> None:
+    """n finished trials (and one failed) at random points, their accuracy planted_accuracy's
+    (or `accuracy(point, rng)`'s)."""
+    rng, planted = np.random.default_rng(seed), accuracy or planted_accuracy
     space_obj = load_space(space)
     store.create_experiment(make_experiment(name, space_obj, max_evals=n + 1, seed=seed))
     for tid in range(n):
         point = space_obj.sample(rng)
-        accuracy = planted_accuracy(point, rng)
+        accuracy = planted(point, rng)
         epochs = 12
         curve = list(
             np.minimum(accuracy, accuracy - 0.3 * np.exp(-np.arange(1, epochs + 1) / 3) + rng.normal(0, 0.003, epochs))
