@@ -97,6 +97,7 @@ def test_a_confirmation_trains_the_top_configurations_and_the_lstm_on_shared_see
         assert paired["mean"] == pytest.approx(row["validation_accuracy"]["mean"] - means[0])
     text = confirm.format_report(report)
     assert "paired differences with" in text and "95% interval" in text
+    assert max(map(len, text.splitlines())) <= 100 and "that the seeds can tell" not in text  # pairing works
     assert json.loads(confirm.format_report(report, "json"))["configurations"][0]["done"] == 3
 
 

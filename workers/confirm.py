@@ -30,7 +30,7 @@ from search_spaces.space import from_document
 from workers import pruners
 from workers.experiment import make_experiment, stored_space
 from workers.records import DONE, Experiment, Trial
-from workers.report import CONFIRMED, best_trials
+from workers.report import CONFIRMED, best_trials, wrapped
 from workers.store import BaseStore
 
 METRICS = (VALIDATION_ACCURACY, TEST_ACCURACY)  # the selected epoch's, per trial
@@ -238,11 +238,11 @@ def format_report(report: dict[str, Any], fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(report, indent=2)
     rows = report["configurations"]
-    lines = [
-        f"confirmation {report['experiment']} of {report['confirms']}: {len(rows)} configurations x "
+    lines = wrapped(
+        f"confirmation {report['experiment']} of {report['confirms']}: {len(rows)} configurations x",
         f"{report['seeds']} seeds; mean [{report['level']:.0%} interval] over the seeds of the selected "
-        "epoch's validation accuracy and of the test accuracy there",
-    ]
+        "epoch's validation accuracy and of the test accuracy there".split(),
+    )
     width = max(len(r["configuration"]) for r in rows)
     lines.append(f"{'rank':>4}  {'configuration':<{width}}  {'done':>5}  {'validation':<26}  {'test':<26}")
     for rank, row in enumerate(rows, 1):
@@ -256,17 +256,18 @@ def format_report(report: dict[str, Any], fmt: str = "table") -> str:
             difference = row["difference_with_first"]
             lines.append(
                 f"      {row['configuration']:<{width}}  validation {span(difference[VALIDATION_ACCURACY])}  "
-                f"test {span(difference[TEST_ACCURACY])}{_verdict(difference[VALIDATION_ACCURACY])}"
+                f"test {span(difference[TEST_ACCURACY])}"
             )
+            lines += [f"{' ' * (8 + width)}{verdict}" for verdict in _verdict(difference[VALIDATION_ACCURACY])]
     return "\n".join(lines)
 
 
-def _verdict(difference: dict[str, Any]) -> str:
-    """What the validation interval says: a difference, or none that the seeds can tell."""
+def _verdict(difference: dict[str, Any]) -> list[str]:
+    """What the validation interval says (none below 2 seeds): worse, better, or no difference."""
     if difference["low"] is None:
-        return ""
+        return []
     if difference["high"] < 0:
-        return "  (worse)"
+        return ["(worse on validation)"]
     if difference["low"] > 0:
-        return "  (better)"
-    return "  (no difference the seeds can tell)"
+        return ["(better on validation)"]
+    return ["(no difference on validation that the seeds can tell)"]

@@ -100,13 +100,13 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
 
 def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool) -> list[str]:
     said = sorted({row["protocol"] for row in rows})
-    header = [line for name in said for line in _wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
+    header = [line for name in said for line in wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
     flat = [{k: v for k, v in row.items() if k != "protocol"} for row in flat]
     if wide:
         return [*header, table(flat)]
     shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
     varying = [k for k in names if k not in shared]
-    lines = header + _wrapped(
+    lines = header + wrapped(
         f"same in all {len(rows)}:", [f"{k}={_cell(rows[0]['hyperparameters'][k])}" for k in shared]
     )
     columns = table([{k: v for k, v in r.items() if k not in shared} for r in flat])
@@ -118,7 +118,7 @@ def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):
         point = row["hyperparameters"]  # an LSTM's has none of the LARNN's own: left out, not blank
-        lines += [line, *_wrapped("     ", [f"{k}={_cell(point[k])}" for k in varying if k in point])]
+        lines += [line, *wrapped("     ", [f"{k}={_cell(point[k])}" for k in varying if k in point])]
     return lines
 
 
@@ -138,7 +138,7 @@ def _confirmed_lines(rows: list[dict]) -> list[str]:
     ]
 
 
-def _wrapped(lead: str, words: list[str]) -> list[str]:
+def wrapped(lead: str, words: list[str]) -> list[str]:
     """lead and words joined by spaces in lines of at most WIDTH (continuations indented)."""
     lines, line = [], lead
     for word in words:
