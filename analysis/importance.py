@@ -26,11 +26,11 @@ from sklearn.model_selection import KFold, cross_val_score
 
 from larnn_core.records import VALIDATION_ACCURACY
 
+RELIABLE_R2 = 0.1  # a surrogate explaining less of unseen trials' variance ranks noise
 METHOD = (
     "permutation importance (drop in R²) of a random-forest surrogate, fitted on bootstrap resamples "
-    "of the trials; ranked only where the forest's 5-fold cross-validated R² reaches 0.1"
+    f"of the trials; ranked only where the forest's 5-fold cross-validated R² reaches {RELIABLE_R2}"
 )
-RELIABLE_R2 = 0.1  # a surrogate explaining less of unseen trials' variance ranks noise
 COLUMNS = ["hyperparameter", "mean", "std", "low", "high", "r2"]
 
 

@@ -105,8 +105,9 @@ class History:
         if not points:
             return
         self.points.update(points)
+        ordered = sorted(points.items())
         for label in {label for idxs, _ in points.values() for label, ids in idxs.items() if ids}:
-            new = [(tid, vals[label][0]) for tid, (idxs, vals) in sorted(points.items()) if idxs.get(label)]
+            new = [(tid, vals[label][0]) for tid, (idxs, vals) in ordered if idxs.get(label)]
             added = np.asarray([value for _, value in new])
             tids, values = self.labels.get(label, (np.zeros(0, dtype=np.int64), added[:0]))
             tids = np.concatenate([tids, np.array([tid for tid, _ in new], dtype=np.int64)])

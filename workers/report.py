@@ -93,7 +93,7 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     if not rows:
         return table(flat)
     confirmed = _confirmed_lines(rows)
-    rows = [{k: v for k, v in row.items() if k not in CONFIRMED} for row in rows]
+    rows = [{k: v for k, v in row.items() if k not in (*CONFIRMED, "confirmation")} for row in rows]
     flat = [{k: v for k, v in row.items() if k not in CONFIRMED} for row in flat]
     return "\n".join([*_best_table(rows, flat, names, wide), *confirmed])
 
@@ -113,7 +113,7 @@ def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool
     if max(map(len, columns.splitlines())) <= WIDTH:
         return [*lines, columns]
     numbers = table(
-        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol", "confirmation")} for row in rows]
+        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol")} for row in rows]
     ).splitlines()
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):
