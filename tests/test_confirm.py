@@ -6,6 +6,8 @@ import dataclasses
 import json
 import math
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -163,6 +165,24 @@ def test_the_command_registers_once_reports_later_and_refuses_bad_input_naming_i
     assert cli.main(["confirm", "s", "--store", url, "--workers", "0", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [r["done"] for r in report["configurations"]] == [2, 2] and len(store.trials("s-confirm")) == 4
+
+
+def test_local_workers_that_all_exit_are_reported_in_one_line(tmp_path, url, capsys, monkeypatch):
+    """What `larnn search` and `larnn confirm` say when every worker they started has exited
+    before the experiment finished (it was a traceback)."""
+    from workers import commands
+
+    store = open_store(url)
+    searched(store)
+    popen = subprocess.Popen
+    monkeypatch.setattr(commands.har, "load", lambda source: None)
+    monkeypatch.setattr(
+        commands.subprocess, "Popen", lambda command, **kw: popen([sys.executable, "-c", "raise SystemExit(1)"], **kw)
+    )
+    argv = ["confirm", "s", "--top", "1", "--seeds", "2", "--device", "cpu", "--logs", str(tmp_path / "logs")]
+    assert cli.main([*argv, "--store", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "every worker exited before the experiment finished" in err[-1] and "Traceback" not in "\n".join(err)
 
 
 @pytest.mark.slow

@@ -470,7 +470,7 @@ def _run_here(store: BaseStore, url: str, experiment: Experiment, args) -> int:
                 if final >= total:
                     break
                 if all(w.poll() is not None for w in workers):
-                    raise RuntimeError(f"every worker exited before the experiment finished; see {logs}/")
+                    raise ChildProcessError(f"every worker exited before the experiment finished; see {logs}/")
                 time.sleep(1.0)
     except KeyboardInterrupt:
         print(f"\nstopping {len(workers)} worker(s) at their next epoch boundary...", file=sys.stderr)
@@ -524,13 +524,13 @@ def register_confirm(subparsers) -> None:
 def _confirm(args) -> int:
     url = store_url(args.store)
     store = open_store(url)
+    if args.workers:  # a bad or missing device is an error now, before anything is written
+        from larnn_core.provenance import resolve_device
+
+        resolve_device(args.device)
     name = args.name or confirm.confirmation_name(args.experiment)
     existing = {e.name: e for e in store.experiments()}.get(name)
     if existing is None:
-        if args.workers:
-            from larnn_core.provenance import resolve_device
-
-            resolve_device(args.device)
         experiment = confirm.make_confirmation(
             store,
             args.experiment,
