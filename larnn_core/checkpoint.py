@@ -31,7 +31,7 @@ from larnn_core.records import EpochReport
 CHECKPOINT_FORMAT = "larnn-checkpoint/1"
 MODEL_FORMAT = "larnn-model/1"
 # what a checkpoint must share with the training that resumes from it
-IDENTITY = ("hyperparameters", "seed", "validation_subjects", "data_checksum")
+IDENTITY = ("hyperparameters", "seed", "validation_subjects", "data_checksum", "selection")
 # what a model file (and an exported model) describes besides its IDENTITY: the result's provenance
 DESCRIBED = ("model", "protocol", "data_source", "normalisation", "code_version", "device", "execution")
 
@@ -77,7 +77,8 @@ def _unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
 class Checkpoint:
     """A training after `epoch` epochs. `identity` holds IDENTITY's values; the tensors are the
     model's state dict, Adam's state (`<parameter index>.<name>`), the generators' states and the
-    best epoch's state dict (None before an epoch could be selected)."""
+    best epoch's state dict (None before an epoch could be selected) and, under weight averaging,
+    the averaged weights (averaging.py; None without)."""
 
     epoch: int
     identity: dict[str, Any]
@@ -87,6 +88,7 @@ class Checkpoint:
     generators: dict[str, torch.Tensor]
     best_epoch: int | None = None
     best: dict[str, torch.Tensor] | None = None
+    averaged: dict[str, torch.Tensor] | None = None
 
     def to_bytes(self) -> bytes:
         tensors = {
@@ -94,6 +96,7 @@ class Checkpoint:
             **_prefixed("optimizer", self.optimizer),
             **_prefixed("generator", self.generators),
             **_prefixed("best", self.best or {}),
+            **_prefixed("averaged", self.averaged or {}),
         }
         description = {
             "epoch": self.epoch,
@@ -120,6 +123,7 @@ class Checkpoint:
         if len(epochs) != epoch:
             raise CheckpointRefused(f"it says {epoch} epochs but reports {len(epochs)}")
         best = _unprefixed("best", tensors)
+        averaged = _unprefixed("averaged", tensors)
         return cls(
             epoch,
             {name: description[name] for name in IDENTITY},
@@ -129,6 +133,7 @@ class Checkpoint:
             _unprefixed("generator", tensors),
             best_epoch,
             best or None,
+            averaged or None,
         )
 
 

@@ -12,6 +12,7 @@ from larnn_core import data as har
 from larnn_core.cli import positive_int, seed
 from larnn_core.hparams import MODELS, HParams, describe
 from larnn_core.records import OK
+from larnn_core.selection import DEFAULT_RULE, LEGACY_RULE, RULES, VALIDATION_SUBJECTS
 
 
 def register_data(subparsers) -> None:
@@ -100,7 +101,14 @@ def register_train(subparsers) -> None:
         "--validation-subjects",
         type=positive_int,
         default=None,
-        help="training subjects held out for validation (default 5)",
+        help=f"training subjects held out for validation (default {VALIDATION_SUBJECTS})",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=RULES,
+        default=None,
+        help=f"the selection rule: which epoch is tested and what the search compares ({', '.join(RULES)}; "
+        f"larnn_core/selection.py; default {DEFAULT_RULE})",
     )
     parser.add_argument("--source", choices=har.SOURCES, default=None, help="data source (default: hapt, offline)")
     parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")
@@ -171,7 +179,8 @@ def read_config(text: str | None) -> dict:
     return config
 
 
-TRAINING = ("config", "model", "epochs", "seed", "validation_subjects", "source", "test_curves")  # --resume's own
+# the settings --resume takes from the folder, not from the command line
+TRAINING = ("config", "model", "epochs", "seed", "validation_subjects", "source", "test_curves", "selection")
 
 
 def _train(args) -> int:
@@ -195,7 +204,8 @@ def _train(args) -> int:
         settings = {
             "hyperparameters": HParams.from_dict(config).to_dict(),
             "seed": 0 if args.seed is None else args.seed,
-            "validation_subjects": args.validation_subjects or 5,
+            "validation_subjects": args.validation_subjects or VALIDATION_SUBJECTS,
+            "selection": args.selection or DEFAULT_RULE,
             "source": args.source or "hapt",
             "test_curves": args.test_curves,
         }
@@ -217,6 +227,7 @@ def _train(args) -> int:
         device=args.device,
         seed=seed_,
         validation_subjects=subjects,
+        selection=settings.get("selection", LEGACY_RULE),  # folders of earlier releases name none
         progress=not args.no_progress,
         on_checkpoint=folder.save if folder is not None else None,
         resume_from=folder.load if args.resume is not None else None,

@@ -23,6 +23,7 @@ from typing import Any
 MODELS = ("larnn", "lstm")
 NORMS = ("batch", "layer", "none")
 MODES = ("residual", "layer")
+SCHEDULES = ("step", "cosine")
 SEQUENCE_STEPS = 128  # a UCI HAR window: 2.56 s at 50 Hz
 
 
@@ -53,6 +54,7 @@ RANGES = {
     "learning_rate": Range(0, 10, low_open=True),
     "l2_weight_reg": Range(0, 1),
     "decay_each_N_epoch": Range(1, 10000),
+    "weight_averaging": Range(0, 1, high_open=True),  # 0: off
     "batch_size": Range(1, 8192),  # larger than the training set: one batch of all of it
     "training_epochs": Range(1, 10000),
     "clip_grad_norm": Range(0, 1e6),  # 0 disables clipping
@@ -75,6 +77,8 @@ class HParams:
     learning_rate: float = 0.006027
     l2_weight_reg: float = 0.00065
     decay_each_N_epoch: int = 26
+    lr_schedule: str = "step"
+    weight_averaging: float = 0.0
     batch_size: int = 256
     training_epochs: int = 100
     clip_grad_norm: float = 5.0
@@ -126,7 +130,7 @@ class HParams:
         return dataclasses.asdict(self)
 
 
-CHOICES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS}
+CHOICES = {"model": MODELS, "larnn_mode": MODES, "norm": NORMS, "lr_schedule": SCHEDULES}
 
 MEANINGS = {
     "model": "`larnn` or `lstm` (the baseline)",
@@ -142,7 +146,9 @@ MEANINGS = {
     "norm": "`batch` (2018), `layer` or `none`",
     "learning_rate": "Adam",
     "l2_weight_reg": "Adam weight decay",
-    "decay_each_N_epoch": "learning rate x 0.75 every N epochs",
+    "decay_each_N_epoch": "learning rate x 0.75 every N epochs (`step` schedule)",
+    "lr_schedule": "`step` (2018: x 0.75 every decay_each_N_epoch) or `cosine` (to 0 at the last epoch)",
+    "weight_averaging": "decay of an exponential moving average of the weights, evaluated instead of them; 0 off",
     "batch_size": "one batch of all of it when larger than the training set",
     "training_epochs": "epochs trained; the epoch is selected on validation",
     "clip_grad_norm": "gradient-norm clipping, 0 disables",

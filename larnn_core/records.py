@@ -17,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from larnn_core.selection import LEGACY_RULE, select
+
 OK, FAIL = "ok", "fail"  # a result's status (hyperopt's words)
 # a result's protocol, how its selected epoch was chosen: on validation subjects (this project's
 # trainings), or on the test set (the 2018 code, whose imported results say so)
@@ -83,7 +85,8 @@ assert set(HISTORY) == set(FIELDS[1:]) and set(SELECTED) <= set(FIELDS)  # each 
 class TrainResult:
     """A training's outcome: its epochs, the one chosen on validation, and where it came from.
 
-    `loss` is minus the selected epoch's validation accuracy (what hyperopt minimises). Provenance
+    `loss` is minus the objective of its selection rule (larnn_core/selection.py; what hyperopt
+    minimises): by default minus the selected epoch's validation accuracy. Provenance
     (model, protocol, device, execution, data, code version) is filled by larnn_core.train; a
     test's objective may leave it out."""
 
@@ -93,6 +96,7 @@ class TrainResult:
     error: str | None = None
     model: str | None = None
     protocol: str | None = None
+    selection: str | None = None  # the selection rule (None: a result of a release before rules, LEGACY_RULE)
     hyperparameters: dict[str, Any] | None = None
     seed: int | None = None
     device: str | None = None
@@ -128,10 +132,14 @@ class TrainResult:
 
     @property
     def loss(self) -> float | None:
-        """What hyperopt minimises: minus the selected epoch's validation accuracy (a stored loss
-        that differs wins, as in `chosen`)."""
+        """What hyperopt minimises: minus the selection rule's objective, under the default rule
+        minus the selected epoch's validation accuracy (a stored loss that differs wins, as in
+        `chosen`)."""
         if self.extra.get("loss") is not None:
             return self.extra["loss"]
+        if self.selection not in (None, LEGACY_RULE):
+            chosen = select(self.selection, self.epochs)
+            return None if chosen is None else -chosen.objective
         accuracy = self.chosen.validation_accuracy
         return None if accuracy is None else -accuracy
 

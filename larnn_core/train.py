@@ -1,4 +1,5 @@
-"""The training protocol: Adam + L2, the 2018 step decay, epoch chosen on validation subjects,
+"""The training protocol: Adam + L2, the 2018 step decay (or a cosine schedule), epoch chosen on
+validation subjects by a selection rule (larnn_core/selection.py),
 test split read once, with the selected epoch's weights (2018 defect 5, docs/design.md: it took the
 best test epoch; reading the test split at every epoch also cost each epoch an evaluation).
 
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from larnn_core.averaging import WeightAverage
 from larnn_core.checkpoint import Checkpoint, CheckpointRefused, optimizer_tensors, restore_model, restore_optimizer
 from larnn_core.classifier import build_model
 from larnn_core.data import HARData, make_splits
@@ -43,10 +45,21 @@ from larnn_core.execution.torch_compile import compiled_training
 from larnn_core.hparams import HParams
 from larnn_core.provenance import code_version, describe_device, resolve_device
 from larnn_core.records import FAIL, HONEST, OK, EpochReport, TrainResult
+from larnn_core.selection import DEFAULT_RULE, VALIDATION_SUBJECTS, check_rule, select
 from larnn_core.statistics import REFRESH_SAMPLES, refresh
 
 PROTOCOL = HONEST  # results say how their numbers were chosen; 2018's imports are TEST_PICKED
 LR_DECAY = 0.75  # learning rate multiplied by this every decay_each_N_epoch epochs (2018)
+
+
+def learning_rate(hp: HParams, epoch: int) -> float:
+    """The learning rate of epoch (from 1): the 2018 step decay, or a cosine from
+    hp.learning_rate at the first epoch toward 0 after the last."""
+    if hp.lr_schedule == "cosine":
+        return hp.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / hp.training_epochs))
+    return hp.learning_rate * LR_DECAY ** ((epoch - 1) // hp.decay_each_N_epoch)
+
+
 EVAL_BATCH = 1024
 
 
@@ -117,7 +130,8 @@ def train(
     *,
     device: str = "auto",
     seed: int = 0,
-    validation_subjects: int = 5,
+    validation_subjects: int = VALIDATION_SUBJECTS,
+    selection: str = DEFAULT_RULE,
     progress: bool = True,
     on_epoch: Callable[[EpochReport], bool | None] | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
@@ -135,12 +149,15 @@ def train(
     before the first epoch, for a checkpoint of this training to go on from (identity: the values
     of checkpoint.IDENTITY); None trains from scratch, and one that does not fit the model raises
     CheckpointRefused before any epoch is trained.
+    selection: the rule that picks the epoch whose weights are tested, and the objective the result's
+    loss reports.
     test_curves: evaluate the test split at every epoch too (test-picked curves, for studies of
     the protocol; the result records it); otherwise the test split is read once, at the end.
     cpu_loops, torch_compile, cuda_graphs: the execution (larnn_core/execution/choice.py; None:
     the device's default unless the environment turns it off), resolved here once and recorded
     as the result's `execution`."""
     started = time.time()
+    check_rule(selection)
     dev = resolve_device(device)
     execution = resolve(dev.type, cpu_loops=cpu_loops, torch_compile=torch_compile, cuda_graphs=cuda_graphs)
     if hp.model == "lstm":  # torch.nn.LSTM: no LARNN steps to run on loops or to compile
@@ -151,6 +168,7 @@ def train(
         seed=seed,
         validation_subjects=splits.validation_subjects,
         data_checksum=data.checksum,
+        selection=selection,
     )
     provenance = dict(
         model=hp.model,
@@ -209,7 +227,8 @@ def dropout_generator(dev: torch.device, execution: Execution, seed: int) -> tor
 class Run:
     """One training: its model, optimizer and random generators, the epochs trained so far and the
     best epoch's weights (its state dict after that epoch, batch-norm statistics included: the
-    model the test split is read with)."""
+    model the test split is read with). Under weight averaging, the model evaluated, selected and
+    tested holds the averaged weights (averaging.py)."""
 
     def __init__(
         self,
@@ -237,6 +256,7 @@ class Run:
                 generator=self.dropout,
             ).to(dev)
         self.optimizer = make_optimizer(self.model, hp.learning_rate, hp.l2_weight_reg, capturable=dev.type == "cuda")
+        self.average = WeightAverage(self.model, hp.weight_averaging) if hp.weight_averaging > 0 else None
         self.step = TrainStep(self.model, self.optimizer, hp.clip_grad_norm, execution.cuda_graphs)
         self.forward = Graphed(self.model) if execution.cuda_graphs else self.model
         self.tensors = {
@@ -268,6 +288,7 @@ class Run:
             self.generators(),
             self.best_epoch,
             self.best,
+            self.average.state() if self.average is not None else None,
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -281,6 +302,13 @@ class Run:
             self.dropout.set_state(checkpoint.generators["dropout"])
         elif self.dev.type == "cuda":
             torch.cuda.set_rng_state(checkpoint.generators["cuda"], self.dev)
+        if self.average is not None:
+            if checkpoint.averaged is None:
+                raise CheckpointRefused("it holds no averaged weights")
+            try:
+                self.average.restore(checkpoint.averaged)
+            except (ValueError, RuntimeError) as error:
+                raise CheckpointRefused(f"its averaged weights do not fit this model ({str(error)[:120]})") from None
         self.epochs[:] = checkpoint.epochs
         self.best_epoch, self.best = checkpoint.best_epoch, checkpoint.best
 
@@ -289,15 +317,20 @@ class Run:
         for epoch in range(len(self.epochs) + 1, self.hp.training_epochs + 1):
             report = self.train_epoch(epoch)
             self.epochs.append(report)
-            best = self.epochs[self.best_epoch - 1] if self.best_epoch else None
-            if report.evaluation_finite and (best is None or report.validation_accuracy > best.validation_accuracy):
-                self.best_epoch = epoch  # the first maximum
-                self.best = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+            chosen = select(self.identity["selection"], self.epochs)
+            if chosen is not None and chosen.epoch == epoch:  # a rule keeps its choice or takes the newest
+                self.best_epoch = epoch
+                with self.evaluated():
+                    self.best = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
             if on_checkpoint is not None:
                 on_checkpoint(self.checkpoint())
             if on_epoch is not None and on_epoch(report) and epoch < self.hp.training_epochs:
                 return epoch
         return None
+
+    def evaluated(self) -> contextlib.AbstractContextManager:
+        """The weights evaluation reads: the model's own, or their average."""
+        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
 
     def evaluate(self, split: str) -> dict[str, float]:
         return evaluate(self.model, *self.tensors[split], self.n_classes, self.forward)
@@ -312,7 +345,7 @@ class Run:
     def train_epoch(self, epoch: int) -> EpochReport:
         hp, model, optimizer = self.hp, self.model, self.optimizer
         epoch_start = time.time()
-        set_learning_rate(optimizer, hp.learning_rate * LR_DECAY ** ((epoch - 1) // hp.decay_each_N_epoch))
+        set_learning_rate(optimizer, learning_rate(hp, epoch))
         model.train()
         X_train, y_train = self.tensors["train"]
         order = torch.randperm(len(X_train), generator=self.shuffle).to(self.dev)
@@ -323,22 +356,25 @@ class Run:
             total=len(batches), desc=f"epoch {epoch}/{hp.training_epochs}", unit="batch", disable=not self.progress
         ) as bar:
             total_loss, correct = 0.0, 0
-            for index in batches:
+            for step, index in enumerate(batches, (epoch - 1) * len(batches)):
                 loss, logits = self.step(X_train[index], y_train[index])
+                if self.average is not None:
+                    self.average.update(step)
                 if not math.isfinite(loss.item()):
                     raise TrainingFailed(f"loss became {loss.item()} at epoch {epoch}")
                 total_loss += loss.item() * len(index)
                 correct += (logits.argmax(1) == y_train[index]).sum().item()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            # evaluation normalises with statistics of this epoch's final weights (statistics.py)
-            refresh(model, X_train[order[:REFRESH_SAMPLES]])
-            measured = {
-                f"{name}_{metric}": value
-                for name in ("validation", "test")
-                if name == "validation" or self.test_curves
-                for metric, value in self.evaluate(name).items()
-            }
+            with self.evaluated():
+                # evaluation normalises with statistics of the weights it reads (statistics.py)
+                refresh(model, X_train[order[:REFRESH_SAMPLES]])
+                measured = {
+                    f"{name}_{metric}": value
+                    for name in ("validation", "test")
+                    if name == "validation" or self.test_curves
+                    for metric, value in self.evaluate(name).items()
+                }
             report = EpochReport(
                 epoch,
                 train_loss=total_loss / len(X_train),

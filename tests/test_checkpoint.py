@@ -44,8 +44,9 @@ def saved_training(hp, data, seed=4):
     [
         {**TINY, "training_epochs": 5, "dropout_drop_proba": 0.3},
         {**TINY, "training_epochs": 5, "model": "lstm", "dropout_drop_proba": 0.3, "num_layers": 2},
+        {**TINY, "training_epochs": 5, "weight_averaging": 0.9, "lr_schedule": "cosine"},
     ],
-    ids=["larnn-dropout", "lstm-dropout"],
+    ids=["larnn-dropout", "lstm-dropout", "larnn-averaged-cosine"],
 )
 def test_a_resumed_training_ends_bit_for_bit_as_the_uninterrupted_one(small_har, config):
     hp = HParams.from_dict(config)
@@ -87,6 +88,7 @@ def test_the_checkpoint_carries_the_best_epochs_weights_and_the_epochs_so_far(sm
         ),
         (lambda identity: {**identity, "data_checksum": "0" * 64}, "data_checksum"),
         (lambda identity: {**identity, "validation_subjects": [1, 2, 3, 4, 5]}, "validation_subjects"),
+        (lambda identity: {**identity, "selection": "last"}, "selection"),
     ],
 )
 def test_a_checkpoint_of_another_training_is_refused_naming_what_differs(small_har, change, named):

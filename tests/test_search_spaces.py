@@ -140,6 +140,7 @@ def test_rounding_rule():
         "space:\n  larnn_window_size: {uniform: [0.5, 3]}\n",  # 0.5 rounds up to 1
         "space:\n  decay_each_N_epoch: 0.6\n",  # rounds to 1
         "space:\n  hidden_size: 4096\n  attention_heads: 2048\n",  # 2 x 2048: at the range's end
+        "space:\n  lr_schedule: {choice: [step, cosine]}\n  weight_averaging: {uniform: [0, 0.999]}\n",
     ],
 )
 def test_a_space_whose_every_rounded_sample_is_valid_is_accepted(text, tmp_path):
@@ -234,6 +235,8 @@ def problems_of(tmp_path, text: str) -> str:
         ),
         ("space:\n  batch_size: 64\nepochs: 3\n", "epochs", "unknown top-level key"),
         ("description: no space here\n", "space", "missing"),
+        ("space:\n  weight_averaging: {uniform: [0.5, 1.5]}\n", "space.weight_averaging", "it must lie in [0, 1)"),
+        ("space:\n  lr_schedule: {choice: [step, linear]}\n", "space.lr_schedule", "must be one of step, cosine"),
     ],
 )
 def test_bad_space_is_refused_with_its_field_named(tmp_path, text, field, message):

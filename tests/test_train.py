@@ -144,12 +144,16 @@ def test_larnn_train_command(small_har, tmp_path, capsys, isolated_data_dir):
             "--out",
             str(out),
             "--no-progress",
+            "--selection",
+            "last",
         ]
     )
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed == json.loads(out.read_text())
     assert printed["model"] == "lstm" and len(printed["history"]["train_losses"]) == 2
     assert printed["hyperparameters"]["hidden_size"] == 8
+    assert printed["selection"] == "last" and printed["best_epoch"] == 2
+    assert printed["loss"] == -printed["history"]["validation_accuracies"][1]
 
 
 def test_larnn_train_refuses_unknown_config_keys(tmp_path, capsys):

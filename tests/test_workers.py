@@ -291,6 +291,33 @@ def test_submit_validates_first_and_writes_nothing_on_error(tmp_path, url, capsy
     assert open_store(url).experiments() == []
 
 
+def test_the_selection_rule_is_stored_with_the_experiment_and_reaches_each_training(url, capsys, monkeypatch):
+    from larnn_core.selection import DEFAULT_RULE, LEGACY_RULE
+    from workers import objective as objectives
+    from workers.records import Objective
+
+    assert cli.main(["submit", "smoke", "--name", "mean", "--selection", "last-mean", "--store", url]) == 0
+    assert cli.main(["submit", "smoke", "--name", "plain", "--store", url]) == 0
+    store = open_store(url)
+    assert store.get_experiment("mean").objective.selection == "last-mean"
+    assert store.get_experiment("plain").objective.selection == DEFAULT_RULE
+    # an experiment of an earlier release names no rule: it keeps the one its trials were selected by
+    assert Objective.from_document({"source": "hapt", "validation_subjects": 5}).selection == LEGACY_RULE
+    with pytest.raises(SystemExit):
+        cli.main(["submit", "smoke", "--name", "x", "--selection", "best", "--store", url])
+    assert "invalid choice: 'best'" in capsys.readouterr().err and len(store.experiments()) == 2
+
+    asked = {}
+    monkeypatch.setattr(objectives, "_dataset", lambda source: None)
+    monkeypatch.setattr(objectives, "train", lambda hp, data, **kwargs: asked.update(kwargs) or "trained")
+
+    class Trial:
+        save = resume_from = refused = None
+
+    assert objectives.train_objective({}, store.get_experiment("mean").objective, 0, "cpu", Trial()) == "trained"
+    assert asked["selection"] == "last-mean"
+
+
 def test_submit_refuses_an_existing_name_unless_extended(url, capsys):
     assert cli.main(["submit", "smoke", "--name", "r3", "--max-evals", "5", "--store", url]) == 0
     out = capsys.readouterr().out

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from larnn_core import data as har
 from larnn_core.cli import nonnegative_int, nonnegative_seconds, positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
+from larnn_core.selection import DEFAULT_RULE, RULES, VALIDATION_SUBJECTS
 from workers import confirm, pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.records import DEFAULT_KEEP, Experiment, models_kept
@@ -43,7 +44,17 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=None, help="override every trial's training_epochs")
     parser.add_argument("--source", choices=har.SOURCES, default="hapt", help="data source (default hapt)")
     parser.add_argument(
-        "--validation-subjects", type=positive_int, default=5, help="training subjects held out for validation"
+        "--validation-subjects",
+        type=positive_int,
+        default=VALIDATION_SUBJECTS,
+        help=f"training subjects held out for validation (default {VALIDATION_SUBJECTS})",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=RULES,
+        default=DEFAULT_RULE,
+        help=f"the selection rule: which epoch is tested and what the search compares ({', '.join(RULES)}; "
+        f"larnn_core/selection.py; default {DEFAULT_RULE})",
     )
     parser.add_argument(
         "--points",
@@ -165,6 +176,7 @@ def _submit_options(args) -> dict:
         epochs=args.epochs,
         source=args.source,
         validation_subjects=args.validation_subjects,
+        selection=args.selection,
         pruner=pruner,
         liar=args.liar,
         stop_after_no_improvement=args.stop_after_no_improvement,

@@ -93,6 +93,7 @@ def make_confirmation(
         source="hapt" if origin.imported else objective.source,
         epochs=epochs if epochs is not None else objective.epochs,
         validation_subjects=objective.validation_subjects,
+        selection=objective.selection,
         pruner=pruners.PrunerSettings.of("none"),
         keep_artifacts=origin.keep_artifacts,
     )

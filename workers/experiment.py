@@ -10,6 +10,7 @@ import time
 from larnn_core.data.dataset import TRAIN_SUBJECTS
 from larnn_core.hparams import RANGES, HParams
 from larnn_core.records import OK
+from larnn_core.selection import DEFAULT_RULE, VALIDATION_SUBJECTS, check_rule
 from search_spaces import Space, load_space
 from workers import pruners
 from workers.records import DEFAULT_KEEP, DONE, Experiment, Objective, Trial, models_kept
@@ -28,7 +29,8 @@ def make_experiment(
     seed: int = 0,
     source: str = "hapt",
     epochs: int | None = None,
-    validation_subjects: int = 5,
+    validation_subjects: int = VALIDATION_SUBJECTS,
+    selection: str = DEFAULT_RULE,
     pruner: pruners.PrunerSettings | None = None,
     liar: str = "none",
     stop_after_no_improvement: int | None = None,
@@ -51,13 +53,14 @@ def make_experiment(
             f"validation_subjects must be between 1 and {TRAIN_SUBJECTS - 1} (of the {TRAIN_SUBJECTS} "
             f"training subjects), got {validation_subjects}"
         )
+    check_rule(selection)
     models_kept(keep_artifacts)
     return Experiment(
         name,
         json.loads(space.to_json()),
         algorithm,
         max_evals,
-        Objective(source, epochs, validation_subjects, test_curves),
+        Objective(source, epochs, validation_subjects, test_curves, selection),
         seed,
         time.time(),
         pruner or pruners.PrunerSettings.of(),

@@ -45,6 +45,7 @@ def train_objective(
         device=device,
         seed=seed,
         validation_subjects=objective.validation_subjects,
+        selection=objective.selection,
         progress=False,
         on_epoch=trial,
         on_checkpoint=trial.save,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from larnn_core.records import EpochReport, TrainResult
+from larnn_core.selection import DEFAULT_RULE, LEGACY_RULE, VALIDATION_SUBJECTS
 from workers.pruners import PrunerSettings
 
 # hyperopt's job states, and PRUNED: stopped early by the experiment's pruner (workers/pruners.py),
@@ -207,20 +208,23 @@ class TrialOutcome(NamedTuple):
 class Objective:
     """What each trial of an experiment trains on: the data source, an epochs override (None: the
     point's training_epochs), the training subjects held out for validation, whether the test split
-    is read at every epoch."""
+    is read at every epoch, the selection rule (larnn_core/selection.py)."""
 
     source: str = "hapt"
     epochs: int | None = None
-    validation_subjects: int = 5
+    validation_subjects: int = VALIDATION_SUBJECTS
     test_curves: bool = False  # evaluate the test split at every epoch (test-picked curves), not once
+    selection: str = DEFAULT_RULE
 
     def to_document(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Objective:
-        """Older experiments also stored a `metric` (never read); imports name their files as source."""
-        return cls(**{f.name: document[f.name] for f in dataclasses.fields(cls) if f.name in document})
+        """Older experiments also stored a `metric` (never read), and no selection rule (theirs is
+        LEGACY_RULE, whatever the default now is); imports name their files as source."""
+        values = {f.name: document[f.name] for f in dataclasses.fields(cls) if f.name in document}
+        return cls(**{"selection": LEGACY_RULE, **values})
 
 
 DEFAULT_KEEP = "top-10"

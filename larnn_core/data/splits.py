@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from larnn_core.data.dataset import HARData
+from larnn_core.selection import VALIDATION_SUBJECTS
 
 
 @dataclass
@@ -31,7 +32,7 @@ def validation_subjects(data: HARData, n: int, seed: int) -> list[int]:
     return sorted(map(int, np.random.default_rng(seed).choice(train_subjects, n, replace=False)))
 
 
-def make_splits(data: HARData, n_validation_subjects: int = 5, seed: int = 0) -> Splits:
+def make_splits(data: HARData, n_validation_subjects: int = VALIDATION_SUBJECTS, seed: int = 0) -> Splits:
     val = validation_subjects(data, n_validation_subjects, seed)
     is_val = np.isin(data.subject, val) & (data.split == "train")
     masks = {"train": (data.split == "train") & ~is_val, "validation": is_val, "test": data.split == "test"}
