@@ -318,6 +318,24 @@ def test_the_selection_rule_is_stored_with_the_experiment_and_reaches_each_train
     assert asked["selection"] == "last-mean"
 
 
+def test_best_and_the_stop_rule_rank_by_the_selection_rules_objective(url):
+    """Under min-loss, the trial of lower validation loss comes first even with a lower accuracy."""
+    from workers.records import TrialOutcome
+    from workers.stops import stop_reason
+
+    experiment = submit(open_store(url), "e", "smoke", stop_after_no_improvement=1, selection="min-loss")
+
+    def trial(tid, accuracy, loss):
+        epochs = (EpochReport(1, validation_accuracy=accuracy, validation_loss=loss),)
+        result = TrainResult("ok", epochs, best_epoch=1, selection="min-loss")
+        return Trial("e", tid, state=DONE, refresh_time=experiment.created + 1 + tid, result=result)
+
+    trials = [trial(0, 0.9, 0.5), trial(1, 0.8, 0.3), trial(2, 0.95, 0.4)]
+    assert [t.tid for t in report.ranked(trials)] == [1, 2, 0]
+    outcomes = [TrialOutcome.of(t.tid, t.state, t.refresh_time, t.result.to_document()) for t in trials]
+    assert "(best -0.3000, trial 1)" in stop_reason(experiment, outcomes, experiment.created + 10)
+
+
 def test_submit_refuses_an_existing_name_unless_extended(url, capsys):
     assert cli.main(["submit", "smoke", "--name", "r3", "--max-evals", "5", "--store", url]) == 0
     out = capsys.readouterr().out

@@ -194,14 +194,13 @@ class TrialOutcome(NamedTuple):
     state: int
     refresh_time: float | None
     status: str
-    loss: float | None  # what hyperopt minimises (TrainResult.loss)
-    validation_accuracy: float | None  # at the selected epoch: what the stop rules compare
+    loss: float | None  # what hyperopt minimises and the stop rules compare (TrainResult.loss)
 
     @classmethod
     def of(cls, tid: int, state: int, refresh_time: float | None, result: dict[str, Any]) -> TrialOutcome:
         """From a result document, or the part of one a store projects (SUMMARY_RESULT)."""
         outcome = TrainResult.from_document(result)
-        return cls(tid, state, refresh_time, outcome.status, outcome.loss, outcome.chosen.validation_accuracy)
+        return cls(tid, state, refresh_time, outcome.status, outcome.loss)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ def best_trials(store: BaseStore, name: str, top: int = 10, include_pruned: bool
 
 
 def ranked(trials: list[Trial], include_pruned: bool = False) -> list[Trial]:
-    """Finished trials (or their summaries), best first, as best_trials orders them."""
+    """Finished trials (or their summaries), best first by the objective of their selection rule
+    (under the default rule, the selected epoch's validation accuracy), as best_trials orders them."""
     done = [t for t in trials if t.state == DONE or include_pruned and t.state == PRUNED]
-    return sorted(done, key=lambda t: (-t.result.chosen.validation_accuracy, t.tid))
+    return sorted(done, key=lambda t: (t.result.loss, t.tid))  # what the search minimised
 
 
 # how a result's selected epoch was chosen (TrainResult.protocol), as `best` and `status` say it

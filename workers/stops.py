@@ -38,9 +38,9 @@ def stop_reason(experiment: Experiment, trials: list[TrialOutcome], now: float) 
     done = sorted((t for t in trials if t.state == DONE), key=lambda t: t.refresh_time or 0)
     best, best_tid, without = -float("inf"), None, 0
     for trial in done:
-        accuracy = trial.validation_accuracy
-        if accuracy > best:
-            best, best_tid, without = accuracy, trial.tid, 0
+        objective = -trial.loss  # the selection rule's (the selected validation accuracy by default)
+        if objective > best:
+            best, best_tid, without = objective, trial.tid, 0
         elif (trial.refresh_time or 0) > since:
             without += 1
     if without >= patience:

@@ -371,7 +371,7 @@ class StoreContract:
                 continue
             assert {o.tid for o in outcomes} == changed and set(outcomes) <= set(full) and next_mark >= mark
             mark = next_mark
-        assert full[0] == TrialOutcome(0, DONE, full[0].refresh_time, "ok", -0.75, 0.75)
+        assert full[0] == TrialOutcome(0, DONE, full[0].refresh_time, "ok", -0.75)
 
     def test_a_history_read_change_by_change_equals_one_read_at_once(self, store):
         """A worker's History (workers/history.py) kept across 40 suggestions and the writes between

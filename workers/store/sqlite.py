@@ -117,7 +117,7 @@ def _outcome(result: dict) -> str:
 
 @functools.lru_cache(maxsize=2**17)
 def _outcome_values(text: str) -> tuple:
-    """TrialOutcome's status, loss and validation accuracy from an outcome column. Memoised on the
+    """TrialOutcome's status and loss from an outcome column. Memoised on the
     text: every slot of a worker process reads every trial's outcome when it starts."""
     result = {key: value for key, value in zip(SUMMARY_RESULT, json.loads(text)) if value is not None}
     return TrialOutcome.of(0, 0, None, result)[3:]
