@@ -68,7 +68,7 @@ from workers import pruners
 from workers.commands import add_pruner_options
 from workers.experiment import make_experiment, stored_space
 from workers.history import History
-from workers.records import DONE, PRUNED, Trial
+from workers.records import DONE, PRUNED, Trial, TrialOutcome
 from workers.store import open_store
 from workers.suggest import suggest
 
@@ -170,14 +170,18 @@ def recorded_in_store(url: str, name: str) -> tuple[Space, list[tuple[dict, list
 
 
 class Memory:
-    """What the pruners read from the store: the trials with their curves, and records (ASHA's rungs)."""
+    """What the pruners read from the store: the trials with their curves and outcomes, and records
+    (ASHA's rungs)."""
 
     def __init__(self):
         self.docs: list[Trial] = []
         self.records: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
-    def trials(self, name: str) -> list[Trial]:
-        return self.docs
+    def trials(self, name: str, tids: list[int] | None = None) -> list[Trial]:
+        return self.docs if tids is None else [self.docs[tid] for tid in tids]
+
+    def trial_outcomes(self, name: str, since: int | None = None) -> tuple[list[TrialOutcome], None]:
+        return [TrialOutcome(t.tid, t.state, None, t.result.status, t.result.loss) for t in self.docs], None
 
     def append_record(self, name: str, record: str, key: int, value: float) -> list[tuple[int, float]]:
         if key not in dict(self.records[record]):

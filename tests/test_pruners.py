@@ -58,6 +58,22 @@ def test_median_stops_a_below_median_trial_after_warmup_once_enough_trials_compl
     assert not MedianPruner(warmup=1, min_trials=4).prune(store, "exp", 99, curve(0.1, 0.2))  # 3 reported epoch 2
 
 
+def test_the_median_pruner_reads_each_completed_trial_once_and_sees_new_ones(store):
+    """At every epoch past the warm-up it reads only the trials completed since its last read: at
+    thousands of trials a whole read of the experiment takes seconds (README, How far one store goes)."""
+    add_finished(store, "exp", [curve(0.5, 0.6, 0.6), curve(0.5, 0.7, 0.7)])
+    store.insert_trial(Trial("exp", 2, state=RUNNING, owner="w", curve=tuple(curve(0.9, 0.8, 0.7))))
+    read = []
+    original = store.trials
+    store.trials = lambda name, tids=None: read.append(tids) or original(name, tids)
+    median = MedianPruner(warmup=1, min_trials=3)
+    assert not median.prune(store, "exp", 99, curve(0.1, 0.1))  # 2 completed: too few
+    assert not median.prune(store, "exp", 99, curve(0.1, 0.1))  # nothing new: nothing read
+    assert store.finish("exp", 2, "w", DONE, result_with([0.9, 0.8, 0.7]))  # trial 2 completes
+    assert median.prune(store, "exp", 99, curve(0.1, 0.1, 0.1))  # 3 completed: below their median
+    assert read == [[0, 1], [2]]
+
+
 def test_asha_promotes_the_top_one_in_eta_as_trials_arrive_in_any_order(store):
     values = [0.91, 0.55, 0.83, 0.62, 0.70, 0.88, 0.47, 0.79, 0.66]
     for order in range(5):
@@ -147,9 +163,9 @@ def test_pruner_settings_are_stored_with_defaults_and_refused_by_parameter_name(
 def test_the_command_line_refuses_a_pruner_setting_under_its_flag_and_writes_nothing(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     for options, message in (
-        (["--asha-eta", "1"], "--asha-eta must be a whole number of at least 2, got 1"),
-        (["--prune-warmup", "3"], "--prune-warmup does not apply to the asha pruner"),
-        (["--pruner", "median", "--asha-eta", "3"], "--asha-eta does not apply to the median pruner"),
+        (["--pruner", "asha", "--asha-eta", "1"], "--asha-eta must be a whole number of at least 2, got 1"),
+        (["--pruner", "asha", "--prune-warmup", "3"], "--prune-warmup does not apply to the asha pruner"),
+        (["--asha-eta", "3"], "--asha-eta does not apply to the median pruner"),  # the default pruner's
     ):
         assert cli.main(["submit", "smoke", "--name", "x", "--store", url, *options]) == 2
         assert capsys.readouterr().err.strip() == f"larnn submit: error: {message}"

@@ -39,7 +39,7 @@ import abc
 import itertools
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from larnn_core.records import EpochReport
@@ -47,7 +47,7 @@ from larnn_core.records import EpochReport
 if TYPE_CHECKING:  # the store's records name PrunerSettings: no import of the store at run time
     from workers.store import BaseStore
 
-DEFAULT = "asha"  # from benchmarks/bench_search.py: README, "Live curves and pruning", says why
+DEFAULT = "median"  # from benchmarks/bench_search.py: README, "Search economy", says why
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,25 @@ class NoPruner(Pruner):
         return False
 
 
+class CompletedCurves:
+    """The curves of an experiment's completed trials, each read whole once: at each read, the
+    trials' outcomes changed since the last one (BaseStore.trial_outcomes) name the newly
+    completed trials, and only those are read. A completed trial's curve never changes."""
+
+    def __init__(self) -> None:
+        self.curves: dict[int, tuple[EpochReport, ...]] = {}
+        self.mark: int | None = None
+
+    def read(self, store: BaseStore, name: str) -> dict[int, tuple[EpochReport, ...]]:
+        from workers.records import DONE  # records import this module (PrunerSettings)
+
+        outcomes, self.mark = store.trial_outcomes(name, self.mark)
+        new = sorted({o.tid for o in outcomes if o.state == DONE} - set(self.curves))
+        for trial in store.trials(name, new) if new else ():
+            self.curves[trial.tid] = trial.curve
+        return self.curves
+
+
 @registered
 @dataclass(frozen=True)
 class MedianPruner(Pruner):
@@ -127,17 +146,16 @@ class MedianPruner(Pruner):
     )
     warmup: int = 5
     min_trials: int = 5
+    completed: CompletedCurves = field(default_factory=CompletedCurves, compare=False, repr=False)  # this trial's
 
     def prune(self, store: BaseStore, name: str, tid: int, curve: list[EpochReport]) -> bool:
-        from workers.records import DONE  # records import this module (PrunerSettings)
-
         epoch = curve[-1].epoch
         if epoch <= self.warmup:
             return False
         others = [
-            best_so_far(t.curve, epoch)
-            for t in store.trials(name)
-            if t.state == DONE and t.tid != tid and any(e.epoch >= epoch for e in t.curve)
+            best_so_far(other, epoch)
+            for other_tid, other in self.completed.read(store, name).items()
+            if other_tid != tid and any(e.epoch >= epoch for e in other)
         ]
         return len(others) >= self.min_trials and best_so_far(curve, epoch) < statistics.median(others)
 

@@ -347,7 +347,7 @@ class StoreContract:
         store.insert_trial(Trial.new("a", 1, {"lr": [1]}, {"lr": [0.1]}))
         queued(store, "other", 2)
         outcomes, mark = store.trial_outcomes("a")
-        assert sorted(outcomes) == [(0, RUNNING, 100.0, "new", None, None), (1, NEW, None, "new", None, None)]
+        assert sorted(outcomes) == [(0, RUNNING, 100.0, "new", None), (1, NEW, None, "new", None)]
         assert store.trial_points("a", [1, 7]) == {1: ({"lr": [1]}, {"lr": [0.1]})}
         assert store.trial_points("a", []) == {} and store.trial_outcomes("missing")[0] == []
         assert set(store.trial_points("a", range(5000))) == {0, 1}  # a worker's first read asks for many
