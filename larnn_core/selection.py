@@ -2,15 +2,11 @@
 
 A training reports validation numbers at every epoch; a rule reads them (never the test split) and
 names one epoch, whose weights are tested, and one number, higher better, that the search compares
-between trials. Every rule sees only the epochs trained so far, and picks either the epoch it
-picked before or the newest one, so a training keeps a single copy of the selected weights.
-
-- `max-accuracy`: the epoch of highest validation accuracy (the first of equals); the objective is
-  that accuracy. The maximum over many noisy epochs rewards luck as well as merit.
-- `min-loss`: the epoch of lowest validation loss; the objective is minus that loss.
-- `last`: the last epoch; the objective is its validation accuracy.
-- `last-mean`: the last epoch; the objective is the mean validation accuracy of the last
-  LAST_MEAN_EPOCHS epochs (fewer while fewer are trained), which averages the epoch-to-epoch noise.
+between trials (MEANINGS says what each rule picks). Every rule sees only the epochs trained so
+far, and picks either the epoch it picked before or the newest one, so a training keeps a single
+copy of the selected weights. The maximum over many noisy epochs rewards luck as well as merit;
+a mean over the last epochs averages the epoch-to-epoch noise (fewer epochs while fewer are
+trained).
 
 An epoch whose validation loss is not finite is never selected, nor counted in a mean.
 benchmarks/bench_protocol.py compares the rules on real trainings; README's Training protocol
@@ -30,6 +26,12 @@ DEFAULT_RULE = "max-accuracy"
 LEGACY_RULE = "max-accuracy"  # the rule of results and experiments that name none (every earlier release's)
 LAST_MEAN_EPOCHS = 5
 VALIDATION_SUBJECTS = 5  # training subjects held out for validation, by default
+MEANINGS = {  # what `larnn best` and --help say of each rule
+    "max-accuracy": "the epoch of highest validation accuracy (the first of equals), ranked by it",
+    "min-loss": "the epoch of lowest validation loss, ranked by it",
+    "last": "the last epoch, ranked by its validation accuracy",
+    "last-mean": f"the last epoch, ranked by the mean validation accuracy of the last {LAST_MEAN_EPOCHS} epochs",
+}
 
 
 class Selection(NamedTuple):

@@ -382,6 +382,7 @@ def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
             "epochs": 10,
             "wall_time_s": 12.5,
             "protocol": "honest",
+            "selection": "last-mean",
             "hyperparameters": {
                 "batch_size": 256,
                 "l2_weight_reg": 1.9e-05 * (tid + 1),
@@ -394,6 +395,7 @@ def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
     ]
     lines = report.format_best(rows, "table").splitlines()
     assert lines[0].startswith("protocol: honest: the epoch chosen on validation subjects")
+    assert any(line.startswith("selection: last-mean: the last epoch, ranked by the mean") for line in lines)
     assert "same in all 3: batch_size=256" in lines and all(len(line) <= report.WIDTH for line in lines)
     under_lstm = " ".join(lines[lines.index(next(line for line in lines if line.lstrip().startswith("2 "))) + 1 :])
     assert "model=lstm" in under_lstm and "attention_heads" not in under_lstm  # an LSTM has no heads
@@ -407,7 +409,8 @@ def test_the_best_table_fits_a_terminal_and_says_once_what_the_trials_share():
     ]
     wide = report.format_best(rows, "table", wide=True).splitlines()
     header = next(line for line in wide if line.startswith("tid"))
-    assert "batch_size" in header and "knob_11" in header and "protocol" not in header and wide[-4] == header
+    assert "batch_size" in header and "knob_11" in header and wide[-4] == header
+    assert "protocol" not in header and "selection" not in header
 
 
 def test_store_url_from_the_environment(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import json
 import time
 
 from larnn_core.records import HONEST, TEST_ACCURACY, TEST_PICKED, VALIDATION_ACCURACY
+from larnn_core.selection import LEGACY_RULE, MEANINGS
 from workers.records import DONE, PRUNED, RUNNING, STATE_NAMES, Experiment, Trial
 from workers.slots import SLOT
 from workers.store import BaseStore
@@ -62,6 +63,8 @@ def rank(trials: list[Trial], top: int, include_pruned: bool = False) -> list[di
                 "epochs": len(r.epochs) or None,
                 "wall_time_s": r.wall_time_s if r.wall_time_s is not None else r.extra.get("trial_wall_time_s"),
                 "protocol": protocol(t),
+                # the rule of an honest result (2018's epochs were picked on the test set: no rule)
+                "selection": (r.selection or LEGACY_RULE) if protocol(t) == HONEST else None,
                 "hyperparameters": t.point,
             }
         )
@@ -102,7 +105,9 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
 def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool) -> list[str]:
     said = sorted({row["protocol"] for row in rows})
     header = [line for name in said for line in wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
-    flat = [{k: v for k, v in row.items() if k != "protocol"} for row in flat]
+    rules = sorted({row["selection"] for row in rows if row.get("selection")})
+    header += [line for rule in rules for line in wrapped(f"selection: {rule}:", MEANINGS[rule].split())]
+    flat = [{k: v for k, v in row.items() if k not in ("protocol", "selection")} for row in flat]
     if wide:
         return [*header, table(flat)]
     shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
@@ -114,7 +119,7 @@ def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool
     if max(map(len, columns.splitlines())) <= WIDTH:
         return [*lines, columns]
     numbers = table(
-        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol")} for row in rows]
+        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol", "selection")} for row in rows]
     ).splitlines()
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):
