@@ -143,17 +143,39 @@ def binned_median(x: np.ndarray, y: np.ndarray, log: bool, bins: int = 8) -> tup
     return np.asarray(centres), np.asarray(medians)
 
 
+def between_experiments(done: pd.DataFrame, hyperparameters: list[str]) -> dict[str, list[str]]:
+    """The hyperparameters that differ between experiments but never within one (2018's epochs: 25
+    in round 1, 100 in round 2), with their values per experiment: accuracy against them is the
+    experiments' difference, which everything else between them also explains."""
+    apart = {}
+    for name in hyperparameters:
+        if name not in done:
+            continue
+        values = (
+            done[done[name].notna()]
+            .groupby("experiment")[name]
+            .agg(
+                lambda v: sorted({f"{x:g}" if isinstance(x, float) else str(x) for x in v})  # 100, not 100.0
+            )
+        )
+        if len(values) > 1 and all(len(v) == 1 for v in values) and len({v[0] for v in values}) > 1:
+            apart[name] = [f"{experiment} {v[0]}" for experiment, v in values.items()]
+    return apart
+
+
 def hyperparameter_figures(
     done: pd.DataFrame, hyperparameters: list[str], out: Path, colors: dict[str, str], log_names: set[str] = frozenset()
 ) -> list[Figure]:
-    """Accuracy against each hyperparameter that varies: numbers on their axis (log where drawn so)
-    with a binned-median trend per experiment, choices as one box and strip per experiment."""
+    """Accuracy against each hyperparameter that varies within an experiment: numbers on their axis
+    (log where drawn so) with a binned-median trend per experiment, choices as one box and strip
+    per experiment, each box with its number of trials."""
     experiments = [name for name in colors if name in set(done["experiment"])]  # legends in the palette's order
     best = done.iloc[0]
     figures = []
+    apart = between_experiments(done, hyperparameters)
     for name in hyperparameters:
-        if name == "model" or name not in done or done[name].dropna().astype(str).nunique() < 2:
-            continue  # model has its own figure; a value that never changes says nothing
+        if name == "model" or name not in done or done[name].dropna().astype(str).nunique() < 2 or name in apart:
+            continue  # model has its own figure; a value that never changes, or only between experiments, says nothing
         data = done[done[name].notna()]
         fig, ax = plt.subplots(figsize=(5.2, 3.6))
         categorical = is_categorical(data[name])
@@ -185,6 +207,18 @@ def hyperparameter_figures(
                 )
                 for artist in (a for artists in boxes.values() for a in artists):
                     artist.set_gid(tag(experiment))
+                for x, group in at:  # under each box, how many trials it summarises
+                    ax.annotate(
+                        f"n={len(group)}",
+                        (x, 0),
+                        xycoords=("data", "axes fraction"),
+                        xytext=(0, 2),
+                        textcoords="offset points",
+                        ha="center",
+                        fontsize=7,
+                        color=color,
+                        gid=tag(experiment),
+                    )
                 x = [
                     labels.index(str(v)) + 1 + offsets[experiment] + rng.uniform(-width / 4, width / 4)
                     for v in part[name]

@@ -127,6 +127,11 @@ def _html(experiments, frame, done, hyperparameters, table, figures, confirmed) 
             table.to_html(index=False, float_format=lambda v: f"{v:.4f}"),
         ]
     parts.append("<h2>Figures</h2>")
+    parts += [
+        f"<p class='note'>{e(name)} is not drawn against accuracy: it differs only between experiments "
+        f"({e(', '.join(values))}), so any difference it shows is the experiments' own.</p>"
+        for name, values in plots.between_experiments(done, hyperparameters).items()
+    ]
     for stem, caption, _ in figures:
         parts.append(
             f"<figure><a href='{stem}.svg'><img src='{stem}.png' alt='{e(caption)}'></a>"

@@ -10,7 +10,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from analysis.frame import trials_frame
+from analysis.frame import finished, trials_frame
 from analysis.import2018 import import_results
 from analysis.importance import POOLED, RELIABLE_R2, importance, importance_by_experiment, ranking
 from larnn_core import cli
@@ -427,6 +427,21 @@ def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
     assert all(len(colours[name]) == 1 for name in names), colours
     assert len({next(iter(colours[name])) for name in names}) == len(names)  # and no two share one
     assert min(figures_with.values()) >= 5, figures_with  # history, importance, hyperparameters, ...
+    # training_epochs separates "short" from "long" and never varies within one: not drawn as an effect
+    assert not (out / "hp_training_epochs.svg").exists() and (out / "hp_dropout_drop_proba.svg").exists()
+    page = (out / "index.html").read_text()
+    assert "training_epochs is not drawn against accuracy: it differs only between experiments (long 100, " in page
+
+
+def test_each_box_says_how_many_trials_it_summarises(url, tmp_path):
+    store = open_store(url)
+    add_synthetic_experiment(store, "round2", n=30, seed=0)
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "round2", "--out", str(out), "--store", url]) == 0
+    done = finished(trials_frame(store, ["round2"])[0])
+    counts = done["larnn_mode"].dropna().astype(str).value_counts()
+    texts = re.findall(r"n=(\d+)", (out / "hp_larnn_mode.svg").read_text())
+    assert sorted(map(int, texts)) == sorted(counts.tolist())
 
 
 @pytest.mark.slow
