@@ -346,32 +346,43 @@ def categories(values: pd.Series) -> list[str]:
 
 
 def pair_figures(done: pd.DataFrame, ranked: list[str], out: Path, log_names: set[str] = frozenset()) -> list[Figure]:
-    """The two strongest pairs among the three most important hyperparameters (importance.ranking)."""
+    """The two strongest pairs among the three most important hyperparameters (importance.ranking),
+    a panel per experiment, each on its own colour scale: experiments at different levels (2018's
+    rounds) on one scale would show the experiments, not the pair."""
     top = ranked[:3]
     pairs = [(top[0], top[1]), (top[0], top[2])] if len(top) == 3 else [tuple(top)] if len(top) == 2 else []
     figures = []
     for a, b in pairs:
         data = done[done[a].notna() & done[b].notna()]
-        coded = pair_coordinates(data, [a, b])
-        fig, ax = plt.subplots(figsize=(5.2, 4.0))
-        points = ax.scatter(coded[a], coded[b], c=data[ACC], cmap="viridis", s=26, edgecolor="none")
-        for name, setter, ticks, axis in (
-            (a, ax.set_xscale, ax.set_xticks, ax.xaxis),
-            (b, ax.set_yscale, ax.set_yticks, ax.yaxis),
-        ):
-            if is_categorical(data[name]):
-                labels = categories(data[name])
-                ticks(range(len(labels)), labels)
-            elif is_log_scale(data[name], log_names):
-                setter("log")
-                _log_axis(axis)
-        best = data.iloc[0]
-        ax.scatter([coded[a].iloc[0]], [coded[b].iloc[0]], marker="*", s=200, color="gold", edgecolor="black")
-        ax.set_xlabel(a)
-        ax.set_ylabel(b)
-        fig.colorbar(points, ax=ax, label=accuracy_label(done))
-        ax.set_title(f"{a} x {b} (star: best trial, {best[ACC]:.4f})", fontsize=10)
-        caption = f"{accuracy_name(done).capitalize()} over {a} and {b}"
+        coded = pair_coordinates(data, [a, b])  # one coding for every panel: the same ticks
+        shown = list(dict.fromkeys(data["experiment"]))
+        fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.0), squeeze=False)
+        for ax, experiment in zip(axes[0], shown):
+            part = data["experiment"] == experiment
+            points = ax.scatter(
+                coded[a][part], coded[b][part], c=data[ACC][part], cmap="viridis", s=26, edgecolor="none"
+            )
+            for name, setter, ticks, axis in (
+                (a, ax.set_xscale, ax.set_xticks, ax.xaxis),
+                (b, ax.set_yscale, ax.set_yticks, ax.yaxis),
+            ):
+                if is_categorical(data[name]):
+                    labels = categories(data[name])
+                    ticks(range(len(labels)), labels)
+                elif is_log_scale(data[name], log_names):
+                    setter("log")
+                    _log_axis(axis)
+            first = part.to_numpy().argmax()  # done is sorted best first
+            ax.scatter(
+                [coded[a].iloc[first]], [coded[b].iloc[first]], marker="*", s=200, color="gold", edgecolor="black"
+            )
+            ax.set_xlabel(a)
+            ax.set_ylabel(b)
+            fig.colorbar(points, ax=ax, label=accuracy_label(done))
+            ax.set_title(f"{experiment}: {part.sum()} trials, best {data[ACC].iloc[first]:.4f} (star)", fontsize=10)
+        if len(shown) > 1:
+            fig.suptitle(f"{a} x {b}: each experiment on its own colour scale", fontsize=10)
+        caption = f"{accuracy_name(done).capitalize()} over {a} and {b}, per experiment"
         figures.append(_save(fig, out, f"pair_{_slug(a)}__{_slug(b)}", caption))
     return figures
 

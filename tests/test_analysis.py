@@ -431,6 +431,9 @@ def test_each_experiment_has_one_colour_in_every_figure(url, tmp_path):
     assert not (out / "hp_training_epochs.svg").exists() and (out / "hp_dropout_drop_proba.svg").exists()
     page = (out / "index.html").read_text()
     assert "training_epochs is not drawn against accuracy: it differs only between experiments (long 100, " in page
+    # a pair plot draws each experiment in a panel of its own, on its own colour scale
+    pair = next(out.glob("pair_*.svg")).read_text()
+    assert all(re.search(rf"{name}: \d+ trials, best", pair) for name in names)
 
 
 def test_each_box_says_how_many_trials_it_summarises(url, tmp_path):
