@@ -7,8 +7,11 @@ StoreStudies is one over our store: each experiment is a study maximising valida
 each trial a trial (queued: waiting, running, done: complete, failed: fail, pruned), its
 reported epochs the intermediate values, the space's hyperparameters its distributions (log where
 the space draws them log-uniformly). The page polls, so a running trial's curve grows as epochs
-arrive. Every write method raises ReadOnly: the dashboard never writes to the store (its notes
-and other edits are refused).
+arrive. A pruned trial's value is its curve's at the pruning epoch (Optuna's convention), a failed
+trial shows its reason. Every write method raises ReadOnly: the dashboard never writes to the
+store. ReadOnly is an HTTP 403 whose text optuna-dashboard's API passes to the page, so a write
+button (note, delete, fail trial) answers that the page is read-only; each study's first
+attribute says so before anyone presses one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from collections.abc import Container
 from typing import Any
 
+from bottle import HTTPError
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
@@ -42,6 +46,7 @@ STATES = {
 }
 TRIAL_IDS = 1 << 32  # trial_id = study_id * TRIAL_IDS + tid: unique across studies, below 2^53 for JavaScript
 USER_ATTRS = (
+    "error",  # why a failed trial failed
     TEST_ACCURACY,
     "best_epoch",
     "protocol",
@@ -55,8 +60,16 @@ USER_ATTRS = (
 )  # result fields shown beside each trial
 
 
-class ReadOnly(RuntimeError):
-    """The dashboard asked to write: it never does."""
+READ_ONLY = (
+    "read-only: larnn dashboard never writes to the trial store (notes, renames, deletes and state changes are refused)"
+)
+
+
+class ReadOnly(HTTPError):
+    """The dashboard asked to write: it never does (HTTP 403, its text shown by the page)."""
+
+    def __init__(self) -> None:
+        super().__init__(403, READ_ONLY)
 
 
 class StoreStudies(BaseStorage):
@@ -123,7 +136,7 @@ class StoreStudies(BaseStorage):
 
     # -- writes: refused
     def _refuse(self, *args, **kwargs):
-        raise ReadOnly("larnn dashboard is read-only: it never writes to the trial store")
+        raise ReadOnly()
 
     create_new_study = delete_study = set_study_user_attr = set_study_system_attr = _refuse
     create_new_trial = set_trial_param = set_trial_state_values = set_trial_intermediate_value = _refuse
@@ -131,17 +144,19 @@ class StoreStudies(BaseStorage):
 
 
 def study_attrs(experiment: Experiment) -> dict[str, Any]:
-    """What the study page shows of the experiment."""
-    attrs = {
+    """What the study page shows of the experiment, the notices first (its table pages)."""
+    attrs = {"this page": READ_ONLY}
+    if experiment.imported:
+        attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
+        attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
+    attrs |= {
         "space": experiment.space_name or (experiment.space or {}).get("name"),
         "algorithm": experiment.algorithm,
         "max_evals": experiment.max_evals,
         "pruner": experiment.pruner.kind,
         "liar": experiment.liar,
+        "selection": experiment.objective.selection if not experiment.imported else None,
     }
-    if experiment.imported:
-        attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
-        attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
     for key, ended in (("failure", experiment.failure), ("stopped", experiment.stopped)):
         if ended:
             attrs[key] = ended.get("reason")
@@ -197,13 +212,21 @@ def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[s
         trial.curve or result.epochs
     )  # live epochs; a result stored without them (imports, older trials): its history
     finished = result.extra.get("finished_at") or (trial.refresh_time if state.is_finished() else None)
-    value = result.chosen.validation_accuracy
+    intermediate = {
+        e.epoch: float(e.validation_accuracy)
+        for e in epochs
+        if e.validation_accuracy is not None and math.isfinite(e.validation_accuracy)
+    }
+    if state == TrialState.PRUNED:  # its value at the pruning epoch, as Optuna gives a pruned trial
+        value = intermediate[max(intermediate)] if intermediate else None
+    else:
+        value = result.chosen.validation_accuracy if state == TrialState.COMPLETE else None
     attrs = {**result.to_document(), TEST_ACCURACY: result.chosen.test_accuracy}
     return FrozenTrial(
         number=trial.tid,
         trial_id=study_id * TRIAL_IDS + trial.tid,
         state=state,
-        value=float(value) if state == TrialState.COMPLETE and value is not None else None,
+        value=float(value) if value is not None else None,
         values=None,
         datetime_start=_time(trial.book_time or finished),
         datetime_complete=_time(finished),
@@ -211,11 +234,7 @@ def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[s
         distributions={name: d for name, d in distributions.items() if name in point},
         user_attrs={key: attrs[key] for key in USER_ATTRS if attrs.get(key) is not None},
         system_attrs={},
-        intermediate_values={
-            e.epoch: float(e.validation_accuracy)
-            for e in epochs
-            if e.validation_accuracy is not None and math.isfinite(e.validation_accuracy)
-        },
+        intermediate_values=intermediate,
     )
 
 

@@ -18,7 +18,7 @@ from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
 from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
 from tests.support.searches import add_synthetic_experiment
-from workers.records import PRUNED, Trial
+from workers.records import ERROR, PRUNED, Trial
 from workers.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +104,59 @@ def test_the_dashboard_never_writes_to_the_store(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("DELETE", "/api/studies/1", b""),
+        ("PUT", "/api/studies/1/note", b'{"version": 1, "body": "a note"}'),
+        ("POST", "/api/trials/{trial}/tell", b'{"state": "Fail"}'),
+        ("POST", "/api/studies/1/rename", b'{"study_name": "renamed"}'),
+    ],
+)
+def test_each_write_button_answers_that_the_page_is_read_only(tmp_path, method, path, body):
+    """optuna-dashboard's API hands the page a refusal's text: the page says why, not 'internal
+    server error' (rename catches every error itself: it answers its own failure, and writes nothing)."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard._app import create_app
+
+    from analysis.dashboard import READ_ONLY
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    fixture_store(url)
+    before = json.dumps(open_store(url).trials("round-b"), sort_keys=True, default=str)
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path.format(trial=1 * TRIAL_IDS + 11),
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    setup_testing_defaults(environ)
+    status = []
+    answer = b"".join(create_app(StoreStudies(open_store(url)))(environ, lambda s, h, e=None: status.append(s)))
+    if path.endswith("rename"):
+        assert status[0].startswith("500") and b"read-only" not in answer
+    else:
+        assert status[0].startswith("403") and json.loads(answer)["reason"] == READ_ONLY
+    assert json.dumps(open_store(url).trials("round-b"), sort_keys=True, default=str) == before
+
+
+def test_pruned_trials_keep_their_value_failed_ones_their_reason_and_the_notice_comes_first(tmp_path):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    fixture_store(url)
+    store = open_store(url)
+    store.insert_trial(Trial.new("round-b", 13, {}, {}, owner="gpu-9"))
+    store.finish("round-b", 13, "gpu-9", ERROR, TrainResult("fail", error="loss became nan at epoch 3"))
+    studies = StoreStudies(store)
+    study = studies.get_study_id_from_name("round-b")
+    trials = {t.number: t for t in studies.get_all_trials(study)}
+    assert trials[12].state == TrialState.PRUNED and trials[12].value == 0.7  # epoch 2's, where it stopped
+    assert trials[13].state == TrialState.FAIL and trials[13].user_attrs["error"] == "loss became nan at epoch 3"
+    assert next(iter(studies.get_study_user_attrs(study))) == "this page"
+
+
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
     from analysis.import2018 import import_results
     from tests.support.searches import result_2018
@@ -184,6 +237,8 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         )
         assert WebDriverWait(browser, 30).until(lambda b: b.execute_script(curve)) == [0.6, 0.7]
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
+        text = browser.find_element("tag name", "body").text
+        assert "read-only: larnn dashboard never writes to the trial store" in text, text[:2000]
         open_store(url).report_epoch("round-b", 11, "gpu-7", EpochReport(3, validation_accuracy=0.8))
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve)
