@@ -41,6 +41,7 @@ import numpy as np
 from larnn_core.hparams import HParams
 from larnn_core.records import EpochReport
 from larnn_core.selection import RULES, select
+from workers import confirm
 
 BASE = dict(batch_size=256, num_layers=1, hidden_size=32, is_stacked_residual=True)
 CONFIGS = {  # scaled points of paper-round2 (a LARNN's heads divide its hidden size)
@@ -117,13 +118,9 @@ def key(run: dict) -> tuple:
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    from scipy.stats import t
-
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    half = t.ppf(0.975, len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
+    """Mean and 95 % Student-t interval (larnn confirm's; NaN ends below 2 values)."""
+    spread = confirm.interval(values)
+    return spread["mean"], spread["low"] or math.nan, spread["high"] or math.nan
 
 
 def spearman(x: list[float], y: list[float]) -> float:

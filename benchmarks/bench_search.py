@@ -64,7 +64,7 @@ from hyperopt import Domain
 from larnn_core.records import HISTORY, OK, VALIDATION_ACCURACY, EpochReport, TrainResult
 from larnn_core.selection import select
 from search_spaces import Space, load_space
-from workers import pruners
+from workers import confirm, pruners
 from workers.commands import add_pruner_options
 from workers.experiment import make_experiment, stored_space
 from workers.history import History
@@ -268,12 +268,8 @@ def search(
 
 
 def interval(values: list[float]) -> dict[str, float]:
-    """Mean and 95 % Student-t interval over seeds."""
-    from scipy.stats import t
-
-    mean = float(np.mean(values))
-    half = float(t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values)))
-    return {"mean": round(mean, 5), "low": round(mean - half, 5), "high": round(mean + half, 5)}
+    """Mean and 95 % Student-t interval over seeds (larnn confirm's), to 5 digits."""
+    return {key: round(value, 5) for key, value in confirm.interval(values).items() if key in ("mean", "low", "high")}
 
 
 def summary(runs: dict[str, list[dict]], baseline: str = "none") -> dict:

@@ -2,20 +2,14 @@
 validation only, the test accuracy taken at the epoch it selected, pairs matched by configuration
 and seed."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.benchmarks import load
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_protocol", ROOT / "benchmarks" / "bench_protocol.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_protocol")
 
 
 def run(config, variant, seed, validation, test, losses=None):

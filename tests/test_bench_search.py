@@ -1,7 +1,6 @@
 """benchmarks/bench_search.py: a replay over curves a store recorded, scored on the noise-free
 curve of the trial a search hands its user."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 from search_spaces import load_space
+from tests.support.benchmarks import load
 from tests.support.results import result_with
 from workers.experiment import make_experiment
 from workers.pruners import PrunerSettings
@@ -21,10 +21,7 @@ SCALED = ROOT / "benchmarks" / "data" / "scaled-round2.yaml"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_search", ROOT / "benchmarks" / "bench_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_search")
 
 
 @pytest.fixture
