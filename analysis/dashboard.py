@@ -12,6 +12,11 @@ trial shows its reason. Every write method raises ReadOnly: the dashboard never 
 store. ReadOnly is an HTTP 403 whose text optuna-dashboard's API passes to the page, so a write
 button (note, delete, fail trial) answers that the page is read-only; each study's first
 attribute says so before anyone presses one.
+
+Importance is the report's (analysis/importance.py), not optuna-dashboard's own PED-ANOVA: the
+panel's bars are the report's ranking of the experiment, drawn only where its surrogate predicts
+unseen trials, and the study's `importance` attribute gives the cross-validated R² or says why
+there is no ranking. Two pages that rank differently would contradict each other.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from analysis.frame import finished, trials_frame
+from analysis.importance import METHOD, POOLED, RELIABLE_R2, importance_by_experiment, refusals, reliable
 from analysis.plots import AXIS_LABELS, TEST_PICKED_NAME, VALIDATION_NAME
 from larnn_core.records import TEST_ACCURACY
 from search_spaces import Space
@@ -77,6 +84,43 @@ class StoreStudies(BaseStorage):
 
     def __init__(self, store: BaseStore):
         self.store = store
+        self.rankings: dict[tuple[str, int], Any] = {}  # (experiment, finished trials): importance table
+
+    def importance(self, name: str, compute: bool = True):
+        """The report's importance table of one experiment, computed again only when its count of
+        finished trials changes (the page polls); without compute, None unless already computed."""
+        key = (name, self.store.counts(name).get("done", 0))
+        if key not in self.rankings and compute:
+            frame, hyperparameters = trials_frame(self.store, [name])
+            done = finished(frame)
+            self.rankings[key] = importance_by_experiment(done, [h for h in hyperparameters if h in done])
+        return self.rankings.get(key)
+
+    def importance_note(self, name: str) -> str:
+        """How sure the importance panel is. The study list and page read it without computing it:
+        the panel's own request computes it, and the page's next poll shows it."""
+        table = self.importance(name, compute=False)
+        if table is None:
+            return "being computed for the Hyperparameter Importance panel (this line updates by itself)"
+        if table.empty:
+            return "no ranking yet: it needs 5 finished trials"
+        refused = refusals(table)
+        if refused:
+            return f"{refused[0]}; the Hyperparameter Importance panel stays empty"
+        return f"{METHOD}; cross-validated R² {table['r2'].iloc[0]:.2f} (at least {RELIABLE_R2} to rank)"
+
+    def param_importances(self, study_id: int) -> dict[str, Any]:
+        """optuna-dashboard's importance answer, from the report's ranking (only a reliable one)."""
+        name = self.get_study_name_from_id(study_id)
+        table = reliable(self.importance(name))
+        table = table[(table["experiment"] != POOLED) & (table["hyperparameter"] != "experiment")]
+        kinds = {n: d.__class__.__name__ for t in self.get_all_trials(study_id) for n, d in t.distributions.items()}
+        bars = [
+            {"name": row.hyperparameter, "importance": float(row.mean), "distribution": kinds[row.hyperparameter]}
+            for row in table.itertuples()
+            if row.hyperparameter in kinds
+        ]
+        return {"param_importances": [bars]}
 
     # -- studies: numbered in order of creation, the same for every reader of the store
     def _experiments(self) -> list[Experiment]:
@@ -87,7 +131,7 @@ class StoreStudies(BaseStorage):
             FrozenStudy(
                 study_name=e.name,
                 direction=StudyDirection.MAXIMIZE,
-                user_attrs=study_attrs(e),
+                user_attrs=study_attrs(e, importance=self.importance_note(e.name)),
                 system_attrs=system_attrs(e),
                 study_id=i,
             )
@@ -110,7 +154,10 @@ class StoreStudies(BaseStorage):
         return [StudyDirection.MAXIMIZE]
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return study_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
+        """The study page's attributes: the list's, and how sure its importance is."""
+        name = self.get_study_name_from_id(study_id)
+        self.importance(name)
+        return study_attrs(self.store.get_experiment(name), importance=self.importance_note(name))
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
         return system_attrs(self.store.get_experiment(self.get_study_name_from_id(study_id)))
@@ -143,12 +190,13 @@ class StoreStudies(BaseStorage):
     set_trial_user_attr = set_trial_system_attr = _refuse
 
 
-def study_attrs(experiment: Experiment) -> dict[str, Any]:
+def study_attrs(experiment: Experiment, importance: str | None = None) -> dict[str, Any]:
     """What the study page shows of the experiment, the notices first (its table pages)."""
     attrs = {"this page": READ_ONLY}
     if experiment.imported:
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
         attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
+    attrs["importance"] = importance
     attrs |= {
         "space": experiment.space_name or (experiment.space or {}).get("name"),
         "algorithm": experiment.algorithm,
@@ -238,8 +286,21 @@ def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[s
     )
 
 
+IMPORTANCE_ROUTE = "/api/studies/<study_id:int>/param_importances"  # optuna-dashboard's, answered here
+
+
+def app(store: BaseStore):
+    """optuna-dashboard's WSGI application over the store, its importance answered by the report's."""
+    from optuna_dashboard import wsgi
+
+    studies = StoreStudies(store)
+    application = wsgi(studies)
+    application.route(IMPORTANCE_ROUTE, "GET", studies.param_importances)  # replaces the built-in route
+    return application
+
+
 def serve(store: BaseStore, host: str, port: int) -> None:
     """Blocks until interrupted."""
-    from optuna_dashboard import run_server
+    from bottle import run
 
-    run_server(StoreStudies(store), host=host, port=port)
+    run(app(store), host=host, port=port)

@@ -157,6 +157,46 @@ def test_pruned_trials_keep_their_value_failed_ones_their_reason_and_the_notice_
     assert next(iter(studies.get_study_user_attrs(study))) == "this page"
 
 
+def get(application, path: str) -> tuple[str, dict]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
+    setup_testing_defaults(environ)
+    status = []
+    answer = b"".join(application(environ, lambda s, h, e=None: status.append(s)))
+    return status[0], json.loads(answer)
+
+
+def test_the_importance_panel_ranks_as_the_report_and_stays_empty_where_the_report_refuses(tmp_path):
+    from analysis.dashboard import app
+    from analysis.frame import finished, trials_frame
+    from analysis.importance import importance_by_experiment
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = open_store(url)
+    add_synthetic_experiment(store, "planted", n=40, seed=0)  # accuracy driven by learning_rate
+    add_synthetic_experiment(store, "noise", n=40, seed=7, accuracy=lambda point, rng: rng.uniform(0.6, 0.9))
+    application, studies = app(store), StoreStudies(store)
+    listed = {s.study_name: s.user_attrs["importance"] for s in studies.get_all_studies()}
+    assert listed["planted"].startswith("being computed")  # the list never waits for a forest
+    frame, hyperparameters = trials_frame(store, ["planted"])
+    done = finished(frame)
+    report = importance_by_experiment(done, [h for h in hyperparameters if h in done])
+    status, answer = get(application, f"/api/studies/{studies.get_study_id_from_name('planted')}/param_importances")
+    (bars,) = answer["param_importances"]
+    assert status.startswith("200") and bars[0]["name"] == "learning_rate"
+    params = {name for t in studies.get_all_trials(studies.get_study_id_from_name("planted")) for name in t.params}
+    assert [(b["name"], round(b["importance"], 9)) for b in bars] == [
+        (row.hyperparameter, round(row.mean, 9)) for row in report.itertuples() if row.hyperparameter in params
+    ]  # the same order and numbers; a bar only for what the page knows as a parameter (not a fixed one)
+    assert "cross-validated R²" in studies.get_study_user_attrs(studies.get_study_id_from_name("planted"))["importance"]
+    noise = studies.get_study_id_from_name("noise")
+    assert get(application, f"/api/studies/{noise}/param_importances")[1] == {"param_importances": [[]]}
+    note = studies.get_study_user_attrs(noise)["importance"]
+    assert note.startswith("noise: too few or too noisy trials to rank") and "panel stays empty" in note
+    assert list(studies.get_study_user_attrs(noise))[:2] == ["this page", "importance"]
+
+
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
     from analysis.import2018 import import_results
     from tests.support.searches import result_2018
@@ -239,6 +279,13 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
         text = browser.find_element("tag name", "body").text
         assert "read-only: larnn dashboard never writes to the trial store" in text, text[:2000]
+        # the importance panel's request computes the ranking; the next poll says how sure it is
+        assert WebDriverWait(browser, 60, poll_frequency=1).until(
+            lambda b: (
+                "too few or too noisy trials to rank" in b.find_element("tag name", "body").text
+                or "cross-validated R² 0" in b.find_element("tag name", "body").text
+            )
+        )
         open_store(url).report_epoch("round-b", 11, "gpu-7", EpochReport(3, validation_accuracy=0.8))
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve)
