@@ -53,6 +53,18 @@ def accuracy_label(data: pd.DataFrame) -> str:
     return AXIS_LABELS[accuracy_name(data)]
 
 
+CURVE_LABELS = {  # a per-epoch curve's axis: each point is one epoch's number, nothing was picked
+    VALIDATION_NAME: "validation accuracy per epoch",
+    TEST_PICKED_NAME: "test accuracy per epoch (2018: its 'validation' curve)",
+    MIXED_NAME: "accuracy per epoch: validation, or test for 2018 imports",
+}
+
+
+def curve_label(data: pd.DataFrame) -> str:
+    """accuracy_name as a learning curve's axis says it."""
+    return CURVE_LABELS[accuracy_name(data)]
+
+
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 plt.rcParams.update(
     {
@@ -475,7 +487,7 @@ def progress_figure(frame: pd.DataFrame, out: Path, colors: dict[str, str]) -> l
             )
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(accuracy_label(frame))
+    ax.set_ylabel(curve_label(frame))
     ax.set_title("Trials as they ran (x: pruned there; o: running, latest epoch)", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return [_save(fig, out, "progress", "Trials as they ran: running, pruned and finished")]
@@ -510,7 +522,7 @@ def learning_curves_figure(done: pd.DataFrame, out: Path, colors: dict[str, str]
             ax.scatter([row["best_epoch"]], [curve[int(row["best_epoch"]) - 1]], color="black", s=10, zorder=4)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(accuracy_label(done))
+    ax.set_ylabel(curve_label(done))
     ax.set_title(
         f"Learning curves of the top {len(best)} trials (dots: selected epoch; thinner: lower rank)", fontsize=10
     )

@@ -95,7 +95,8 @@ def _html(experiments, frame, done, hyperparameters, table, figures, confirmed) 
         *METRICS,
         *[h for h in hyperparameters if h in done and h != "model"],
     ]
-    best = done.head(10)[columns]  # the selection number named by its protocol (plots.accuracy_name)
+    best = done.head(10)[columns].dropna(axis="columns", how="all")  # a metric none of them has: no column
+    # the selection number named by its protocol (plots.accuracy_name)
     best = best.rename(columns={VALIDATION_ACCURACY: plots.accuracy_name(best).replace(" ", "_")})
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>larnn: {e(title)}</title>",
