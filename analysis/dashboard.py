@@ -171,7 +171,8 @@ class StoreStudies(BaseStorage):
         space = stored_space(experiment) if experiment.space else None  # parsed once per read
         points = [point_of(space, t) for t in trials]
         distributions = distributions_of(space, points)
-        frozen = [frozen_trial(study_id, t, p, distributions) for t, p in zip(trials, points)]
+        timed = experiment.trial_order != "unordered"
+        frozen = [frozen_trial(study_id, t, p, distributions, timed) for t, p in zip(trials, points)]
         return [t for t in frozen if states is None or t.state in states]
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
@@ -195,7 +196,12 @@ def study_attrs(experiment: Experiment, importance: str | None = None) -> dict[s
     attrs = {"this page": READ_ONLY}
     if experiment.imported:
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
-        attrs["trial order"] = experiment.trial_order or "file times"  # unordered: numbers mean nothing
+        attrs["trial order"] = (
+            "unordered: the result files were written within moments, so trial numbers follow file names, "
+            "not time; the History panel's line is no history, and the Timeline is empty"
+            if experiment.trial_order == "unordered"
+            else "the result files' times"
+        )
     attrs["importance"] = importance
     attrs |= {
         "space": experiment.space_name or (experiment.space or {}).get("name"),
@@ -253,7 +259,11 @@ def _time(seconds: float | None) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(seconds) if seconds else None
 
 
-def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[str, BaseDistribution]) -> FrozenTrial:
+def frozen_trial(
+    study_id: int, trial: Trial, point: dict, distributions: dict[str, BaseDistribution], timed: bool = True
+) -> FrozenTrial:
+    """timed: False for an unordered import, whose file times say nothing of when each trial ran:
+    its trials get no times, so the Timeline draws none of them (not all within 2 seconds)."""
     result = trial.result
     state = STATES[trial.state]
     epochs = (
@@ -276,8 +286,8 @@ def frozen_trial(study_id: int, trial: Trial, point: dict, distributions: dict[s
         state=state,
         value=float(value) if value is not None else None,
         values=None,
-        datetime_start=_time(trial.book_time or finished),
-        datetime_complete=_time(finished),
+        datetime_start=_time(trial.book_time or finished) if timed else None,
+        datetime_complete=_time(finished) if timed else None,
         params={name: point[name] for name in distributions if name in point},
         distributions={name: d for name, d in distributions.items() if name in point},
         user_attrs={key: attrs[key] for key in USER_ATTRS if attrs.get(key) is not None},

@@ -197,6 +197,25 @@ def test_the_importance_panel_ranks_as_the_report_and_stays_empty_where_the_repo
     assert list(studies.get_study_user_attrs(noise))[:2] == ["this page", "importance"]
 
 
+def test_an_unordered_import_gets_no_times_and_says_its_numbers_are_no_history(tmp_path):
+    from analysis.import2018 import import_results
+    from tests.support.searches import result_2018
+
+    paths = []
+    for i, acc in enumerate([0.95, 0.93, 0.91, 0.89]):  # written at once, in name (accuracy) order
+        paths.append(tmp_path / f"model_{acc}_{i}.txt.json")
+        paths[-1].write_text(json.dumps(result_2018(0.004 + 0.0005 * i, acc)))
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    import_results(store, "cloned", paths)
+    assert store.get_experiment("cloned").trial_order == "unordered"
+    studies = StoreStudies(store)
+    study = studies.get_study_id_from_name("cloned")
+    trials = studies.get_all_trials(study)
+    assert len(trials) == 4 and all(t.datetime_start is None and t.datetime_complete is None for t in trials)
+    order = studies.get_study_user_attrs(study)["trial order"]
+    assert order.startswith("unordered") and "the History panel's line is no history" in order
+
+
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
     from analysis.import2018 import import_results
     from tests.support.searches import result_2018
