@@ -20,7 +20,7 @@ STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100p
 h1,h2{font-weight:600}figure{display:inline-block;margin:0.6em;vertical-align:top}
 figure img{max-width:520px;border:1px solid #ddd}figcaption{font-size:0.85em;color:#555}
 table{border-collapse:collapse;font-size:0.8em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-pre{background:#f6f6f6;padding:0.8em;font-size:0.8em;overflow-x:auto}"""
+pre{background:#f6f6f6;padding:0.8em;font-size:0.8em;overflow-x:auto}.wide{max-width:100%;overflow-x:auto}"""
 
 
 def make_report(store: BaseStore, names: list[str], out: Path) -> list[plots.Figure]:
@@ -58,6 +58,11 @@ TEST_PICKED_CAVEAT = (
 )
 
 
+def scrolled(table: str) -> str:
+    """A table that scrolls sideways within the page's width instead of running off it."""
+    return f"<div class='wide'>{table}</div>"
+
+
 def _confirmed_html(name: str, report: dict, done) -> list[str]:
     """A confirmation's configurations beside the search's single-training numbers."""
     e = html.escape
@@ -79,7 +84,7 @@ def _confirmed_html(name: str, report: dict, done) -> list[str]:
         f"<p>{e(report['experiment'])}: each configuration trained again with the same {report['seeds']} seeds; "
         "means over the seeds with 95% Student-t intervals, and paired differences with the first "
         "(larnn confirm).</p>",
-        pd.DataFrame(rows).to_html(index=False),
+        scrolled(pd.DataFrame(rows).to_html(index=False)),
     ]
 
 
@@ -118,14 +123,14 @@ def _html(experiments, frame, done, hyperparameters, table, figures, confirmed) 
         "<h2>Trials by state</h2>",
         counts.to_html(),
         "<h2>Best trials</h2>",
-        best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""),
+        scrolled(best.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")),
         *[line for name, report in confirmed.items() for line in _confirmed_html(name, report, done)],
     ]
     if not table.empty:
         parts += [
             f"<h2>Importance</h2><p>{e(METHOD)}.</p>",
             *[f"<p class='note'>{e(sentence)}: its rows below are no ranking.</p>" for sentence in refusals(table)],
-            table.to_html(index=False, float_format=lambda v: f"{v:.4f}"),
+            scrolled(table.to_html(index=False, float_format=lambda v: f"{v:.4f}")),
         ]
     parts.append("<h2>Figures</h2>")
     parts += [

@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -471,3 +472,50 @@ def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_
     assert cli.main(["plot", "honest", "cloned", "--out", str(tmp_path / "both"), "--store", url]) == 0
     history = (tmp_path / "both" / "history.svg").read_text()
     assert "experiment-honest" in history and "experiment-cloned" not in history
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them with apt-get)",
+)
+def test_the_report_in_a_real_browser_fits_the_page_and_shows_every_figure(url, tmp_path):
+    """index.html as a user opens it (headless Chromium, 1280 px wide): no table runs off the page
+    (wide ones scroll inside it), every figure loads, imports are named test-picked in the captions."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    store = open_store(url)
+    add_synthetic_experiment(store, "honest", n=30, seed=2)
+    paths = []
+    for i, (lr, acc) in enumerate([(0.005, 0.91), (0.006, 0.9192), (0.004, 0.88)]):
+        paths.append(tmp_path / f"{acc}.json")
+        paths[-1].write_text(json.dumps(result_2018(lr, acc)))
+        os.utime(paths[-1], (1e9 + 600 * i, 1e9 + 600 * i))
+    assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
+    out = tmp_path / "plots"
+    assert cli.main(["plot", "honest", "paper-2018", "--out", str(out), "--store", url]) == 0
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get((out / "index.html").as_uri())
+        page_width = browser.execute_script("return document.documentElement.clientWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= page_width
+        overflowing = browser.execute_script(
+            "return [...document.querySelectorAll('table')].filter(t => t.getBoundingClientRect().right > "
+            "document.documentElement.clientWidth && !t.parentElement.classList.contains('wide')).length"
+        )
+        assert overflowing == 0
+        images = browser.execute_script("return [...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        assert len(images) >= 10 and all(images)
+        captions = browser.execute_script("return [...document.querySelectorAll('figcaption')].map(c => c.textContent)")
+        assert any("test-picked" in caption for caption in captions), captions
+        browser.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        browser.quit()
+    assert os.path.getsize(tmp_path / "report.png") > 10_000
