@@ -298,6 +298,12 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
         text = browser.find_element("tag name", "body").text
         assert "read-only: larnn dashboard never writes to the trial store" in text, text[:2000]
+        # the pruned trial #12 is drawn in the History panel at its value where it stopped (0.7)
+        history = (
+            "return (document.getElementById('plot-history')?.data || [])"
+            ".flatMap(t => Array.from(t.x || []).map((x, i) => [x, (t.y || [])[i]]))"
+        )
+        assert [12, 0.7] in WebDriverWait(browser, 30).until(lambda b: b.execute_script(history))
         # the importance panel's request computes the ranking; the next poll says how sure it is
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (
