@@ -113,7 +113,7 @@ class StoreStudies(BaseStorage):
         """optuna-dashboard's importance answer, from the report's ranking (only a reliable one)."""
         name = self.get_study_name_from_id(study_id)
         table = reliable(self.importance(name))
-        table = table[(table["experiment"] != POOLED) & (table["hyperparameter"] != "experiment")]
+        table = table[table["experiment"] != POOLED]
         kinds = {n: d.__class__.__name__ for t in self.get_all_trials(study_id) for n, d in t.distributions.items()}
         bars = [
             {"name": row.hyperparameter, "importance": float(row.mean), "distribution": kinds[row.hyperparameter]}

@@ -10,8 +10,10 @@ ranking, and below RELIABLE_R2 the trials are too few or too noisy to rank (the 
 forests predict worse than their mean).
 
 Several experiments are ranked each within itself: pooled, whatever tells the experiments apart
-(training_epochs between the two 2018 rounds) would rank first and only identify the experiment.
-The pooled ranking is given too, with the experiment as a feature of its own, shown as such.
+(training_epochs between the two 2018 rounds, or the decay period they drew from different
+ranges) would rank first and only identify the experiment. The pooled ranking is given too, of
+each trial's accuracy less its experiment's mean: a hyperparameter explains there only what it
+explains within the experiments, and one fixed within each is left out.
 """
 
 from __future__ import annotations
@@ -89,20 +91,23 @@ def importance(
     return table.sort_values("mean", ascending=False, ignore_index=True)
 
 
-POOLED = "all (experiment as a feature)"
+POOLED = "all (each experiment's mean removed)"
 
 
-def importance_by_experiment(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Rows (experiment, *COLUMNS): each experiment's own ranking, most important
-    first, then, for several experiments, the pooled ranking (experiment POOLED) in which
-    `experiment` is one of the features, standing also for the hyperparameters that only tell the
-    experiments apart (fixed within each)."""
+def importance_by_experiment(
+    frame: pd.DataFrame, columns: list[str], target: str = VALIDATION_ACCURACY
+) -> pd.DataFrame:
+    """Rows (experiment, *COLUMNS): each experiment's own ranking, most important first, then,
+    for several experiments, the pooled ranking (experiment POOLED) of the accuracy less each
+    experiment's mean, over the hyperparameters that vary within some experiment."""
     parts = [
-        importance(part, columns).assign(experiment=name) for name, part in frame.groupby("experiment", sort=False)
+        importance(part, columns, target).assign(experiment=name)
+        for name, part in frame.groupby("experiment", sort=False)
     ]
     if frame["experiment"].nunique() > 1:  # a hyperparameter fixed within each experiment is the experiment
         within = [c for c in columns if any(varying(part, [c]) for _, part in frame.groupby("experiment"))]
-        parts.append(importance(frame, ["experiment", *within]).assign(experiment=POOLED))
+        centred = frame.assign(**{target: frame[target] - frame.groupby("experiment")[target].transform("mean")})
+        parts.append(importance(centred, within, target).assign(experiment=POOLED))
     parts = [part for part in parts if not part.empty]
     if not parts:
         return pd.DataFrame(columns=["experiment", *COLUMNS])
@@ -130,5 +135,5 @@ def ranking(table: pd.DataFrame) -> list[str]:
     """Hyperparameters by their largest importance within any one experiment that can be ranked
     (none when no experiment's surrogate predicts its trials)."""
     table = reliable(table)
-    own = table[(table["experiment"] != POOLED) & (table["hyperparameter"] != "experiment")]
+    own = table[table["experiment"] != POOLED]
     return list(own.groupby("hyperparameter")["mean"].max().sort_values(ascending=False, kind="stable").index)

@@ -385,7 +385,7 @@ def add_two_rounds(store, n: int = 40) -> None:
             )
 
 
-def test_importance_is_ranked_within_each_experiment_and_pooled_only_with_the_experiment_as_a_feature(url):
+def test_importance_is_ranked_within_each_experiment_and_pooled_only_beyond_each_experiments_mean(url):
     store = open_store(url)
     add_two_rounds(store)
     frame, hyperparameters = trials_frame(store, ["short", "long"])
@@ -397,7 +397,8 @@ def test_importance_is_ranked_within_each_experiment_and_pooled_only_with_the_ex
         assert own["hyperparameter"].iloc[0] == "dropout_drop_proba", own
         assert "training_epochs" not in set(own["hyperparameter"])  # fixed within a round
     pooled = table[table["experiment"] == POOLED]
-    assert pooled["hyperparameter"].iloc[0] == "experiment"  # what tells the rounds apart, named as such
+    assert pooled["hyperparameter"].iloc[0] == "dropout_drop_proba"  # within the rounds, not their levels
+    assert "training_epochs" not in set(pooled["hyperparameter"])  # it only tells the rounds apart
     assert ranking(table)[0] == "dropout_drop_proba"
 
 
