@@ -19,7 +19,8 @@ Per variant and rule: the mean test accuracy at the selected epoch over every tr
 95 % Student-t interval over the trainings), the mean paired difference with the base's
 max-accuracy over the same configuration and seed (and its interval), and the Spearman rank
 correlation between the trainings' objectives and their test accuracies (how well the objective
-ranks trials by what a search wants), with a bootstrap interval over the trainings.
+ranks trials by what a search wants), with a bootstrap interval over the trainings, and its
+difference with the base max-accuracy's on the same resampled configurations and seeds.
 
 Each finished training is appended to --runs as one JSON line, so a run that stops goes on
 where it was.
@@ -120,7 +121,7 @@ def key(run: dict) -> tuple:
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and 95 % Student-t interval (larnn confirm's; NaN ends below 2 values)."""
     spread = confirm.interval(values)
-    return spread["mean"], spread["low"] or math.nan, spread["high"] or math.nan
+    return spread["mean"], *(math.nan if spread[end] is None else spread[end] for end in ("low", "high"))
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -129,16 +130,27 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic) if len(set(x)) > 1 and len(set(y)) > 1 else math.nan
 
 
-def bootstrap_spearman(x: list[float], y: list[float], resamples: int = 2000) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    x, y = np.asarray(x), np.asarray(y)
-    values = []
-    for _ in range(resamples):
-        index = rng.integers(0, len(x), len(x))
-        value = spearman(list(x[index]), list(y[index]))
-        if not math.isnan(value):
-            values.append(value)
+def ranks_test(trainings: dict[tuple, tuple[float, float]], keys: list[tuple]) -> float:
+    """How well the objective ranks these trainings by test accuracy (Spearman)."""
+    return spearman([trainings[k][0] for k in keys], [trainings[k][1] for k in keys])
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if not math.isnan(v)]
     return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))) if values else (math.nan, math.nan)
+
+
+def bootstrap_spearman(trainings: dict, base: dict, resamples: int = 2000) -> tuple[tuple, tuple]:
+    """95 % bootstrap intervals of the Spearman correlation, over the trainings resampled, and of
+    its difference with the base rule's on the same resampled configurations and seeds."""
+    rng = np.random.default_rng(0)
+    keys, common = sorted(trainings), sorted(set(trainings) & set(base))
+    own, difference = [], []
+    for _ in range(resamples):
+        own.append(ranks_test(trainings, [keys[i] for i in rng.integers(0, len(keys), len(keys))]))
+        pick = [common[i] for i in rng.integers(0, len(common), len(common))]
+        difference.append(ranks_test(trainings, pick) - ranks_test(base, pick))
+    return percentiles(own), percentiles(difference)
 
 
 def outcomes(runs: list[dict]) -> dict[tuple[str, str], dict[tuple, tuple[float, float]]]:
@@ -166,6 +178,8 @@ def report(runs: list[dict]) -> dict:
         tests = [test for _, test in trainings.values()]
         paired = [test - base[k][1] for k, (_, test) in trainings.items() if k in base]
         objective = [o for o, _ in trainings.values()]
+        interval, difference = bootstrap_spearman(trainings, base)
+        common = sorted(set(trainings) & set(base))
         rows.append(
             dict(
                 variant=variant,
@@ -174,23 +188,26 @@ def report(runs: list[dict]) -> dict:
                 test=t_interval(tests),
                 paired_with_base=t_interval(paired) if len(paired) > 1 else None,
                 spearman=spearman(objective, tests),
-                spearman_interval=bootstrap_spearman(objective, tests),
+                spearman_interval=interval,
+                spearman_minus_base=ranks_test(trainings, common) - ranks_test(base, common),
+                spearman_minus_base_interval=difference,
             )
         )
     return dict(rows=rows)
 
 
 def print_report(summary: dict) -> None:
-    heading = ("variant", "rule", "n", "test accuracy [95% CI]", "vs base [95% CI]", "Spearman [95% CI]")
-    print("{:<11} {:<13} {:>3} {:>26} {:>28} {:>24}".format(*heading))
+    heading = ("variant", "rule", "n", "test accuracy [95% CI]", "vs base", "Spearman", "vs base")
+    print("{:<11} {:<13} {:>3} {:>25} {:>27} {:>20} {:>20}".format(*heading))
     for row in summary["rows"]:
         mean, low, high = row["test"]
         paired = row["paired_with_base"]
         paired_text = "-" if paired is None else f"{paired[0]:+.4f} [{paired[1]:+.4f}, {paired[2]:+.4f}]"
-        low_r, high_r = row["spearman_interval"]
+        (low_r, high_r), (low_d, high_d) = row["spearman_interval"], row["spearman_minus_base_interval"]
         print(
             f"{row['variant']:<11} {row['rule']:<13} {row['trainings']:>3} {mean:.4f} [{low:.4f}, {high:.4f}] "
-            f"{paired_text:>28} {row['spearman']:+.2f} [{low_r:+.2f}, {high_r:+.2f}]"
+            f"{paired_text:>27} {row['spearman']:+.2f} [{low_r:+.2f}, {high_r:+.2f}] "
+            f"{row['spearman_minus_base']:+.2f} [{low_d:+.2f}, {high_d:+.2f}]"
         )
 
 
