@@ -27,6 +27,7 @@ INFO = [
     "status",
     "protocol",
     "model",
+    "loss",
     *METRICS,
     "book_time",
     "finish_time",
@@ -56,6 +57,7 @@ def trials_frame(store: BaseStore, names: list[str]) -> tuple[pd.DataFrame, list
                     "status": result.status,
                     "protocol": protocol,
                     "model": point.get("model", (result.hyperparameters or {}).get("model", "larnn")),
+                    "loss": _number(result.loss),  # what the search minimised: its selection rule's objective
                     **{metric: _number(getattr(result.chosen, metric)) for metric in SELECTED},
                     TRAIN_ACCURACY: np.nan if protocol == TEST_PICKED else _number(result.chosen.train_accuracy),
                     TRAIN_BATCH_2018: _number(result.extra.get("best_train_accuracy")),
@@ -86,9 +88,10 @@ def _number(value: float | None) -> float:
 
 
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
-    """Trials with a validation accuracy, best first."""
+    """Trials with a validation accuracy, best first as `larnn best` ranks them (by loss: the
+    selection rule's objective, under the default rule minus the validation accuracy)."""
     done = frame[(frame["state"] == "done") & frame[VALIDATION_ACCURACY].notna()]
-    return done.sort_values([VALIDATION_ACCURACY, "tid"], ascending=[False, True])
+    return done.sort_values(["loss", "tid"])
 
 
 def export_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -520,3 +520,17 @@ def test_the_report_in_a_real_browser_fits_the_page_and_shows_every_figure(url, 
     finally:
         browser.quit()
     assert os.path.getsize(tmp_path / "report.png") > 10_000
+
+
+def test_the_report_orders_trials_by_the_selection_rules_objective_as_best_does(url):
+    """Under min-loss, the report's best trial is `larnn best`'s: lowest validation loss first."""
+    from workers import report
+
+    store = open_store(url)
+    store.create_experiment(make_experiment("rule", load_space("smoke"), max_evals=3, selection="min-loss"))
+    for tid, (accuracy, loss) in enumerate([(0.9, 0.5), (0.8, 0.3), (0.95, 0.4)]):
+        store.insert_trial(Trial.new("rule", tid, {}, {}, owner="w"))
+        epochs = (EpochReport(1, validation_accuracy=accuracy, validation_loss=loss),)
+        store.finish("rule", tid, "w", DONE, TrainResult("ok", epochs, best_epoch=1, selection="min-loss"))
+    done = finished(trials_frame(store, ["rule"])[0])
+    assert list(done["tid"]) == [1, 2, 0] == [row["tid"] for row in report.best_trials(store, "rule")]
