@@ -2,7 +2,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from analysis.importance import POOLED, RELIABLE_R2, importance, importance_by_e
 from larnn_core import cli
 from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
+from tests.support.browser import headless, needs_chromium
 from tests.support.searches import add_synthetic_experiment, result_2018
 from workers.experiment import make_experiment
 from workers.records import DONE, Trial
@@ -475,19 +475,10 @@ def test_imports_whose_files_were_written_at_once_are_unordered_and_left_out_of_
     assert "experiment-honest" in history and "experiment-cloned" not in history
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (.ci/run installs them with apt-get)",
-)
+@needs_chromium
 def test_the_report_in_a_real_browser_fits_the_page_and_shows_every_figure(url, tmp_path):
     """index.html as a user opens it (headless Chromium, 1280 px wide): no table runs off the page
     (wide ones scroll inside it), every figure loads, imports are named test-picked in the captions."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     store = open_store(url)
     add_synthetic_experiment(store, "honest", n=30, seed=2)
     paths = []
@@ -498,12 +489,7 @@ def test_the_report_in_a_real_browser_fits_the_page_and_shows_every_figure(url, 
     assert cli.main(["import-results", *map(str, paths), "--name", "paper-2018", "--store", url]) == 0
     out = tmp_path / "plots"
     assert cli.main(["plot", "honest", "paper-2018", "--out", str(out), "--store", url]) == 0
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless(1280, 1000) as browser:
         browser.get((out / "index.html").as_uri())
         page_width = browser.execute_script("return document.documentElement.clientWidth")
         assert browser.execute_script("return document.documentElement.scrollWidth") <= page_width
@@ -517,8 +503,6 @@ def test_the_report_in_a_real_browser_fits_the_page_and_shows_every_figure(url, 
         captions = browser.execute_script("return [...document.querySelectorAll('figcaption')].map(c => c.textContent)")
         assert any("test-picked" in caption for caption in captions), captions
         browser.save_screenshot(str(tmp_path / "report.png"))
-    finally:
-        browser.quit()
     assert os.path.getsize(tmp_path / "report.png") > 10_000
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,12 +16,12 @@ from optuna.trial import TrialState
 from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
 from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
+from tests.support.browser import headless, needs_chromium
 from tests.support.searches import add_synthetic_experiment
 from workers.records import ERROR, PRUNED, Trial
 from workers.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def fixture_store(url: str) -> None:
@@ -268,23 +267,12 @@ def dashboard(tmp_path):
         server.wait(timeout=10)
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver "
-    "(.ci/run installs them with apt-get; apt-get install chromium chromium-driver)",
-)
+@needs_chromium
 def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_without_reload(dashboard, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, base = dashboard
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(argument)
-    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    try:
+    with headless(1400, 1000) as browser:
         browser.get(f"{base}/dashboard")
         WebDriverWait(browser, 30).until(lambda b: "round-b" in b.find_element("tag name", "body").text)
         assert "round-a" in browser.find_element("tag name", "body").text
@@ -317,8 +305,6 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         )  # no reload
         origins = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
         assert origins and all(o.startswith(base) for o in origins), origins  # offline: nothing from a CDN
-    finally:
-        browser.quit()
     store = open_store(url)
     assert store.trials("round-b")[11].curve[-1].epoch == 3 and store.counts("round-b")["running"] == 1
     assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
