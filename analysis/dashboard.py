@@ -84,24 +84,42 @@ class StoreStudies(BaseStorage):
 
     def __init__(self, store: BaseStore):
         self.store = store
-        self.rankings: dict[tuple[str, int], Any] = {}  # (experiment, finished trials): importance table
+        # experiment -> (finished trials, the report's importance table, the panel's bars)
+        self.rankings: dict[str, tuple[int, Any, list[dict[str, Any]]]] = {}
 
-    def importance(self, name: str, compute: bool = True):
-        """The report's importance table of one experiment, computed again only when its count of
-        finished trials changes (the page polls); without compute, None unless already computed."""
-        key = (name, self.store.counts(name).get("done", 0))
-        if key not in self.rankings and compute:
+    def importance(self, name: str, compute: bool = True) -> tuple[Any, list[dict[str, Any]]] | None:
+        """The report's importance table of one experiment and the panel's bars drawn from it,
+        computed again only when its count of finished trials changes (the page polls, and each
+        computation reads the experiment's trials); without compute, None unless already computed."""
+        count = self.store.counts(name).get("done", 0)
+        if self.rankings.get(name, (None,))[0] != count:
+            if not compute:
+                return None
             frame, hyperparameters = trials_frame(self.store, [name])
             done = finished(frame)
-            self.rankings[key] = importance_by_experiment(done, [h for h in hyperparameters if h in done])
-        return self.rankings.get(key)
+            table = importance_by_experiment(done, [h for h in hyperparameters if h in done])
+            self.rankings[name] = (count, table, self._bars(name, table))
+        return self.rankings[name][1:]
+
+    def _bars(self, name: str, table) -> list[dict[str, Any]]:
+        """optuna-dashboard's importance bars: the reliable ranking within the experiment, for the
+        hyperparameters the page knows as parameters."""
+        trials = self.get_all_trials(self.get_study_id_from_name(name))
+        kinds = {n: d.__class__.__name__ for t in trials for n, d in t.distributions.items()}
+        shown = reliable(table)
+        return [
+            {"name": row.hyperparameter, "importance": float(row.mean), "distribution": kinds[row.hyperparameter]}
+            for row in shown[shown["experiment"] != POOLED].itertuples()
+            if row.hyperparameter in kinds
+        ]
 
     def importance_note(self, name: str) -> str:
         """How sure the importance panel is. The study list and page read it without computing it:
         the panel's own request computes it, and the page's next poll shows it."""
-        table = self.importance(name, compute=False)
-        if table is None:
+        computed = self.importance(name, compute=False)
+        if computed is None:
             return "being computed for the Hyperparameter Importance panel (this line updates by itself)"
+        table, _ = computed
         if table.empty:
             return "no ranking yet: it needs 5 finished trials"
         refused = refusals(table)
@@ -111,15 +129,7 @@ class StoreStudies(BaseStorage):
 
     def param_importances(self, study_id: int) -> dict[str, Any]:
         """optuna-dashboard's importance answer, from the report's ranking (only a reliable one)."""
-        name = self.get_study_name_from_id(study_id)
-        table = reliable(self.importance(name))
-        table = table[table["experiment"] != POOLED]
-        kinds = {n: d.__class__.__name__ for t in self.get_all_trials(study_id) for n, d in t.distributions.items()}
-        bars = [
-            {"name": row.hyperparameter, "importance": float(row.mean), "distribution": kinds[row.hyperparameter]}
-            for row in table.itertuples()
-            if row.hyperparameter in kinds
-        ]
+        _, bars = self.importance(self.get_study_name_from_id(study_id))
         return {"param_importances": [bars]}
 
     # -- studies: numbered in order of creation, the same for every reader of the store

@@ -184,6 +184,11 @@ def test_the_importance_panel_ranks_as_the_report_and_stays_empty_where_the_repo
     status, answer = get(application, f"/api/studies/{studies.get_study_id_from_name('planted')}/param_importances")
     (bars,) = answer["param_importances"]
     assert status.startswith("200") and bars[0]["name"] == "learning_rate"
+    reads, read = [], store.trials
+    store.trials = lambda *args, **kwargs: reads.append(args) or read(*args, **kwargs)
+    path = f"/api/studies/{studies.get_study_id_from_name('planted')}/param_importances"
+    assert get(application, path)[1] == answer and reads == []  # the page polls: nothing new, nothing read
+    store.trials = read
     params = {name for t in studies.get_all_trials(studies.get_study_id_from_name("planted")) for name in t.params}
     assert [(b["name"], round(b["importance"], 9)) for b in bars] == [
         (row.hyperparameter, round(row.mean, 9)) for row in report.itertuples() if row.hyperparameter in params
