@@ -13,6 +13,7 @@ from larnn_core.cli import positive_int, seed
 from larnn_core.hparams import MODELS, HParams, describe
 from larnn_core.records import OK
 from larnn_core.selection import DEFAULT_RULE, LEGACY_RULE, RULES, VALIDATION_SUBJECTS
+from larnn_core.selection import HELP as SELECTION_HELP
 
 
 def register_data(subparsers) -> None:
@@ -107,8 +108,7 @@ def register_train(subparsers) -> None:
         "--selection",
         choices=RULES,
         default=None,
-        help=f"the selection rule: which epoch is tested and what the search compares ({', '.join(RULES)}; "
-        f"larnn_core/selection.py; default {DEFAULT_RULE})",
+        help=SELECTION_HELP,
     )
     parser.add_argument("--source", choices=har.SOURCES, default=None, help="data source (default: hapt, offline)")
     parser.add_argument("--data-dir", default=None, help="cache directory (default: $LARNN_DATA or ~/.cache/larnn)")

@@ -26,7 +26,11 @@ DEFAULT_RULE = "max-accuracy"
 LEGACY_RULE = "max-accuracy"  # the rule of results and experiments that name none (every earlier release's)
 LAST_MEAN_EPOCHS = 5
 VALIDATION_SUBJECTS = 5  # training subjects held out for validation, by default
-MEANINGS = {  # what `larnn best` and --help say of each rule
+HELP = (  # --selection's, on every command that trains
+    f"the selection rule: which epoch is tested and what the search compares ({', '.join(RULES)}; "
+    f"larnn_core/selection.py; default {DEFAULT_RULE})"
+)
+MEANINGS = {  # what `larnn best` says of each rule
     "max-accuracy": "the epoch of highest validation accuracy (the first of equals), ranked by it",
     "min-loss": "the epoch of lowest validation loss, ranked by it",
     "last": "the last epoch, ranked by its validation accuracy",

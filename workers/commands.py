@@ -18,6 +18,7 @@ from larnn_core import data as har
 from larnn_core.cli import nonnegative_int, nonnegative_seconds, positive_int, seconds, seed
 from larnn_core.records import VALIDATION_ACCURACY
 from larnn_core.selection import DEFAULT_RULE, RULES, VALIDATION_SUBJECTS
+from larnn_core.selection import HELP as SELECTION_HELP
 from workers import confirm, pruners, report
 from workers.experiment import ALGORITHMS, LIARS, submit
 from workers.records import DEFAULT_KEEP, Experiment, models_kept
@@ -53,8 +54,7 @@ def _experiment_options(parser: argparse.ArgumentParser) -> None:
         "--selection",
         choices=RULES,
         default=DEFAULT_RULE,
-        help=f"the selection rule: which epoch is tested and what the search compares ({', '.join(RULES)}; "
-        f"larnn_core/selection.py; default {DEFAULT_RULE})",
+        help=SELECTION_HELP,
     )
     parser.add_argument(
         "--points",
