@@ -239,6 +239,8 @@ def search(
             spent += 1
             stop = pruner_of_trial.prune(memory, "replay", tid, reports)
             if stop or epoch == len(truth):
+                # replayed curves have no loss: a stand-in keeps every epoch eligible (select skips an
+                # epoch whose loss is not finite) and orders epochs as their accuracy does
                 reports = [dataclasses.replace(r, validation_loss=1 - r.validation_accuracy) for r in reports]
                 selected = select(rule, reports)
                 trial = memory.docs[tid] = dataclasses.replace(

@@ -25,7 +25,7 @@ import torch
 class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
-        self.parameters = [p for p in model.parameters()]
+        self.parameters = list(model.parameters())
         self.averaged = [p.detach().clone() for p in self.parameters]
 
     @torch.no_grad()

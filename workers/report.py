@@ -102,12 +102,15 @@ def format_best(rows: list[dict], fmt: str, wide: bool = False) -> str:
     return "\n".join([*_best_table(rows, flat, names, wide), *confirmed])
 
 
+SAID_ABOVE = ("protocol", "selection")  # a row's fields that lines above `best`'s table say once
+
+
 def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool) -> list[str]:
     said = sorted({row["protocol"] for row in rows})
     header = [line for name in said for line in wrapped(f"protocol: {name}:", PROTOCOLS[name].split())]
     rules = sorted({row["selection"] for row in rows if row.get("selection")})
     header += [line for rule in rules for line in wrapped(f"selection: {rule}:", MEANINGS[rule].split())]
-    flat = [{k: v for k, v in row.items() if k not in ("protocol", "selection")} for row in flat]
+    flat = [{k: v for k, v in row.items() if k not in SAID_ABOVE} for row in flat]
     if wide:
         return [*header, table(flat)]
     shared = [k for k in names if len({_cell(r["hyperparameters"].get(k)) for r in rows}) == 1]
@@ -119,7 +122,7 @@ def _best_table(rows: list[dict], flat: list[dict], names: list[str], wide: bool
     if max(map(len, columns.splitlines())) <= WIDTH:
         return [*lines, columns]
     numbers = table(
-        [{k: v for k, v in row.items() if k not in ("hyperparameters", "protocol", "selection")} for row in rows]
+        [{k: v for k, v in row.items() if k not in ("hyperparameters", *SAID_ABOVE)} for row in rows]
     ).splitlines()
     lines.append(numbers[0])
     for row, line in zip(rows, numbers[1:]):
