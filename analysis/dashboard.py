@@ -17,6 +17,12 @@ Importance is the report's (analysis/importance.py), not optuna-dashboard's own 
 panel's bars are the report's ranking of the experiment, drawn only where its surrogate predicts
 unseen trials, and the study's `importance` attribute gives the cross-validated R² or says why
 there is no ranking. Two pages that rank differently would contradict each other.
+
+Two things optuna-dashboard has no setting for are added to its page by a small script of ours
+(analysis/dashboard_page.js, served beside it): the study list names each study's objective under
+its name, an unordered import's study page says why it has no History panel instead of drawing
+one (its best-so-far line would turn the file names' order into a climb), and the importance panel
+says how sure its ranking is.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Container
+from pathlib import Path
 from typing import Any
 
-from bottle import HTTPError
+from bottle import HTTPError, HTTPResponse, static_file
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
@@ -69,6 +76,12 @@ USER_ATTRS = (
 
 READ_ONLY = (
     "read-only: larnn dashboard never writes to the trial store (notes, renames, deletes and state changes are refused)"
+)
+
+
+NO_HISTORY = (
+    "The result files were written within moments, so trial numbers follow file names (which hold the "
+    "accuracy), not the order the trials ran in: a history of best-so-far values would be invented."
 )
 
 
@@ -126,6 +139,20 @@ class StoreStudies(BaseStorage):
         if refused:
             return f"{refused[0]}; the Hyperparameter Importance panel stays empty"
         return f"{METHOD}; cross-validated R² {table['r2'].iloc[0]:.2f} (at least {RELIABLE_R2} to rank)"
+
+    def page_notes(self) -> dict[str, dict[str, Any]]:
+        """What analysis/dashboard_page.js adds to the page, by study id: the objective's name for the
+        study list, why there is no History panel (None: there is one), how sure the importance
+        panel is."""
+        return {
+            str(i): {
+                "name": e.name,
+                "objective": objective_name(e),
+                "no_history": NO_HISTORY if e.imported and e.trial_order == "unordered" else None,
+                "importance": self.importance_note(e.name),
+            }
+            for i, e in enumerate(self._experiments())
+        }
 
     def param_importances(self, study_id: int) -> dict[str, Any]:
         """optuna-dashboard's importance answer, from the report's ranking (only a reliable one)."""
@@ -207,8 +234,7 @@ def study_attrs(experiment: Experiment, importance: str | None = None) -> dict[s
     if experiment.imported:
         attrs["protocol"] = "test-picked: the 2018 code picked its epoch on the test set"
         attrs["trial order"] = (
-            "unordered: the result files were written within moments, so trial numbers follow file names, "
-            "not time; the History panel's line is no history, and the Timeline is empty"
+            f"unordered: {NO_HISTORY} The Timeline is empty"
             if experiment.trial_order == "unordered"
             else "the result files' times"
         )
@@ -227,9 +253,14 @@ def study_attrs(experiment: Experiment, importance: str | None = None) -> dict[s
     return {key: value for key, value in attrs.items() if value is not None}
 
 
+def objective_name(experiment: Experiment) -> str:
+    """The label the report's axes give the experiment's numbers: test-picked for 2018 imports."""
+    return AXIS_LABELS[TEST_PICKED_NAME if experiment.imported else VALIDATION_NAME]
+
+
 def system_attrs(experiment: Experiment) -> dict[str, Any]:
     """The objective's name, under Optuna's key for it."""
-    return {"study:metric_names": [AXIS_LABELS[TEST_PICKED_NAME if experiment.imported else VALIDATION_NAME]]}
+    return {"study:metric_names": [objective_name(experiment)]}
 
 
 def point_of(space: Space | None, trial: Trial) -> dict[str, Any]:
@@ -307,15 +338,40 @@ def frozen_trial(
 
 
 IMPORTANCE_ROUTE = "/api/studies/<study_id:int>/param_importances"  # optuna-dashboard's, answered here
+PAGE_ROUTE = "/dashboard<:re:(/.*)?>"  # optuna-dashboard's page, served here with our script added
+SCRIPT = Path(__file__).with_name("dashboard_page.js")
+SCRIPT_ROUTE, NOTES_ROUTE = "/larnn/page.js", "/larnn/studies"
 
 
 def app(store: BaseStore):
-    """optuna-dashboard's WSGI application over the store, its importance answered by the report's."""
-    from optuna_dashboard import wsgi
+    """optuna-dashboard's WSGI application over the store, its importance answered by the report's,
+    its page with our script (the same routes replace the built-in ones)."""
+    import optuna_dashboard
 
     studies = StoreStudies(store)
-    application = wsgi(studies)
-    application.route(IMPORTANCE_ROUTE, "GET", studies.param_importances)  # replaces the built-in route
+    application = optuna_dashboard.wsgi(studies)
+    built_in_page = next(r for r in application.routes if r.rule == PAGE_ROUTE).call
+    tag = f'<script defer src="{SCRIPT_ROUTE}"></script>'
+    html = (
+        Path(optuna_dashboard.__file__)
+        .with_name("index.html")
+        .read_text(encoding="utf-8")
+        .replace("</head>", f"{tag}</head>", 1)
+    )
+
+    def page() -> HTTPResponse:
+        """optuna-dashboard's page and its headers (its Content-Security-Policy allows a script
+        from this server), with our script's tag; never a 304 of the page without it."""
+        response = built_in_page()
+        if hasattr(response.body, "close"):
+            response.body.close()
+        csp = {k: v for k, v in response.headers.items() if k == "Content-Security-Policy"}
+        return HTTPResponse(html, headers={**csp, "Content-Type": "text/html", "Cache-Control": "no-cache"})
+
+    application.route(IMPORTANCE_ROUTE, "GET", studies.param_importances)
+    application.route(PAGE_ROUTE, "GET", page)
+    application.route(SCRIPT_ROUTE, "GET", lambda: static_file(SCRIPT.name, root=str(SCRIPT.parent)))
+    application.route(NOTES_ROUTE, "GET", studies.page_notes)
     return application
 
 

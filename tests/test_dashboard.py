@@ -14,18 +14,29 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from analysis.dashboard import TRIAL_IDS, ReadOnly, StoreStudies
+from analysis.import2018 import import_results
 from larnn_core.records import EpochReport, TrainResult
 from search_spaces import load_space
 from tests.support.browser import headless, needs_chromium
-from tests.support.searches import add_synthetic_experiment
+from tests.support.searches import add_synthetic_experiment, result_2018
 from workers.records import ERROR, PRUNED, Trial
 from workers.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fixture_store(url: str) -> None:
-    """Two finished experiments, a running trial with two epochs and a pruned one in the second."""
+def write_2018_files(folder: Path, accuracies: list[float]) -> list[Path]:
+    """2018 result files written at once, named (as the 2018 code named them) by their accuracy."""
+    paths = []
+    for i, accuracy in enumerate(accuracies):
+        paths.append(folder / f"model_{accuracy}_{i}.txt.json")
+        paths[-1].write_text(json.dumps(result_2018(0.004 + 0.0005 * i, accuracy)))
+    return paths
+
+
+def fixture_store(url: str, folder: Path) -> None:
+    """Two finished experiments, a running trial with two epochs and a pruned one in the second; an
+    unordered 2018 import."""
     store = open_store(url)
     add_synthetic_experiment(store, "round-a", n=12)
     add_synthetic_experiment(store, "round-b", space="paper-round2", n=10, seed=1)
@@ -44,13 +55,32 @@ def fixture_store(url: str) -> None:
             {"status": "ok", "loss": -0.7, "best_validation_accuracy": 0.7, "pruned_at_epoch": 2, "space": point}
         ),
     )
+    import_results(store, "cloned-2018", write_2018_files(folder, [0.85, 0.88, 0.9, 0.93]))
+
+
+def request(application, method: str, path: str, body: bytes = b"") -> tuple[str, dict[str, str], bytes]:
+    """One HTTP request to a WSGI application, as the page makes it: (status, headers, body)."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    setup_testing_defaults(environ)
+    started = []
+    answer = b"".join(application(environ, lambda status, headers, exc=None: started.append((status, headers))))
+    return started[0][0], dict(started[0][1]), answer
 
 
 def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distributions(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    fixture_store(url)
+    fixture_store(url, tmp_path)
     studies = StoreStudies(open_store(url))
-    assert [s.study_name for s in studies.get_all_studies()] == ["round-a", "round-b"]
+    assert [s.study_name for s in studies.get_all_studies()] == ["round-a", "round-b", "cloned-2018"]
     assert studies.get_all_studies()[1].system_attrs == {"study:metric_names": ["validation accuracy"]}
     study = studies.get_study_id_from_name("round-b")
     assert studies.get_study_system_attrs(study) == {"study:metric_names": ["validation accuracy"]}
@@ -81,7 +111,7 @@ def test_experiments_are_studies_and_trials_keep_their_state_curve_and_distribut
 
 def test_the_dashboard_never_writes_to_the_store(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    fixture_store(url)
+    fixture_store(url, tmp_path)
     studies = StoreStudies(open_store(url))
     before = [json.dumps(open_store(url).trials(n), sort_keys=True, default=str) for n in ("round-a", "round-b")]
     writes = [
@@ -115,36 +145,22 @@ def test_the_dashboard_never_writes_to_the_store(tmp_path):
 def test_each_write_button_answers_that_the_page_is_read_only(tmp_path, method, path, body):
     """optuna-dashboard's API hands the page a refusal's text: the page says why, not 'internal
     server error' (rename catches every error itself: it answers its own failure, and writes nothing)."""
-    import io
-    from wsgiref.util import setup_testing_defaults
-
-    from optuna_dashboard._app import create_app
-
-    from analysis.dashboard import READ_ONLY
+    from analysis.dashboard import READ_ONLY, app
 
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    fixture_store(url)
+    fixture_store(url, tmp_path)
     before = json.dumps(open_store(url).trials("round-b"), sort_keys=True, default=str)
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path.format(trial=1 * TRIAL_IDS + 11),
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-    }
-    setup_testing_defaults(environ)
-    status = []
-    answer = b"".join(create_app(StoreStudies(open_store(url)))(environ, lambda s, h, e=None: status.append(s)))
+    status, _, answer = request(app(open_store(url)), method, path.format(trial=1 * TRIAL_IDS + 11), body)
     if path.endswith("rename"):
-        assert status[0].startswith("500") and b"read-only" not in answer
+        assert status.startswith("500") and b"read-only" not in answer
     else:
-        assert status[0].startswith("403") and json.loads(answer)["reason"] == READ_ONLY
+        assert status.startswith("403") and json.loads(answer)["reason"] == READ_ONLY
     assert json.dumps(open_store(url).trials("round-b"), sort_keys=True, default=str) == before
 
 
 def test_pruned_trials_keep_their_value_failed_ones_their_reason_and_the_notice_comes_first(tmp_path):
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    fixture_store(url)
+    fixture_store(url, tmp_path)
     store = open_store(url)
     store.insert_trial(Trial.new("round-b", 13, {}, {}, owner="gpu-9"))
     store.finish("round-b", 13, "gpu-9", ERROR, TrainResult("fail", error="loss became nan at epoch 3"))
@@ -202,22 +218,39 @@ def test_the_importance_panel_ranks_as_the_report_and_stays_empty_where_the_repo
 
 
 def test_an_unordered_import_gets_no_times_and_says_its_numbers_are_no_history(tmp_path):
-    from analysis.import2018 import import_results
-    from tests.support.searches import result_2018
-
-    paths = []
-    for i, acc in enumerate([0.95, 0.93, 0.91, 0.89]):  # written at once, in name (accuracy) order
-        paths.append(tmp_path / f"model_{acc}_{i}.txt.json")
-        paths[-1].write_text(json.dumps(result_2018(0.004 + 0.0005 * i, acc)))
     store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
-    import_results(store, "cloned", paths)
+    import_results(store, "cloned", write_2018_files(tmp_path, [0.95, 0.93, 0.91, 0.89]))
     assert store.get_experiment("cloned").trial_order == "unordered"
     studies = StoreStudies(store)
     study = studies.get_study_id_from_name("cloned")
     trials = studies.get_all_trials(study)
     assert len(trials) == 4 and all(t.datetime_start is None and t.datetime_complete is None for t in trials)
     order = studies.get_study_user_attrs(study)["trial order"]
-    assert order.startswith("unordered") and "the History panel's line is no history" in order
+    assert order.startswith("unordered") and "follow file names" in order
+    notes = studies.page_notes()[str(study)]  # what the page's script shows instead of the History panel
+    assert notes["objective"].startswith("test-picked") and "follow file names" in notes["no_history"]
+
+
+def test_the_page_gets_our_script_under_optuna_dashboards_content_security_policy(tmp_path):
+    """The page is optuna-dashboard's with one script tag more, from this server (its policy
+    allows no other), and the script's JSON answers by study id."""
+    from analysis.dashboard import NOTES_ROUTE, SCRIPT_ROUTE, app
+
+    store = open_store(f"sqlite:///{tmp_path / 'd.db'}")
+    add_synthetic_experiment(store, "round-a", n=6)
+    application = app(store)
+    status, headers, page = request(application, "GET", "/dashboard/studies/0")
+    assert status.startswith("200") and f'<script defer src="{SCRIPT_ROUTE}"></script></head>'.encode() in page
+    assert "script-src 'self'" in headers["Content-Security-Policy"] and b"/static/bundle.js" in page
+    assert b"MutationObserver" in request(application, "GET", SCRIPT_ROUTE)[2]
+    assert json.loads(request(application, "GET", NOTES_ROUTE)[2]) == {
+        "0": {
+            "name": "round-a",
+            "objective": "validation accuracy",
+            "no_history": None,
+            "importance": "being computed for the Hyperparameter Importance panel (this line updates by itself)",
+        }
+    }
 
 
 def test_imported_experiments_are_labelled_test_picked(tmp_path):
@@ -247,7 +280,7 @@ def free_port() -> int:
 def dashboard(tmp_path):
     """`larnn dashboard` on a fixture store, as a user starts it: (store URL, base URL)."""
     url = f"sqlite:///{tmp_path / 'd.db'}"
-    fixture_store(url)
+    fixture_store(url, tmp_path)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "larnn_core.cli", "dashboard", "--store", url, "--port", str(port)],
@@ -281,6 +314,14 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         browser.get(f"{base}/dashboard")
         WebDriverWait(browser, 30).until(lambda b: "round-b" in b.find_element("tag name", "body").text)
         assert "round-a" in browser.find_element("tag name", "body").text
+        # the study list names each study's objective under its name
+        labels = "return [...document.querySelectorAll('[data-larnn=\"objective\"]')].map(e => e.textContent)"
+        assert sorted(WebDriverWait(browser, 30).until(lambda b: b.execute_script(labels))) == [
+            "objective: test-picked accuracy (2018: best test epoch)",
+            "objective: validation accuracy",
+            "objective: validation accuracy",
+        ]
+        browser.save_screenshot(str(tmp_path / "studies.png"))
         study = StoreStudies(open_store(url)).get_study_id_from_name("round-b")
         browser.get(f"{base}/dashboard/studies/{study}")
         curve = (
@@ -297,6 +338,7 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
             ".flatMap(t => Array.from(t.x || []).map((x, i) => [x, (t.y || [])[i]]))"
         )
         assert [12, 0.7] in WebDriverWait(browser, 30).until(lambda b: b.execute_script(history))
+        assert browser.find_element("id", "plot-history").is_displayed()  # a search's numbers are its history
         # the importance panel's request computes the ranking; the next poll says how sure it is
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (
@@ -308,8 +350,18 @@ def test_dashboard_in_a_real_browser_shows_experiments_and_a_curve_that_grows_wi
         assert WebDriverWait(browser, 60, poll_frequency=1).until(
             lambda b: (b.execute_script(curve) or [])[2:] == [0.8] and b.execute_script(curve)
         )  # no reload
+        importance = browser.find_element("css selector", '[data-larnn="importance"]')
+        assert importance.is_displayed() and importance.text.startswith("Importance: ") and "R²" in importance.text
         origins = browser.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
         assert origins and all(o.startswith(base) for o in origins), origins  # offline: nothing from a CDN
+        # an unordered import: a sentence in the History panel's place, no panel
+        browser.get(f"{base}/dashboard/studies/{StoreStudies(open_store(url)).get_study_id_from_name('cloned-2018')}")
+        note = WebDriverWait(browser, 30).until(lambda b: b.find_elements("css selector", '[data-larnn="no-history"]'))[
+            0
+        ]
+        assert note.is_displayed() and note.text.startswith("History: not drawn.") and "file names" in note.text
+        assert not browser.find_element("id", "plot-history").is_displayed()
+        browser.save_screenshot(str(tmp_path / "unordered.png"))
     store = open_store(url)
     assert store.trials("round-b")[11].curve[-1].epoch == 3 and store.counts("round-b")["running"] == 1
     assert os.path.getsize(tmp_path / "dashboard.png") > 10_000
