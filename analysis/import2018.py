@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from larnn_core.hparams import HParams
-from larnn_core.records import HISTORY, SELECTED, TEST_PICKED, TRAIN_ACCURACY, VALIDATION_ACCURACY, TrainResult
+from larnn_core.records import (
+    HISTORY,
+    PER_STEP_2018,
+    SELECTED,
+    TEST_PICKED,
+    VALIDATION_ACCURACY,
+    TrainResult,
+)
 from search_spaces import Space, load_space
 from search_spaces.format import quote
 from workers.experiment import check_name
@@ -27,7 +34,7 @@ REQUIRED = {"space": dict, "loss": (int, float), "status": str, BEST: (int, floa
 OPTIONAL = {SELECTED["validation_f1"]: float, "best_train_accuracy": float, "model_name": str, "dataset_name": str}
 STATUSES = ("ok", "fail")  # hyperopt's, for a finished trial
 # the 2018 curves, by when they were measured: training ones every step, validation ones every epoch
-TRAIN_CURVES = (HISTORY[TRAIN_ACCURACY], HISTORY["train_loss"], "train_f1_scores")
+TRAIN_CURVES = PER_STEP_2018
 VALIDATION_CURVES = (HISTORY[VALIDATION_ACCURACY], HISTORY["validation_loss"], HISTORY["validation_f1"])
 OPTIONAL_CURVES = ("train_f1_scores", HISTORY["validation_f1"])  # the rest are required
 

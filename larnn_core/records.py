@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,7 +175,7 @@ class TrainResult:
     def from_document(cls, document: dict[str, Any]) -> TrainResult:
         """A stored result of any release, a 2018 result file's included (the selected epoch's
         numbers there are kept in `extra` when no epoch of the history holds them)."""
-        history = document.get("history") or {}
+        history = _per_epoch(document.get("history") or {})
         length = max((len(values) for values in history.values() if isinstance(values, list)), default=0)
         epochs = [
             EpochReport(epoch, **{metric: _at(history.get(name), epoch) for metric, name in HISTORY.items()})
@@ -201,6 +202,30 @@ _MISSING = object()
 # the fields of TrainResult that its document keeps under their own names, besides status
 _PROVENANCE = tuple(f.name for f in dataclasses.fields(TrainResult) if f.name not in ("status", "epochs", "extra"))
 _KNOWN = frozenset(("status", *_PROVENANCE))
+
+
+# the 2018 code recorded its training curves once per batch (a whole number of times per epoch)
+PER_STEP_2018 = (HISTORY[TRAIN_ACCURACY], HISTORY["train_loss"], "train_f1_scores")
+
+
+def _per_epoch(history: dict[str, Any]) -> dict[str, Any]:
+    """The history with one value per epoch: curves recorded per batch (2018 files: 28 batches an
+    epoch) averaged over each epoch's batches, so that epoch k is epoch k in every curve."""
+    epochs = {len(v) for name, v in history.items() if name not in PER_STEP_2018 and isinstance(v, list)}
+    if len(epochs) != 1 or not (n := epochs.pop()):
+        return history
+    steps = {name: v for name, v in history.items() if name in PER_STEP_2018 and isinstance(v, list)}
+    if not all(len(v) > n and len(v) % n == 0 and all(map(_is_number, v)) for v in steps.values()):
+        return history
+    averaged = {
+        name: [statistics.fmean(v[i : i + len(v) // n]) for i in range(0, len(v), len(v) // n)]
+        for name, v in steps.items()
+    }
+    return {**history, **averaged}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _at(values: list | None, epoch: int) -> float | None:

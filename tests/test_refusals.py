@@ -11,6 +11,7 @@ from larnn_core import cli
 from larnn_core.provenance import resolve_device
 from tests.support.searches import result_2018
 from tests.support.store_contract import experiment
+from workers.store import open_store
 
 
 @pytest.mark.parametrize("name", ["garbage", "cuda:-1", "", "meta", "mps", "cpu:3", "cuda:x"])
@@ -189,11 +190,22 @@ def test_an_imported_result_is_checked_field_by_field(change, message, tmp_path,
 def test_a_2018_result_with_per_step_training_curves_is_imported(tmp_path, capsys):
     """The 2018 files measured training every step and validation every epoch (700 and 25 values)."""
     path = tmp_path / "result.json"
-    steps = {"train_accuracies": [0.5] * 6, "train_losses": [1.0] * 6, "train_f1_scores": [0.4] * 6}
+    steps = {
+        "train_accuracies": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        "train_losses": [1.0] * 6,
+        "train_f1_scores": [0.4] * 6,
+    }
     path.write_text(json.dumps(_changed_2018_result(lambda r: r["history"].update(steps))))
     url = f"sqlite:///{tmp_path / 'store.db'}"
     assert cli.main(["import-results", str(path), "--name", "old", "--store", url]) == 0
     assert "imported 1 trial(s)" in capsys.readouterr().out
+    # two epochs of three steps: each epoch's training numbers are its steps' mean, and the
+    # validation curves, one value an epoch, are kept (not dropped for the epochs 3 to 6 they lack)
+    (trial,) = open_store(url).trials("old")
+    assert [round(e.train_accuracy, 6) for e in trial.result.epochs] == [0.2, 0.5]
+    assert [e.validation_accuracy for e in trial.result.epochs] == [0.6, 0.9]
+    assert cli.main(["best", "old", "--format", "json", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["epochs"] == 2
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
