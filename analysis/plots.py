@@ -56,8 +56,8 @@ def accuracy_label(data: pd.DataFrame) -> str:
 
 CURVE_LABELS = {  # a per-epoch curve's axis: each point is one epoch's number, nothing was picked
     VALIDATION_NAME: "validation accuracy per epoch",
-    TEST_PICKED_NAME: "test accuracy per epoch (2018: its 'validation' curve)",
-    MIXED_NAME: "accuracy per epoch: validation, or test for 2018 imports",
+    TEST_PICKED_NAME: "test accuracy per epoch\n(2018: its 'validation' curve)",  # two lines: one overran
+    MIXED_NAME: "accuracy per epoch: validation,\nor test for 2018 imports",
 }
 
 
