@@ -15,7 +15,10 @@ are replayed as CUDA graphs, so there `fast` and `lstm` are graphed, and `fast_e
 `lstm_eager` the same work launched op by op
 (`graphs_speedup_fast_train` is the LARNN's ratio). There the LARNN's per-step work is also
 compiled (larnn_core/execution/torch_compile.py); `fast_uncompiled` is the graphed step without it
-(`compile_speedup_fast_train`). `*_first_train_ms` is the first step, compilation included.
+(`compile_speedup_fast_train`). `fast_fused` runs each layer's time loop as two Triton kernels
+(larnn_core/execution/fused_layer.py), graphed, and `fast_fused_eager` without graphs:
+`fused_vs_lstm_train` is its training step over cuDNN's LSTM's, the ratio the kernels are for.
+`*_first_train_ms` is the first step, compilation included.
 The reference always runs eagerly.
 
 --epoch adds the wall time of one full training epoch of the offline HAR data (larnn_core.train:
@@ -75,19 +78,24 @@ def as_reference(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool]]:
-    """(label, implementation, CUDA graphs, torch.compile) to measure. On CUDA, fast and lstm run
-    as training does (graphed steps, the LARNN's step compiled: larnn_core/execution/), and
-    again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured too."""
+def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool, bool]]:
+    """(label, implementation, CUDA graphs, torch.compile, fused kernel) to measure. On CUDA, fast
+    and lstm run as training does (graphed steps, the LARNN's step compiled: larnn_core/execution/),
+    and again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured
+    too; fast_fused runs each layer's time loop as the fused Triton kernels (graphed, and eagerly)."""
     if device.type != "cuda":
-        return [("reference", "reference", False, True), ("fast", "fast", False, True), ("lstm", "lstm", False, True)]
+        return [("reference", "reference", False, True, False), ("fast", "fast", False, True, False)] + [
+            ("lstm", "lstm", False, True, False)
+        ]
     return [
-        ("reference", "reference", False, True),
-        ("fast", "fast", True, True),
-        ("lstm", "lstm", True, True),
-        ("fast_uncompiled", "fast", True, False),
-        ("fast_eager", "fast", False, True),
-        ("lstm_eager", "lstm", False, True),
+        ("reference", "reference", False, True, False),
+        ("fast", "fast", True, True, False),
+        ("lstm", "lstm", True, True, False),
+        ("fast_uncompiled", "fast", True, False, False),
+        ("fast_eager", "fast", False, True, False),
+        ("lstm_eager", "lstm", False, True, False),
+        ("fast_fused", "fast", True, True, True),
+        ("fast_fused_eager", "fast", False, True, True),
     ]
 
 
@@ -120,16 +128,18 @@ def measure(
     batch: int = BATCH,
     steps: int = STEPS,
     compile: bool = True,
+    fused: bool = False,
 ) -> dict:
     """Peak memory one training step adds, then the median training step and inference forward
     (ms) after warm-up. Runs in a fresh process, so the first step's growth is its own. The
     training step and the forward are larnn_core.train's (execution/cuda_graphs.py), replayed as CUDA
     graphs when graphs is set: the first call of each (for the step, the one whose memory is
     measured) runs eagerly, the second is captured. compile=False turns torch.compile off (else
-    the device's default); the first step's time, first_train_ms, includes the compilation."""
+    the device's default); the first step's time, first_train_ms, includes the compilation. fused:
+    the layers' time loops as the fused Triton kernels (execution/fused_layer.py)."""
     torch.set_num_threads(threads)
     device = torch.device(device_name)
-    execution = resolve(device.type, torch_compile=None if compile else False, cuda_graphs=graphs)
+    execution = resolve(device.type, torch_compile=None if compile else False, cuda_graphs=graphs, fused_kernel=fused)
     model = model_for(kind, config, device, execution)
     train_step = TrainStep(
         model, make_optimizer(model, 1e-3, 0.0, capturable=device.type == "cuda"), graphs=execution.cuda_graphs
@@ -229,12 +239,12 @@ def measure_device(
     seconds later takes it back page by page (a first touch costs about 3 s per GB here)."""
     results = {c: {} for c in config_names}
     runs = [(c, *run) for c in config_names for run in runs_for(device)]
-    for config_name, label, kind, graphs, compile in sorted(runs, key=lambda run: run[2] == "reference"):
+    for config_name, label, kind, graphs, compile, fused in sorted(runs, key=lambda run: run[2] == "reference"):
         config, row = CONFIGS[config_name], results[config_name]
         # the reference re-projects the whole window: one repetition is the point there
         r, w = (1, 0) if kind == "reference" and quick else (repeats, max(warmup, 1 if graphs else 0))
         result = measure_in_own_process(
-            measure, kind, config, str(device), r, w, threads, graphs, batch, steps, compile
+            measure, kind, config, str(device), r, w, threads, graphs, batch, steps, compile, fused
         )
         print(
             f"{device} {config_name} {label}: train {result['train_ms']:.1f} ms, "
@@ -261,6 +271,10 @@ def measure_device(
             row["graphs_speedup_fast_train"] = row["fast_eager_train_ms"] / row["fast_train_ms"]
             row["fast_eager_vs_lstm_eager_train"] = row["fast_eager_train_ms"] / row["lstm_eager_train_ms"]
             row["compile_speedup_fast_train"] = row["fast_uncompiled_train_ms"] / row["fast_train_ms"]
+        if "fast_fused_train_ms" in row:
+            row["fused_speedup_fast_train"] = row["fast_train_ms"] / row["fast_fused_train_ms"]
+            row["fused_vs_lstm_train"] = row["fast_fused_train_ms"] / row["lstm_train_ms"]
+            row["fused_vs_lstm_infer"] = row["fast_fused_infer_ms"] / row["lstm_infer_ms"]
         row["peak_mem_ratio"] = row["fast_peak_mb"] / row["reference_peak_mb"]
     return results
 

@@ -10,7 +10,9 @@ The steps, each in a process of its own with a time limit, each recorded whateve
   against the reference, worker slots on one GPU;
 - bench_larnn: benchmarks/bench_larnn.py --quick on the best configuration: the LARNN step graphed
   and compiled (`fast`), launched op by op (`fast_eager`), graphed but uncompiled
-  (`fast_uncompiled`), cuDNN's LSTM, the first step with its compilation;
+  (`fast_uncompiled`), each layer's time loop as the fused Triton kernels (`fast_fused`, graphed,
+  and `fast_fused_eager`), cuDNN's LSTM, the first step with its compilation; the cuda tests
+  include the fused kernels against the reference (tests/test_fused_layer.py), compiled;
 - bench_throughput: benchmarks/bench_throughput.py with 1, 2, 4, 8 and 16 slots, the best
   configuration and mixed paper-round2 shapes: aggregate steps/s, epochs and trials per hour,
   peak memory per slot;
@@ -295,6 +297,11 @@ def summary(report: dict) -> str:
             text = "; ".join(
                 f"{key}: train {row.get('fast_train_ms', 0):.0f} ms, LSTM {row.get('lstm_train_ms', 0):.1f} ms, "
                 f"{row.get('fast_vs_lstm_train', 0):.1f}x LSTM"
+                + (
+                    f", fused kernels {row['fast_fused_train_ms']:.0f} ms ({row['fused_vs_lstm_train']:.1f}x LSTM)"
+                    if "fused_vs_lstm_train" in row
+                    else ""
+                )
                 for key, row in rows
             )
         elif name == "bench_throughput":

@@ -33,7 +33,9 @@ key/value features.
 How a step executes is chosen by the model's Execution, once per sequence and layer, through one
 seam (execution/cell_step.py): with batch norm on CPU each step is one autograd Function of numba
 loops with a hand-written backward (execution/step_loops.py); elsewhere LARNNCell.step's ops
-below, through autograd (LARNNCell.update compiled by torch.compile on CUDA).
+below, through autograd (LARNNCell.update compiled by torch.compile on CUDA). With the fused
+kernel asked for, the seam runs the layer's whole time loop as two Triton kernels instead
+(execution/fused_layer.py).
 
 Every sub-module is registered (nn.ModuleList, 2018 defect 1); each layer has its own cell and
 its own state, and layer l+1 reads layer l's hidden sequence (2018 defects 2 and 6).
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 
 from larnn_core.dropout import Dropout
 from larnn_core.execution import Execution
-from larnn_core.execution.cell_step import attention, cell_step
+from larnn_core.execution.cell_step import attention, cell_step, whole_layer
 from larnn_core.execution.window import Window
 from larnn_core.hparams import MODES, NORMS, SEQUENCE_STEPS
 
@@ -291,8 +293,11 @@ class LARNNCell(nn.Module):
         """The layer over a sequence, x [B, T, I] -> hidden sequence [B, T, H], from a fresh state;
         the steps run as the seam (execution/cell_step.py) chooses once for this sequence."""
         B, T, _ = x.shape
-        state = self.initial_state(B, T, x.device, x.dtype, execution)
         xq, xz = self.project_inputs(x)
+        fused = whole_layer(self, execution, x)
+        if fused is not None:
+            return fused(xq, xz)
+        state = self.initial_state(B, T, x.device, x.dtype, execution)
         step = cell_step(self, self.step_weights(), execution, x)
         hs = []
         for xq_t, xz_t in zip(xq.unbind(1), xz.unbind(1)):  # unbind: one backward, not T

@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -5,7 +6,12 @@ import pytest
 import torch
 from hypothesis import settings
 
-from tests.support.data import synthetic_har
+if not torch.cuda.is_available():
+    # Triton's kernels (larnn_core/execution/fused_layer.py) run in its interpreter, on CPU: Triton
+    # reads this when it is first imported (importing the model imports it), so it is set here, first
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tests.support.data import synthetic_har  # noqa: E402 (after the environment Triton reads)
 
 
 def pytest_addoption(parser):

@@ -113,6 +113,7 @@ def test_execution_defaults_per_device_arguments_and_environment():
         "cpu_loops": False,
         "torch_compile": True,
         "cuda_graphs": True,
+        "fused_kernel": False,  # off until measured faster on a GPU (tests/test_fused_layer.py)
     }
 
 

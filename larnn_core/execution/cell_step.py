@@ -7,6 +7,8 @@ that runs one time step of a cell, and the attention its window uses.
     CPU loops on, otherwise on CPU in float32/64           LARNNCell.step's ops; attention_loops.py
     elsewhere (CUDA; CPU loops off; other dtypes)          LARNNCell.step's ops; attention_ops.py;
                                                              both compiled when torch_compile is on
+    fused kernel on, batch norm, float32                   fused_layer.py: the layer's whole time loop,
+                                                             not step by step (whole_layer)
 
 The loops' backward assumes batch statistics' or fixed statistics' gradients without a graph
 through the running statistics, hence evaluation with gradients takes the ops.
@@ -47,6 +49,17 @@ def attention(execution: Execution, like: torch.Tensor) -> Attention:
 def whole_step_on_loops(cell: LARNNCell, execution: Execution, like: torch.Tensor) -> bool:
     """Whether step_loops.py runs the cell's whole steps for a sequence like `like`."""
     return _on_loops(execution, like) and cell.norm == "batch" and (cell.training or not torch.is_grad_enabled())
+
+
+def whole_layer(cell: LARNNCell, execution: Execution, like: torch.Tensor) -> Callable | None:
+    """layer(xq, xz) -> hidden sequence, where fused_layer.py's kernels run the whole sequence of
+    this cell; None where the steps run one by one (cell_step)."""
+    if not (execution.fused_kernel and cell.norm == "batch" and like.dtype == torch.float32):
+        return None
+    from larnn_core.execution import fused_layer  # here: Triton is needed by this path only
+
+    weights = cell.step_weights()
+    return lambda xq, xz: fused_layer.layer(cell, weights, xq, xz)
 
 
 def cell_step(cell: LARNNCell, weights: StepWeights, execution: Execution, like: torch.Tensor) -> Step:

@@ -9,10 +9,15 @@ Three switches, each meaningful on one kind of device:
                    on by default on CUDA only, where it fuses dozens of tiny kernels per step.
     cuda_graphs    CUDA: each training step and evaluation forward replayed as a CUDA graph
                    (cuda_graphs.py).
+    fused_kernel   a layer's whole time loop as two Triton kernels, forward and backward
+                   (fused_layer.py; batch norm, float32). Off unless asked for (LARNN_FUSED_KERNEL=1:
+                   on CUDA, for every training in a process): it is to become CUDA's default once
+                   measured faster there; on CPU it runs in Triton's interpreter
+                   (TRITON_INTERPRET=1), for its tests.
 
 `resolve` turns what the caller asked for (an argument; None means the default) and the
 environment (LARNN_COMPILE=0, LARNN_CUDA_GRAPHS=0: off for every training in a process, workers
-included) into an Execution, once per training; the model and the training step receive it and
+included; LARNN_FUSED_KERNEL=1: on) into an Execution, once per training; the model and the training step receive it and
 read nothing else, and the result records it (`as_record`).
 """
 
@@ -29,6 +34,7 @@ class Execution:
     cpu_loops: bool = True
     torch_compile: bool = False
     cuda_graphs: bool = False
+    fused_kernel: bool = False
 
     def as_record(self) -> dict[str, bool]:
         return dataclasses.asdict(self)
@@ -44,11 +50,19 @@ def resolve(
     cpu_loops: bool | None = None,
     torch_compile: bool | None = None,
     cuda_graphs: bool | None = None,
+    fused_kernel: bool | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Execution:
     """The execution of a training on a device of this type ("cpu", "cuda", ...). An explicit
-    True or False wins over the environment; graphs need CUDA, and loops apply on CPU only."""
+    True or False wins over the environment; graphs need CUDA, and loops apply on CPU only. The
+    fused kernel needs CUDA, or Triton's interpreter on CPU: asked for explicitly elsewhere, a
+    ValueError; by the environment, it applies where it can run."""
     on_cuda = device_type == "cuda"
+    runs_fused = on_cuda or environ.get("TRITON_INTERPRET") == "1"
+    if fused_kernel and not runs_fused:
+        raise ValueError("the fused kernel runs on CUDA, or on CPU in Triton's interpreter (TRITON_INTERPRET=1)")
+    if fused_kernel is None:
+        fused_kernel = runs_fused and environ.get("LARNN_FUSED_KERNEL") == "1"
     if torch_compile is None:
         torch_compile = on_cuda and _switch(environ, "LARNN_COMPILE")
     if cuda_graphs is None:
@@ -57,4 +71,5 @@ def resolve(
         cpu_loops=(True if cpu_loops is None else cpu_loops) and device_type == "cpu",
         torch_compile=torch_compile,
         cuda_graphs=cuda_graphs and on_cuda,
+        fused_kernel=bool(fused_kernel),
     )
