@@ -8,9 +8,12 @@ import copy
 import pytest
 import torch
 
+from larnn_core import train as training
 from larnn_core.execution import Execution, resolve
 from larnn_core.execution.cell_step import whole_layer
+from larnn_core.hparams import HParams
 from larnn_core.model import LARNN
+from tests.support.data import TINY, synthetic_har
 from tests.test_reference import config_id, configurations, errors, float32_close, run
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton; the dev extra has it)")
@@ -67,6 +70,23 @@ def test_running_statistics_move_as_the_ops_path_moves_them():
         torch.testing.assert_close(states[0][key], states[1][key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_precise_statistics_are_the_ops_paths():
+    """statistics.refresh trains the norms alone, the cells in evaluation: the kernels follow the
+    norms' mode, and the cumulative average it sets through their momentum."""
+    from larnn_core import statistics
+
+    config = CONFIGS[1]
+    states = []
+    for path in (FUSED, OPS):
+        stack = _stack(config, path[1])
+        assert statistics.refresh(stack, torch.randn(6, 9, config["hidden_size"])) == 1
+        states.append({k: v for k, v in stack.state_dict().items() if "running" in k})
+    for key in states[0]:
+        torch.testing.assert_close(
+            states[0][key], states[1][key], rtol=1e-4, atol=1e-6, msg=key
+        )  # float32 sums in other orders
+
+
 def test_dropout_masks_are_the_ops_paths_from_the_same_generator():
     config = dict(CONFIGS[0], is_stacked_residual=False)  # the layer's own output, zeros where dropped
     outputs = []
@@ -97,3 +117,20 @@ def test_resolve_asks_for_a_gpu_or_the_interpreter():
     assert not resolve("cuda", environ={}).fused_kernel  # off by default until measured faster on a GPU
     assert resolve("cuda", environ={"LARNN_FUSED_KERNEL": "1"}).fused_kernel  # every training of a process
     assert not resolve("cpu", environ={"LARNN_FUSED_KERNEL": "1"}).fused_kernel  # where it runs
+
+
+def test_a_training_on_the_kernels_learns_as_on_the_ops_path_and_records_them(monkeypatch):
+    """LARNN_FUSED_KERNEL=1, as a worker's environment sets it: larnn_core.train resolves the
+    kernels, trains through them (dropout from the training's generator, evaluation without
+    gradients) and records them; its losses are the ops path's, epoch by epoch."""
+    hp = HParams.from_dict({**TINY, "training_epochs": 2, "dropout_drop_proba": 0.2})
+    data = synthetic_har(windows_per_subject=4, steps=8)
+    ops = training.train(hp, data, device=FUSED[0], progress=False, cpu_loops=False)
+    monkeypatch.setenv("LARNN_FUSED_KERNEL", "1")
+    fused = training.train(hp, data, device=FUSED[0], progress=False, cpu_loops=False)
+    assert fused.status == "ok" and fused.execution["fused_kernel"] is True and not ops.execution["fused_kernel"]
+    assert fused.epochs[-1].train_loss < fused.epochs[0].train_loss  # it learns
+    for name in ("train_loss", "validation_loss", "validation_accuracy"):
+        assert [getattr(e, name) for e in fused.epochs] == pytest.approx(
+            [getattr(e, name) for e in ops.epochs], rel=1e-3
+        )

@@ -119,7 +119,12 @@ def test_two_slots_on_one_gpu_train_two_trials_at_once(small_har, url, tmp_path)
     run_two_slots(store, small_har, tmp_path, "cuda", {})
     for trial in store.trials("pair"):
         assert trial.state == DONE, trial.result.error
-        assert trial.result.execution == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": True}
+        assert trial.result.execution == {
+            "cpu_loops": False,
+            "torch_compile": True,
+            "cuda_graphs": True,
+            "fused_kernel": False,
+        }
         assert all(math.isfinite(e.validation_loss) and math.isfinite(e.train_loss) for e in trial.result.epochs)
 
 

@@ -34,7 +34,12 @@ def test_training_learns_and_records_everything(small_har, model):
     assert result["test_accuracy"] == trained.selected.test_accuracy
     for key in ("device", "data_source", "data_checksum", "code_version", "seed", "wall_time_s", "hyperparameters"):
         assert key in result
-    assert result["execution"] == {"cpu_loops": model == "larnn", "torch_compile": False, "cuda_graphs": False}
+    assert result["execution"] == {
+        "cpu_loops": model == "larnn",
+        "torch_compile": False,
+        "cuda_graphs": False,
+        "fused_kernel": False,
+    }
     assert result["protocol"] == "honest"  # the epoch picked on validation subjects, test read there once
     assert result["data_source"] == "synthetic" and result["data_checksum"] == small_har.checksum
     assert "test_curves" not in result and "resumed_from_epoch" not in result
@@ -215,7 +220,12 @@ def test_each_compiled_training_starts_from_no_compiled_graphs(small_har, monkey
     hp = HParams.from_dict({**TINY, "training_epochs": 1})
     for _ in range(2):
         result = training.train(hp, small_har, device="cpu", progress=False, cpu_loops=False, torch_compile=True)
-        assert result.execution == {"cpu_loops": False, "torch_compile": True, "cuda_graphs": False}
+        assert result.execution == {
+            "cpu_loops": False,
+            "torch_compile": True,
+            "cuda_graphs": False,
+            "fused_kernel": False,
+        }
     assert forgotten == [True, True]
     training.train(hp, small_har, device="cpu", progress=False, torch_compile=False)
     lstm = training.train(

@@ -56,9 +56,11 @@ def whole_layer(cell: LARNNCell, execution: Execution, like: torch.Tensor) -> Ca
     this cell; None where the steps run one by one (cell_step)."""
     if not (execution.fused_kernel and cell.norm == "batch" and like.dtype == torch.float32):
         return None
+    weights = cell.step_weights()
+    if len({norm.training for norm in weights.norms}) > 1:  # the kernels take one mode for all six
+        return None
     from larnn_core.execution import fused_layer  # here: Triton is needed by this path only
 
-    weights = cell.step_weights()
     return lambda xq, xz: fused_layer.layer(cell, weights, xq, xz)
 
 

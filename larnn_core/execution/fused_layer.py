@@ -44,6 +44,9 @@ B_O, B_K, B_V = (tl.constexpr(i) for i in range(3))  # packed biases
 # batch norms, one row of gains each: attention, z's four gate blocks, c, h, key, value
 N_ATTN, N_Z, N_C, N_H, N_K, N_V = (tl.constexpr(i) for i in (0, 1, 5, 6, 7, 8))
 N_NORMS = tl.constexpr(9)
+# the one program's threads: the 2018 best's [256, 128] tiles are 64 values per thread at 16 warps;
+# 8 is a first guess, to be set by measuring on a GPU (benchmarks/bench_larnn.py's fast_fused)
+NUM_WARPS = 8
 
 
 @triton.jit
@@ -757,7 +760,7 @@ class _Layer(torch.autograd.Function):
         ctx.meta["DROP"] = drop is not None
         drop = xq if drop is None else drop  # any pointer: DROP=False never reads it
         inputs = (xq, xz, keys, values, weights, biases, pos, gains, running)
-        _forward[(1,)](*inputs, stats, drop, hs, cs, *ctx.sizes, **ctx.meta)
+        _forward[(1,)](*inputs, stats, drop, hs, cs, *ctx.sizes, **ctx.meta, num_warps=NUM_WARPS)
         ctx.save_for_backward(*inputs, drop, hs, cs)
         return hs
 
@@ -765,7 +768,9 @@ class _Layer(torch.autograd.Function):
     def backward(ctx, grad_hs):
         *inputs, drop, hs, cs = ctx.saved_tensors
         grads = [torch.zeros_like(x) for x in inputs[:-1]]  # xq .. gains (the running statistics have none)
-        _backward[(1,)](*inputs, drop, hs, cs, grad_hs.contiguous(), *grads, *ctx.sizes, **ctx.meta)
+        _backward[(1,)](
+            *inputs, drop, hs, cs, grad_hs.contiguous(), *grads, *ctx.sizes, **ctx.meta, num_warps=NUM_WARPS
+        )
         dxq, dxz, _, _, dweights, dbiases, dpos, dgains = grads
         return dxq, dxz, dweights, dbiases, dpos, dgains, None
 
@@ -809,12 +814,13 @@ def layer(cell: LARNNCell, weights: StepWeights, xq: torch.Tensor, xz: torch.Ten
         drop = _pad(torch.stack(keep).to(xq.dtype) / (1 - weights.dropout), BP, HP).contiguous()
     stats = xq.new_zeros(T, 2, N_NORMS.value, HP)  # the batch statistics of every step, in training
     running = _pad(torch.stack([mean, var]), HP).contiguous()  # [2, 9, S, HP]
-    fixed = (running, drop, stats, B, weights.norms[0].eps, K, H, H // cell.heads, cell.training, rows[-1] is not None)
+    training = weights.norms[0].training  # the norms' mode, not the cell's: statistics.refresh trains norms alone
+    fixed = (running, drop, stats, B, weights.norms[0].eps, K, H, H // cell.heads, training, rows[-1] is not None)
     xq_p = _pad(xq.transpose(0, 1), BP, HP).contiguous()  # [T, BP, HP]
     xz_p = _pad(xz.transpose(0, 1).reshape(T, B, 4, H), BP, 4, HP).reshape(T, BP, 4 * HP).contiguous()
     gains = _pad(torch.stack([gamma, beta]), HP).contiguous()  # [2, 9, HP]
     hs = _Layer.apply(xq_p, xz_p, packed.contiguous(), biases.contiguous(), pos.contiguous(), gains, fixed)
-    if cell.training:
+    if training:
         _move_running_statistics(rows, stats[..., :H], B)
     return hs[:, :B, :H].transpose(0, 1)
 
