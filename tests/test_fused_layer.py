@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.cuda] if torch.cuda.is_available() else []  # on a GPU
 
 FUSED = ("cuda" if torch.cuda.is_available() else "cpu", Execution(cpu_loops=False, fused_kernel=True))
 OPS = (FUSED[0], Execution(cpu_loops=False))
+DEVICE = FUSED[0]
 CONFIGS = [c for c in configurations() if c["norm"] == "batch"] + [
     dict(next(c for c in configurations() if c["norm"] == "batch"), num_layers=2, is_stacked_residual=True)
 ]
@@ -32,7 +33,7 @@ def _stack(config: dict, execution: Execution, **extra) -> LARNN:
     kwargs = {k: v for k, v in config.items() if k not in ("hidden_size", "num_layers", "is_stacked_residual")}
     return LARNN(
         config["hidden_size"], config["num_layers"], config["is_stacked_residual"], execution, **kwargs, **extra
-    )
+    ).to(DEVICE)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
@@ -62,7 +63,7 @@ def test_running_statistics_move_as_the_ops_path_moves_them():
     for path in (FUSED, OPS):
         stack = _stack(config, path[1], steps=5).train()
         for seed in range(2):
-            x = torch.randn(6, 9, config["hidden_size"], generator=torch.Generator().manual_seed(seed))
+            x = torch.randn(6, 9, config["hidden_size"], generator=torch.Generator().manual_seed(seed)).to(DEVICE)
             stack(x)
         states.append({k: v for k, v in stack.state_dict().items() if "running" in k})
     assert states[0].keys() == states[1].keys() and len(states[0]) == 12
@@ -79,7 +80,7 @@ def test_precise_statistics_are_the_ops_paths():
     states = []
     for path in (FUSED, OPS):
         stack = _stack(config, path[1])
-        assert statistics.refresh(stack, torch.randn(6, 9, config["hidden_size"])) == 1
+        assert statistics.refresh(stack, torch.randn(6, 9, config["hidden_size"], device=DEVICE)) == 1
         states.append({k: v for k, v in stack.state_dict().items() if "running" in k})
     for key in states[0]:
         torch.testing.assert_close(
@@ -91,8 +92,10 @@ def test_dropout_masks_are_the_ops_paths_from_the_same_generator():
     config = dict(CONFIGS[0], is_stacked_residual=False)  # the layer's own output, zeros where dropped
     outputs = []
     for path in (FUSED, OPS):
-        stack = _stack(config, path[1], dropout=0.3, generator=torch.Generator().manual_seed(7)).train()
-        outputs.append(stack(torch.randn(6, 9, config["hidden_size"], generator=torch.Generator().manual_seed(1))))
+        generator = torch.Generator(device=DEVICE).manual_seed(7)
+        stack = _stack(config, path[1], dropout=0.3, generator=generator).train()
+        x = torch.randn(6, 9, config["hidden_size"], generator=torch.Generator().manual_seed(1)).to(DEVICE)
+        outputs.append(stack(x))
     assert (outputs[1] == 0).float().mean() > 0.2  # dropout did drop
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
 
@@ -100,7 +103,7 @@ def test_dropout_masks_are_the_ops_paths_from_the_same_generator():
 def test_the_seam_takes_the_kernels_for_batch_norm_in_float32_only():
     on = Execution(cpu_loops=False, fused_kernel=True)
     stack = _stack(CONFIGS[0], on)
-    cell, x = stack.cells[0], torch.randn(2, 3, CONFIGS[0]["hidden_size"])
+    cell, x = stack.cells[0], torch.randn(2, 3, CONFIGS[0]["hidden_size"], device=DEVICE)
     assert whole_layer(cell, on, x) is not None
     assert whole_layer(cell, Execution(cpu_loops=False), x) is None
     assert whole_layer(cell, on, x.double()) is None  # the kernels are float32's
