@@ -10,15 +10,14 @@
   let studies = {};
   const MARK = "data-larnn";
 
-  function leaf(text) {
-    return [...document.querySelectorAll("body *")].find(
-      (e) => e.childElementCount === 0 && e.textContent === text,
-    );
-  }
-
   function labelStudyList() {
+    if (!/\/dashboard\/?$/.test(location.pathname)) return; // the study list's page only
+    const leaves = new Map(); // text -> element, one pass over the page for every study
+    for (const e of document.querySelectorAll("body *")) {
+      if (e.childElementCount === 0) leaves.set(e.textContent, e);
+    }
     for (const [id, study] of Object.entries(studies)) {
-      const title = leaf(`${id}. ${study.name}`);
+      const title = leaves.get(`${id}. ${study.name}`);
       if (!title || title.nextElementSibling?.getAttribute(MARK) === "objective") continue;
       const label = document.createElement("div");
       label.setAttribute(MARK, "objective");

@@ -84,8 +84,10 @@ def runs_for(device: torch.device) -> list[tuple[str, str, bool, bool, bool]]:
     and again eagerly and uncompiled, so that the graphs' and the compiler's shares are measured
     too; fast_fused runs each layer's time loop as the fused Triton kernels (graphed, and eagerly)."""
     if device.type != "cuda":
-        return [("reference", "reference", False, True, False), ("fast", "fast", False, True, False)] + [
-            ("lstm", "lstm", False, True, False)
+        return [
+            ("reference", "reference", False, True, False),
+            ("fast", "fast", False, True, False),
+            ("lstm", "lstm", False, True, False),
         ]
     return [
         ("reference", "reference", False, True, False),

@@ -1,6 +1,6 @@
 """Which code executes a training: the one place where that is decided.
 
-Three switches, each meaningful on one kind of device:
+Four switches, each meaningful on one kind of device:
 
     cpu_loops      CPU: numba loops with hand-written backward passes (step_loops.py for a whole
                    step with batch norm, attention_loops.py for the window attention); off, the
@@ -17,8 +17,8 @@ Three switches, each meaningful on one kind of device:
 
 `resolve` turns what the caller asked for (an argument; None means the default) and the
 environment (LARNN_COMPILE=0, LARNN_CUDA_GRAPHS=0: off for every training in a process, workers
-included; LARNN_FUSED_KERNEL=1: on) into an Execution, once per training; the model and the training step receive it and
-read nothing else, and the result records it (`as_record`).
+included; LARNN_FUSED_KERNEL=1: on) into an Execution, once per training; the model and the
+training step receive it and read nothing else, and the result records it (`as_record`).
 """
 
 from __future__ import annotations

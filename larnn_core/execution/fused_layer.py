@@ -775,13 +775,13 @@ class _Layer(torch.autograd.Function):
         return dxq, dxz, dweights, dbiases, dpos, dgains, None
 
 
-def _norm_rows(weights: StepWeights, H: int) -> list[tuple[torch.nn.Module, slice] | None]:
-    """The kernels' nine batch norms (N_ATTN .. N_V) as (module, its features); None where the cell
-    has none (keys and values without activation_on_keys_and_values)."""
+def _norm_rows(weights: StepWeights, H: int) -> list[tuple[torch.nn.Module, slice]]:
+    """The cell's batch norms in the kernels' order (N_ATTN ..) as (module, its features): nine, or
+    seven without activation_on_keys_and_values (no key and value norms, which ACT=False never reads)."""
     attn, z, c, h, *kv = weights.norms
     gates = [(z, slice(i * H, (i + 1) * H)) for i in range(4)]
     whole = slice(0, H)
-    return [(attn, whole), *gates, (c, whole), (h, whole), *([(n, whole) for n in kv] or [None, None])]
+    return [(attn, whole), *gates, (c, whole), (h, whole), *[(n, whole) for n in kv]]
 
 
 def layer(cell: LARNNCell, weights: StepWeights, xq: torch.Tensor, xz: torch.Tensor) -> torch.Tensor:
@@ -800,11 +800,10 @@ def layer(cell: LARNNCell, weights: StepWeights, xq: torch.Tensor, xz: torch.Ten
     pos = _pad(torch.stack([none if p is None else p for p in (weights.pos_k, weights.pos_v)]), HP)
     rows = _norm_rows(weights, H)
     S = weights.norms[0].steps
-    zeros, ones = xq.new_zeros(H), xq.new_ones(S, H)
-    gamma = torch.stack([r[0].weight[r[1]] if r else zeros for r in rows])
-    beta = torch.stack([r[0].bias[r[1]] if r and r[0].bias is not None else zeros for r in rows])
-    mean = torch.stack([r[0].running_mean[:, r[1]] if r else 0 * ones for r in rows])
-    var = torch.stack([r[0].running_var[:, r[1]] if r else ones for r in rows])
+    gamma = torch.stack([norm.weight[f] for norm, f in rows])
+    beta = torch.stack([norm.weight.new_zeros(H) if norm.bias is None else norm.bias[f] for norm, f in rows])
+    mean = torch.stack([norm.running_mean[:, f] for norm, f in rows])
+    var = torch.stack([norm.running_var[:, f] for norm, f in rows])
     drop = None
     if weights.dropout > 0:
         keep = [
@@ -813,12 +812,13 @@ def layer(cell: LARNNCell, weights: StepWeights, xq: torch.Tensor, xz: torch.Ten
         ]
         drop = _pad(torch.stack(keep).to(xq.dtype) / (1 - weights.dropout), BP, HP).contiguous()
     stats = xq.new_zeros(T, 2, N_NORMS.value, HP)  # the batch statistics of every step, in training
-    running = _pad(torch.stack([mean, var]), HP).contiguous()  # [2, 9, S, HP]
+    running = _pad(torch.stack([mean, var]), N_NORMS.value, S, HP).contiguous()  # [2, 9, S, HP]
     training = weights.norms[0].training  # the norms' mode, not the cell's: statistics.refresh trains norms alone
-    fixed = (running, drop, stats, B, weights.norms[0].eps, K, H, H // cell.heads, training, rows[-1] is not None)
+    act = len(rows) == N_NORMS.value  # keys and values normalised
+    fixed = (running, drop, stats, B, weights.norms[0].eps, K, H, H // cell.heads, training, act)
     xq_p = _pad(xq.transpose(0, 1), BP, HP).contiguous()  # [T, BP, HP]
     xz_p = _pad(xz.transpose(0, 1).reshape(T, B, 4, H), BP, 4, HP).reshape(T, BP, 4 * HP).contiguous()
-    gains = _pad(torch.stack([gamma, beta]), HP).contiguous()  # [2, 9, HP]
+    gains = _pad(torch.stack([gamma, beta]), N_NORMS.value, HP).contiguous()  # [2, 9, HP]
     hs = _Layer.apply(xq_p, xz_p, packed.contiguous(), biases.contiguous(), pos.contiguous(), gains, fixed)
     if training:
         _move_running_statistics(rows, stats[..., :H], B)
@@ -826,14 +826,11 @@ def layer(cell: LARNNCell, weights: StepWeights, xq: torch.Tensor, xz: torch.Ten
 
 
 @torch.no_grad()
-def _move_running_statistics(rows: list, stats: torch.Tensor, B: int) -> None:
+def _move_running_statistics(rows: list[tuple[torch.nn.Module, slice]], stats: torch.Tensor, B: int) -> None:
     """Row t of each norm's running statistics moved by step t's batch statistics, as StepBatchNorm
     moves them step by step (steps past its last row all move the last row, in turn)."""
     T = stats.shape[0]
-    for i, row in enumerate(rows):
-        if row is None:
-            continue
-        norm, features = row
+    for i, (norm, features) in enumerate(rows):
         mean, var = stats[:, 0, i], stats[:, 1, i] * B / max(B - 1, 1)  # unbiased, as torch's
         own = min(T, norm.steps - 1)  # steps with a row of their own
         norm.running_mean[:own, features].lerp_(mean[:own], norm.momentum)
